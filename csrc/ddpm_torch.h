@@ -1,0 +1,291 @@
+/*
+ * ddpm_torch.h: the plain-C contract between Go and libtorch.
+ *
+ * Rules that hold for every function below:
+ *  - The return value is NULL on success. On failure it is a malloc'd,
+ *    NUL-terminated message (libtorch's own text where libtorch failed) that
+ *    the caller owns and releases with free(). No C++ exception crosses this
+ *    boundary and no error is kept in thread-local state.
+ *  - Results come back through out-parameters. Out-parameters are written only
+ *    on success.
+ *  - Every ddpm_tensor written to an out-parameter is a new handle owned by the
+ *    caller, released with ddpm_tensor_free. Handles passed in are borrowed.
+ *  - Functions whose behaviour depends on libtorch's per-thread modes (grad
+ *    mode, inference mode) take a ddpm_mode as their first argument and set
+ *    that mode for the duration of the call only. The caller's OS thread is
+ *    never left in a different mode, so callers that hop between threads
+ *    (goroutines) always get the mode they asked for.
+ *
+ * This header is plain C99: it must compile with `cc -x c`.
+ */
+#ifndef DDPM_TORCH_H
+#define DDPM_TORCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ddpm_tensor_s* ddpm_tensor;       /* owns one at::Tensor */
+typedef struct ddpm_generator_s* ddpm_generator; /* owns one at::Generator */
+typedef char* ddpm_error;                         /* NULL = ok; else free() it */
+
+/* Autograd mode applied for the duration of one call. */
+typedef enum {
+  DDPM_MODE_GRAD = 0,      /* record operations for autograd */
+  DDPM_MODE_NO_GRAD = 1,   /* like torch.no_grad() */
+  DDPM_MODE_INFERENCE = 2  /* like torch.inference_mode() */
+} ddpm_mode;
+
+/* Element types; the values are c10::ScalarType's. */
+typedef enum {
+  DDPM_UINT8 = 0,
+  DDPM_INT64 = 4,
+  DDPM_FLOAT16 = 5,
+  DDPM_FLOAT32 = 6,
+  DDPM_FLOAT64 = 7,
+  DDPM_BOOL = 11,
+  DDPM_BFLOAT16 = 15
+} ddpm_dtype;
+
+typedef enum { DDPM_CPU = 0, DDPM_CUDA = 1 } ddpm_device_type;
+
+#define DDPM_MAX_DIMS 16
+
+/* What ddpm_tensor_meta reports about a tensor. */
+typedef struct {
+  int64_t ndim;
+  int64_t shape[DDPM_MAX_DIMS];
+  int32_t dtype;        /* ddpm_dtype */
+  int32_t device_type;  /* ddpm_device_type */
+  int32_t device_index; /* -1 for CPU */
+  int32_t requires_grad;
+  int32_t is_leaf;
+  int32_t is_contiguous;
+} ddpm_meta;
+
+/* ---- library ----------------------------------------------------------- */
+
+/* Writes libtorch's version ("1.13.1") into buf (always NUL-terminated). */
+void ddpm_version(char* buf, size_t cap);
+/* Number of usable CUDA devices (0 on a CPU-only libtorch). */
+int64_t ddpm_cuda_device_count(void);
+/* Whether the CUDA backend is compiled in and a device is present. */
+int32_t ddpm_cuda_available(void);
+/* Intra-op thread pool size (process-wide, not per thread). */
+ddpm_error ddpm_set_num_threads(int32_t n);
+int32_t ddpm_get_num_threads(void);
+
+/* ---- tensor lifetime and inspection ------------------------------------ */
+
+/* Releases the handle; NULL is accepted and ignored. */
+void ddpm_tensor_free(ddpm_tensor t);
+/* Shape, dtype, device and autograd flags. Fails if ndim > DDPM_MAX_DIMS. */
+ddpm_error ddpm_tensor_meta(ddpm_tensor t, ddpm_meta* out);
+/* New tensor of dtype/shape on device, filled from nbytes of host memory at
+ * data (row-major). nbytes must equal numel * element size. */
+ddpm_error ddpm_from_data(const void* data, int64_t nbytes, int32_t dtype,
+                          const int64_t* shape, int64_t ndim,
+                          int32_t device_type, int32_t device_index,
+                          ddpm_tensor* out);
+/* Copies the tensor's elements (moved to CPU, made contiguous, same dtype)
+ * into dst, which holds nbytes; nbytes must equal numel * element size. */
+ddpm_error ddpm_copy_to_host(ddpm_tensor t, void* dst, int64_t nbytes);
+/* Value of a one-element tensor as a double. */
+ddpm_error ddpm_item(ddpm_tensor t, double* out);
+
+/* ---- creation ---------------------------------------------------------- */
+
+/* Tensor of shape filled with value. */
+ddpm_error ddpm_full(ddpm_mode mode, const int64_t* shape, int64_t ndim,
+                     double value, int32_t dtype, int32_t device_type,
+                     int32_t device_index, ddpm_tensor* out);
+/* 0, 1, ..., n-1. */
+ddpm_error ddpm_arange(ddpm_mode mode, int64_t n, int32_t dtype,
+                       int32_t device_type, int32_t device_index,
+                       ddpm_tensor* out);
+
+/* ---- random numbers ---------------------------------------------------- */
+
+/* A generator for device, seeded with seed. Same seed, same numbers. */
+ddpm_error ddpm_generator_new(uint64_t seed, int32_t device_type,
+                              int32_t device_index, ddpm_generator* out);
+void ddpm_generator_free(ddpm_generator g);
+/* The generator's full state as a uint8 CPU tensor (for checkpoints). */
+ddpm_error ddpm_generator_get_state(ddpm_generator g, ddpm_tensor* out);
+ddpm_error ddpm_generator_set_state(ddpm_generator g, ddpm_tensor state);
+
+typedef enum {
+  DDPM_RAND_NORMAL = 0,  /* N(0, 1) */
+  DDPM_RAND_UNIFORM = 1  /* U[0, 1) */
+} ddpm_rand_kind;
+/* Random tensor of shape; g may be NULL for libtorch's default generator. */
+ddpm_error ddpm_rand(ddpm_mode mode, int32_t kind, const int64_t* shape,
+                     int64_t ndim, int32_t dtype, int32_t device_type,
+                     int32_t device_index, ddpm_generator g, ddpm_tensor* out);
+/* Integers uniform in [low, high), int64. */
+ddpm_error ddpm_randint(ddpm_mode mode, int64_t low, int64_t high,
+                        const int64_t* shape, int64_t ndim,
+                        int32_t device_type, int32_t device_index,
+                        ddpm_generator g, ddpm_tensor* out);
+/* Bernoulli draws with per-element probabilities p (same shape/dtype). */
+ddpm_error ddpm_bernoulli(ddpm_mode mode, ddpm_tensor p, ddpm_generator g,
+                          ddpm_tensor* out);
+/* Inverted dropout: zeroes elements with probability p and scales the rest
+ * by 1/(1-p) when train != 0; returns a copy of x otherwise. */
+ddpm_error ddpm_dropout(ddpm_mode mode, ddpm_tensor x, double p, int32_t train,
+                        ddpm_generator g, ddpm_tensor* out);
+
+/* ---- elementwise ------------------------------------------------------- */
+
+typedef enum {
+  DDPM_NEG = 0, DDPM_ABS, DDPM_SQRT, DDPM_RSQRT, DDPM_EXP, DDPM_LOG,
+  DDPM_SIN, DDPM_COS, DDPM_SILU, DDPM_SIGMOID, DDPM_TANH, DDPM_SQUARE,
+  DDPM_RELU, DDPM_ISFINITE, DDPM_LOGICAL_NOT, DDPM_GELU
+} ddpm_unary_op;
+ddpm_error ddpm_unary(ddpm_mode mode, int32_t op, ddpm_tensor a,
+                      ddpm_tensor* out);
+
+typedef enum {
+  DDPM_ADD = 0, DDPM_SUB, DDPM_MUL, DDPM_DIV, DDPM_POW, DDPM_MAXIMUM,
+  DDPM_MINIMUM, DDPM_EQ, DDPM_NE, DDPM_LT, DDPM_LE, DDPM_GT, DDPM_GE,
+  DDPM_LOGICAL_AND, DDPM_LOGICAL_OR
+} ddpm_binary_op;
+/* a op b with broadcasting. */
+ddpm_error ddpm_binary(ddpm_mode mode, int32_t op, ddpm_tensor a,
+                       ddpm_tensor b, ddpm_tensor* out);
+/* a op s for a scalar s. */
+ddpm_error ddpm_binary_scalar(ddpm_mode mode, int32_t op, ddpm_tensor a,
+                              double s, ddpm_tensor* out);
+/* In place: a = a op b (arithmetic ops only). */
+ddpm_error ddpm_binary_(ddpm_mode mode, int32_t op, ddpm_tensor a,
+                        ddpm_tensor b);
+/* In place: a = a op s (arithmetic ops only). */
+ddpm_error ddpm_binary_scalar_(ddpm_mode mode, int32_t op, ddpm_tensor a,
+                               double s);
+/* In place: dst = src (broadcast, dtype/device converted). */
+ddpm_error ddpm_copy_(ddpm_mode mode, ddpm_tensor dst, ddpm_tensor src);
+/* In place: a = a + w * (b - a). */
+ddpm_error ddpm_lerp_(ddpm_mode mode, ddpm_tensor a, ddpm_tensor b, double w);
+/* Clamp to [lo, hi]; has_lo/has_hi = 0 leaves that side open. */
+ddpm_error ddpm_clamp(ddpm_mode mode, ddpm_tensor a, int32_t has_lo, double lo,
+                      int32_t has_hi, double hi, ddpm_tensor* out);
+/* cond ? a : b, broadcast. */
+ddpm_error ddpm_where(ddpm_mode mode, ddpm_tensor cond, ddpm_tensor a,
+                      ddpm_tensor b, ddpm_tensor* out);
+
+/* ---- reductions -------------------------------------------------------- */
+
+typedef enum {
+  DDPM_SUM = 0, DDPM_MEAN, DDPM_AMAX, DDPM_AMIN, DDPM_VAR, DDPM_VAR_POP,
+  DDPM_STD, DDPM_NORM2, DDPM_ARGMAX
+} ddpm_reduce_op;
+/* Reduces over dims (all dims when ndims == 0). DDPM_VAR and DDPM_STD are
+ * unbiased (n-1); DDPM_VAR_POP divides by n. DDPM_ARGMAX takes exactly one
+ * dim (or none for the flattened tensor). */
+ddpm_error ddpm_reduce(ddpm_mode mode, int32_t op, ddpm_tensor a,
+                       const int64_t* dims, int64_t ndims, int32_t keepdim,
+                       ddpm_tensor* out);
+
+/* ---- shape ------------------------------------------------------------- */
+
+ddpm_error ddpm_reshape(ddpm_mode mode, ddpm_tensor a, const int64_t* shape,
+                        int64_t ndim, ddpm_tensor* out);
+ddpm_error ddpm_expand(ddpm_mode mode, ddpm_tensor a, const int64_t* shape,
+                       int64_t ndim, ddpm_tensor* out);
+ddpm_error ddpm_permute(ddpm_mode mode, ddpm_tensor a, const int64_t* dims,
+                        int64_t ndim, ddpm_tensor* out);
+ddpm_error ddpm_transpose(ddpm_mode mode, ddpm_tensor a, int64_t d0,
+                          int64_t d1, ddpm_tensor* out);
+/* Elements dim[start : start+length]. */
+ddpm_error ddpm_narrow(ddpm_mode mode, ddpm_tensor a, int64_t dim,
+                       int64_t start, int64_t length, ddpm_tensor* out);
+ddpm_error ddpm_unsqueeze(ddpm_mode mode, ddpm_tensor a, int64_t dim,
+                          ddpm_tensor* out);
+ddpm_error ddpm_squeeze(ddpm_mode mode, ddpm_tensor a, int64_t dim,
+                        ddpm_tensor* out);
+
+typedef enum { DDPM_CONTIGUOUS = 0, DDPM_CHANNELS_LAST = 1 } ddpm_memory_format;
+/* A tensor laid out in format (returns an alias when it already is). */
+ddpm_error ddpm_contiguous(ddpm_mode mode, ddpm_tensor a, int32_t format,
+                           ddpm_tensor* out);
+
+/* Joins n tensors along dim (stack = new dim). */
+ddpm_error ddpm_cat(ddpm_mode mode, const ddpm_tensor* ts, int64_t n,
+                    int64_t dim, int32_t stack, ddpm_tensor* out);
+/* Splits a along dim into pieces of the given sizes (summing to the dim's
+ * size). outs must have room for nsizes handles. */
+ddpm_error ddpm_split(ddpm_mode mode, ddpm_tensor a, const int64_t* sizes,
+                      int64_t nsizes, int64_t dim, ddpm_tensor* outs);
+ddpm_error ddpm_index_select(ddpm_mode mode, ddpm_tensor a, int64_t dim,
+                             ddpm_tensor index, ddpm_tensor* out);
+ddpm_error ddpm_gather(ddpm_mode mode, ddpm_tensor a, int64_t dim,
+                       ddpm_tensor index, ddpm_tensor* out);
+
+/* ---- conversion and autograd ------------------------------------------- */
+
+/* Converts dtype and/or device (dtype < 0 keeps the dtype). */
+ddpm_error ddpm_to(ddpm_mode mode, ddpm_tensor a, int32_t dtype,
+                   int32_t device_type, int32_t device_index,
+                   ddpm_tensor* out);
+ddpm_error ddpm_clone(ddpm_mode mode, ddpm_tensor a, ddpm_tensor* out);
+/* Shares storage, cut from the graph. */
+ddpm_error ddpm_detach(ddpm_tensor a, ddpm_tensor* out);
+ddpm_error ddpm_set_requires_grad(ddpm_tensor a, int32_t requires_grad);
+/* Backpropagates from t (grad may be NULL for a one-element t). Always runs
+ * with grad mode on. */
+ddpm_error ddpm_backward(ddpm_tensor t, ddpm_tensor grad, int32_t retain_graph);
+/* The accumulated gradient; *defined = 0 (and *out untouched) when none. */
+ddpm_error ddpm_grad(ddpm_tensor t, ddpm_tensor* out, int32_t* defined);
+/* Drops the accumulated gradient (like zero_grad(set_to_none=True)). */
+ddpm_error ddpm_zero_grad(ddpm_tensor t);
+
+/* ---- linear algebra and neural-network ops ----------------------------- */
+
+ddpm_error ddpm_matmul(ddpm_mode mode, ddpm_tensor a, ddpm_tensor b,
+                       ddpm_tensor* out);
+ddpm_error ddpm_bmm(ddpm_mode mode, ddpm_tensor a, ddpm_tensor b,
+                    ddpm_tensor* out);
+/* x W^T + b; bias may be NULL. */
+ddpm_error ddpm_linear(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w,
+                       ddpm_tensor bias, ddpm_tensor* out);
+/* 2-D convolution; bias may be NULL; stride/padding/dilation are [h, w]. */
+ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w,
+                       ddpm_tensor bias, const int64_t* stride,
+                       const int64_t* padding, const int64_t* dilation,
+                       int64_t groups, ddpm_tensor* out);
+/* GroupNorm over (N, C, ...); weight/bias may be NULL. */
+ddpm_error ddpm_group_norm(ddpm_mode mode, ddpm_tensor x, int64_t groups,
+                           ddpm_tensor weight, ddpm_tensor bias, double eps,
+                           ddpm_tensor* out);
+ddpm_error ddpm_softmax(ddpm_mode mode, ddpm_tensor a, int64_t dim,
+                        ddpm_tensor* out);
+ddpm_error ddpm_log_softmax(ddpm_mode mode, ddpm_tensor a, int64_t dim,
+                            ddpm_tensor* out);
+/* softmax(q k^T * scale) v over the last two dims of (..., L, E) inputs;
+ * scale <= 0 means 1/sqrt(E). Uses libtorch's fused kernel where it has one
+ * (2.x), the plain composition otherwise; *fused reports which ran. */
+ddpm_error ddpm_attention(ddpm_mode mode, ddpm_tensor q, ddpm_tensor k,
+                          ddpm_tensor v, double scale, int32_t allow_fused,
+                          ddpm_tensor* out, int32_t* fused);
+/* Nearest-neighbour resize of (N, C, H, W) to (out_h, out_w). */
+ddpm_error ddpm_upsample_nearest2d(ddpm_mode mode, ddpm_tensor x,
+                                   int64_t out_h, int64_t out_w,
+                                   ddpm_tensor* out);
+ddpm_error ddpm_avg_pool2d(ddpm_mode mode, ddpm_tensor x, int64_t kernel,
+                           int64_t stride, ddpm_tensor* out);
+
+typedef enum { DDPM_REDUCE_NONE = 0, DDPM_REDUCE_MEAN = 1, DDPM_REDUCE_SUM = 2 } ddpm_reduction;
+ddpm_error ddpm_mse_loss(ddpm_mode mode, ddpm_tensor a, ddpm_tensor b,
+                         int32_t reduction, ddpm_tensor* out);
+/* Cross entropy of logits (N, C) against int64 class targets (N). */
+ddpm_error ddpm_cross_entropy(ddpm_mode mode, ddpm_tensor logits,
+                              ddpm_tensor targets, int32_t reduction,
+                              ddpm_tensor* out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DDPM_TORCH_H */

@@ -1,0 +1,109 @@
+// nn.cpp: linear algebra and the neural-network ops of the U-Net and trainer.
+#include <torch/version.h>
+
+#include "shim.h"
+
+using ddpm::ref;
+using ddpm::wrap;
+
+extern "C" {
+
+ddpm_error ddpm_matmul(ddpm_mode mode, ddpm_tensor a, ddpm_tensor b, ddpm_tensor* out) {
+  DDPM_TRY(mode, *out = wrap(at::matmul(ref(a), ref(b))));
+}
+
+ddpm_error ddpm_bmm(ddpm_mode mode, ddpm_tensor a, ddpm_tensor b, ddpm_tensor* out) {
+  DDPM_TRY(mode, *out = wrap(at::bmm(ref(a), ref(b))));
+}
+
+ddpm_error ddpm_linear(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w, ddpm_tensor bias,
+                       ddpm_tensor* out) {
+  DDPM_TRY(mode, *out = wrap(at::linear(ref(x), ref(w), ddpm::optional(bias))));
+}
+
+ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w, ddpm_tensor bias,
+                       const int64_t* stride, const int64_t* padding, const int64_t* dilation,
+                       int64_t groups, ddpm_tensor* out) {
+  DDPM_TRY(mode, *out = wrap(at::conv2d(ref(x), ref(w), ddpm::optional(bias),
+                                        ddpm::dims(stride, 2), ddpm::dims(padding, 2),
+                                        ddpm::dims(dilation, 2), groups)));
+}
+
+ddpm_error ddpm_group_norm(ddpm_mode mode, ddpm_tensor x, int64_t groups, ddpm_tensor weight,
+                           ddpm_tensor bias, double eps, ddpm_tensor* out) {
+  DDPM_TRY(mode, *out = wrap(at::group_norm(ref(x), groups, ddpm::optional(weight),
+                                            ddpm::optional(bias), eps)));
+}
+
+ddpm_error ddpm_softmax(ddpm_mode mode, ddpm_tensor a, int64_t dim, ddpm_tensor* out) {
+  DDPM_TRY(mode, *out = wrap(at::softmax(ref(a), dim)));
+}
+
+ddpm_error ddpm_log_softmax(ddpm_mode mode, ddpm_tensor a, int64_t dim, ddpm_tensor* out) {
+  DDPM_TRY(mode, *out = wrap(at::log_softmax(ref(a), dim)));
+}
+
+ddpm_error ddpm_attention(ddpm_mode mode, ddpm_tensor q, ddpm_tensor k, ddpm_tensor v,
+                          double scale, int32_t allow_fused, ddpm_tensor* out, int32_t* fused) {
+  DDPM_TRY(mode, {
+    const at::Tensor& Q = ref(q);
+    const at::Tensor& K = ref(k);
+    const at::Tensor& V = ref(v);
+    TORCH_CHECK(Q.dim() >= 2, "attention query needs at least 2 dims, got ", Q.dim());
+    double s = scale > 0 ? scale : 1.0 / std::sqrt(static_cast<double>(Q.size(-1)));
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+    // 2.1 added the scale argument to the fused kernel.
+    if (allow_fused) {
+      *out = wrap(at::scaled_dot_product_attention(Q, K, V, {}, 0.0, false, s));
+      *fused = 1;
+      return nullptr;
+    }
+#else
+    (void)allow_fused;
+#endif
+    at::Tensor w = at::softmax(at::matmul(Q, K.transpose(-2, -1)) * s, -1);
+    *out = wrap(at::matmul(w, V));
+    *fused = 0;
+  });
+}
+
+ddpm_error ddpm_upsample_nearest2d(ddpm_mode mode, ddpm_tensor x, int64_t out_h, int64_t out_w,
+                                   ddpm_tensor* out) {
+  DDPM_TRY(mode, {
+    int64_t size[2] = {out_h, out_w};
+    *out = wrap(at::upsample_nearest2d(ref(x), at::IntArrayRef(size, 2)));
+  });
+}
+
+ddpm_error ddpm_avg_pool2d(ddpm_mode mode, ddpm_tensor x, int64_t kernel, int64_t stride,
+                           ddpm_tensor* out) {
+  DDPM_TRY(mode, *out = wrap(at::avg_pool2d(ref(x), {kernel, kernel}, {stride, stride})));
+}
+
+static int64_t reduction(int32_t r) {
+  switch (r) {
+    case DDPM_REDUCE_NONE: return at::Reduction::None;
+    case DDPM_REDUCE_MEAN: return at::Reduction::Mean;
+    case DDPM_REDUCE_SUM: return at::Reduction::Sum;
+  }
+  TORCH_CHECK(false, "unknown reduction ", r);
+}
+
+ddpm_error ddpm_mse_loss(ddpm_mode mode, ddpm_tensor a, ddpm_tensor b, int32_t red,
+                         ddpm_tensor* out) {
+  DDPM_TRY(mode, {
+    const at::Tensor& A = ref(a);
+    const at::Tensor& B = ref(b);
+    TORCH_CHECK(A.sizes() == B.sizes(), "mse_loss: input shape ", A.sizes(),
+                " differs from target shape ", B.sizes());
+    *out = wrap(at::mse_loss(A, B, reduction(red)));
+  });
+}
+
+ddpm_error ddpm_cross_entropy(ddpm_mode mode, ddpm_tensor logits, ddpm_tensor targets,
+                              int32_t red, ddpm_tensor* out) {
+  DDPM_TRY(mode, *out = wrap(at::cross_entropy_loss(ref(logits), ref(targets), {},
+                                                    reduction(red))));
+}
+
+}  // extern "C"

@@ -1,0 +1,134 @@
+// shim.h: private helpers shared by the shim's translation units. Nothing here
+// is part of the C ABI (see ddpm_torch.h for that).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "ddpm_torch.h"
+
+struct ddpm_tensor_s {
+  at::Tensor t;
+};
+
+struct ddpm_generator_s {
+  at::Generator g;
+};
+
+namespace ddpm {
+
+inline char* dup_error(const char* msg) {
+  size_t n = std::strlen(msg);
+  char* out = static_cast<char*>(std::malloc(n + 1));
+  if (out == nullptr) return nullptr;  // out of memory: nothing better to say
+  std::memcpy(out, msg, n + 1);
+  return out;
+}
+
+// Sets grad and inference mode for one shim call and restores the calling
+// thread's previous modes on exit, so no mode ever leaks between calls.
+class ModeGuard {
+ public:
+  explicit ModeGuard(ddpm_mode mode)
+      : inference_(mode == DDPM_MODE_INFERENCE),
+        grad_(mode == DDPM_MODE_GRAD) {}
+
+ private:
+  c10::InferenceMode inference_;
+  at::AutoGradMode grad_;
+};
+
+inline ddpm_tensor wrap(at::Tensor t) { return new ddpm_tensor_s{std::move(t)}; }
+
+inline const at::Tensor& ref(ddpm_tensor h) {
+  TORCH_CHECK(h != nullptr, "null tensor handle");
+  return h->t;
+}
+
+// An undefined tensor for a NULL handle (optional arguments).
+inline at::Tensor optional(ddpm_tensor h) { return h == nullptr ? at::Tensor() : h->t; }
+
+inline at::ScalarType scalar_type(int32_t dtype) {
+  switch (dtype) {
+    case DDPM_UINT8: return at::kByte;
+    case DDPM_INT64: return at::kLong;
+    case DDPM_FLOAT16: return at::kHalf;
+    case DDPM_FLOAT32: return at::kFloat;
+    case DDPM_FLOAT64: return at::kDouble;
+    case DDPM_BOOL: return at::kBool;
+    case DDPM_BFLOAT16: return at::kBFloat16;
+  }
+  TORCH_CHECK(false, "unsupported dtype code ", dtype);
+}
+
+inline int32_t dtype_code(at::ScalarType st) {
+  switch (st) {
+    case at::kByte: return DDPM_UINT8;
+    case at::kLong: return DDPM_INT64;
+    case at::kHalf: return DDPM_FLOAT16;
+    case at::kFloat: return DDPM_FLOAT32;
+    case at::kDouble: return DDPM_FLOAT64;
+    case at::kBool: return DDPM_BOOL;
+    case at::kBFloat16: return DDPM_BFLOAT16;
+    default: return -static_cast<int32_t>(st) - 1;  // not one of ours
+  }
+}
+
+inline at::Device device(int32_t type, int32_t index) {
+  switch (type) {
+    case DDPM_CPU: return at::Device(at::kCPU);
+    case DDPM_CUDA: return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
+  }
+  TORCH_CHECK(false, "unsupported device type code ", type);
+}
+
+inline at::TensorOptions options(int32_t dtype, int32_t dev_type, int32_t dev_index) {
+  return at::TensorOptions().dtype(scalar_type(dtype)).device(device(dev_type, dev_index));
+}
+
+inline at::IntArrayRef dims(const int64_t* p, int64_t n) {
+  TORCH_CHECK(n >= 0 && (n == 0 || p != nullptr), "bad dimension list");
+  return at::IntArrayRef(p, static_cast<size_t>(n));
+}
+
+inline c10::optional<at::Generator> generator(ddpm_generator g) {
+  if (g == nullptr) return c10::nullopt;
+  return g->g;
+}
+
+}  // namespace ddpm
+
+// DDPM_TRY wraps every shim body: the body runs with the call's mode set, and
+// any exception becomes the returned error message.
+#define DDPM_CATCH                                                   \
+  catch (const c10::Error& e) {                                      \
+    return ddpm::dup_error(e.what_without_backtrace());              \
+  }                                                                  \
+  catch (const std::exception& e) {                                  \
+    return ddpm::dup_error(e.what());                                \
+  }                                                                  \
+  catch (...) {                                                      \
+    return ddpm::dup_error("unknown C++ exception in libtorch shim"); \
+  }
+
+#define DDPM_TRY(mode, ...)            \
+  try {                                \
+    ddpm::ModeGuard ddpm_mode_guard_(mode); \
+    __VA_ARGS__;                       \
+    return nullptr;                    \
+  }                                    \
+  DDPM_CATCH
+
+// For calls that depend on no mode.
+#define DDPM_TRY_PLAIN(...) \
+  try {                     \
+    __VA_ARGS__;            \
+    return nullptr;         \
+  }                         \
+  DDPM_CATCH

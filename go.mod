@@ -1,0 +1,3 @@
+module github.com/ddpm-go/ddpm
+
+go 1.24

@@ -1,0 +1,155 @@
+package torch
+
+// #include "ddpm_torch.h"
+import "C"
+
+// Matmul is torch.matmul (batched and broadcast).
+func (s *Scope) Matmul(a, b *Tensor) *Tensor {
+	if !s.ready("matmul", a, b) {
+		return nil
+	}
+	var out C.ddpm_tensor
+	return s.wrap("matmul", C.ddpm_matmul(s.mode, a.h, b.h, &out), out)
+}
+
+// BMM multiplies batches of matrices: (B, N, K) x (B, K, M) -> (B, N, M).
+func (s *Scope) BMM(a, b *Tensor) *Tensor {
+	if !s.ready("bmm", a, b) {
+		return nil
+	}
+	var out C.ddpm_tensor
+	return s.wrap("bmm", C.ddpm_bmm(s.mode, a.h, b.h, &out), out)
+}
+
+// Linear is x W^T + b; bias may be nil.
+func (s *Scope) Linear(x, w, bias *Tensor) *Tensor {
+	if !s.ready("linear", x, w) || !s.readyOptional("linear", bias) {
+		return nil
+	}
+	var out C.ddpm_tensor
+	return s.wrap("linear", C.ddpm_linear(s.mode, x.h, w.h, opt(bias), &out), out)
+}
+
+// Conv2dOptions are the hyper-parameters of a 2-D convolution. Zero values
+// mean stride 1, padding 0, dilation 1, one group.
+type Conv2dOptions struct {
+	Stride, Padding, Dilation [2]int64
+	Groups                    int64
+}
+
+// Conv2d convolves x (N, C, H, W) with w (O, C/groups, kH, kW); bias may be nil.
+func (s *Scope) Conv2d(x, w, bias *Tensor, o Conv2dOptions) *Tensor {
+	if !s.ready("conv2d", x, w) || !s.readyOptional("conv2d", bias) {
+		return nil
+	}
+	stride, dil := o.Stride, o.Dilation
+	for i := range 2 {
+		if stride[i] == 0 {
+			stride[i] = 1
+		}
+		if dil[i] == 0 {
+			dil[i] = 1
+		}
+	}
+	groups := max(o.Groups, 1)
+	pad := o.Padding
+	var out C.ddpm_tensor
+	e := C.ddpm_conv2d(s.mode, x.h, w.h, opt(bias), (*C.int64_t)(&stride[0]), (*C.int64_t)(&pad[0]),
+		(*C.int64_t)(&dil[0]), C.int64_t(groups), &out)
+	return s.wrap("conv2d", e, out)
+}
+
+// GroupNorm normalises x (N, C, ...) over groups of channels, then applies
+// the per-channel affine weight and bias (either may be nil).
+func (s *Scope) GroupNorm(x *Tensor, groups int64, weight, bias *Tensor, eps float64) *Tensor {
+	if !s.ready("group_norm", x) || !s.readyOptional("group_norm", weight, bias) {
+		return nil
+	}
+	var out C.ddpm_tensor
+	return s.wrap("group_norm", C.ddpm_group_norm(s.mode, x.h, C.int64_t(groups), opt(weight), opt(bias), C.double(eps), &out), out)
+}
+
+// Softmax along dim.
+func (s *Scope) Softmax(a *Tensor, dim int64) *Tensor {
+	if !s.ready("softmax", a) {
+		return nil
+	}
+	var out C.ddpm_tensor
+	return s.wrap("softmax", C.ddpm_softmax(s.mode, a.h, C.int64_t(dim), &out), out)
+}
+
+// LogSoftmax along dim.
+func (s *Scope) LogSoftmax(a *Tensor, dim int64) *Tensor {
+	if !s.ready("log_softmax", a) {
+		return nil
+	}
+	var out C.ddpm_tensor
+	return s.wrap("log_softmax", C.ddpm_log_softmax(s.mode, a.h, C.int64_t(dim), &out), out)
+}
+
+// Attention is scaled dot-product attention softmax(q k^T * scale) v over
+// inputs shaped (..., L, E); scale <= 0 means 1/sqrt(E). It runs libtorch's
+// fused kernel where the libtorch has one (2.1 and later) and the plain
+// composition otherwise.
+func (s *Scope) Attention(q, k, v *Tensor, scale float64) *Tensor {
+	out, _ := s.attention(q, k, v, scale, true)
+	return out
+}
+
+// attention also reports whether the fused kernel ran.
+func (s *Scope) attention(q, k, v *Tensor, scale float64, allowFused bool) (*Tensor, bool) {
+	if !s.ready("attention", q, k, v) {
+		return nil, false
+	}
+	var out C.ddpm_tensor
+	var fused C.int32_t
+	t := s.wrap("attention", C.ddpm_attention(s.mode, q.h, k.h, v.h, C.double(scale), cBool(allowFused), &out, &fused), out)
+	return t, fused != 0
+}
+
+// UpsampleNearest2d resizes x (N, C, H, W) to (N, C, outH, outW) by repeating
+// pixels.
+func (s *Scope) UpsampleNearest2d(x *Tensor, outH, outW int64) *Tensor {
+	if !s.ready("upsample_nearest2d", x) {
+		return nil
+	}
+	var out C.ddpm_tensor
+	return s.wrap("upsample_nearest2d", C.ddpm_upsample_nearest2d(s.mode, x.h, C.int64_t(outH), C.int64_t(outW), &out), out)
+}
+
+// AvgPool2d averages kernel x kernel windows moved by stride.
+func (s *Scope) AvgPool2d(x *Tensor, kernel, stride int64) *Tensor {
+	if !s.ready("avg_pool2d", x) {
+		return nil
+	}
+	var out C.ddpm_tensor
+	return s.wrap("avg_pool2d", C.ddpm_avg_pool2d(s.mode, x.h, C.int64_t(kernel), C.int64_t(stride), &out), out)
+}
+
+// Reduction says how a loss combines its per-element terms.
+type Reduction int32
+
+// Loss reductions.
+const (
+	ReduceMean Reduction = C.DDPM_REDUCE_MEAN
+	ReduceSum  Reduction = C.DDPM_REDUCE_SUM
+	ReduceNone Reduction = C.DDPM_REDUCE_NONE
+)
+
+// MSELoss is the squared error between a and b (same shapes).
+func (s *Scope) MSELoss(a, b *Tensor, r Reduction) *Tensor {
+	if !s.ready("mse_loss", a, b) {
+		return nil
+	}
+	var out C.ddpm_tensor
+	return s.wrap("mse_loss", C.ddpm_mse_loss(s.mode, a.h, b.h, C.int32_t(r), &out), out)
+}
+
+// CrossEntropy is the cross entropy of logits (N, C) against int64 labels (N).
+func (s *Scope) CrossEntropy(logits, labels *Tensor, r Reduction) *Tensor {
+	if !s.ready("cross_entropy", logits, labels) {
+		return nil
+	}
+	var out C.ddpm_tensor
+	return s.wrap("cross_entropy", C.ddpm_cross_entropy(s.mode, logits.h, labels.h, C.int32_t(r), &out), out)
+}

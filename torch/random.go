@@ -1,0 +1,128 @@
+package torch
+
+// #include "ddpm_torch.h"
+import "C"
+
+import (
+	"runtime"
+	"sync"
+)
+
+// Generator is a seeded random-number generator for one device. The same seed
+// gives the same numbers. A Generator may be shared by goroutines (libtorch
+// serialises its use) but the order of draws then decides who gets which.
+type Generator struct {
+	mu     sync.Mutex
+	h      C.ddpm_generator
+	device Device
+}
+
+// NewGenerator returns a generator for dev seeded with seed.
+func NewGenerator(seed uint64, dev Device) (*Generator, error) {
+	var h C.ddpm_generator
+	if err := takeError("generator", C.ddpm_generator_new(C.uint64_t(seed), dev.cType(), dev.cIndex(), &h)); err != nil {
+		return nil, err
+	}
+	g := &Generator{h: h, device: dev}
+	runtime.SetFinalizer(g, (*Generator).Close)
+	return g, nil
+}
+
+// Device is the device the generator draws for.
+func (g *Generator) Device() Device { return g.device }
+
+// Close frees the generator. Safe to call more than once.
+func (g *Generator) Close() {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.h != nil {
+		C.ddpm_generator_free(g.h)
+		g.h = nil
+	}
+}
+
+func (g *Generator) handle() C.ddpm_generator {
+	if g == nil {
+		return nil
+	}
+	return g.h
+}
+
+// State is the generator's complete state, for checkpoints.
+func (g *Generator) State() ([]byte, error) {
+	if g.handle() == nil {
+		return nil, ErrClosed
+	}
+	var h C.ddpm_tensor
+	if err := takeError("generator_state", C.ddpm_generator_get_state(g.h, &h)); err != nil {
+		return nil, err
+	}
+	t := newTensor(h)
+	defer t.Close()
+	return t.Bytes()
+}
+
+// SetState restores a state returned by State.
+func (g *Generator) SetState(state []byte) error {
+	if g.handle() == nil {
+		return ErrClosed
+	}
+	s := NewScope(NoGrad)
+	defer s.Close()
+	t := s.FromBytes(state, Uint8, int64(len(state)))
+	if err := s.Err(); err != nil {
+		return err
+	}
+	return takeError("generator_set_state", C.ddpm_generator_set_state(g.h, t.h))
+}
+
+func (s *Scope) random(kind C.int32_t, shape []int64, dt DType, dev Device, g *Generator) *Tensor {
+	if !s.ready("rand") {
+		return nil
+	}
+	var out C.ddpm_tensor
+	p, n := int64s(shape)
+	return s.wrap("rand", C.ddpm_rand(s.mode, kind, p, n, C.int32_t(dt), dev.cType(), dev.cIndex(), g.handle(), &out), out)
+}
+
+// Randn draws from N(0, 1). g may be nil for libtorch's global generator.
+func (s *Scope) Randn(shape []int64, dt DType, dev Device, g *Generator) *Tensor {
+	return s.random(C.DDPM_RAND_NORMAL, shape, dt, dev, g)
+}
+
+// Rand draws from U[0, 1). g may be nil for libtorch's global generator.
+func (s *Scope) Rand(shape []int64, dt DType, dev Device, g *Generator) *Tensor {
+	return s.random(C.DDPM_RAND_UNIFORM, shape, dt, dev, g)
+}
+
+// RandInt draws int64 integers uniform in [low, high).
+func (s *Scope) RandInt(low, high int64, shape []int64, dev Device, g *Generator) *Tensor {
+	if !s.ready("randint") {
+		return nil
+	}
+	var out C.ddpm_tensor
+	p, n := int64s(shape)
+	return s.wrap("randint", C.ddpm_randint(s.mode, C.int64_t(low), C.int64_t(high), p, n, dev.cType(), dev.cIndex(), g.handle(), &out), out)
+}
+
+// Bernoulli draws 0/1 with the per-element probabilities p.
+func (s *Scope) Bernoulli(p *Tensor, g *Generator) *Tensor {
+	if !s.ready("bernoulli", p) {
+		return nil
+	}
+	var out C.ddpm_tensor
+	return s.wrap("bernoulli", C.ddpm_bernoulli(s.mode, p.h, g.handle(), &out), out)
+}
+
+// Dropout zeroes elements with probability p and scales the survivors by
+// 1/(1-p) when train is true; it returns a copy of x otherwise.
+func (s *Scope) Dropout(x *Tensor, p float64, train bool, g *Generator) *Tensor {
+	if !s.ready("dropout", x) {
+		return nil
+	}
+	var out C.ddpm_tensor
+	return s.wrap("dropout", C.ddpm_dropout(s.mode, x.h, C.double(p), cBool(train), g.handle(), &out), out)
+}

@@ -1,0 +1,190 @@
+package torch
+
+// #include <stdlib.h>
+// #include "ddpm_torch.h"
+import "C"
+
+import (
+	"fmt"
+	"sync"
+)
+
+// Mode is libtorch's autograd mode for the operations of a Scope.
+type Mode int32
+
+// Autograd modes.
+const (
+	// Grad records operations so that Backward can differentiate them.
+	Grad Mode = C.DDPM_MODE_GRAD
+	// NoGrad records nothing, like torch.no_grad(): for optimizer and EMA
+	// updates and evaluation.
+	NoGrad Mode = C.DDPM_MODE_NO_GRAD
+	// Inference is torch.inference_mode(): the fastest for sampling; its
+	// tensors can never enter autograd later.
+	Inference Mode = C.DDPM_MODE_INFERENCE
+)
+
+func (m Mode) String() string {
+	switch m {
+	case Grad:
+		return "grad"
+	case NoGrad:
+		return "no-grad"
+	case Inference:
+		return "inference"
+	}
+	return fmt.Sprintf("mode(%d)", int32(m))
+}
+
+// Scope creates tensors and owns them: Close frees every tensor made through
+// the scope that was not handed out with Keep. A training or sampling step runs
+// in one scope; parameters and optimizer state are kept outside.
+//
+// The scope's Mode travels with every libtorch call it makes, so the mode is
+// right whichever OS thread the goroutine happens to run on (libtorch keeps
+// grad mode per thread; Go moves goroutines between threads).
+//
+// Errors are sticky, as with bufio.Scanner: the first failing operation
+// records its error, returns nil, and every later operation of the scope
+// returns nil without calling libtorch. Check Err after a block of operations.
+// A Scope may be shared by goroutines.
+type Scope struct {
+	mode C.ddpm_mode
+
+	mu     sync.Mutex
+	owned  map[*Tensor]struct{}
+	err    error
+	closed bool
+}
+
+// NewScope returns an empty scope whose operations run in mode.
+func NewScope(mode Mode) *Scope {
+	return &Scope{mode: C.ddpm_mode(mode), owned: make(map[*Tensor]struct{})}
+}
+
+// Mode is the scope's autograd mode.
+func (s *Scope) Mode() Mode { return Mode(s.mode) }
+
+// Err is the first error of the scope's operations, or nil.
+func (s *Scope) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Close frees every tensor the scope still owns and makes later operations
+// fail with ErrClosed. Safe to call more than once.
+func (s *Scope) Close() {
+	s.mu.Lock()
+	owned := s.owned
+	s.owned = nil
+	s.closed = true
+	s.mu.Unlock()
+	for t := range owned {
+		t.Close()
+	}
+}
+
+// Len is the number of tensors the scope owns.
+func (s *Scope) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.owned)
+}
+
+// Keep hands tensors out of the scope: they survive Close and the caller
+// must Close them. It returns its first argument, for chaining. Tensors of
+// other scopes and nil are ignored.
+func (s *Scope) Keep(ts ...*Tensor) *Tensor {
+	s.mu.Lock()
+	for _, t := range ts {
+		delete(s.owned, t)
+	}
+	s.mu.Unlock()
+	if len(ts) == 0 {
+		return nil
+	}
+	return ts[0]
+}
+
+// Adopt makes the scope own tensors created elsewhere (Close frees them).
+func (s *Scope) Adopt(ts ...*Tensor) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range ts {
+		if t == nil {
+			continue
+		}
+		if s.closed {
+			t.Close()
+			continue
+		}
+		s.owned[t] = struct{}{}
+	}
+}
+
+// fail records err as the scope's error unless one is already recorded.
+func (s *Scope) fail(err error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.mu.Unlock()
+}
+
+// ready reports whether an operation may run: the scope is healthy and every
+// input is a live tensor. Optional inputs are checked by the caller.
+func (s *Scope) ready(op string, inputs ...*Tensor) bool {
+	s.mu.Lock()
+	err, closed := s.err, s.closed
+	s.mu.Unlock()
+	if err != nil {
+		return false
+	}
+	if closed {
+		s.fail(fmt.Errorf("%s: %w", op, ErrClosed))
+		return false
+	}
+	for i, t := range inputs {
+		if t.handle() == nil {
+			s.fail(&Error{Op: op, Msg: fmt.Sprintf("argument %d is a nil or closed tensor", i+1)})
+			return false
+		}
+	}
+	return true
+}
+
+// wrap turns a shim result into a scope-owned tensor, or records the error.
+func (s *Scope) wrap(op string, e C.ddpm_error, h C.ddpm_tensor) *Tensor {
+	if err := takeError(op, e); err != nil {
+		s.fail(err)
+		return nil
+	}
+	t := newTensor(h)
+	s.Adopt(t)
+	return t
+}
+
+// check records a shim error of an operation without a tensor result and
+// reports whether it succeeded.
+func (s *Scope) check(op string, e C.ddpm_error) bool {
+	if err := takeError(op, e); err != nil {
+		s.fail(err)
+		return false
+	}
+	return true
+}
+
+// opt returns the handle of an optional tensor argument (nil stays nil).
+func opt(t *Tensor) C.ddpm_tensor { return t.handle() }
+
+// readyOptional is ready for optional inputs: nil is allowed, a closed tensor
+// is not.
+func (s *Scope) readyOptional(op string, inputs ...*Tensor) bool {
+	for _, t := range inputs {
+		if t != nil && !s.ready(op, t) {
+			return false
+		}
+	}
+	return true
+}
