@@ -1,0 +1,25 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/ddpm-go/ddpm/torch"
+	"github.com/urfave/cli/v2"
+)
+
+var versionCommand = &cli.Command{
+	Name:  "version",
+	Usage: "print the versions of ddpm and libtorch, CUDA availability and threads",
+	Action: func(c *cli.Context) error {
+		w := c.App.Writer
+		fmt.Fprintf(w, "ddpm      %s\n", version)
+		fmt.Fprintf(w, "libtorch  %s\n", torch.Version())
+		if torch.CUDAAvailable() {
+			fmt.Fprintf(w, "cuda      available (%d device(s))\n", torch.CUDADeviceCount())
+		} else {
+			fmt.Fprintf(w, "cuda      not available\n")
+		}
+		fmt.Fprintf(w, "threads   %d\n", torch.NumThreads())
+		return nil
+	},
+}
