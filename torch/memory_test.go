@@ -1,0 +1,140 @@
+package torch
+
+import (
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// residentBytes is this process's resident set size.
+func residentBytes(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		t.Skipf("no /proc/self/statm: %v", err)
+	}
+	f := strings.Fields(string(b))
+	pages, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pages * int64(os.Getpagesize())
+}
+
+// A forward/backward/update loop in scopes leaves the live-tensor count where
+// it started, and resident memory stays flat once warm.
+func TestTrainingLoopLeaksNothing(t *testing.T) {
+	iters := 1000
+	if testing.Short() {
+		iters = 200
+	}
+	start := LiveTensors()
+	g, err := NewGenerator(1, CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+
+	init := NewScope(NoGrad)
+	w := init.Keep(init.MulScalar(init.Randn([]int64{8, 3, 3, 3}, Float32, CPU, g), 0.1))
+	lin := init.Keep(init.MulScalar(init.Randn([]int64{4, 8}, Float32, CPU, g), 0.1))
+	init.Close()
+	for _, p := range []*Tensor{w, lin} {
+		if err := p.SetRequiresGrad(true); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	step := func() {
+		s := NewScope(Grad)
+		defer s.Close()
+		x := s.Randn([]int64{4, 3, 16, 16}, Float32, CPU, g)
+		h := s.SiLU(s.GroupNorm(s.Conv2d(x, w, nil, Conv2dOptions{Padding: [2]int64{1, 1}}), 4, nil, nil, 1e-5))
+		y := s.Linear(s.Mean(h, []int64{2, 3}, false), lin, nil)
+		loss := s.MSELoss(y, s.Zeros([]int64{4, 4}, Float32, CPU), ReduceMean)
+		s.Backward(loss)
+		u := NewScope(NoGrad)
+		for _, p := range []*Tensor{w, lin} {
+			u.SubInPlace(p, u.MulScalar(u.Grad(p), 0.01))
+			if err := p.ZeroGrad(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		u.Close()
+		if err := s.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := u.Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var warm int64
+	for i := range iters {
+		step()
+		if i == iters/10 {
+			runtime.GC()
+			warm = residentBytes(t)
+		}
+	}
+	runtime.GC()
+	end := residentBytes(t)
+	w.Close()
+	lin.Close()
+	if got := LiveTensors(); got != start {
+		t.Errorf("live tensors: %d before, %d after %d steps", start, got, iters)
+	}
+	t.Logf("resident: %.1f MiB after %d steps, %.1f MiB after %d", float64(warm)/(1<<20), iters/10, float64(end)/(1<<20), iters)
+	if growth := end - warm; growth > 16<<20 {
+		t.Errorf("resident memory grew by %.1f MiB over %d steps", float64(growth)/(1<<20), iters-iters/10)
+	}
+}
+
+func TestKeepAndAdopt(t *testing.T) {
+	start := LiveTensors()
+	s := NewScope(NoGrad)
+	a := s.Ones([]int64{3}, Float32, CPU)
+	b := s.Keep(s.Zeros([]int64{3}, Float32, CPU))
+	if s.Len() != 1 {
+		t.Fatalf("scope owns %d tensors, want 1", s.Len())
+	}
+	s.Close()
+	if _, err := a.Float32s(); err == nil {
+		t.Error("a tensor of a closed scope is still readable")
+	}
+	if v, err := b.Float32s(); err != nil || len(v) != 3 {
+		t.Errorf("kept tensor: %v, %v", v, err)
+	}
+	s2 := NewScope(NoGrad)
+	s2.Adopt(b)
+	s2.Close()
+	if got := LiveTensors(); got != start {
+		t.Errorf("live tensors %d, want %d", got, start)
+	}
+}
+
+// Tensors that are never closed are freed by the garbage collector: the
+// backstop, not the way to manage memory.
+func TestGarbageCollectorBackstop(t *testing.T) {
+	start, collected := LiveTensors(), CollectedTensors()
+	func() {
+		s := NewScope(NoGrad)
+		for range 10 {
+			s.Keep(s.Ones([]int64{1000}, Float32, CPU)) // dropped without Close
+		}
+		s.Close()
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for LiveTensors() != start && time.Now().Before(deadline) {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := LiveTensors(); got != start {
+		t.Fatalf("live tensors %d, want %d after GC", got, start)
+	}
+	if got := CollectedTensors() - collected; got != 10 {
+		t.Errorf("collected %d tensors, want 10", got)
+	}
+}
