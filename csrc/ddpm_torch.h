@@ -285,6 +285,33 @@ ddpm_error ddpm_cross_entropy(ddpm_mode mode, ddpm_tensor logits,
                               ddpm_tensor targets, int32_t reduction,
                               ddpm_tensor* out);
 
+
+/* ---- optimizer steps (always without autograd recording) -------------- */
+
+/* Hyper-parameters of one AdamW step (Loshchilov & Hutter 2019, as in
+ * torch.optim.AdamW): decoupled weight decay, bias-corrected moments. */
+typedef struct {
+  double lr, beta1, beta2, eps, weight_decay;
+  int64_t step; /* 1 for the first step */
+} ddpm_adamw;
+
+/* One AdamW step over n parameters with their first and second moment
+ * buffers (same shapes). Parameters without a gradient are skipped.
+ * foreach != 0 uses libtorch's multi-tensor kernels, 0 a per-tensor loop
+ * (same arithmetic; kept for the benchmark that justifies the choice). */
+ddpm_error ddpm_adamw_step(const ddpm_tensor* params, const ddpm_tensor* exp_avg,
+                           const ddpm_tensor* exp_avg_sq, int64_t n,
+                           const ddpm_adamw* hp, int32_t foreach);
+/* Global L2 norm of the gradients of n parameters, written to *total_norm;
+ * when max_norm > 0 and the norm exceeds it, every gradient is scaled by
+ * max_norm / (norm + 1e-6) (torch.nn.utils.clip_grad_norm_). */
+ddpm_error ddpm_clip_grad_norm(const ddpm_tensor* params, int64_t n,
+                               double max_norm, double* total_norm);
+/* Exponential moving average: avg = decay * avg + (1 - decay) * value, for
+ * n pairs of tensors. */
+ddpm_error ddpm_ema_update(const ddpm_tensor* avg, const ddpm_tensor* value,
+                           int64_t n, double decay);
+
 #ifdef __cplusplus
 }
 #endif
