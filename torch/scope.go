@@ -123,6 +123,10 @@ func (s *Scope) Adopt(ts ...*Tensor) {
 	}
 }
 
+// Fail records err as the scope's error unless one is already recorded, so
+// code built on the scope can report its own failures the same sticky way.
+func (s *Scope) Fail(err error) { s.fail(err) }
+
 // fail records err as the scope's error unless one is already recorded.
 func (s *Scope) fail(err error) {
 	s.mu.Lock()
