@@ -92,10 +92,12 @@ func (s *Scope) Arange(n int64, dt DType, dev Device) *Tensor {
 	return s.wrap("arange", C.ddpm_arange(s.mode, C.int64_t(n), C.int32_t(dt), dev.cType(), dev.cIndex(), &out), out)
 }
 
-// To moves a to dev (a copy, even on the same device when a is shared).
+// To moves a to dev. Like PyTorch's Tensor.to, it returns a tensor sharing
+// a's storage when a already is there; use Clone for a copy.
 func (s *Scope) To(a *Tensor, dev Device) *Tensor { return s.convert(a, -1, dev) }
 
-// ToDType converts a's elements to dt on its own device.
+// ToDType converts a's elements to dt on its own device (sharing a's
+// storage when a already has that dtype).
 func (s *Scope) ToDType(a *Tensor, dt DType) *Tensor { return s.convert(a, dt, a.Device()) }
 
 func (s *Scope) convert(a *Tensor, dt DType, dev Device) *Tensor {

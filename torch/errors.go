@@ -23,5 +23,5 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("torch: %s: %s", e.Op, first)
 }
 
-// ErrClosed is reported when a closed tensor or scope is used.
-var ErrClosed = errors.New("torch: use of a closed tensor or scope")
+// ErrClosed is reported when a closed tensor, scope or generator is used.
+var ErrClosed = errors.New("torch: use of a closed tensor, scope or generator")

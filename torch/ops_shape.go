@@ -158,7 +158,7 @@ func (s *Scope) Chunk(a *Tensor, n int, dim int64) []*Tensor {
 		sizes = append(sizes, min(step, left))
 	}
 	if len(sizes) == 0 {
-		sizes = []int64{0}
+		sizes = make([]int64, n) // torch.chunk of an empty dim: n empty pieces
 	}
 	return s.Split(a, sizes, dim)
 }

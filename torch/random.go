@@ -4,6 +4,7 @@ package torch
 import "C"
 
 import (
+	"fmt"
 	"runtime"
 	"sync"
 )
@@ -44,20 +45,31 @@ func (g *Generator) Close() {
 	}
 }
 
-func (g *Generator) handle() C.ddpm_generator {
+// use runs f with the generator's handle (NULL for a nil generator, which
+// means libtorch's global one) while holding it, so Close cannot free it
+// mid-call. A closed generator is an error, never a silent fallback to the
+// global generator.
+func (g *Generator) use(f func(C.ddpm_generator) C.ddpm_error) error {
 	if g == nil {
-		return nil
+		return takeError("rand", f(nil))
 	}
-	return g.h
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.h == nil {
+		return fmt.Errorf("generator: %w", ErrClosed)
+	}
+	err := takeError("rand", f(g.h))
+	runtime.KeepAlive(g)
+	return err
 }
 
 // State is the generator's complete state, for checkpoints.
 func (g *Generator) State() ([]byte, error) {
-	if g.handle() == nil {
+	if g == nil {
 		return nil, ErrClosed
 	}
 	var h C.ddpm_tensor
-	if err := takeError("generator_state", C.ddpm_generator_get_state(g.h, &h)); err != nil {
+	if err := g.use(func(gh C.ddpm_generator) C.ddpm_error { return C.ddpm_generator_get_state(gh, &h) }); err != nil {
 		return nil, err
 	}
 	t := newTensor(h)
@@ -67,7 +79,7 @@ func (g *Generator) State() ([]byte, error) {
 
 // SetState restores a state returned by State.
 func (g *Generator) SetState(state []byte) error {
-	if g.handle() == nil {
+	if g == nil {
 		return ErrClosed
 	}
 	s := NewScope(NoGrad)
@@ -76,16 +88,30 @@ func (g *Generator) SetState(state []byte) error {
 	if err := s.Err(); err != nil {
 		return err
 	}
-	return takeError("generator_set_state", C.ddpm_generator_set_state(g.h, t.h))
+	return g.use(func(gh C.ddpm_generator) C.ddpm_error { return C.ddpm_generator_set_state(gh, t.h) })
+}
+
+// draw runs a random op that creates one tensor with the generator held.
+func (s *Scope) draw(op string, g *Generator, f func(C.ddpm_generator, *C.ddpm_tensor) C.ddpm_error) *Tensor {
+	var out C.ddpm_tensor
+	if err := g.use(func(gh C.ddpm_generator) C.ddpm_error { return f(gh, &out) }); err != nil {
+		if te, ok := err.(*Error); ok {
+			te.Op = op
+		}
+		s.fail(err)
+		return nil
+	}
+	return s.wrap(op, nil, out)
 }
 
 func (s *Scope) random(kind C.int32_t, shape []int64, dt DType, dev Device, g *Generator) *Tensor {
 	if !s.ready("rand") {
 		return nil
 	}
-	var out C.ddpm_tensor
 	p, n := int64s(shape)
-	return s.wrap("rand", C.ddpm_rand(s.mode, kind, p, n, C.int32_t(dt), dev.cType(), dev.cIndex(), g.handle(), &out), out)
+	return s.draw("rand", g, func(gh C.ddpm_generator, out *C.ddpm_tensor) C.ddpm_error {
+		return C.ddpm_rand(s.mode, kind, p, n, C.int32_t(dt), dev.cType(), dev.cIndex(), gh, out)
+	})
 }
 
 // Randn draws from N(0, 1). g may be nil for libtorch's global generator.
@@ -103,9 +129,10 @@ func (s *Scope) RandInt(low, high int64, shape []int64, dev Device, g *Generator
 	if !s.ready("randint") {
 		return nil
 	}
-	var out C.ddpm_tensor
 	p, n := int64s(shape)
-	return s.wrap("randint", C.ddpm_randint(s.mode, C.int64_t(low), C.int64_t(high), p, n, dev.cType(), dev.cIndex(), g.handle(), &out), out)
+	return s.draw("randint", g, func(gh C.ddpm_generator, out *C.ddpm_tensor) C.ddpm_error {
+		return C.ddpm_randint(s.mode, C.int64_t(low), C.int64_t(high), p, n, dev.cType(), dev.cIndex(), gh, out)
+	})
 }
 
 // Bernoulli draws 0/1 with the per-element probabilities p.
@@ -113,8 +140,9 @@ func (s *Scope) Bernoulli(p *Tensor, g *Generator) *Tensor {
 	if !s.ready("bernoulli", p) {
 		return nil
 	}
-	var out C.ddpm_tensor
-	return s.wrap("bernoulli", C.ddpm_bernoulli(s.mode, p.h, g.handle(), &out), out)
+	return s.draw("bernoulli", g, func(gh C.ddpm_generator, out *C.ddpm_tensor) C.ddpm_error {
+		return C.ddpm_bernoulli(s.mode, p.h, gh, out)
+	})
 }
 
 // Dropout zeroes elements with probability p and scales the survivors by
@@ -123,6 +151,7 @@ func (s *Scope) Dropout(x *Tensor, p float64, train bool, g *Generator) *Tensor 
 	if !s.ready("dropout", x) {
 		return nil
 	}
-	var out C.ddpm_tensor
-	return s.wrap("dropout", C.ddpm_dropout(s.mode, x.h, C.double(p), cBool(train), g.handle(), &out), out)
+	return s.draw("dropout", g, func(gh C.ddpm_generator, out *C.ddpm_tensor) C.ddpm_error {
+		return C.ddpm_dropout(s.mode, x.h, C.double(p), cBool(train), gh, out)
+	})
 }
