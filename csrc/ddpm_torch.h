@@ -74,7 +74,9 @@ void ddpm_version(char* buf, size_t cap);
 int64_t ddpm_cuda_device_count(void);
 /* Whether the CUDA backend is compiled in and a device is present. */
 int32_t ddpm_cuda_available(void);
-/* Intra-op thread pool size (process-wide, not per thread). */
+/* Intra-op thread count. libtorch's OpenMP keeps it per OS thread; the shim
+ * makes it process-wide by applying the last value set here on whichever
+ * thread each later call runs. */
 ddpm_error ddpm_set_num_threads(int32_t n);
 int32_t ddpm_get_num_threads(void);
 

@@ -3,8 +3,10 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -29,6 +31,26 @@ inline char* dup_error(const char* msg) {
   if (out == nullptr) return nullptr;  // out of memory: nothing better to say
   std::memcpy(out, msg, n + 1);
   return out;
+}
+
+// The intra-op thread count asked for through ddpm_set_num_threads (0 =
+// libtorch's default).
+inline std::atomic<int>& wanted_threads() {
+  static std::atomic<int> n{0};
+  return n;
+}
+
+// OpenMP keeps its thread count per OS thread, and kernels that read it
+// directly (oneDNN's convolutions) see the OpenMP default on any thread where
+// ATen has not run yet. Go runs shim calls on whichever thread is free, so
+// without this the number of threads, and with it the order of floating-point
+// sums, would change from call to call. Every call therefore brings its
+// thread to the process-wide setting: ATen's per-thread initialisation runs
+// (get_num_threads does it), and a count set on another thread is applied.
+inline void sync_threads() {
+  int have = at::get_num_threads();
+  int want = wanted_threads().load(std::memory_order_relaxed);
+  if (want > 0 && have != want) at::set_num_threads(want);
 }
 
 // Sets grad and inference mode for one shim call and restores the calling
@@ -119,6 +141,7 @@ inline c10::optional<at::Generator> generator(ddpm_generator g) {
 
 #define DDPM_TRY(mode, ...)            \
   try {                                \
+    ddpm::sync_threads();              \
     ddpm::ModeGuard ddpm_mode_guard_(mode); \
     __VA_ARGS__;                       \
     return nullptr;                    \
@@ -128,6 +151,7 @@ inline c10::optional<at::Generator> generator(ddpm_generator g) {
 // For calls that depend on no mode.
 #define DDPM_TRY_PLAIN(...) \
   try {                     \
+    ddpm::sync_threads();   \
     __VA_ARGS__;            \
     return nullptr;         \
   }                         \

@@ -1,0 +1,385 @@
+package diffusion
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/ddpm-go/ddpm/diffusion/data"
+	"github.com/ddpm-go/ddpm/diffusion/nn"
+	"github.com/ddpm-go/ddpm/torch"
+)
+
+// TrainableModel is a Model with parameters and a training switch (dropout).
+type TrainableModel interface {
+	Model
+	nn.Module
+	SetTraining(train bool, gen *torch.Generator)
+}
+
+// BatchSource yields training batches; the trainer resumes a run by skipping
+// the batches already used, so a source must be deterministic given its seed.
+type BatchSource interface {
+	Next(ctx context.Context) (data.Batch, error)
+	Skip(batches int)
+}
+
+// Metrics is one record of the training log, averaged over the steps since
+// the previous record.
+type Metrics struct {
+	Step           int64              `json:"step"`
+	Loss           float64            `json:"loss"`
+	LossByQuartile []*float64         `json:"loss_by_quartile"` // t in [0,T/4), ... ; null when no sample fell there
+	LR             float64            `json:"lr"`
+	GradNorm       float64            `json:"grad_norm"`
+	ImagesPerSec   float64            `json:"images_per_s"`
+	EvalMSE        *float64           `json:"eval_eps_mse,omitempty"` // held-out ε-prediction MSE
+	EvalPSNR       *float64           `json:"eval_x0_psnr,omitempty"` // held-out PSNR of the implied x0, dB
+	Extra          map[string]float64 `json:"extra,omitempty"`        // figures added by hooks (e.g. offline FID)
+}
+
+// Trainer owns the training loop (Ho et al. 2020, Algorithm 1): the
+// optimizer, the EMA of the weights, the random state and the checkpoints.
+// It does not own the model, whose parameters it updates in place.
+type Trainer struct {
+	cfg   TrainConfig
+	sched *Schedule
+	model TrainableModel
+	dev   torch.Device
+	shape []int64 // C, H, W
+
+	params  []nn.Param
+	opt     *AdamW
+	ema     *EMA
+	gen     *torch.Generator
+	history *lossHistory
+	step    int64
+
+	// Dir is where checkpoints go; empty disables them.
+	Dir string
+	// Metadata is saved in every checkpoint (the model's configuration, say).
+	Metadata map[string]string
+	// OnLog receives every metrics record.
+	OnLog func(Metrics)
+	// OnCheckpoint runs after each checkpoint is written (sample grids,
+	// evaluations); figures it returns join the next metrics record.
+	OnCheckpoint func(step int64, path string) (map[string]float64, error)
+	// Held is a held-out set for the evaluation every EvalEvery steps.
+	Held *data.Dataset
+
+	lastCheckpoint string
+	extra          map[string]float64
+}
+
+// NewTrainer prepares training of model on images of shape (C, H, W).
+func NewTrainer(model TrainableModel, sched *Schedule, cfg TrainConfig, dev torch.Device, shape []int64) (*Trainer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if len(shape) != 3 {
+		return nil, fmt.Errorf("image shape %v must be (C, H, W)", shape)
+	}
+	cfg = cfg.WithDefaults()
+	tr := &Trainer{cfg: cfg, sched: sched, model: model, dev: dev, shape: shape, params: model.Params()}
+	var err error
+	if tr.gen, err = torch.NewGenerator(cfg.Seed, dev); err != nil {
+		return nil, err
+	}
+	if tr.opt, err = NewAdamW(tr.params, cfg.Optimizer); err != nil {
+		tr.Close()
+		return nil, err
+	}
+	if tr.ema, err = NewEMA(tr.params, cfg.EMADecay, cfg.EMAWarmup); err != nil {
+		tr.Close()
+		return nil, err
+	}
+	if cfg.Sampling == LossAware {
+		tr.history = newLossHistory(sched.T())
+	}
+	return tr, nil
+}
+
+// Step is the number of optimizer steps taken.
+func (tr *Trainer) Step() int64 { return tr.step }
+
+// Config is the training configuration, defaults filled in.
+func (tr *Trainer) Config() TrainConfig { return tr.cfg }
+
+// EMA is the moving average of the weights (what sampling should use).
+func (tr *Trainer) EMA() *EMA { return tr.ema }
+
+// LastCheckpoint is the path of the newest checkpoint written or resumed.
+func (tr *Trainer) LastCheckpoint() string { return tr.lastCheckpoint }
+
+// Close frees the optimizer state, the EMA and the generator.
+func (tr *Trainer) Close() {
+	if tr.opt != nil {
+		tr.opt.Close()
+	}
+	if tr.ema != nil {
+		tr.ema.Close()
+	}
+	tr.gen.Close()
+}
+
+// NonFiniteLossError stops a run whose loss became NaN or infinite.
+type NonFiniteLossError struct {
+	Step       int64
+	Loss       float64
+	Checkpoint string // last good checkpoint, "" if none
+}
+
+func (e *NonFiniteLossError) Error() string {
+	where := "no checkpoint was written yet"
+	if e.Checkpoint != "" {
+		where = "the last good checkpoint is " + e.Checkpoint
+	}
+	return fmt.Sprintf("loss became %v at step %d; stopped without updating the weights (%s); try a lower learning rate or stronger gradient clipping", e.Loss, e.Step, where)
+}
+
+// Run trains until cfg.Steps. When ctx is cancelled it writes a checkpoint
+// and returns an error wrapping ctx.Err().
+func (tr *Trainer) Run(ctx context.Context, src BatchSource) error {
+	src.Skip(int(tr.step))
+	tr.model.SetTraining(true, tr.gen)
+	defer tr.model.SetTraining(false, nil)
+	var acc window
+	start := time.Now()
+	for tr.step < tr.cfg.Steps {
+		if err := ctx.Err(); err != nil {
+			return tr.interrupted(err)
+		}
+		batch, err := src.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return tr.interrupted(ctx.Err())
+			}
+			return fmt.Errorf("reading batch %d: %w", tr.step+1, err)
+		}
+		r, err := tr.trainStep(batch)
+		if err != nil {
+			return err
+		}
+		acc.add(r, tr.sched.T())
+		if tr.step%tr.cfg.LogEvery == 0 || tr.step == tr.cfg.Steps {
+			m := acc.metrics(tr.step, time.Since(start))
+			if tr.cfg.EvalEvery > 0 && tr.Held != nil && tr.step%tr.cfg.EvalEvery == 0 {
+				mse, psnr, err := tr.Evaluate(tr.Held, 256)
+				if err != nil {
+					return err
+				}
+				m.EvalMSE, m.EvalPSNR = &mse, &psnr
+			}
+			m.Extra, tr.extra = tr.extra, nil
+			if tr.OnLog != nil {
+				tr.OnLog(m)
+			}
+			acc, start = window{}, time.Now()
+		}
+		if tr.step%tr.cfg.CheckpointEvery == 0 || tr.step == tr.cfg.Steps {
+			if err := tr.checkpoint(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (tr *Trainer) interrupted(cause error) error {
+	if err := tr.checkpoint(); err != nil {
+		return errors.Join(fmt.Errorf("training interrupted at step %d: %w", tr.step, cause), err)
+	}
+	return fmt.Errorf("training interrupted at step %d: %w", tr.step, cause)
+}
+
+func (tr *Trainer) checkpoint() error {
+	if tr.Dir == "" {
+		return nil
+	}
+	if tr.lastCheckpoint != "" && checkpointStep(tr.lastCheckpoint) == tr.step {
+		return nil // already written at this step
+	}
+	path, err := tr.SaveCheckpoint()
+	if err != nil {
+		return err
+	}
+	if tr.OnCheckpoint != nil {
+		extra, err := tr.OnCheckpoint(tr.step, path)
+		if err != nil {
+			return err
+		}
+		tr.extra = extra
+	}
+	return nil
+}
+
+// stepResult is what one step reports to the log.
+type stepResult struct {
+	loss      float64
+	perSample []float64
+	ts        []int64
+	lr, norm  float64
+	images    int
+}
+
+// trainStep is one iteration of Algorithm 1 with the optional refinements
+// of TrainConfig; it runs in one scope, so nothing outlives it but the
+// updated parameters and optimizer state.
+func (tr *Trainer) trainStep(b data.Batch) (stepResult, error) {
+	s := torch.NewScope(torch.Grad)
+	defer s.Close()
+	n := int64(b.N)
+	shape := append([]int64{n}, tr.shape...)
+	x0 := s.FromFloat32s(b.Images, shape...)
+	if tr.dev != torch.CPU {
+		x0 = s.To(x0, tr.dev)
+	}
+	// Timesteps, label dropout: a Go generator seeded by (seed, step), so a
+	// resumed run draws exactly what an uninterrupted one would.
+	rng := rand.New(rand.NewPCG(tr.cfg.Seed, uint64(tr.step)))
+	ts, weights := tr.drawTimesteps(rng, b.N)
+	t := tr.toDevice(s, s.FromInt64s(ts, n))
+	var labels *torch.Tensor
+	if tr.cfg.NumClasses > 0 {
+		if len(b.Labels) != b.N {
+			return stepResult{}, fmt.Errorf("class-conditional training needs labels, and batch %d has none", tr.step+1)
+		}
+		ls := make([]int64, b.N)
+		for i, l := range b.Labels {
+			ls[i] = l
+			if rng.Float64() < tr.cfg.LabelDropout {
+				ls[i] = int64(tr.cfg.NumClasses) // the null label
+			}
+		}
+		labels = tr.toDevice(s, s.FromInt64s(ls, n))
+	}
+	eps := s.Randn(shape, torch.Float32, tr.dev, tr.gen)
+	xt := tr.sched.QSample(s, x0, t, eps)
+	out := tr.model.Forward(s, xt, t, labels)
+	target := tr.sched.TrainingTarget(s, tr.cfg.Target, x0, eps, t)
+	perSample := s.Mean(s.MSELoss(out, target, torch.ReduceNone), []int64{1, 2, 3}, false)
+	w := tr.lossWeights(ts, weights)
+	loss := s.Mean(s.Mul(perSample, tr.toDevice(s, s.FromFloat32s(w, n))), nil, false)
+	if err := s.Err(); err != nil {
+		return stepResult{}, fmt.Errorf("step %d: %w", tr.step+1, err)
+	}
+	lv, err := loss.Item()
+	if err != nil {
+		return stepResult{}, err
+	}
+	if math.IsNaN(lv) || math.IsInf(lv, 0) {
+		return stepResult{}, &NonFiniteLossError{Step: tr.step + 1, Loss: lv, Checkpoint: tr.lastCheckpoint}
+	}
+	s.Backward(loss)
+	if err := s.Err(); err != nil {
+		return stepResult{}, fmt.Errorf("step %d: backward: %w", tr.step+1, err)
+	}
+	norm, err := torch.ClipGradNorm(paramTensors(tr.params), tr.cfg.GradClip)
+	if err != nil {
+		return stepResult{}, err
+	}
+	lr, err := tr.opt.Step()
+	if err != nil {
+		return stepResult{}, err
+	}
+	if err := tr.opt.ZeroGrad(); err != nil {
+		return stepResult{}, err
+	}
+	if err := tr.ema.Update(tr.params); err != nil {
+		return stepResult{}, err
+	}
+	per, err := s.ToDType(perSample, torch.Float64).Float64s()
+	if err != nil {
+		return stepResult{}, err
+	}
+	if tr.history != nil {
+		tr.history.record(ts, per)
+	}
+	tr.step++
+	return stepResult{loss: lv, perSample: per, ts: ts, lr: lr, norm: norm, images: b.N}, nil
+}
+
+func (tr *Trainer) toDevice(s *torch.Scope, t *torch.Tensor) *torch.Tensor {
+	if tr.dev == torch.CPU {
+		return t
+	}
+	return s.To(t, tr.dev)
+}
+
+func (tr *Trainer) drawTimesteps(rng *rand.Rand, n int) ([]int64, []float64) {
+	if tr.history != nil {
+		return tr.history.draw(rng, n)
+	}
+	ts := make([]int64, n)
+	ws := make([]float64, n)
+	for i := range ts {
+		ts[i] = rng.Int64N(int64(tr.sched.T()))
+		ws[i] = 1
+	}
+	return ts, ws
+}
+
+// lossWeights combines importance weights with min-SNR-γ weighting, which
+// caps the weight of low-noise timesteps: for ε-prediction min(SNR, γ)/SNR,
+// for x0 min(SNR, γ), for v min(SNR, γ)/(SNR+1) (Hang et al. 2023, eq. 9).
+func (tr *Trainer) lossWeights(ts []int64, importance []float64) []float32 {
+	w := make([]float32, len(ts))
+	for i, t := range ts {
+		v := importance[i]
+		if g := tr.cfg.MinSNRGamma; g > 0 {
+			snr := tr.sched.snr[t]
+			switch tr.cfg.Target {
+			case Epsilon:
+				v *= math.Min(snr, g) / snr
+			case X0:
+				v *= math.Min(snr, g)
+			case V:
+				v *= math.Min(snr, g) / (snr + 1)
+			}
+		}
+		w[i] = float32(v)
+	}
+	return w
+}
+
+// window accumulates step results between two log records.
+type window struct {
+	steps, images  int
+	loss, lr, norm float64
+	qSum           [4]float64
+	qN             [4]int
+}
+
+func (w *window) add(r stepResult, T int) {
+	w.steps++
+	w.images += r.images
+	w.loss += r.loss
+	w.lr = r.lr
+	w.norm += r.norm
+	for i, t := range r.ts {
+		q := int(t) * 4 / T
+		w.qSum[q] += r.perSample[i]
+		w.qN[q]++
+	}
+}
+
+func (w *window) metrics(step int64, elapsed time.Duration) Metrics {
+	m := Metrics{Step: step, LR: w.lr, LossByQuartile: make([]*float64, 4)}
+	if w.steps > 0 {
+		m.Loss = w.loss / float64(w.steps)
+		m.GradNorm = w.norm / float64(w.steps)
+	}
+	if s := elapsed.Seconds(); s > 0 {
+		m.ImagesPerSec = float64(w.images) / s
+	}
+	for q := range 4 {
+		if w.qN[q] > 0 {
+			v := w.qSum[q] / float64(w.qN[q])
+			m.LossByQuartile[q] = &v
+		}
+	}
+	return m
+}
