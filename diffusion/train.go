@@ -64,9 +64,10 @@ type Trainer struct {
 	Metadata map[string]string
 	// OnLog receives every metrics record.
 	OnLog func(Metrics)
-	// OnCheckpoint runs after each checkpoint is written (sample grids,
-	// evaluations); figures it returns join the next metrics record.
-	OnCheckpoint func(step int64, path string) (map[string]float64, error)
+	// AfterStep runs after every step, with the path of the checkpoint
+	// written at that step ("" if none), for sample grids and evaluations;
+	// figures it returns join the next metrics record.
+	AfterStep func(step int64, checkpoint string) (map[string]float64, error)
 	// Held is a held-out set for the evaluation every EvalEvery steps.
 	Held *data.Dataset
 
@@ -164,6 +165,24 @@ func (tr *Trainer) Run(ctx context.Context, src BatchSource) error {
 			return err
 		}
 		acc.add(r, tr.sched.T())
+		ckpt := ""
+		if tr.step%tr.cfg.CheckpointEvery == 0 || tr.step == tr.cfg.Steps {
+			if ckpt, err = tr.checkpoint(); err != nil {
+				return err
+			}
+		}
+		if tr.AfterStep != nil {
+			extra, err := tr.AfterStep(tr.step, ckpt)
+			if err != nil {
+				return err
+			}
+			for k, v := range extra {
+				if tr.extra == nil {
+					tr.extra = map[string]float64{}
+				}
+				tr.extra[k] = v
+			}
+		}
 		if tr.step%tr.cfg.LogEvery == 0 || tr.step == tr.cfg.Steps {
 			m := acc.metrics(tr.step, time.Since(start))
 			if tr.cfg.EvalEvery > 0 && tr.Held != nil && tr.step%tr.cfg.EvalEvery == 0 {
@@ -179,41 +198,27 @@ func (tr *Trainer) Run(ctx context.Context, src BatchSource) error {
 			}
 			acc, start = window{}, time.Now()
 		}
-		if tr.step%tr.cfg.CheckpointEvery == 0 || tr.step == tr.cfg.Steps {
-			if err := tr.checkpoint(); err != nil {
-				return err
-			}
-		}
 	}
 	return nil
 }
 
 func (tr *Trainer) interrupted(cause error) error {
-	if err := tr.checkpoint(); err != nil {
+	if _, err := tr.checkpoint(); err != nil {
 		return errors.Join(fmt.Errorf("training interrupted at step %d: %w", tr.step, cause), err)
 	}
 	return fmt.Errorf("training interrupted at step %d: %w", tr.step, cause)
 }
 
-func (tr *Trainer) checkpoint() error {
+// checkpoint writes a checkpoint unless checkpoints are off or one exists
+// for this step already; it returns the path written, if any.
+func (tr *Trainer) checkpoint() (string, error) {
 	if tr.Dir == "" {
-		return nil
+		return "", nil
 	}
 	if tr.lastCheckpoint != "" && checkpointStep(tr.lastCheckpoint) == tr.step {
-		return nil // already written at this step
+		return "", nil
 	}
-	path, err := tr.SaveCheckpoint()
-	if err != nil {
-		return err
-	}
-	if tr.OnCheckpoint != nil {
-		extra, err := tr.OnCheckpoint(tr.step, path)
-		if err != nil {
-			return err
-		}
-		tr.extra = extra
-	}
-	return nil
+	return tr.SaveCheckpoint()
 }
 
 // stepResult is what one step reports to the log.

@@ -1,0 +1,212 @@
+package unet
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// Config describes a U-Net. Zero values of NumHeads, NormGroups and
+// TimeEmbedDim mean their defaults (see WithDefaults). It is stored in
+// checkpoint metadata as JSON, so its field names are part of the file
+// format.
+type Config struct {
+	// ImageSize is the height and width of the images the model is built
+	// for; it must be divisible by 2^(len(ChannelMult)-1).
+	ImageSize int `json:"image_size"`
+	// InChannels and OutChannels are the channels of the input image and of
+	// the prediction (the same for an epsilon-predicting model).
+	InChannels  int `json:"in_channels"`
+	OutChannels int `json:"out_channels"`
+	// BaseChannels is the width of the first level; level i has
+	// BaseChannels*ChannelMult[i] channels. It is also the size of the
+	// sinusoidal timestep embedding, so it must be even.
+	BaseChannels int   `json:"base_channels"`
+	ChannelMult  []int `json:"channel_mult"`
+	// NumResBlocks is the number of residual blocks per level on the way
+	// down; the way up has one more per level.
+	NumResBlocks int `json:"num_res_blocks"`
+	// AttentionResolutions are the feature-map sizes (e.g. 16 for 16x16)
+	// after whose residual blocks a self-attention block follows. The middle
+	// of the network always has one.
+	AttentionResolutions []int `json:"attention_resolutions"`
+	// NumHeads is the number of attention heads (default 1); each head sees
+	// channels/NumHeads channels.
+	NumHeads int `json:"num_heads"`
+	// Dropout is the dropout rate inside the residual blocks (in training).
+	Dropout float64 `json:"dropout"`
+	// NormGroups is the number of GroupNorm groups (default 32).
+	NormGroups int `json:"norm_groups"`
+	// NumClasses is the number of class labels for a class-conditional model
+	// (0: unconditional). A conditional model has one more label embedding,
+	// label NumClasses, the "null" label of classifier-free guidance.
+	NumClasses int `json:"num_classes"`
+	// TimeEmbedDim is the width of the timestep embedding MLP (default
+	// 4*BaseChannels).
+	TimeEmbedDim int `json:"time_embed_dim"`
+}
+
+// Defaults of the optional Config fields.
+const (
+	DefaultNumHeads   = 1
+	DefaultNormGroups = 32
+)
+
+// ErrInvalidConfig is wrapped by every error of Validate.
+var ErrInvalidConfig = errors.New("invalid U-Net config")
+
+// WithDefaults returns a copy of c with zero NumHeads, NormGroups and
+// TimeEmbedDim replaced by their defaults.
+func (c Config) WithDefaults() Config {
+	c = c.clone()
+	if c.NumHeads == 0 {
+		c.NumHeads = DefaultNumHeads
+	}
+	if c.NormGroups == 0 {
+		c.NormGroups = DefaultNormGroups
+	}
+	if c.TimeEmbedDim == 0 {
+		c.TimeEmbedDim = 4 * c.BaseChannels
+	}
+	return c
+}
+
+func (c Config) clone() Config {
+	c.ChannelMult = slices.Clone(c.ChannelMult)
+	c.AttentionResolutions = slices.Clone(c.AttentionResolutions)
+	return c
+}
+
+// Validate reports every problem of c (with defaults applied) in one error
+// that wraps ErrInvalidConfig.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	var p []string
+	bad := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+
+	if c.ImageSize <= 0 {
+		bad("image_size must be positive, got %d", c.ImageSize)
+	}
+	if c.InChannels <= 0 || c.OutChannels <= 0 {
+		bad("in_channels and out_channels must be positive, got %d and %d", c.InChannels, c.OutChannels)
+	}
+	if c.BaseChannels <= 0 || c.BaseChannels%2 != 0 {
+		bad("base_channels must be positive and even (it is the size of the sinusoidal timestep embedding), got %d", c.BaseChannels)
+	}
+	if len(c.ChannelMult) == 0 {
+		bad("channel_mult needs at least one level")
+	}
+	for i, m := range c.ChannelMult {
+		if m <= 0 {
+			bad("channel_mult[%d] must be positive, got %d", i, m)
+		}
+	}
+	if c.NumResBlocks <= 0 {
+		bad("num_res_blocks must be at least 1, got %d", c.NumResBlocks)
+	}
+	if c.NumHeads < 0 {
+		bad("num_heads must be positive, got %d", c.NumHeads)
+	}
+	if c.NormGroups < 0 {
+		bad("norm_groups must be positive, got %d", c.NormGroups)
+	}
+	if c.TimeEmbedDim < 0 {
+		bad("time_embed_dim must be positive, got %d", c.TimeEmbedDim)
+	}
+	if c.Dropout < 0 || c.Dropout >= 1 || math.IsNaN(c.Dropout) {
+		bad("dropout must be in [0, 1), got %g", c.Dropout)
+	}
+	if c.NumClasses < 0 {
+		bad("num_classes must be 0 (unconditional) or positive, got %d", c.NumClasses)
+	}
+	if len(p) > 0 {
+		return invalid(p)
+	}
+
+	levels := len(c.ChannelMult)
+	if f := 1 << (levels - 1); c.ImageSize%f != 0 {
+		bad("image_size %d must be divisible by %d = 2^(len(channel_mult)-1) to halve it %d times",
+			c.ImageSize, f, levels-1)
+	}
+	var resolutions []int
+	for i, m := range c.ChannelMult {
+		ch := c.BaseChannels * m
+		if ch%c.NormGroups != 0 {
+			bad("level %d has %d channels (base_channels %d * channel_mult %d), not divisible by norm_groups %d",
+				i, ch, c.BaseChannels, m, c.NormGroups)
+		}
+		resolutions = append(resolutions, c.ImageSize>>i)
+	}
+	last := c.BaseChannels * c.ChannelMult[levels-1]
+	for _, r := range c.AttentionResolutions {
+		i := slices.Index(resolutions, r)
+		if i < 0 {
+			bad("attention resolution %d is never reached (the levels have resolutions %v)", r, resolutions)
+			continue
+		}
+		if ch := c.BaseChannels * c.ChannelMult[i]; ch%c.NumHeads != 0 {
+			bad("attention at resolution %d has %d channels, not divisible by num_heads %d", r, ch, c.NumHeads)
+		}
+	}
+	if last%c.NumHeads != 0 {
+		bad("the middle attention has %d channels, not divisible by num_heads %d", last, c.NumHeads)
+	}
+	if len(p) > 0 {
+		return invalid(p)
+	}
+	return nil
+}
+
+func invalid(problems []string) error {
+	return fmt.Errorf("%w: %s", ErrInvalidConfig, strings.Join(problems, "; "))
+}
+
+// presets are the named configurations.
+var presets = map[string]Config{
+	// The DDPM paper's CIFAR-10 model (Ho et al. 2020): 35.7M parameters.
+	"cifar10": {
+		ImageSize: 32, InChannels: 3, OutChannels: 3,
+		BaseChannels: 128, ChannelMult: []int{1, 2, 2, 2}, NumResBlocks: 2,
+		AttentionResolutions: []int{16}, NumHeads: 1, Dropout: 0.1,
+		NormGroups: 32, TimeEmbedDim: 512,
+	},
+	// A model for 32x32 grayscale images (Fashion-MNIST padded from 28x28)
+	// that trains on a CPU: the CIFAR-10 layout at a quarter of the width,
+	// one residual block per level and attention at 8x8 only (1.5M
+	// parameters, 0.5 GFLOP per image).
+	"small": {
+		ImageSize: 32, InChannels: 1, OutChannels: 1,
+		BaseChannels: 32, ChannelMult: []int{1, 2, 2, 2}, NumResBlocks: 1,
+		AttentionResolutions: []int{8}, NumHeads: 1, Dropout: 0.1,
+		NormGroups: 8, TimeEmbedDim: 128,
+	},
+	// A very small model for tests.
+	"tiny": {
+		ImageSize: 16, InChannels: 1, OutChannels: 1,
+		BaseChannels: 16, ChannelMult: []int{1, 2}, NumResBlocks: 1,
+		AttentionResolutions: []int{8}, NumHeads: 1, Dropout: 0.1,
+		NormGroups: 4, TimeEmbedDim: 64,
+	},
+}
+
+// PresetNames lists the names Preset accepts, sorted.
+func PresetNames() []string {
+	names := make([]string, 0, len(presets))
+	for n := range presets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Preset returns the named configuration (see PresetNames).
+func Preset(name string) (Config, error) {
+	c, ok := presets[strings.ToLower(name)]
+	if !ok {
+		return Config{}, fmt.Errorf("unknown U-Net preset %q (want one of %s)", name, strings.Join(PresetNames(), ", "))
+	}
+	return c.clone(), nil
+}
