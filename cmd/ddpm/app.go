@@ -16,6 +16,10 @@ func newApp() *cli.App {
 		HideVersion:     true,
 		HideHelpCommand: true,
 		Commands: []*cli.Command{
+			trainCommand,
+			sampleCommand,
+			infoCommand,
+			benchCommand,
 			versionCommand,
 		},
 		// Errors are printed once, by main.

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/diffusion/pipeline"
+	"github.com/ddpm-go/ddpm/diffusion/unet"
+	"github.com/urfave/cli/v2"
+)
+
+var infoCommand = &cli.Command{
+	Name:  "info",
+	Usage: "describe a checkpoint, run or preset: configuration, parameters, FLOPs, step",
+	Flags: []cli.Flag{
+		&cli.StringFlag{Name: "run", Usage: "run directory (its newest checkpoint)"},
+		&cli.StringFlag{Name: "checkpoint", Usage: "checkpoint file (.safetensors)"},
+		&cli.StringFlag{Name: "preset", Usage: "model preset: " + joinNames(unet.PresetNames())},
+		&cli.BoolFlag{Name: "json", Usage: "print one JSON object"},
+	},
+	Action: runInfo,
+}
+
+// modelInfo is what info prints.
+type modelInfo struct {
+	Source        string          `json:"source"`
+	Model         unet.Config     `json:"model"`
+	Params        int64           `json:"params"`
+	FLOPsPerImage int64           `json:"flops_per_image"`
+	Step          *int64          `json:"step,omitempty"`
+	Train         json.RawMessage `json:"train,omitempty"`
+	Schedule      json.RawMessage `json:"schedule,omitempty"`
+	Data          string          `json:"data,omitempty"`
+	ClassNames    []string        `json:"class_names,omitempty"`
+}
+
+func runInfo(c *cli.Context) error {
+	var info modelInfo
+	if name := c.String("preset"); name != "" {
+		if c.IsSet("run") || c.IsSet("checkpoint") {
+			return fmt.Errorf("give --preset, --run or --checkpoint, not several")
+		}
+		cfg, err := unet.Preset(name)
+		if err != nil {
+			return err
+		}
+		info.Source, info.Model = "preset "+name, cfg.WithDefaults()
+	} else {
+		path, err := checkpointPath(c)
+		if err != nil {
+			return fmt.Errorf("%w (or --preset NAME)", err)
+		}
+		meta, err := diffusion.ReadCheckpointMetadata(path)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal([]byte(meta[pipeline.MetaModel]), &info.Model); err != nil {
+			return fmt.Errorf("%s: bad model configuration in metadata: %w", path, err)
+		}
+		var step int64
+		fmt.Sscan(meta[diffusion.MetaStep], &step)
+		info.Source, info.Step = path, &step
+		info.Train = json.RawMessage(meta[diffusion.MetaTrain])
+		info.Schedule = json.RawMessage(meta[diffusion.MetaSchedule])
+		info.Data = meta[pipeline.MetaData]
+		if names := meta[pipeline.MetaClassNames]; names != "" {
+			_ = json.Unmarshal([]byte(names), &info.ClassNames)
+		}
+	}
+	if err := info.Model.Validate(); err != nil {
+		return err
+	}
+	info.Params, info.FLOPsPerImage = info.Model.NumParams(), info.Model.FLOPs()
+	w := c.App.Writer
+	if c.Bool("json") {
+		b, err := json.MarshalIndent(info, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(w, string(b))
+		return nil
+	}
+	m := info.Model
+	fmt.Fprintf(w, "source        %s\n", info.Source)
+	fmt.Fprintf(w, "image         %dx%dx%d\n", m.InChannels, m.ImageSize, m.ImageSize)
+	fmt.Fprintf(w, "u-net         base %d, mult %v, %d res blocks, attention at %v, %d heads, dropout %g, %d groups\n",
+		m.BaseChannels, m.ChannelMult, m.NumResBlocks, m.AttentionResolutions, m.NumHeads, m.Dropout, m.NormGroups)
+	if m.NumClasses > 0 {
+		fmt.Fprintf(w, "classes       %d (+ null label for guidance)", m.NumClasses)
+		if len(info.ClassNames) > 0 {
+			fmt.Fprintf(w, ": %s", strings.Join(info.ClassNames, ", "))
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "parameters    %d (%s)\n", info.Params, humanCount(info.Params))
+	fmt.Fprintf(w, "flops/image   %.3g GFLOP (one forward)\n", float64(info.FLOPsPerImage)/1e9)
+	if info.Step != nil {
+		fmt.Fprintf(w, "step          %d\n", *info.Step)
+		fmt.Fprintf(w, "train         %s\n", info.Train)
+		fmt.Fprintf(w, "schedule      %s\n", info.Schedule)
+		fmt.Fprintf(w, "data          %s\n", info.Data)
+	}
+	return nil
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/ddpm-go/ddpm/diffusion"
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+)
+
+// metricsLog appends training metrics to a JSON-lines file and redraws the
+// loss plot from everything logged so far.
+type metricsLog struct {
+	path, plotPath string
+	f              *os.File
+	steps, losses  []float64
+}
+
+func openMetricsLog(path, plotPath string) (*metricsLog, error) {
+	l := &metricsLog{path: path, plotPath: plotPath}
+	// A resumed run keeps the records it already has.
+	if f, err := os.Open(path); err == nil {
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var m diffusion.Metrics
+			if json.Unmarshal(sc.Bytes(), &m) == nil {
+				l.steps = append(l.steps, float64(m.Step))
+				l.losses = append(l.losses, m.Loss)
+			}
+		}
+		f.Close()
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("cannot write the metrics log: %w", err)
+	}
+	l.f = f
+	return l, nil
+}
+
+func (l *metricsLog) write(m diffusion.Metrics) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if _, err := l.f.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("writing %s: %w", l.path, err)
+	}
+	l.steps = append(l.steps, float64(m.Step))
+	l.losses = append(l.losses, m.Loss)
+	return nil
+}
+
+// plot draws the loss against the step (log scale) as a PNG.
+func (l *metricsLog) plot() error {
+	if len(l.steps) < 2 {
+		return nil
+	}
+	p := plot.New()
+	p.Title.Text = "training loss"
+	p.X.Label.Text = "step"
+	p.Y.Label.Text = "loss"
+	p.Y.Scale = plot.LogScale{}
+	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	pts := make(plotter.XYs, 0, len(l.steps))
+	for i := range l.steps {
+		if l.losses[i] > 0 {
+			pts = append(pts, plotter.XY{X: l.steps[i], Y: l.losses[i]})
+		}
+	}
+	line, err := plotter.NewLine(pts)
+	if err != nil {
+		return err
+	}
+	p.Add(line)
+	tmp := l.plotPath + ".tmp.png"
+	if err := p.Save(6*vg.Inch, 4*vg.Inch, tmp); err != nil {
+		return fmt.Errorf("drawing the loss plot: %w", err)
+	}
+	return os.Rename(tmp, l.plotPath)
+}
+
+func (l *metricsLog) close() error { return l.f.Close() }

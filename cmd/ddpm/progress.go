@@ -1,0 +1,68 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// progress shows how far a long operation is: a redrawn bar on a terminal,
+// a plain line every few seconds otherwise, nothing with --quiet.
+type progress struct {
+	w        io.Writer
+	tty      bool
+	quiet    bool
+	label    string
+	total    int64
+	start    time.Time
+	lastLine time.Time
+	every    time.Duration
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func newProgress(w io.Writer, quiet bool, label string, total int64) *progress {
+	return &progress{w: w, tty: isTerminal(w), quiet: quiet, label: label, total: total,
+		start: time.Now(), every: 10 * time.Second}
+}
+
+// update reports that done of total units are finished, with a status text.
+func (p *progress) update(done int64, status string) {
+	if p.quiet {
+		return
+	}
+	now := time.Now()
+	elapsed := now.Sub(p.start)
+	eta := ""
+	if done > 0 && done < p.total {
+		left := time.Duration(float64(elapsed) / float64(done) * float64(p.total-done))
+		eta = " eta " + left.Round(time.Second).String()
+	}
+	if p.tty {
+		const width = 24
+		filled := int(float64(width) * float64(done) / float64(max(p.total, 1)))
+		bar := strings.Repeat("=", filled) + strings.Repeat(" ", width-filled)
+		fmt.Fprintf(p.w, "\r%s [%s] %d/%d %s%s\x1b[K", p.label, bar, done, p.total, status, eta)
+		return
+	}
+	if done == p.total || now.Sub(p.lastLine) >= p.every {
+		p.lastLine = now
+		fmt.Fprintf(p.w, "%s %d/%d %s%s\n", p.label, done, p.total, status, eta)
+	}
+}
+
+// finish ends the bar's line on a terminal.
+func (p *progress) finish() {
+	if !p.quiet && p.tty {
+		fmt.Fprintln(p.w)
+	}
+}

@@ -1,0 +1,264 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+
+	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/diffusion/images"
+	"github.com/ddpm-go/ddpm/diffusion/pipeline"
+	"github.com/ddpm-go/ddpm/torch"
+	"github.com/urfave/cli/v2"
+)
+
+// modelFlags pick a trained model: a run directory or a checkpoint file.
+var modelFlags = []cli.Flag{
+	&cli.StringFlag{Name: "run", Usage: "run directory (its newest checkpoint)", EnvVars: []string{"DDPM_RUN"}},
+	&cli.StringFlag{Name: "checkpoint", Usage: "checkpoint file (.safetensors)", EnvVars: []string{"DDPM_CHECKPOINT"}},
+	&cli.StringFlag{Name: "weights", Value: "ema", Usage: "ema or model", EnvVars: []string{"DDPM_WEIGHTS"}},
+	&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto", EnvVars: []string{"DDPM_DEVICE"}},
+	&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads (default: libtorch's choice)", EnvVars: []string{"DDPM_THREADS"}},
+}
+
+// samplerFlags are the sampler settings shared by sample and eval.
+var samplerFlags = []cli.Flag{
+	&cli.StringFlag{Name: "sampler", Value: "ddim", Usage: "ddpm, ddim or dpmpp-2m", EnvVars: []string{"DDPM_SAMPLER"}},
+	&cli.IntFlag{Name: "steps", Usage: "sampler steps (default: T for ddpm, 50 for ddim, 20 for dpmpp-2m)", EnvVars: []string{"DDPM_SAMPLE_STEPS"}},
+	&cli.StringFlag{Name: "spacing", Usage: "timestep spacing: linspace, leading, trailing, logsnr or karras", EnvVars: []string{"DDPM_SPACING"}},
+	&cli.Float64Flag{Name: "eta", Usage: "DDIM eta in [0, 1]", EnvVars: []string{"DDPM_ETA"}},
+	&cli.StringFlag{Name: "variance", Value: "fixed-small", Usage: "DDPM variance: fixed-small or fixed-large", EnvVars: []string{"DDPM_VARIANCE"}},
+	&cli.StringFlag{Name: "clip", Value: "clip", Usage: "x0 clipping: none, clip or dynamic", EnvVars: []string{"DDPM_CLIP"}},
+	&cli.Float64Flag{Name: "guidance", Usage: "classifier-free guidance weight w (needs --class)", EnvVars: []string{"DDPM_GUIDANCE"}},
+	&cli.Int64Flag{Name: "class", Value: -1, Usage: "class label of every image (class-conditional models)", EnvVars: []string{"DDPM_CLASS"}},
+	&cli.IntFlag{Name: "batch", Value: 64, Usage: "images per sampler run", EnvVars: []string{"DDPM_SAMPLE_BATCH"}},
+	&cli.Uint64Flag{Name: "seed", Usage: "random seed", EnvVars: []string{"DDPM_SEED"}},
+}
+
+var sampleCommand = &cli.Command{
+	Name:  "sample",
+	Usage: "generate images from a trained model",
+	Flags: append(append(append([]cli.Flag{}, modelFlags...), samplerFlags...),
+		&cli.IntFlag{Name: "n", Value: 64, Usage: "number of images", EnvVars: []string{"DDPM_N"}},
+		&cli.StringFlag{Name: "out", Value: "samples.png", Usage: "PNG grid to write (empty: none)", EnvVars: []string{"DDPM_SAMPLE_OUT"}},
+		&cli.StringFlag{Name: "out-dir", Usage: "also write one PNG per image into this folder", EnvVars: []string{"DDPM_SAMPLE_DIR"}},
+		&cli.StringFlag{Name: "trajectory", Usage: "write a strip of x_t (top) and predicted x_0 (bottom) of the first image across the steps to this PNG", EnvVars: []string{"DDPM_TRAJECTORY"}},
+		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output", EnvVars: []string{"DDPM_QUIET"}},
+	),
+	Action: runSample,
+}
+
+// checkpointPath resolves --run / --checkpoint.
+func checkpointPath(c *cli.Context) (string, error) {
+	run, ckpt := c.String("run"), c.String("checkpoint")
+	switch {
+	case run != "" && ckpt != "":
+		return "", fmt.Errorf("give --run or --checkpoint, not both")
+	case ckpt != "":
+		if _, err := os.Stat(ckpt); err != nil {
+			return "", fmt.Errorf("checkpoint: %w", err)
+		}
+		return ckpt, nil
+	case run != "":
+		if _, err := os.Stat(run); err != nil {
+			return "", fmt.Errorf("run directory: %w", err)
+		}
+		return diffusion.LatestCheckpoint(run)
+	}
+	return "", fmt.Errorf("which model? give --run RUN_DIR or --checkpoint FILE")
+}
+
+// loadPipeline loads the model named by the model flags.
+func loadPipeline(c *cli.Context) (*pipeline.Pipeline, error) {
+	path, err := checkpointPath(c)
+	if err != nil {
+		return nil, err
+	}
+	dev, err := setupDevice(c.String("device"), c.Int("threads"))
+	if err != nil {
+		return nil, err
+	}
+	w := pipeline.Weights(c.String("weights"))
+	if w != pipeline.EMAWeights && w != pipeline.ModelWeights {
+		return nil, fmt.Errorf("--weights %q: want ema or model", w)
+	}
+	return pipeline.Load(path, dev, w)
+}
+
+// sampleOptions reads the sampler flags.
+func sampleOptions(c *cli.Context, T int) (pipeline.GenerateOptions, error) {
+	var o pipeline.GenerateOptions
+	var err error
+	if o.Sample.Sampler, err = diffusion.ParseSamplerKind(c.String("sampler")); err != nil {
+		return o, err
+	}
+	if steps := c.Int("steps"); c.IsSet("steps") && (steps < 1 || steps > T) {
+		return o, fmt.Errorf("--steps %d out of range [1, %d] (the model was trained with T=%d)", steps, T, T)
+	}
+	o.Sample.Steps = c.Int("steps")
+	if sp := c.String("spacing"); sp != "" {
+		if o.Sample.Spacing, err = diffusion.ParseSpacing(sp); err != nil {
+			return o, err
+		}
+	}
+	o.Sample.Eta = c.Float64("eta")
+	if o.Sample.Eta < 0 || o.Sample.Eta > 1 {
+		return o, fmt.Errorf("--eta %g out of range [0, 1]", o.Sample.Eta)
+	}
+	if o.Sample.Variance, err = diffusion.ParseVariance(c.String("variance")); err != nil {
+		return o, err
+	}
+	if o.Sample.Clip, err = diffusion.ParseClipMode(c.String("clip")); err != nil {
+		return o, err
+	}
+	o.Sample.Guidance = c.Float64("guidance")
+	o.Class = c.Int64("class")
+	o.Seed = c.Uint64("seed")
+	o.Batch = c.Int("batch")
+	if o.Batch < 1 {
+		return o, fmt.Errorf("--batch %d must be at least 1", o.Batch)
+	}
+	return o, nil
+}
+
+func runSample(c *cli.Context) error {
+	n := c.Int("n")
+	if n < 1 || n > 1<<20 {
+		return fmt.Errorf("--n %d out of range [1, 1048576]", n)
+	}
+	out, outDir, traj := c.String("out"), c.String("out-dir"), c.String("trajectory")
+	if out == "" && outDir == "" && traj == "" {
+		return fmt.Errorf("nothing to write: give --out, --out-dir or --trajectory")
+	}
+	for _, p := range []string{out, traj} {
+		if p != "" {
+			if err := checkWritableDir(filepath.Dir(p)); err != nil {
+				return err
+			}
+		}
+	}
+	if outDir != "" {
+		if err := os.MkdirAll(outDir, 0o755); err != nil {
+			return fmt.Errorf("cannot create --out-dir: %w", err)
+		}
+	}
+	p, err := loadPipeline(c)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	o, err := sampleOptions(c, p.Schedule.T())
+	if err != nil {
+		return err
+	}
+	cfg := p.Model.Config()
+	ch, size := cfg.OutChannels, cfg.ImageSize
+	bar := newProgress(c.App.Writer, c.Bool("quiet"), "sample", int64(n))
+	o.OnBatch = func(done, total int) { bar.update(int64(done), "images") }
+	var strip trajectory
+	if traj != "" {
+		o.Sample.Callback = strip.record
+	}
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt)
+	defer stop()
+	pix, err := p.Generate(ctx, n, o)
+	bar.finish()
+	if err != nil {
+		return err
+	}
+	per := ch * size * size
+	if out != "" {
+		img, err := images.Grid(pix, n, ch, size, size, gridColumns(n), 2)
+		if err != nil {
+			return err
+		}
+		if err := images.SavePNG(out, img); err != nil {
+			return fmt.Errorf("cannot write %s: %w", out, err)
+		}
+		fmt.Fprintf(c.App.Writer, "ddpm: wrote %s (%d images)\n", out, n)
+	}
+	if outDir != "" {
+		for i := range n {
+			img, err := images.ToImage(pix[i*per:(i+1)*per], ch, size, size)
+			if err != nil {
+				return err
+			}
+			if err := images.SavePNG(filepath.Join(outDir, fmt.Sprintf("%06d.png", i)), img); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(c.App.Writer, "ddpm: wrote %d images to %s\n", n, outDir)
+	}
+	if traj != "" {
+		if err := strip.save(traj, ch, size); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.App.Writer, "ddpm: wrote %s (%d steps)\n", traj, len(strip.xt))
+	}
+	return nil
+}
+
+// checkWritableDir fails early, before any sampling, when dir cannot take
+// new files.
+func checkWritableDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("cannot write to %s: %w", dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".ddpm-write-test-*")
+	if err != nil {
+		return fmt.Errorf("cannot write to %s: %w", dir, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+// trajectory collects the first image's x_t and predicted x_0 at up to
+// maxFrames evenly spaced steps of the first batch.
+type trajectory struct {
+	xt, x0 [][]float32
+	done   bool
+}
+
+const maxFrames = 12
+
+func (tr *trajectory) record(step, total, t int, xt, x0 *torch.Tensor) error {
+	if tr.done {
+		return nil
+	}
+	every := max(1, (total+maxFrames-1)/maxFrames)
+	if step%every != 0 && step != total-1 {
+		return nil
+	}
+	s := torch.NewScope(torch.Inference)
+	defer s.Close()
+	for _, pair := range []struct {
+		src *torch.Tensor
+		dst *[][]float32
+	}{{xt, &tr.xt}, {x0, &tr.x0}} {
+		first := s.To(s.Clamp(s.Narrow(pair.src, 0, 0, 1), -1, 1), torch.CPU)
+		v, err := first.Float32s()
+		if err != nil {
+			return err
+		}
+		*pair.dst = append(*pair.dst, v)
+	}
+	if step == total-1 {
+		tr.done = true
+	}
+	return s.Err()
+}
+
+func (tr *trajectory) save(path string, ch, size int) error {
+	var pix []float32
+	for _, row := range [][][]float32{tr.xt, tr.x0} {
+		for _, v := range row {
+			pix = append(pix, v...)
+		}
+	}
+	img, err := images.Grid(pix, 2*len(tr.xt), ch, size, size, len(tr.xt), 2)
+	if err != nil {
+		return err
+	}
+	return images.SavePNG(path, img)
+}

@@ -1,0 +1,473 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/diffusion/data"
+	"github.com/ddpm-go/ddpm/diffusion/images"
+	"github.com/ddpm-go/ddpm/diffusion/nn"
+	"github.com/ddpm-go/ddpm/diffusion/pipeline"
+	"github.com/ddpm-go/ddpm/diffusion/unet"
+	"github.com/ddpm-go/ddpm/torch"
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+)
+
+// runConfig is everything that defines a training run; it is written to the
+// run directory as config.json and read back by --resume.
+type runConfig struct {
+	Data        string                   `json:"data"`
+	Preset      string                   `json:"preset"`
+	Model       unet.Config              `json:"model"`
+	Schedule    diffusion.ScheduleConfig `json:"schedule"`
+	Train       diffusion.TrainConfig    `json:"train"`
+	Flip        bool                     `json:"flip"`
+	SampleEvery int64                    `json:"sample_every"`
+	SampleN     int                      `json:"sample_n"`
+}
+
+const (
+	configFile  = "config.json"
+	metricsFile = "metrics.jsonl"
+	lossPlot    = "loss.png"
+	samplesDir  = "samples"
+)
+
+var trainFlags = []cli.Flag{
+	&cli.StringFlag{Name: "config", Usage: "read flag values from a YAML or JSON file (keys are flag names)", EnvVars: []string{"DDPM_CONFIG"}},
+	altsrc.NewStringFlag(&cli.StringFlag{Name: "data", Usage: "training images: an IDX or CIFAR-10 file or folder, or a folder of PNG/JPEG images (default: Debian's Fashion-MNIST)", EnvVars: []string{"DDPM_DATA"}}),
+	altsrc.NewStringFlag(&cli.StringFlag{Name: "preset", Value: "small", Usage: "model preset: " + joinNames(unet.PresetNames()), EnvVars: []string{"DDPM_PRESET"}}),
+	altsrc.NewIntFlag(&cli.IntFlag{Name: "image-size", Usage: "model image size (default: the preset's)", EnvVars: []string{"DDPM_IMAGE_SIZE"}}),
+	altsrc.NewIntFlag(&cli.IntFlag{Name: "channels", Usage: "image channels, 1 or 3 (default: the preset's)", EnvVars: []string{"DDPM_CHANNELS"}}),
+	altsrc.NewIntFlag(&cli.IntFlag{Name: "base-channels", Usage: "U-Net width (default: the preset's)", EnvVars: []string{"DDPM_BASE_CHANNELS"}}),
+	altsrc.NewIntSliceFlag(&cli.IntSliceFlag{Name: "channel-mult", Usage: "width multiplier per level, e.g. 1,2,2 (default: the preset's)", EnvVars: []string{"DDPM_CHANNEL_MULT"}}),
+	altsrc.NewIntFlag(&cli.IntFlag{Name: "res-blocks", Usage: "residual blocks per level (default: the preset's)", EnvVars: []string{"DDPM_RES_BLOCKS"}}),
+	altsrc.NewIntSliceFlag(&cli.IntSliceFlag{Name: "attention-res", Usage: "resolutions with self-attention, e.g. 16 (default: the preset's)", EnvVars: []string{"DDPM_ATTENTION_RES"}}),
+	altsrc.NewIntFlag(&cli.IntFlag{Name: "heads", Usage: "attention heads (default: the preset's)", EnvVars: []string{"DDPM_HEADS"}}),
+	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "dropout", Value: -1, Usage: "dropout rate (default: the preset's)", EnvVars: []string{"DDPM_DROPOUT"}}),
+	altsrc.NewStringFlag(&cli.StringFlag{Name: "schedule", Value: "linear", Usage: "noise schedule: linear, cosine, scaled-linear or sigmoid", EnvVars: []string{"DDPM_SCHEDULE"}}),
+	altsrc.NewBoolFlag(&cli.BoolFlag{Name: "zero-terminal-snr", Usage: "rescale the schedule to zero terminal SNR (use with --target v)", EnvVars: []string{"DDPM_ZERO_TERMINAL_SNR"}}),
+	altsrc.NewIntFlag(&cli.IntFlag{Name: "T", Value: 1000, Usage: "diffusion steps", EnvVars: []string{"DDPM_T"}}),
+	altsrc.NewStringFlag(&cli.StringFlag{Name: "target", Value: "epsilon", Usage: "what the model predicts: epsilon, x0 or v", EnvVars: []string{"DDPM_TARGET"}}),
+	altsrc.NewStringFlag(&cli.StringFlag{Name: "timestep-sampling", Value: "uniform", Usage: "uniform or loss-aware (importance sampling)", EnvVars: []string{"DDPM_TIMESTEP_SAMPLING"}}),
+	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "min-snr", Usage: "min-SNR-γ loss weighting (e.g. 5; 0 = off)", EnvVars: []string{"DDPM_MIN_SNR"}}),
+	altsrc.NewIntFlag(&cli.IntFlag{Name: "batch", Value: 64, Usage: "images per step", EnvVars: []string{"DDPM_BATCH"}}),
+	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "steps", Value: 20000, Usage: "optimizer steps", EnvVars: []string{"DDPM_STEPS"}}),
+	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "lr", Value: 2e-4, Usage: "peak learning rate", EnvVars: []string{"DDPM_LR"}}),
+	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "warmup", Value: 500, Usage: "learning-rate warm-up steps", EnvVars: []string{"DDPM_WARMUP"}}),
+	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "weight-decay", Usage: "AdamW decoupled weight decay", EnvVars: []string{"DDPM_WEIGHT_DECAY"}}),
+	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "ema-decay", Value: 0.999, Usage: "EMA decay of the weights used for sampling (with warm-up)", EnvVars: []string{"DDPM_EMA_DECAY"}}),
+	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "grad-clip", Value: 1, Usage: "gradient norm limit (negative: off)", EnvVars: []string{"DDPM_GRAD_CLIP"}}),
+	altsrc.NewBoolFlag(&cli.BoolFlag{Name: "classes", Usage: "train class-conditional on the data's labels (for guidance)", EnvVars: []string{"DDPM_CLASSES"}}),
+	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "label-dropout", Value: 0.1, Usage: "probability of the null label with --classes", EnvVars: []string{"DDPM_LABEL_DROPOUT"}}),
+	altsrc.NewBoolFlag(&cli.BoolFlag{Name: "flip", Usage: "random horizontal flips", EnvVars: []string{"DDPM_FLIP"}}),
+	altsrc.NewStringFlag(&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto", EnvVars: []string{"DDPM_DEVICE"}}),
+	altsrc.NewStringFlag(&cli.StringFlag{Name: "precision", Value: "float32", Usage: "training precision (float32)", EnvVars: []string{"DDPM_PRECISION"}}),
+	altsrc.NewIntFlag(&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads (default: libtorch's choice)", EnvVars: []string{"DDPM_THREADS"}}),
+	altsrc.NewUint64Flag(&cli.Uint64Flag{Name: "seed", Usage: "random seed", EnvVars: []string{"DDPM_SEED"}}),
+	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "checkpoint-every", Value: 500, Usage: "steps between checkpoints", EnvVars: []string{"DDPM_CHECKPOINT_EVERY"}}),
+	altsrc.NewIntFlag(&cli.IntFlag{Name: "keep", Value: 3, Usage: "checkpoints kept", EnvVars: []string{"DDPM_KEEP"}}),
+	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "sample-every", Value: 1000, Usage: "steps between sample grids (EMA weights; 0 = only at the end)", EnvVars: []string{"DDPM_SAMPLE_EVERY"}}),
+	altsrc.NewIntFlag(&cli.IntFlag{Name: "sample-n", Value: 16, Usage: "images per sample grid", EnvVars: []string{"DDPM_SAMPLE_N"}}),
+	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "log-every", Value: 50, Usage: "steps between metrics records", EnvVars: []string{"DDPM_LOG_EVERY"}}),
+	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "eval-every", Usage: "steps between held-out evaluations (0 = off)", EnvVars: []string{"DDPM_EVAL_EVERY"}}),
+	&cli.StringFlag{Name: "resume", Usage: "continue the run in `RUN_DIR` from its last checkpoint", EnvVars: []string{"DDPM_RESUME"}},
+	&cli.StringFlag{Name: "out", Usage: "run directory (default: runs/<date-time>)", EnvVars: []string{"DDPM_OUT"}},
+	&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output", EnvVars: []string{"DDPM_QUIET"}},
+}
+
+var trainCommand = &cli.Command{
+	Name:  "train",
+	Usage: "train a diffusion model (default: the small preset on Fashion-MNIST)",
+	Description: "Writes a run directory with config.json, checkpoints (safetensors), sample grids,\n" +
+		"metrics.jsonl and loss.png. Ctrl-C saves a checkpoint; --resume RUN_DIR continues.",
+	Flags:  trainFlags,
+	Before: altsrc.InitInputSourceWithContext(trainFlags, configSource),
+	Action: runTrain,
+}
+
+// configSource reads --config as YAML (which JSON also is), when given.
+func configSource(c *cli.Context) (altsrc.InputSourceContext, error) {
+	path := c.String("config")
+	if path == "" {
+		return &altsrc.MapInputSource{}, nil
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	src, err := altsrc.NewYamlSourceFromFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	return src, nil
+}
+
+func runTrain(c *cli.Context) error {
+	var cfg runConfig
+	var dir string
+	resume := c.String("resume")
+	if resume != "" {
+		var err error
+		if cfg, err = readRunConfig(resume); err != nil {
+			return err
+		}
+		dir = resume
+		if c.IsSet("steps") {
+			cfg.Train.Steps = c.Int64("steps")
+		}
+		if err := cfg.Train.Validate(); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if cfg, err = resolveRunConfig(c); err != nil {
+			return err
+		}
+		if dir = c.String("out"); dir == "" {
+			dir = filepath.Join("runs", time.Now().Format("20060102-150405"))
+		}
+	}
+	dev, err := setupDevice(c.String("device"), c.Int("threads"))
+	if err != nil {
+		return err
+	}
+	if p := c.String("precision"); p != "float32" && p != "fp32" {
+		return fmt.Errorf("precision %q is not supported for training yet (use float32)", p)
+	}
+
+	ds, err := openDataset(cfg.Data, cfg.Model.ImageSize, cfg.Model.InChannels)
+	if err != nil {
+		return err
+	}
+	if resume == "" && c.Bool("classes") {
+		if err := conditionOn(&cfg, ds, c.Float64("label-dropout")); err != nil {
+			return err
+		}
+	}
+	if cfg.Train.NumClasses > 0 && ds.NumClasses != cfg.Train.NumClasses {
+		return fmt.Errorf("the data has %d classes, the model %d", ds.NumClasses, cfg.Train.NumClasses)
+	}
+	train, held := ds.Split(min(1000, ds.N/10), cfg.Train.Seed)
+
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("cannot create the run directory: %w", err)
+	}
+	if resume == "" {
+		if err := writeRunConfig(dir, cfg); err != nil {
+			return err
+		}
+	}
+	out := c.App.Writer
+	fmt.Fprintf(out, "ddpm: training %s (%s params) on %s (%d images), device %s\n", cfg.Preset,
+		humanCount(cfg.Model.NumParams()), ds.Source, train.N, dev)
+	fmt.Fprintf(out, "ddpm: writing to %s\n", dir)
+
+	sched, err := diffusion.NewSchedule(cfg.Schedule)
+	if err != nil {
+		return err
+	}
+	gen, err := torch.NewGenerator(cfg.Train.Seed, dev)
+	if err != nil {
+		return err
+	}
+	defer gen.Close()
+	model, err := unet.New(cfg.Model, dev, torch.Float32, gen)
+	if err != nil {
+		return err
+	}
+	defer model.Close()
+	tr, err := diffusion.NewTrainer(model, sched, cfg.Train, dev,
+		[]int64{int64(cfg.Model.InChannels), int64(cfg.Model.ImageSize), int64(cfg.Model.ImageSize)})
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	tr.Dir = dir
+	tr.Held = held
+	tr.Metadata, err = checkpointMetadata(cfg, ds)
+	if err != nil {
+		return err
+	}
+	if resume != "" {
+		ckpt, err := diffusion.LatestCheckpoint(dir)
+		if err != nil {
+			return fmt.Errorf("cannot resume: %w", err)
+		}
+		if err := tr.Resume(ckpt); err != nil {
+			return fmt.Errorf("cannot resume from %s: %w", ckpt, err)
+		}
+		fmt.Fprintf(out, "ddpm: resumed from %s (step %d of %d)\n", ckpt, tr.Step(), cfg.Train.Steps)
+	}
+
+	loader, err := data.NewLoader(train, data.LoaderOptions{BatchSize: cfg.Train.BatchSize, Seed: cfg.Train.Seed,
+		Shuffle: true, FlipHorizontal: cfg.Flip})
+	if err != nil {
+		return err
+	}
+	defer loader.Close()
+	log, err := openMetricsLog(filepath.Join(dir, metricsFile), filepath.Join(dir, lossPlot))
+	if err != nil {
+		return err
+	}
+	defer log.close()
+
+	grids := &gridSampler{cfg: cfg, dev: dev, sched: sched, dir: filepath.Join(dir, samplesDir), ema: tr.EMA()}
+	defer grids.close()
+	bar := newProgress(out, c.Bool("quiet"), "train", cfg.Train.Steps)
+	var lastLoss, lastRate float64
+	var logErr error
+	tr.OnLog = func(m diffusion.Metrics) {
+		lastLoss, lastRate = m.Loss, m.ImagesPerSec
+		if err := log.write(m); err != nil && logErr == nil {
+			logErr = err
+		}
+	}
+	tr.AfterStep = func(step int64, ckpt string) (map[string]float64, error) {
+		if logErr != nil {
+			return nil, logErr
+		}
+		bar.update(step, fmt.Sprintf("loss %.4f  %.1f img/s", lastLoss, lastRate))
+		if ckpt != "" {
+			if err := log.plot(); err != nil {
+				return nil, err
+			}
+		}
+		if step == cfg.Train.Steps || (cfg.SampleEvery > 0 && step%cfg.SampleEvery == 0) {
+			if err := grids.write(c.Context, step); err != nil {
+				return nil, err
+			}
+		}
+		return nil, nil
+	}
+
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err = tr.Run(ctx, loader)
+	bar.finish()
+	if errors.Is(err, context.Canceled) {
+		fmt.Fprintf(out, "ddpm: interrupted at step %d; checkpoint %s\n", tr.Step(), tr.LastCheckpoint())
+		fmt.Fprintf(out, "ddpm: resume with: ddpm train --resume %s\n", dir)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "ddpm: done: %d steps; checkpoint %s\n", tr.Step(), tr.LastCheckpoint())
+	fmt.Fprintf(out, "ddpm: sample with: ddpm sample --run %s --sampler ddim --steps 50 --n 64 --out grid.png\n", dir)
+	return nil
+}
+
+// resolveRunConfig builds a run's configuration from a preset and flags.
+func resolveRunConfig(c *cli.Context) (runConfig, error) {
+	cfg := runConfig{Data: c.String("data"), Preset: c.String("preset"), Flip: c.Bool("flip"),
+		SampleEvery: c.Int64("sample-every"), SampleN: c.Int("sample-n")}
+	m, err := unet.Preset(cfg.Preset)
+	if err != nil {
+		return cfg, err
+	}
+	if c.IsSet("image-size") {
+		m.ImageSize = c.Int("image-size")
+	}
+	if c.IsSet("channels") {
+		m.InChannels, m.OutChannels = c.Int("channels"), c.Int("channels")
+	}
+	if c.IsSet("base-channels") {
+		m.BaseChannels = c.Int("base-channels")
+		m.TimeEmbedDim = 0 // follows the width
+	}
+	if c.IsSet("channel-mult") {
+		m.ChannelMult = c.IntSlice("channel-mult")
+	}
+	if c.IsSet("res-blocks") {
+		m.NumResBlocks = c.Int("res-blocks")
+	}
+	if c.IsSet("attention-res") {
+		m.AttentionResolutions = c.IntSlice("attention-res")
+	}
+	if c.IsSet("heads") {
+		m.NumHeads = c.Int("heads")
+	}
+	if d := c.Float64("dropout"); d >= 0 {
+		m.Dropout = d
+	}
+	if cfg.SampleN < 1 || cfg.SampleN > 1024 {
+		return cfg, fmt.Errorf("--sample-n %d out of range [1, 1024]", cfg.SampleN)
+	}
+	if cfg.SampleEvery < 0 {
+		return cfg, fmt.Errorf("--sample-every %d must be non-negative", cfg.SampleEvery)
+	}
+	kind, err := diffusion.ParseScheduleKind(c.String("schedule"))
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Schedule = diffusion.DefaultScheduleConfig()
+	cfg.Schedule.Kind = kind
+	cfg.Schedule.T = c.Int("T")
+	cfg.Schedule.ZeroTerminalSNR = c.Bool("zero-terminal-snr")
+	if cfg.Schedule.T < 1 {
+		return cfg, fmt.Errorf("--T %d must be at least 1", cfg.Schedule.T)
+	}
+	if _, err := diffusion.NewSchedule(cfg.Schedule); err != nil {
+		return cfg, err
+	}
+	target, err := diffusion.ParseTarget(c.String("target"))
+	if err != nil {
+		return cfg, err
+	}
+	sampling, err := diffusion.ParseTimestepSampling(c.String("timestep-sampling"))
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Train = diffusion.TrainConfig{
+		Steps: c.Int64("steps"), BatchSize: c.Int("batch"), Seed: c.Uint64("seed"),
+		Target: target, Sampling: sampling, MinSNRGamma: c.Float64("min-snr"),
+		Optimizer: diffusion.AdamWConfig{LR: c.Float64("lr"), WeightDecay: c.Float64("weight-decay"),
+			WarmupSteps: c.Int64("warmup")},
+		GradClip: c.Float64("grad-clip"), EMADecay: c.Float64("ema-decay"), EMAWarmup: true,
+		CheckpointEvery: c.Int64("checkpoint-every"), KeepCheckpoints: c.Int("keep"),
+		LogEvery: c.Int64("log-every"), EvalEvery: c.Int64("eval-every"),
+	}
+	if err := m.Validate(); err != nil {
+		return cfg, err
+	}
+	cfg.Model = m.WithDefaults()
+	if err := cfg.Train.Validate(); err != nil {
+		return cfg, err
+	}
+	cfg.Train = cfg.Train.WithDefaults()
+	return cfg, nil
+}
+
+// conditionOn makes a new run class-conditional on the data's labels.
+func conditionOn(cfg *runConfig, ds *data.Dataset, labelDropout float64) error {
+	if ds.Labels == nil || ds.NumClasses < 1 {
+		return fmt.Errorf("--classes needs labelled data, and %s has no labels", ds.Source)
+	}
+	cfg.Train.NumClasses, cfg.Model.NumClasses = ds.NumClasses, ds.NumClasses
+	cfg.Train.LabelDropout = labelDropout
+	return cfg.Train.Validate()
+}
+
+// openDataset opens --data, or Debian's Fashion-MNIST when it is empty.
+func openDataset(path string, size, channels int) (*data.Dataset, error) {
+	if path == "" {
+		path = data.FashionMNISTDir
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("no --data given and the default Fashion-MNIST is missing (%s): install dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or pass --data", path)
+		}
+	}
+	return data.Open(path, size, channels)
+}
+
+func writeRunConfig(dir string, cfg runConfig) error {
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, configFile+".tmp")
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("cannot write the run configuration: %w", err)
+	}
+	return os.Rename(tmp, filepath.Join(dir, configFile))
+}
+
+func readRunConfig(dir string) (runConfig, error) {
+	var cfg runConfig
+	b, err := os.ReadFile(filepath.Join(dir, configFile))
+	if err != nil {
+		return cfg, fmt.Errorf("cannot resume %s: %w (is it a run directory?)", dir, err)
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return cfg, fmt.Errorf("cannot resume %s: %s is corrupt: %w", dir, configFile, err)
+	}
+	return cfg, nil
+}
+
+// checkpointMetadata is what each checkpoint carries beyond the trainer's
+// own state, so that a checkpoint alone is enough to sample.
+func checkpointMetadata(cfg runConfig, ds *data.Dataset) (map[string]string, error) {
+	model, err := json.Marshal(cfg.Model)
+	if err != nil {
+		return nil, err
+	}
+	meta := map[string]string{pipeline.MetaModel: string(model), pipeline.MetaData: ds.Source}
+	if cfg.Train.NumClasses > 0 && len(ds.ClassNames) > 0 {
+		names, _ := json.Marshal(ds.ClassNames)
+		meta[pipeline.MetaClassNames] = string(names)
+	}
+	return meta, nil
+}
+
+// gridSampler writes sample grids from the EMA weights during training.
+type gridSampler struct {
+	cfg   runConfig
+	dev   torch.Device
+	sched *diffusion.Schedule
+	dir   string
+	ema   *diffusion.EMA
+	model *unet.UNet
+}
+
+func (g *gridSampler) write(ctx context.Context, step int64) error {
+	if g.model == nil {
+		m, err := unet.New(g.cfg.Model, g.dev, torch.Float32, nil)
+		if err != nil {
+			return err
+		}
+		g.model = m
+	}
+	if err := nn.LoadStateDict(g.model.Params(), nn.StateDict(g.ema.Params())); err != nil {
+		return err
+	}
+	gen, err := torch.NewGenerator(g.cfg.Train.Seed, g.dev)
+	if err != nil {
+		return err
+	}
+	defer gen.Close()
+	s := torch.NewScope(torch.Inference)
+	defer s.Close()
+	n := g.cfg.SampleN
+	o := diffusion.SampleOptions{Sampler: diffusion.SamplerDDIM, Steps: 50, Target: g.cfg.Train.Target}
+	if g.cfg.Model.NumClasses > 0 {
+		labels := make([]int64, n)
+		for i := range labels {
+			labels[i] = int64(i % g.cfg.Model.NumClasses)
+		}
+		o.Labels = s.FromInt64s(labels, int64(n))
+		if g.dev != torch.CPU {
+			o.Labels = s.To(o.Labels, g.dev)
+		}
+		o.NullLabel = int64(g.cfg.Model.NumClasses)
+	}
+	m := g.cfg.Model
+	x, err := diffusion.SampleShape(ctx, g.model, []int64{int64(n), int64(m.OutChannels), int64(m.ImageSize), int64(m.ImageSize)},
+		torch.Float32, g.sched, gen, o)
+	if err != nil {
+		return fmt.Errorf("sample grid at step %d: %w", step, err)
+	}
+	s.Adopt(x)
+	pix, err := s.To(x, torch.CPU).Float32s()
+	if err != nil {
+		return err
+	}
+	img, err := images.Grid(pix, n, m.OutChannels, m.ImageSize, m.ImageSize, gridColumns(n), 2)
+	if err != nil {
+		return err
+	}
+	return images.SavePNG(filepath.Join(g.dir, fmt.Sprintf("step-%08d.png", step)), img)
+}
+
+func (g *gridSampler) close() {
+	if g.model != nil {
+		g.model.Close()
+	}
+}
