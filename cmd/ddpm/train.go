@@ -299,6 +299,18 @@ func resolveRunConfig(c *cli.Context) (runConfig, error) {
 	if d := c.Float64("dropout"); d >= 0 {
 		m.Dropout = d
 	}
+	// Zero means "default" in the library's configurations; on the command
+	// line an explicit 0 is a mistake.
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"batch", float64(c.Int("batch"))}, {"steps", float64(c.Int64("steps"))}, {"lr", c.Float64("lr")},
+		{"checkpoint-every", float64(c.Int64("checkpoint-every"))}, {"keep", float64(c.Int("keep"))},
+		{"log-every", float64(c.Int64("log-every"))}} {
+		if !(f.v > 0) {
+			return cfg, fmt.Errorf("--%s %g must be positive", f.name, f.v)
+		}
+	}
 	if cfg.SampleN < 1 || cfg.SampleN > 1024 {
 		return cfg, fmt.Errorf("--sample-n %d out of range [1, 1024]", cfg.SampleN)
 	}

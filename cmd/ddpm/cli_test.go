@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/binary"
+	"encoding/json"
+	"image/png"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// ddpm runs the CLI in-process and returns its exit status and output.
+func ddpm(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := run(append([]string{"ddpm"}, args...), &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// writeIDX writes n labelled 16x16 images as gzipped IDX files in dir.
+func writeIDX(t *testing.T, dir string, n int) {
+	t.Helper()
+	var img, lab bytes.Buffer
+	binary.Write(&img, binary.BigEndian, []uint32{0x803, uint32(n), 16, 16})
+	binary.Write(&lab, binary.BigEndian, []uint32{0x801, uint32(n)})
+	for i := range n {
+		for p := range 256 {
+			if (p/16+p%16+i)%4 < 2 {
+				img.WriteByte(255)
+			} else {
+				img.WriteByte(0)
+			}
+		}
+		lab.WriteByte(byte(i % 3))
+	}
+	for name, b := range map[string][]byte{"train-images-idx3-ubyte.gz": img.Bytes(), "train-labels-idx1-ubyte.gz": lab.Bytes()} {
+		var z bytes.Buffer
+		w := gzip.NewWriter(&z)
+		w.Write(b)
+		w.Close()
+		if err := os.WriteFile(filepath.Join(dir, name), z.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// tinyRun trains the tiny preset for a few steps on generated data.
+func tinyRun(t *testing.T, extra ...string) string {
+	t.Helper()
+	dataDir, runDir := t.TempDir(), filepath.Join(t.TempDir(), "run")
+	writeIDX(t, dataDir, 48)
+	args := append([]string{"train", "--preset", "tiny", "--data", dataDir, "--steps", "12", "--batch", "8",
+		"--checkpoint-every", "6", "--sample-every", "6", "--sample-n", "4", "--log-every", "3", "--out", runDir, "--quiet"}, extra...)
+	if code, out, errOut := ddpm(t, args...); code != 0 {
+		t.Fatalf("train failed (%d): %s %s", code, out, errOut)
+	}
+	return runDir
+}
+
+func TestTrainThenSample(t *testing.T) {
+	runDir := tinyRun(t)
+	for _, f := range []string{"config.json", "metrics.jsonl", "loss.png", "ckpt-00000012.safetensors", "samples/step-00000006.png"} {
+		if _, err := os.Stat(filepath.Join(runDir, f)); err != nil {
+			t.Errorf("run directory lacks %s", f)
+		}
+	}
+	b, _ := os.ReadFile(filepath.Join(runDir, "metrics.jsonl"))
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	var rec map[string]any
+	if len(lines) != 4 || json.Unmarshal([]byte(lines[3]), &rec) != nil || rec["step"] != float64(12) {
+		t.Fatalf("metrics log: %q", b)
+	}
+	for _, key := range []string{"loss", "loss_by_quartile", "lr", "grad_norm", "images_per_s"} {
+		if _, ok := rec[key]; !ok {
+			t.Errorf("metrics record lacks %s", key)
+		}
+	}
+	grid := filepath.Join(t.TempDir(), "grid.png")
+	if code, _, errOut := ddpm(t, "sample", "--run", runDir, "--sampler", "ddim", "--steps", "5", "--n", "64", "--out", grid, "--quiet"); code != 0 {
+		t.Fatal(errOut)
+	}
+	f, err := os.Open(grid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(f)
+	f.Close()
+	if err != nil || img.Bounds().Dx() != 8*18+2 || img.Bounds().Dy() != 8*18+2 {
+		t.Fatalf("grid %v, %v: want 8x8 images of 16 pixels with 2-pixel borders", img.Bounds(), err)
+	}
+	ckpt := filepath.Join(runDir, "ckpt-00000006.safetensors")
+	dir := t.TempDir()
+	if code, _, errOut := ddpm(t, "sample", "--checkpoint", ckpt, "--sampler", "dpmpp-2m", "--steps", "4", "--n", "3",
+		"--out", "", "--out-dir", dir, "--trajectory", filepath.Join(dir, "traj.png"), "--quiet"); code != 0 {
+		t.Fatal(errOut)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 4 {
+		t.Errorf("out-dir has %d files, want 3 images and a trajectory", len(entries))
+	}
+	if code, out, _ := ddpm(t, "info", "--run", runDir, "--json"); code != 0 || !strings.Contains(out, `"step": 12`) {
+		t.Errorf("info: %s", out)
+	}
+}
+
+func TestResumeContinues(t *testing.T) {
+	runDir := tinyRun(t)
+	code, out, errOut := ddpm(t, "train", "--resume", runDir, "--steps", "18", "--quiet")
+	if code != 0 || !strings.Contains(out, "resumed from") {
+		t.Fatalf("resume: %d %s %s", code, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(runDir, "ckpt-00000018.safetensors")); err != nil {
+		t.Fatal("no checkpoint at step 18")
+	}
+}
+
+func TestClassConditionalGuidance(t *testing.T) {
+	runDir := tinyRun(t, "--classes")
+	grid := filepath.Join(t.TempDir(), "g.png")
+	if code, _, errOut := ddpm(t, "sample", "--run", runDir, "--steps", "3", "--n", "4", "--class", "1", "--guidance", "3", "--out", grid, "--quiet"); code != 0 {
+		t.Fatal(errOut)
+	}
+	if code, _, errOut := ddpm(t, "sample", "--run", runDir, "--steps", "3", "--n", "4", "--class", "7", "--out", grid, "--quiet"); code == 0 || !strings.Contains(errOut, "class 7 out of range") {
+		t.Errorf("class out of range: %q", errOut)
+	}
+}
+
+// Every mistake ends with one line "ddpm: ..." and status 1, never a trace.
+func TestErrorsAreOneLine(t *testing.T) {
+	runDir := tinyRun(t)
+	tmp := t.TempDir()
+	notIDX := filepath.Join(tmp, "bad")
+	os.MkdirAll(notIDX, 0o755)
+	os.WriteFile(filepath.Join(notIDX, "train-images-idx3-ubyte"), []byte{0, 0, 8, 3, 0, 0, 0, 9, 0, 0, 0, 16, 0, 0, 0, 16, 1, 2}, 0o644)
+	truncated := filepath.Join(tmp, "trunc")
+	os.MkdirAll(truncated, 0o755)
+	full, _ := os.ReadFile(filepath.Join(runDir, "ckpt-00000012.safetensors"))
+	os.WriteFile(filepath.Join(tmp, "cut.safetensors"), full[:len(full)/2], 0o644)
+	os.WriteFile(filepath.Join(tmp, "text.safetensors"), []byte("hello"), 0o644)
+	corruptPNG := filepath.Join(tmp, "pngs")
+	os.MkdirAll(corruptPNG, 0o755)
+	os.WriteFile(filepath.Join(corruptPNG, "a.png"), []byte("\x89PNG\r\n\x1a\nbroken"), 0o644)
+	blocker := filepath.Join(tmp, "file")
+	os.WriteFile(blocker, nil, 0o644)
+	// A run whose configuration no longer matches its checkpoints.
+	changed := tinyRun(t)
+	cfgPath := filepath.Join(changed, "config.json")
+	b, _ := os.ReadFile(cfgPath)
+	os.WriteFile(cfgPath, bytes.Replace(b, []byte(`"base_channels": 16`), []byte(`"base_channels": 8`), 1), 0o644)
+
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing data", []string{"train", "--data", filepath.Join(tmp, "nope"), "--preset", "tiny"}, "no such file"},
+		{"corrupt idx", []string{"train", "--data", notIDX, "--preset", "tiny", "--out", filepath.Join(tmp, "r1")}, "truncated"},
+		{"corrupt png", []string{"train", "--data", corruptPNG, "--preset", "tiny", "--out", filepath.Join(tmp, "r2")}, "a.png"},
+		{"not a checkpoint", []string{"sample", "--checkpoint", filepath.Join(tmp, "text.safetensors")}, "invalid safetensors"},
+		{"truncated checkpoint", []string{"sample", "--checkpoint", filepath.Join(tmp, "cut.safetensors")}, "truncated"},
+		{"checkpoint of another config", []string{"train", "--resume", changed, "--steps", "20"}, "do not fit"},
+		{"steps above T", []string{"sample", "--run", runDir, "--steps", "5000"}, "out of range [1, 1000]"},
+		{"guidance unconditional", []string{"sample", "--run", runDir, "--guidance", "2", "--class", "0"}, "unconditional"},
+		{"unknown device", []string{"sample", "--run", runDir, "--device", "tpu"}, "unknown device"},
+		{"unwritable output", []string{"sample", "--run", runDir, "--out", filepath.Join(blocker, "sub", "g.png")}, "cannot write"},
+		{"unknown preset", []string{"train", "--preset", "huge"}, "unknown U-Net preset"},
+		{"bad eta", []string{"sample", "--run", runDir, "--eta", "2"}, "out of range [0, 1]"},
+		{"no model", []string{"sample"}, "--run"},
+		{"resume non-run", []string{"train", "--resume", tmp}, "run directory"},
+		{"bad batch", []string{"train", "--preset", "tiny", "--batch", "0", "--data", tmp}, "--batch 0 must be positive"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, _, errOut := ddpm(t, append(c.args, "--quiet")...)
+			if code != 1 || !strings.HasPrefix(errOut, "ddpm: ") || !strings.Contains(errOut, c.want) ||
+				strings.Count(strings.TrimSpace(errOut), "\n") != 0 || strings.Contains(errOut, "goroutine") {
+				t.Errorf("exit %d, stderr %q; want one line containing %q", code, errOut, c.want)
+			}
+		})
+	}
+}
+
+// Ctrl-C during training writes a checkpoint and exits 0 with the resume
+// command. This runs the real binary, since it is about signals.
+func TestInterruptSavesCheckpoint(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "bin", "ddpm")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	dataDir, runDir := t.TempDir(), filepath.Join(t.TempDir(), "run")
+	writeIDX(t, dataDir, 48)
+	cmd := exec.Command(bin, "train", "--preset", "tiny", "--data", dataDir, "--steps", "100000", "--batch", "8",
+		"--checkpoint-every", "100000", "--sample-every", "0", "--out", runDir)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(out.String(), "train ") && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGINT)
+	err := cmd.Wait()
+	if err != nil || !strings.Contains(out.String(), "resume with: ddpm train --resume "+runDir) {
+		t.Fatalf("exit %v, output:\n%s", err, out.String())
+	}
+	entries, _ := filepath.Glob(filepath.Join(runDir, "ckpt-*.safetensors"))
+	if len(entries) != 1 {
+		t.Fatalf("checkpoints after Ctrl-C: %v", entries)
+	}
+}
