@@ -32,12 +32,18 @@ typedef struct ddpm_tensor_s* ddpm_tensor;       /* owns one at::Tensor */
 typedef struct ddpm_generator_s* ddpm_generator; /* owns one at::Generator */
 typedef char* ddpm_error;                         /* NULL = ok; else free() it */
 
-/* Autograd mode applied for the duration of one call. */
-typedef enum {
+/* Autograd mode applied for the duration of one call: one of the three
+ * values below, optionally OR-ed with one autocast flag (mixed precision, as
+ * torch.autocast: matmuls and convolutions in the lower precision, reductions,
+ * norms and losses in float32). */
+typedef int32_t ddpm_mode;
+enum {
   DDPM_MODE_GRAD = 0,      /* record operations for autograd */
   DDPM_MODE_NO_GRAD = 1,   /* like torch.no_grad() */
-  DDPM_MODE_INFERENCE = 2  /* like torch.inference_mode() */
-} ddpm_mode;
+  DDPM_MODE_INFERENCE = 2, /* like torch.inference_mode() */
+  DDPM_AUTOCAST_BF16 = 16, /* autocast to bfloat16 (CPU and CUDA) */
+  DDPM_AUTOCAST_FP16 = 32  /* autocast to float16 (CUDA only) */
+};
 
 /* Element types; the values are c10::ScalarType's. */
 typedef enum {
@@ -258,7 +264,8 @@ ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w,
                        ddpm_tensor bias, const int64_t* stride,
                        const int64_t* padding, const int64_t* dilation,
                        int64_t groups, ddpm_tensor* out);
-/* GroupNorm over (N, C, ...); weight/bias may be NULL. */
+/* GroupNorm over (N, C, ...); weight/bias may be NULL. Under autocast it
+ * computes in float32 and returns float32. */
 ddpm_error ddpm_group_norm(ddpm_mode mode, ddpm_tensor x, int64_t groups,
                            ddpm_tensor weight, ddpm_tensor bias, double eps,
                            ddpm_tensor* out);
@@ -313,6 +320,30 @@ ddpm_error ddpm_clip_grad_norm(const ddpm_tensor* params, int64_t n,
  * n pairs of tensors. */
 ddpm_error ddpm_ema_update(const ddpm_tensor* avg, const ddpm_tensor* value,
                            int64_t n, double decay);
+
+/* ---- TorchScript modules ----------------------------------------------- */
+
+typedef struct ddpm_module_s* ddpm_module; /* owns one torch::jit::Module */
+
+/* Loads a TorchScript file (torch.jit.save) onto the device; the module is
+ * put in eval mode. A missing file or one that is not a TorchScript archive
+ * is an error with libtorch's message. */
+ddpm_error ddpm_module_load(const char* path, int32_t device_type,
+                            int32_t device_index, ddpm_module* out);
+/* Releases the module; NULL is accepted and ignored. */
+void ddpm_module_free(ddpm_module m);
+/* Calls the module's forward (or the named method when method != NULL) with
+ * n tensor arguments (args may be NULL when n == 0). A method of a submodule
+ * is named by its path: "layers.forward". The result must be a tensor, or a
+ * tuple/list of tensors, whose elements are written to outs in order; outs
+ * has room for max_outs handles and *nouts tells how many were written. A
+ * result with more than max_outs tensors is an error (saying how many) and
+ * writes nothing. When the method fails, the message starts with the failing
+ * operation's own error, followed by TorchScript's traceback. */
+ddpm_error ddpm_module_forward(ddpm_mode mode, ddpm_module m,
+                               const char* method, const ddpm_tensor* args,
+                               int64_t n, ddpm_tensor* outs, int64_t max_outs,
+                               int64_t* nouts);
 
 #ifdef __cplusplus
 }

@@ -31,8 +31,17 @@ ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w, ddpm_tensor
 
 ddpm_error ddpm_group_norm(ddpm_mode mode, ddpm_tensor x, int64_t groups, ddpm_tensor weight,
                            ddpm_tensor bias, double eps, ddpm_tensor* out) {
-  DDPM_TRY(mode, *out = wrap(at::group_norm(ref(x), groups, ddpm::optional(weight),
-                                            ddpm::optional(bias), eps)));
+  DDPM_TRY(mode, {
+    at::Tensor in = ref(x), w = ddpm::optional(weight), b = ddpm::optional(bias);
+    // Under autocast GroupNorm stays in float32 on every device (CUDA's
+    // autocast does this itself; libtorch 1.13's CPU autocast does not).
+    if ((mode & (DDPM_AUTOCAST_BF16 | DDPM_AUTOCAST_FP16)) && in.is_floating_point()) {
+      in = in.to(at::kFloat);
+      if (w.defined()) w = w.to(at::kFloat);
+      if (b.defined()) b = b.to(at::kFloat);
+    }
+    *out = wrap(at::group_norm(in, groups, w, b, eps));
+  });
 }
 
 ddpm_error ddpm_softmax(ddpm_mode mode, ddpm_tensor a, int64_t dim, ddpm_tensor* out) {

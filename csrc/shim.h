@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 #include <c10/core/InferenceMode.h>
 
 #include <atomic>
@@ -53,17 +54,57 @@ inline void sync_threads() {
   if (want > 0 && have != want) at::set_num_threads(want);
 }
 
-// Sets grad and inference mode for one shim call and restores the calling
-// thread's previous modes on exit, so no mode ever leaks between calls.
+// Sets autocast (mixed precision) for one call and restores the thread's
+// previous state; like the grad mode, autocast is per thread in libtorch.
+// Cast caching is off: parameters change in place between calls, so a cached
+// low-precision copy could be stale.
+class AutocastGuard {
+ public:
+  explicit AutocastGuard(ddpm_mode mode) {
+    const bool bf16 = (mode & DDPM_AUTOCAST_BF16) != 0, fp16 = (mode & DDPM_AUTOCAST_FP16) != 0;
+    if (!bf16 && !fp16 && !at::autocast::is_enabled() && !at::autocast::is_cpu_enabled()) return;
+    active_ = true;
+    prev_gpu_ = at::autocast::is_enabled();
+    prev_cpu_ = at::autocast::is_cpu_enabled();
+    prev_gpu_dtype_ = at::autocast::get_autocast_gpu_dtype();
+    prev_cpu_dtype_ = at::autocast::get_autocast_cpu_dtype();
+    prev_cache_ = at::autocast::is_autocast_cache_enabled();
+    at::autocast::set_autocast_cache_enabled(false);
+    at::autocast::set_enabled(bf16 || fp16);
+    at::autocast::set_autocast_gpu_dtype(fp16 ? at::kHalf : at::kBFloat16);
+    at::autocast::set_cpu_enabled(bf16);  // libtorch's CPU autocast is bfloat16 only
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  }
+  ~AutocastGuard() {
+    if (!active_) return;
+    at::autocast::set_enabled(prev_gpu_);
+    at::autocast::set_cpu_enabled(prev_cpu_);
+    at::autocast::set_autocast_gpu_dtype(prev_gpu_dtype_);
+    at::autocast::set_autocast_cpu_dtype(prev_cpu_dtype_);
+    at::autocast::set_autocast_cache_enabled(prev_cache_);
+  }
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  bool active_ = false, prev_gpu_ = false, prev_cpu_ = false, prev_cache_ = true;
+  at::ScalarType prev_gpu_dtype_ = at::kHalf, prev_cpu_dtype_ = at::kBFloat16;
+};
+
+// Sets grad, inference and autocast mode for one shim call and restores the
+// calling thread's previous modes on exit, so no mode ever leaks between
+// calls.
 class ModeGuard {
  public:
   explicit ModeGuard(ddpm_mode mode)
-      : inference_(mode == DDPM_MODE_INFERENCE),
-        grad_(mode == DDPM_MODE_GRAD) {}
+      : inference_((mode & 3) == DDPM_MODE_INFERENCE),
+        grad_((mode & 3) == DDPM_MODE_GRAD),
+        autocast_(mode) {}
 
  private:
   c10::InferenceMode inference_;
   at::AutoGradMode grad_;
+  AutocastGuard autocast_;
 };
 
 inline ddpm_tensor wrap(at::Tensor t) { return new ddpm_tensor_s{std::move(t)}; }

@@ -26,6 +26,7 @@ const (
 	MetaEMAUpdates = "ema_updates"
 	MetaTrain      = "train_config"
 	MetaSchedule   = "schedule_config"
+	MetaLossScale  = "loss_scale" // fp16: "<scale> <good steps>"
 )
 
 // CheckpointName is the file name of the checkpoint of step.
@@ -113,6 +114,9 @@ func (tr *Trainer) SaveCheckpoint() (string, error) {
 	meta[MetaEMAUpdates] = strconv.FormatInt(tr.ema.Updates(), 10)
 	meta[MetaTrain] = string(trainJSON)
 	meta[MetaSchedule] = string(schedJSON)
+	if tr.scaler != nil {
+		meta[MetaLossScale] = fmt.Sprintf("%g %d", tr.scaler.scale, tr.scaler.goodSteps)
+	}
 	path := filepath.Join(tr.Dir, CheckpointName(tr.step))
 	if err := torch.SaveSafetensors(path, tensors, meta); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
@@ -217,6 +221,11 @@ func (tr *Trainer) Resume(path string) error {
 			}
 			copy(tr.history.losses, losses)
 			copy(tr.history.counts, counts)
+		}
+	}
+	if tr.scaler != nil && meta[MetaLossScale] != "" {
+		if _, err := fmt.Sscan(meta[MetaLossScale], &tr.scaler.scale, &tr.scaler.goodSteps); err != nil {
+			return fmt.Errorf("%s: bad loss scale %q", path, meta[MetaLossScale])
 		}
 	}
 	tr.ema.SetUpdates(emaUpdates)

@@ -57,6 +57,7 @@ type Trainer struct {
 	gen     *torch.Generator
 	history *lossHistory
 	step    int64
+	scaler  *lossScaler // fp16 only
 
 	// Dir is where checkpoints go; empty disables them.
 	Dir string
@@ -99,6 +100,13 @@ func NewTrainer(model TrainableModel, sched *Schedule, cfg TrainConfig, dev torc
 	}
 	if cfg.Sampling == LossAware {
 		tr.history = newLossHistory(sched.T())
+	}
+	if cfg.Precision == "fp16" {
+		if dev.Type != torch.DeviceCUDA {
+			tr.Close()
+			return nil, fmt.Errorf("fp16 training needs a CUDA device; on the CPU use bf16")
+		}
+		tr.scaler = newLossScaler()
 	}
 	return tr, nil
 }
@@ -234,7 +242,10 @@ type stepResult struct {
 // of TrainConfig; it runs in one scope, so nothing outlives it but the
 // updated parameters and optimizer state.
 func (tr *Trainer) trainStep(b data.Batch) (stepResult, error) {
-	s := torch.NewScope(torch.Grad)
+	s, err := tr.stepScope()
+	if err != nil {
+		return stepResult{}, err
+	}
 	defer s.Close()
 	n := int64(b.N)
 	shape := append([]int64{n}, tr.shape...)
@@ -264,6 +275,9 @@ func (tr *Trainer) trainStep(b data.Batch) (stepResult, error) {
 	eps := s.Randn(shape, torch.Float32, tr.dev, tr.gen)
 	xt := tr.sched.QSample(s, x0, t, eps)
 	out := tr.model.Forward(s, xt, t, labels)
+	if tr.cfg.Precision != "float32" {
+		out = s.ToDType(out, torch.Float32) // the loss is computed in float32
+	}
 	target := tr.sched.TrainingTarget(s, tr.cfg.Target, x0, eps, t)
 	perSample := s.Mean(s.MSELoss(out, target, torch.ReduceNone), []int64{1, 2, 3}, false)
 	w := tr.lossWeights(ts, weights)
@@ -278,22 +292,35 @@ func (tr *Trainer) trainStep(b data.Batch) (stepResult, error) {
 	if math.IsNaN(lv) || math.IsInf(lv, 0) {
 		return stepResult{}, &NonFiniteLossError{Step: tr.step + 1, Loss: lv, Checkpoint: tr.lastCheckpoint}
 	}
-	s.Backward(loss)
+	if tr.scaler != nil {
+		s.Backward(s.MulScalar(loss, tr.scaler.scale))
+	} else {
+		s.Backward(loss)
+	}
 	if err := s.Err(); err != nil {
 		return stepResult{}, fmt.Errorf("step %d: backward: %w", tr.step+1, err)
+	}
+	if tr.scaler != nil {
+		if err := tr.scaler.unscale(tr.params); err != nil {
+			return stepResult{}, err
+		}
 	}
 	norm, err := torch.ClipGradNorm(paramTensors(tr.params), tr.cfg.GradClip)
 	if err != nil {
 		return stepResult{}, err
 	}
-	lr, err := tr.opt.Step()
-	if err != nil {
-		return stepResult{}, err
+	lr := tr.opt.LR(tr.opt.Steps() + 1)
+	// With a loss scale, overflowing gradients skip the update (and shrink
+	// the scale) instead of reaching the weights, as torch.cuda.amp does.
+	if tr.scaler == nil || tr.scaler.update(norm) {
+		if lr, err = tr.opt.Step(); err != nil {
+			return stepResult{}, err
+		}
+		if err := tr.ema.Update(tr.params); err != nil {
+			return stepResult{}, err
+		}
 	}
 	if err := tr.opt.ZeroGrad(); err != nil {
-		return stepResult{}, err
-	}
-	if err := tr.ema.Update(tr.params); err != nil {
 		return stepResult{}, err
 	}
 	per, err := s.ToDType(perSample, torch.Float64).Float64s()
@@ -305,6 +332,17 @@ func (tr *Trainer) trainStep(b data.Batch) (stepResult, error) {
 	}
 	tr.step++
 	return stepResult{loss: lv, perSample: per, ts: ts, lr: lr, norm: norm, images: b.N}, nil
+}
+
+// stepScope is where a training step runs: with autocast for bf16 and fp16.
+func (tr *Trainer) stepScope() (*torch.Scope, error) {
+	switch tr.cfg.Precision {
+	case "bf16":
+		return torch.NewAutocastScope(torch.Grad, torch.BFloat16)
+	case "fp16":
+		return torch.NewAutocastScope(torch.Grad, torch.Float16)
+	}
+	return torch.NewScope(torch.Grad), nil
 }
 
 func (tr *Trainer) toDevice(s *torch.Scope, t *torch.Tensor) *torch.Tensor {

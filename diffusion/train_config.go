@@ -42,6 +42,11 @@ type TrainConfig struct {
 	Sampling    TimestepSampling `json:"timestep_sampling"` // [uniform]
 	MinSNRGamma float64          `json:"min_snr_gamma"`     // > 0: min-SNR-γ loss weights (Hang et al. 2023) [off]
 
+	// Precision is "float32" (default), "bf16" (autocast to bfloat16, on CPU
+	// or CUDA) or "fp16" (autocast to float16 with a dynamic loss scale, on
+	// CUDA). Weights, optimizer state, GroupNorm and the loss stay float32.
+	Precision string `json:"precision"`
+
 	Optimizer AdamWConfig `json:"optimizer"`
 	GradClip  float64     `json:"grad_clip"` // global gradient norm limit; < 0 disables [1]
 	EMADecay  float64     `json:"ema_decay"` // [0.9999]
@@ -72,6 +77,9 @@ func (c TrainConfig) WithDefaults() TrainConfig {
 	}
 	if c.Sampling == "" {
 		c.Sampling = Uniform
+	}
+	if c.Precision == "" {
+		c.Precision = "float32"
 	}
 	if c.GradClip == 0 {
 		c.GradClip = 1
@@ -104,6 +112,8 @@ func (c TrainConfig) Validate() error {
 		return fmt.Errorf("unknown target %q (want epsilon, x0 or v)", c.Target)
 	case c.Sampling != Uniform && c.Sampling != LossAware:
 		return fmt.Errorf("unknown timestep sampling %q (want uniform or loss-aware)", c.Sampling)
+	case c.Precision != "float32" && c.Precision != "bf16" && c.Precision != "fp16":
+		return fmt.Errorf("unknown precision %q (want float32, bf16 or fp16)", c.Precision)
 	case c.MinSNRGamma < 0 || math.IsNaN(c.MinSNRGamma):
 		return fmt.Errorf("min-SNR gamma %g must be non-negative", c.MinSNRGamma)
 	case math.IsNaN(c.GradClip):

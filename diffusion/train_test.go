@@ -351,3 +351,45 @@ func TestTrainingIsDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// bfloat16 autocast trains on the CPU: the loss stays finite and falls.
+func TestBFloat16Training(t *testing.T) {
+	tr, m := newTestTrainer(t, "", TrainConfig{Steps: 60, BatchSize: 4, Precision: "bf16", LogEvery: 20,
+		Optimizer: AdamWConfig{LR: 1e-2}})
+	defer m.Close()
+	defer tr.Close()
+	var losses []float64
+	tr.OnLog = func(m Metrics) { losses = append(losses, m.Loss) }
+	if err := tr.Run(context.Background(), &fakeSource{n: 4, shape: [3]int{1, 8, 8}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(losses) != 3 || !(losses[2] < losses[0]) || math.IsNaN(losses[2]) {
+		t.Fatalf("bf16 losses %v", losses)
+	}
+	if m.w1.DType() != torch.Float32 {
+		t.Errorf("weights became %s", m.w1.DType())
+	}
+	sc := mustSchedule(t, ScheduleConfig{T: 100})
+	if _, err := NewTrainer(m, sc, TrainConfig{Precision: "fp16"}, torch.CPU, []int64{1, 8, 8}); err == nil {
+		t.Error("fp16 on the CPU accepted")
+	}
+	if _, err := NewTrainer(m, sc, TrainConfig{Precision: "fp8"}, torch.CPU, []int64{1, 8, 8}); err == nil {
+		t.Error("unknown precision accepted")
+	}
+}
+
+func TestLossScaler(t *testing.T) {
+	l := newLossScaler()
+	if !l.update(3) || l.scale != initialLossScale {
+		t.Fatal("a finite step changed the scale")
+	}
+	if l.update(math.Inf(1)) || l.scale != initialLossScale/2 || l.goodSteps != 0 {
+		t.Fatalf("overflow: scale %g", l.scale)
+	}
+	for range growthInterval {
+		l.update(1)
+	}
+	if l.scale != initialLossScale {
+		t.Errorf("scale %g after %d good steps, want %d", l.scale, growthInterval, initialLossScale)
+	}
+}

@@ -62,8 +62,25 @@ func NewScope(mode Mode) *Scope {
 	return &Scope{mode: C.ddpm_mode(mode), owned: make(map[*Tensor]struct{})}
 }
 
+// NewAutocastScope returns a scope whose operations run in mode with
+// autocast to dt (BFloat16 on CPU or CUDA, Float16 on CUDA), as inside
+// torch.autocast: convolutions and matmuls run in dt, while reductions,
+// normalisations, softmax and losses stay in float32.
+func NewAutocastScope(mode Mode, dt DType) (*Scope, error) {
+	var flag C.ddpm_mode
+	switch dt {
+	case BFloat16:
+		flag = C.DDPM_AUTOCAST_BF16
+	case Float16:
+		flag = C.DDPM_AUTOCAST_FP16
+	default:
+		return nil, fmt.Errorf("autocast to %s: want bfloat16 or float16", dt)
+	}
+	return &Scope{mode: C.ddpm_mode(mode) | flag, owned: make(map[*Tensor]struct{})}, nil
+}
+
 // Mode is the scope's autograd mode.
-func (s *Scope) Mode() Mode { return Mode(s.mode) }
+func (s *Scope) Mode() Mode { return Mode(s.mode & 3) }
 
 // Err is the first error of the scope's operations, or nil.
 func (s *Scope) Err() error {

@@ -71,7 +71,7 @@ var trainFlags = []cli.Flag{
 	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "label-dropout", Value: 0.1, Usage: "probability of the null label with --classes", EnvVars: []string{"DDPM_LABEL_DROPOUT"}}),
 	altsrc.NewBoolFlag(&cli.BoolFlag{Name: "flip", Usage: "random horizontal flips", EnvVars: []string{"DDPM_FLIP"}}),
 	altsrc.NewStringFlag(&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto", EnvVars: []string{"DDPM_DEVICE"}}),
-	altsrc.NewStringFlag(&cli.StringFlag{Name: "precision", Value: "float32", Usage: "training precision (float32)", EnvVars: []string{"DDPM_PRECISION"}}),
+	altsrc.NewStringFlag(&cli.StringFlag{Name: "precision", Value: "float32", Usage: "float32, bf16 (autocast, CPU or CUDA) or fp16 (autocast with loss scaling, CUDA)", EnvVars: []string{"DDPM_PRECISION"}}),
 	altsrc.NewIntFlag(&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads (default: libtorch's choice)", EnvVars: []string{"DDPM_THREADS"}}),
 	altsrc.NewUint64Flag(&cli.Uint64Flag{Name: "seed", Usage: "random seed", EnvVars: []string{"DDPM_SEED"}}),
 	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "checkpoint-every", Value: 500, Usage: "steps between checkpoints", EnvVars: []string{"DDPM_CHECKPOINT_EVERY"}}),
@@ -139,9 +139,6 @@ func runTrain(c *cli.Context) error {
 	dev, err := setupDevice(c.String("device"), c.Int("threads"))
 	if err != nil {
 		return err
-	}
-	if p := c.String("precision"); p != "float32" && p != "fp32" {
-		return fmt.Errorf("precision %q is not supported for training yet (use float32)", p)
 	}
 
 	ds, err := openDataset(cfg.Data, cfg.Model.ImageSize, cfg.Model.InChannels)
@@ -341,7 +338,7 @@ func resolveRunConfig(c *cli.Context) (runConfig, error) {
 	}
 	cfg.Train = diffusion.TrainConfig{
 		Steps: c.Int64("steps"), BatchSize: c.Int("batch"), Seed: c.Uint64("seed"),
-		Target: target, Sampling: sampling, MinSNRGamma: c.Float64("min-snr"),
+		Target: target, Sampling: sampling, MinSNRGamma: c.Float64("min-snr"), Precision: c.String("precision"),
 		Optimizer: diffusion.AdamWConfig{LR: c.Float64("lr"), WeightDecay: c.Float64("weight-decay"),
 			WarmupSteps: c.Int64("warmup")},
 		GradClip: c.Float64("grad-clip"), EMADecay: c.Float64("ema-decay"), EMAWarmup: true,

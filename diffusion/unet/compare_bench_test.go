@@ -1,0 +1,460 @@
+package unet
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/diffusion/data"
+	"github.com/ddpm-go/ddpm/diffusion/nn"
+	"github.com/ddpm-go/ddpm/torch"
+)
+
+// The benchmarks in this file time the same work in Go and in PyTorch (the
+// reference network of testdata/unet_reference.py with the same weights),
+// in one run and on the same number of intra-op threads. The two sides take
+// turns, round after round, so that load from elsewhere on the machine falls
+// on both, and each reports the median of its rounds. go/torch_time is Go's
+// median time divided by PyTorch's: at most 1 means Go is not slower.
+
+// compareRounds is the least number of rounds each side runs (b.N if more).
+const compareRounds = 3
+
+// compareScript is the PyTorch side. It loads the weights, warms up and
+// prints {"ready": ...}; then it answers every request line on its standard
+// input with one JSON line: "sample" times one DDIM run from fresh noise,
+// "train K" times K training steps and reports the seconds of one.
+//
+// In "sample" mode the warm-up is a DDIM run from the Go side's x_T (the
+// "x_T" input), whose result goes to the output file for comparison. In
+// "train" mode it is one training step on the "x0" input batch, the batch
+// of every step.
+const compareScript = `
+import json, math, sys, time
+import torch
+import torch.nn.functional as F
+from unet_reference import UNet, read_safetensors, write_safetensors
+
+cfg_path, weights_path, inputs_path, out_path, threads, mode = sys.argv[1:7]
+torch.set_num_threads(int(threads))
+cfg = json.load(open(cfg_path))
+model = UNet(cfg)
+model.load_state_dict(read_safetensors(weights_path), strict=True)
+inputs = read_safetensors(inputs_path)
+
+# The linear schedule of Ho et al. 2020, in float64.
+T = 1000
+betas = torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
+alphas_cumprod = torch.cumprod(1 - betas, 0)
+sqrt_alphas_cumprod = alphas_cumprod.sqrt()
+sqrt_one_minus_alphas_cumprod = (1 - alphas_cumprod).sqrt()
+
+def ddim_timesteps(n):
+    # numpy's linspace(0, T-1, n), rounded half to even, noisiest first.
+    step = (T - 1) / (n - 1)
+    return [T - 1] + [round(i * step) for i in reversed(range(n - 1))]
+
+def sample_ddim(x, steps):
+    # Deterministic DDIM (Song et al. 2021, eq. 12 with eta = 0), no
+    # clipping: x0 = (x_t - b eps) / a, x_prev = sqrt(abar_prev) x0 +
+    # sqrt(1 - abar_prev) eps, abar_prev = 1 after the last step.
+    ts = ddim_timesteps(steps)
+    n = x.shape[0]
+    for i, t in enumerate(ts):
+        eps = model(x, torch.full((n,), t, dtype=torch.int64))
+        a = torch.full((1,), sqrt_alphas_cumprod[t].item(), dtype=x.dtype)
+        b = torch.full((1,), sqrt_one_minus_alphas_cumprod[t].item(), dtype=x.dtype)
+        x0 = (x - b * eps) / a
+        if i + 1 < len(ts):
+            prev = ts[i + 1]
+            c_x0 = math.sqrt(alphas_cumprod[prev].item())
+            c_eps = sqrt_one_minus_alphas_cumprod[prev].item()
+        else:
+            c_x0, c_eps = 1.0, 0.0
+        x = x0 * c_x0 + eps * c_eps
+    return x
+
+def gather(values, t):
+    return values.index_select(0, t).reshape(-1, 1, 1, 1).float()
+
+def make_train_step(x0):
+    # One iteration of the trainer's loop: uniform t, epsilon MSE per
+    # sample, backward, gradient clipping to norm 1, AdamW, EMA.
+    params = list(model.parameters())
+    try:
+        opt = torch.optim.AdamW(params, lr=2e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, foreach=True)
+    except TypeError:
+        opt = torch.optim.AdamW(params, lr=2e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
+    ema = [p.detach().clone() for p in params]
+    gen = torch.Generator().manual_seed(1)
+    n = x0.shape[0]
+    weights = torch.ones(n)
+
+    def step():
+        t = torch.randint(0, T, (n,), generator=gen)
+        eps = torch.randn(x0.shape, generator=gen)
+        xt = gather(sqrt_alphas_cumprod, t) * x0 + gather(sqrt_one_minus_alphas_cumprod, t) * eps
+        per_sample = F.mse_loss(model(xt, t), eps, reduction="none").mean(dim=(1, 2, 3))
+        loss = (per_sample * weights).mean()
+        if not math.isfinite(loss.item()):
+            raise RuntimeError("loss is not finite")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            torch._foreach_mul_(ema, 0.9999)
+            torch._foreach_add_(ema, params, alpha=1 - 0.9999)
+        per_sample.detach().double().tolist()
+    return step
+
+def reply(**kw):
+    print(json.dumps(kw), flush=True)
+
+if mode == "sample":
+    model.eval()
+    x_T = inputs["x_T"]
+    with torch.inference_mode():
+        write_safetensors(out_path, {"x0": sample_ddim(x_T, 50)})
+else:
+    model.train()
+    train_step = make_train_step(inputs["x0"])
+    train_step()
+reply(ready=True, threads=torch.get_num_threads(), version=torch.__version__)
+
+for line in sys.stdin:
+    words = line.split()
+    if not words:
+        continue
+    if words[0] == "sample":
+        start = time.perf_counter()
+        with torch.inference_mode():
+            sample_ddim(torch.randn(x_T.shape), 50)
+        reply(seconds=time.perf_counter() - start)
+    elif words[0] == "train":
+        k = int(words[1])
+        start = time.perf_counter()
+        for _ in range(k):
+            train_step()
+        reply(seconds=(time.perf_counter() - start) / k)
+    else:
+        reply(error="unknown request " + repr(line))
+`
+
+// compareReference is a running PyTorch side of a comparison.
+type compareReference struct {
+	cmd    *exec.Cmd
+	in     io.WriteCloser
+	out    *bufio.Scanner
+	stderr bytes.Buffer
+}
+
+// compareReply is one JSON line from compareScript.
+type compareReply struct {
+	Ready   bool    `json:"ready"`
+	Threads int     `json:"threads"`
+	Version string  `json:"version"`
+	Seconds float64 `json:"seconds"`
+	Error   string  `json:"error"`
+}
+
+// startCompareReference writes the model's configuration and weights and the
+// inputs into a temporary folder, starts compareScript in mode ("sample" or
+// "train") on threads intra-op threads, and waits until it is ready. The
+// output file, for "sample", is dir/out.safetensors.
+func startCompareReference(b *testing.B, py, dir string, u *UNet, inputs map[string]*torch.Tensor, mode string, threads int) *compareReference {
+	b.Helper()
+	cfgJSON, err := json.Marshal(u.Config())
+	if err != nil {
+		b.Fatal(err)
+	}
+	script, err := writeReference(dir, "compare.py", compareScript)
+	if err != nil {
+		b.Fatal(err)
+	}
+	paths := map[string]string{}
+	for _, name := range []string{"config.json", "weights.safetensors", "inputs.safetensors", "out.safetensors"} {
+		paths[name] = filepath.Join(dir, name)
+	}
+	if err := errors.Join(
+		os.WriteFile(paths["config.json"], cfgJSON, 0o644),
+		torch.SaveSafetensors(paths["weights.safetensors"], nn.StateDict(u.Params()), nil),
+		torch.SaveSafetensors(paths["inputs.safetensors"], inputs, nil),
+	); err != nil {
+		b.Fatal(err)
+	}
+	r := &compareReference{}
+	r.cmd = exec.Command(py, script, paths["config.json"], paths["weights.safetensors"],
+		paths["inputs.safetensors"], paths["out.safetensors"], strconv.Itoa(threads), mode)
+	r.cmd.Dir = dir
+	r.cmd.Stderr = &r.stderr
+	if r.in, err = r.cmd.StdinPipe(); err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := r.cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.out = bufio.NewScanner(stdout)
+	if err := r.cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(r.close)
+	ready := r.read(b)
+	if !ready.Ready {
+		b.Fatalf("PyTorch reference: unexpected first reply %+v", ready)
+	}
+	if ready.Threads != threads {
+		b.Fatalf("PyTorch reference runs on %d threads, Go on %d", ready.Threads, threads)
+	}
+	b.Logf("PyTorch %s and libtorch %s, %d intra-op threads each", ready.Version, torch.Version(), threads)
+	return r
+}
+
+// read returns the next reply, or fails with the script's error output.
+func (r *compareReference) read(b *testing.B) compareReply {
+	b.Helper()
+	if !r.out.Scan() {
+		r.in.Close()
+		err := r.cmd.Wait()
+		b.Fatalf("PyTorch reference stopped (%v): %v\n%s", r.out.Err(), err, r.stderr.String())
+	}
+	var rep compareReply
+	if err := json.Unmarshal(r.out.Bytes(), &rep); err != nil {
+		b.Fatalf("PyTorch reference: %v in reply %q", err, truncate(r.out.Text(), 500))
+	}
+	if rep.Error != "" {
+		b.Fatalf("PyTorch reference: %s", rep.Error)
+	}
+	return rep
+}
+
+// seconds sends one timing request and returns the seconds it reports.
+func (r *compareReference) seconds(b *testing.B, request string) float64 {
+	b.Helper()
+	if _, err := io.WriteString(r.in, request+"\n"); err != nil {
+		b.Fatalf("PyTorch reference: %v\n%s", err, r.stderr.String())
+	}
+	return r.read(b).Seconds
+}
+
+// close ends the script (it stops at the end of its input) and waits for it.
+func (r *compareReference) close() {
+	r.in.Close()
+	r.cmd.Wait()
+}
+
+// compareTimes holds one side's seconds per round.
+type compareTimes []float64
+
+func (c compareTimes) median() float64 {
+	s := slices.Sorted(slices.Values(c))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// reportComparison reports images/s of both sides from the medians of
+// their seconds per unit of work (a sampling run, a training step, each on
+// batch images), Go's median as ns/op, and go/torch_time, the ratio of the
+// medians.
+func reportComparison(b *testing.B, batch int, goTimes, torchTimes compareTimes) {
+	b.Helper()
+	g, t := goTimes.median(), torchTimes.median()
+	b.Logf("seconds per round: Go %.3f, PyTorch %.3f", goTimes, torchTimes)
+	b.Logf("median: Go %.3f s (%.1f images/s), PyTorch %.3f s (%.1f images/s), Go/PyTorch time %.3f",
+		g, float64(batch)/g, t, float64(batch)/t, g/t)
+	b.ReportMetric(g*1e9, "ns/op")
+	b.ReportMetric(float64(batch)/g, "go_images/s")
+	b.ReportMetric(float64(batch)/t, "torch_images/s")
+	b.ReportMetric(g/t, "go/torch_time")
+}
+
+func linearSchedule(b *testing.B) *diffusion.Schedule {
+	b.Helper()
+	sc, err := diffusion.NewSchedule(diffusion.DefaultScheduleConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return sc
+}
+
+// BenchmarkSampleDDIMvsPyTorch compares sampling throughput: 50 steps of
+// deterministic DDIM (η = 0, no clipping, linspace timesteps of the linear
+// schedule) on a batch of 64 images of the "small" preset on the CPU, from
+// Go's diffusion.SampleShape and from the same loop in PyTorch under
+// torch.inference_mode(). Both sides first sample from the same x_T; their
+// images must agree, which shows that the loops compute the same thing.
+func BenchmarkSampleDDIMvsPyTorch(b *testing.B) {
+	const batch, steps = 64, 50
+	py := referencePython(b)
+	u, _ := benchModel(b)
+	cfg := u.Config()
+	shape := []int64{batch, int64(cfg.InChannels), int64(cfg.ImageSize), int64(cfg.ImageSize)}
+	sc := linearSchedule(b)
+	opts := diffusion.SampleOptions{Sampler: diffusion.SamplerDDIM, Steps: steps}
+	threads := torch.NumThreads()
+
+	s := torch.NewScope(torch.NoGrad)
+	defer s.Close()
+	xT := s.Randn(shape, torch.Float32, torch.CPU, newGen(b, 3))
+	if err := s.Err(); err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	ref := startCompareReference(b, py, dir, u, map[string]*torch.Tensor{"x_T": xT}, "sample", threads)
+
+	// Go's warm-up: the same run from the same x_T.
+	goOut, err := diffusion.Sample(context.Background(), u, xT, sc, nil, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer goOut.Close()
+	loaded, _, err := s.LoadSafetensors(filepath.Join(dir, "out.safetensors"), torch.CPU)
+	if err != nil {
+		b.Fatal(err)
+	}
+	got, want := floats(b, goOut), floats(b, loaded["x0"])
+	if len(got) != len(want) {
+		b.Fatalf("Go sampled %d values, PyTorch %d", len(got), len(want))
+	}
+	var diff, scale float64
+	for i := range got {
+		diff = max(diff, math.Abs(float64(got[i])-float64(want[i])))
+		scale = max(scale, math.Abs(float64(want[i])))
+	}
+	b.Logf("samples from the same x_T: max |Go - PyTorch| = %.3g (max |x_0| = %.3g)", diff, scale)
+	if !(diff < 1e-3) {
+		b.Fatalf("Go and PyTorch samples differ by up to %g, want < 1e-3", diff)
+	}
+
+	gen := newGen(b, 4)
+	var goTimes, torchTimes compareTimes
+	for range max(b.N, compareRounds) {
+		start := time.Now()
+		out, err := diffusion.SampleShape(context.Background(), u, shape, torch.Float32, sc, gen, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		out.Close()
+		goTimes = append(goTimes, time.Since(start).Seconds())
+		torchTimes = append(torchTimes, ref.seconds(b, "sample"))
+	}
+	reportComparison(b, batch, goTimes, torchTimes)
+}
+
+// BenchmarkTrainStepVsPyTorch compares training throughput: one step of
+// the trainer (uniform timesteps, dropout, epsilon MSE, backward, gradient
+// clipping to norm 1, AdamW at 2e-4, EMA 0.9999) on a batch of 64 images of
+// the "small" preset on the CPU, from diffusion.Trainer and from the same
+// step in PyTorch (torch.optim.AdamW with foreach=True). Every step sees the
+// same batch of random images.
+func BenchmarkTrainStepVsPyTorch(b *testing.B) {
+	const batch, stepsPerRound = 64, 3
+	py := referencePython(b)
+	u, _ := benchModel(b)
+	cfg := u.Config()
+	imageShape := []int64{int64(cfg.InChannels), int64(cfg.ImageSize), int64(cfg.ImageSize)}
+	threads := torch.NumThreads()
+
+	rng := rand.New(rand.NewPCG(5, 6))
+	images := make([]float32, batch*int(imageShape[0]*imageShape[1]*imageShape[2]))
+	for i := range images {
+		images[i] = 2*rng.Float32() - 1
+	}
+	s := torch.NewScope(torch.NoGrad)
+	defer s.Close()
+	x0 := s.FromFloat32s(images, append([]int64{batch}, imageShape...)...)
+	if err := s.Err(); err != nil {
+		b.Fatal(err)
+	}
+	// Start PyTorch before training moves the weights.
+	ref := startCompareReference(b, py, b.TempDir(), u, map[string]*torch.Tensor{"x0": x0}, "train", threads)
+
+	tr, err := diffusion.NewTrainer(u, linearSchedule(b), diffusion.TrainConfig{Steps: math.MaxInt64, BatchSize: batch, Seed: 7}, torch.CPU, imageShape)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tr.Close()
+	src := &gatedSource{batch: data.Batch{Images: images, N: batch}, asked: make(chan struct{}), release: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	var runErr error
+	done := make(chan struct{})
+	go func() {
+		runErr = tr.Run(ctx, src)
+		close(done)
+	}()
+	defer func() {
+		cancel()
+		<-done
+		if !errors.Is(runErr, context.Canceled) {
+			b.Errorf("trainer: %v", runErr)
+		}
+	}()
+	// waitAsked returns when the trainer asks for its next batch, that is
+	// when it has finished the step before.
+	waitAsked := func() {
+		select {
+		case <-src.asked:
+		case <-done:
+			b.Fatalf("trainer stopped: %v", runErr)
+		}
+	}
+	step := func() {
+		src.release <- struct{}{}
+		waitAsked()
+	}
+	waitAsked()
+	step() // warm-up
+
+	var goTimes, torchTimes compareTimes
+	for range max(b.N, compareRounds) {
+		start := time.Now()
+		for range stepsPerRound {
+			step()
+		}
+		goTimes = append(goTimes, time.Since(start).Seconds()/stepsPerRound)
+		torchTimes = append(torchTimes, ref.seconds(b, fmt.Sprintf("train %d", stepsPerRound)))
+	}
+	reportComparison(b, batch, goTimes, torchTimes)
+}
+
+// gatedSource hands the trainer the same batch at every step, one step at a
+// time: Next says that the trainer is waiting, then blocks until the
+// benchmark releases the step, so the trainer idles while PyTorch runs.
+type gatedSource struct {
+	batch   data.Batch
+	asked   chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedSource) Next(ctx context.Context) (data.Batch, error) {
+	select {
+	case g.asked <- struct{}{}:
+	case <-ctx.Done():
+		return data.Batch{}, ctx.Err()
+	}
+	select {
+	case <-g.release:
+		return g.batch, nil
+	case <-ctx.Done():
+		return data.Batch{}, ctx.Err()
+	}
+}
+
+func (g *gatedSource) Skip(int) {}
