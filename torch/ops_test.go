@@ -3,13 +3,12 @@ package torch
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"math"
 	"math/rand/v2"
-	"os"
-	"os/exec"
 	"slices"
 	"testing"
+
+	"github.com/ddpm-go/ddpm/internal/pyref"
 )
 
 // Every expectation in this file is worked out by hand (or by a closed-form
@@ -1387,49 +1386,10 @@ func TestOpsConvert(t *testing.T) {
 
 // ---- cross-check against PyTorch ------------------------------------------
 
-// opPythonTorch returns a Python interpreter that can import torch, or skips
-// the test. DDPM_PYTHON overrides the default /usr/bin/python3.
-func opPythonTorch(t *testing.T) string {
-	t.Helper()
-	py := os.Getenv("DDPM_PYTHON")
-	if py == "" {
-		py = "/usr/bin/python3"
-	}
-	if _, err := exec.LookPath(py); err != nil {
-		t.Skipf("python interpreter %q not found (set DDPM_PYTHON to one with torch): %v", py, err)
-	}
-	if out, err := exec.Command(py, "-c", "import torch").CombinedOutput(); err != nil {
-		t.Skipf("python %q cannot import torch (set DDPM_PYTHON to one with torch): %v\n%s", py, err, out)
-	}
-	return py
-}
-
 // opArray is a tensor as JSON: shape and row-major data.
 type opArray struct {
 	Shape []int64   `json:"shape"`
 	Data  []float64 `json:"data"`
-}
-
-// opPythonRun runs script with in as JSON on stdin and decodes its JSON
-// stdout into out.
-func opPythonRun(t *testing.T, py, script string, in, out any) {
-	t.Helper()
-	cmd := exec.Command(py, "-c", script)
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stdin = bytes.NewReader(b)
-	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("python failed: %v\n%s", err, stderr.String())
-	}
-	if err := json.Unmarshal(stdout.Bytes(), out); err != nil {
-		t.Fatalf("decoding python's output: %v\n%s", err, stdout.String())
-	}
 }
 
 const opPyOpsScript = `
@@ -1467,7 +1427,6 @@ json.dump({n: {"shape": list(t.shape), "data": t.flatten().tolist()} for n, t in
 `
 
 func TestOpsAgainstPyTorch(t *testing.T) {
-	py := opPythonTorch(t)
 	rng := rand.New(rand.NewPCG(2024, 7))
 	arr := func(shape ...int64) opArray {
 		a := opArray{Shape: shape, Data: make([]float64, numel(shape))}
@@ -1485,7 +1444,7 @@ func TestOpsAgainstPyTorch(t *testing.T) {
 		"ma": arr(3, 7), "mb": arr(3, 7),
 	}
 	var want map[string]opArray
-	opPythonRun(t, py, opPyOpsScript, in, &want)
+	pyref.Run(t, opPyOpsScript, in, &want)
 
 	s := opScope(t, NoGrad)
 	T := func(name string) *Tensor { return s.FromFloat64s(in[name].Data, in[name].Shape...) }

@@ -5,6 +5,8 @@ import (
 	"math"
 	"slices"
 	"testing"
+
+	"github.com/ddpm-go/ddpm/internal/pyref"
 )
 
 // opGen returns a CPU generator seeded with seed, closed when the test ends.
@@ -273,9 +275,8 @@ json.dump(out, sys.stdout)
 `
 
 func TestRandomAgainstPyTorch(t *testing.T) {
-	py := opPythonTorch(t)
 	var want map[string][]float64
-	opPythonRun(t, py, opPyRandomScript, nil, &want)
+	pyref.Run(t, opPyRandomScript, nil, &want)
 
 	s := opScope(t, NoGrad)
 	seq := opGen(t, 1234)

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/ddpm-go/ddpm/internal/pyref"
 )
 
 // scriptModuleSource builds a small TorchScript module with a fixed seed,
@@ -95,7 +97,7 @@ var scriptOnce struct {
 func scriptModule(t *testing.T) scriptFixture {
 	t.Helper()
 	scriptOnce.Do(func() {
-		scriptOnce.file, scriptOnce.fixture, scriptOnce.err = runScriptModuleSource(pythonWithTorch(t))
+		scriptOnce.file, scriptOnce.fixture, scriptOnce.err = runScriptModuleSource(pyref.Python(t))
 	})
 	if scriptOnce.file == nil && scriptOnce.err == nil {
 		t.Skip("no python3 with torch (set DDPM_PYTHON)") // skipped inside Do

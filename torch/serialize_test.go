@@ -9,22 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ddpm-go/ddpm/internal/pyref"
 	"github.com/ddpm-go/ddpm/torch/safetensors"
 )
-
-// pythonWithTorch returns Debian's python3 with torch (DDPM_PYTHON
-// overrides), or skips the test.
-func pythonWithTorch(t *testing.T) string {
-	t.Helper()
-	py := os.Getenv("DDPM_PYTHON")
-	if py == "" {
-		py = "/usr/bin/python3"
-	}
-	if err := exec.Command(py, "-c", "import torch").Run(); err != nil {
-		t.Skipf("no python3 with torch at %s (set DDPM_PYTHON): %v", py, err)
-	}
-	return py
-}
 
 func TestSafetensorsRoundTrip(t *testing.T) {
 	s := NewScope(NoGrad)
@@ -76,7 +63,7 @@ func TestSafetensorsRoundTrip(t *testing.T) {
 // A file written by PyTorch (the format built by hand: 8-byte length, JSON,
 // raw bytes) reads back identically, and PyTorch reads ours.
 func TestSafetensorsInterchangeWithPyTorch(t *testing.T) {
-	py := pythonWithTorch(t)
+	py := pyref.Python(t)
 	dir := t.TempDir()
 	fromPy := filepath.Join(dir, "py.safetensors")
 	script := `
