@@ -112,6 +112,7 @@ func TestFrechetDistanceClosedForms(t *testing.T) {
 		{"commuting, rotated", diagStats(muA, va, q), diagStats(muB, vb, q), diagonalFID(muA, muB, va, vb)},
 		{"singular diagonal by hand", diagStats([]float64{1, 0, 0}, []float64{1, 0, 4}, nil), diagStats([]float64{0, 2, 0}, []float64{0, 2, 4}, nil), 5 + 11 - 2*4},
 		{"singular, rotated", diagStats(muA, zA, q), diagStats(muB, zB, q), diagonalFID(muA, muB, zA, zB)},
+		{"one singular", diagStats(muA, zA, q), diagStats(muB, vb, q), diagonalFID(muA, muB, zA, vb)},
 		{"zero covariances", diagStats([]float64{1, 2}, []float64{0, 0}, nil), diagStats([]float64{4, 6}, []float64{0, 0}, nil), 25},
 	}
 	for _, tt := range tests {
@@ -168,6 +169,36 @@ func TestTraceSqrtProductOffset(t *testing.T) {
 	}
 	if want := mat.Trace(s) + d*fidOffset; !closeRel(got, want, 1e-12, 1) {
 		t.Errorf("trace = %.15g, want %.15g", got, want)
+	}
+}
+
+// The Cholesky and eigendecomposition factors give the same trace.
+func TestTraceSqrtFactors(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for _, d := range []int{1, 5, 40} {
+		sa, sb := randomSPD(rng, d), randomSPD(rng, d)
+		l := choleskyFactor(sa)
+		if l == nil {
+			t.Fatalf("d=%d: no Cholesky factor of a well-conditioned matrix", d)
+		}
+		f, ok := eigenFactor(sa)
+		if !ok || f == nil {
+			t.Fatalf("d=%d: no eigendecomposition factor", d)
+		}
+		byCholesky, ok1 := traceSqrtCongruence(l, sb)
+		byEigen, ok2 := traceSqrtCongruence(f, sb)
+		if !ok1 || !ok2 || !closeRel(byCholesky, byEigen, 1e-12, 0) {
+			t.Errorf("d=%d: trace %.15g with the Cholesky factor, %.15g with U·Λ^½", d, byCholesky, byEigen)
+		}
+	}
+	singular := diagStats([]float64{0, 0, 0}, []float64{1, 0, 2}, nil).Sigma
+	if choleskyFactor(singular) != nil {
+		t.Error("Cholesky factor of a singular matrix")
+	}
+	if f, ok := eigenFactor(singular); !ok || f == nil {
+		t.Error("no eigendecomposition factor of a singular matrix")
+	} else if r, c := f.Dims(); r != 3 || c != 2 {
+		t.Errorf("factor of a rank-2 matrix is %d×%d, want 3×2", r, c)
 	}
 }
 

@@ -10,7 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -83,7 +83,7 @@ func readNPYEntry(zr *zip.Reader, name string) (*npyArray, error) {
 		names = append(names, e.Name)
 	}
 	if f == nil {
-		sort.Strings(names)
+		slices.Sort(names)
 		if len(names) == 0 {
 			return nil, errorf("missing %s (the archive is empty)", name)
 		}
