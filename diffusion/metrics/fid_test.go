@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ddpm-go/ddpm/internal/pyref"
 	"gonum.org/v1/gonum/mat"
 )
 
@@ -292,7 +293,7 @@ func fidCases() []fidCase {
 func TestFrechetDistanceMatchesSciPy(t *testing.T) {
 	cases := fidCases()
 	var ref []fidReference
-	runPython(t, fidScript, cases, &ref)
+	pyref.Run(t, fidScript, cases, &ref)
 	if len(ref) != len(cases) {
 		t.Fatalf("python returned %d results for %d cases", len(ref), len(cases))
 	}

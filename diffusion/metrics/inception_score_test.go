@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/ddpm-go/ddpm/internal/pyref"
 )
 
 func TestInceptionScoreUniform(t *testing.T) {
@@ -56,7 +58,7 @@ func TestInceptionScoreMatchesNumPy(t *testing.T) {
 		}
 	}
 	var want [2]float64
-	runPython(t, `
+	pyref.Run(t, `
 import json, sys
 import numpy as np
 c = json.load(sys.stdin)

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/ddpm-go/ddpm/internal/pyref"
 )
 
 func TestKIDSameDistribution(t *testing.T) {
@@ -70,7 +72,7 @@ func TestKIDMatchesNumPy(t *testing.T) {
 		"n": n, "d": d,
 	}
 	var want float64
-	runPython(t, `
+	pyref.Run(t, `
 import json, sys
 import numpy as np
 c = json.load(sys.stdin)

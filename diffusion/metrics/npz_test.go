@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ddpm-go/ddpm/internal/pyref"
 	"gonum.org/v1/gonum/mat"
 )
 
@@ -89,7 +90,7 @@ func TestWriteNPZReadByNumPy(t *testing.T) {
 		MuShape    []int    `json:"mu_shape"`
 		SigmaShape []int    `json:"sigma_shape"`
 	}
-	runPython(t, numpyLoadScript, nil, &got, path)
+	pyref.Run(t, numpyLoadScript, nil, &got, path)
 	if fmt.Sprint(got.Files) != "[mu sigma]" || got.MuDtype != "<f8" || got.SigmaDtype != "<f8" ||
 		fmt.Sprint(got.MuShape) != "[9]" || fmt.Sprint(got.SigmaShape) != "[9 9]" {
 		t.Fatalf("numpy sees files %v, dtypes %s %s, shapes %v %v", got.Files, got.MuDtype, got.SigmaDtype, got.MuShape, got.SigmaShape)
@@ -177,7 +178,7 @@ json.dump({"float64": {"mu": mu.tolist(), "sigma": sigma.ravel().tolist(), "d": 
 func TestReadNPZWrittenByNumPy(t *testing.T) {
 	dir := t.TempDir()
 	var ref map[string]statsJSON
-	runPython(t, numpySaveScript, nil, &ref, "7", dir)
+	pyref.Run(t, numpySaveScript, nil, &ref, "7", dir)
 	for _, c := range []struct{ file, kind string }{
 		{"savez.npz", "float64"},
 		{"savez_compressed.npz", "float64"},
@@ -203,7 +204,7 @@ func TestDecodeNPYFortranOrder(t *testing.T) {
 		Data  []float64 `json:"data"`
 		Shape []int     `json:"shape"`
 	}
-	runPython(t, `
+	pyref.Run(t, `
 import json, sys
 import numpy as np
 a = np.arange(12, dtype=np.float64).reshape(3, 4) * 1.5 - 2

@@ -5,12 +5,14 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/ddpm-go/ddpm/internal/pyref"
 )
 
 func TestFitStatsMatchesNumPy(t *testing.T) {
 	cases := fidCases()
 	var ref []fidReference
-	runPython(t, fidScript, cases, &ref)
+	pyref.Run(t, fidScript, cases, &ref)
 	for i, c := range cases {
 		t.Run(fmt.Sprintf("d=%d,n=%d", c.D, c.NA), func(t *testing.T) {
 			s, err := FitStats(c.A, c.NA, c.D)

@@ -1,5 +1,5 @@
-// Package pyref runs PyTorch reference computations for tests: Debian's
-// python3 with torch (the same libtorch), exchanging JSON.
+// Package pyref runs reference computations for tests: Debian's python3
+// with torch (the same libtorch), numpy and scipy, exchanging JSON.
 package pyref
 
 import (
@@ -10,16 +10,16 @@ import (
 	"testing"
 )
 
-// Python is the interpreter with torch ($DDPM_PYTHON, else /usr/bin/python3);
-// the test is skipped when there is none.
+// Python is the interpreter with torch, numpy and scipy ($DDPM_PYTHON, else
+// /usr/bin/python3); the test is skipped when there is none.
 func Python(t testing.TB) string {
 	t.Helper()
 	py := os.Getenv("DDPM_PYTHON")
 	if py == "" {
 		py = "/usr/bin/python3"
 	}
-	if err := exec.Command(py, "-c", "import torch, numpy").Run(); err != nil {
-		t.Skipf("no python3 with torch and numpy at %s (set DDPM_PYTHON): %v", py, err)
+	if err := exec.Command(py, "-c", "import torch, numpy, scipy").Run(); err != nil {
+		t.Skipf("no python3 with torch, numpy and scipy at %s (install python3-torch python3-scipy or set DDPM_PYTHON): %v", py, err)
 	}
 	return py
 }
