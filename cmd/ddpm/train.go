@@ -445,7 +445,7 @@ func (g *gridSampler) write(ctx context.Context, step int64) error {
 	s := torch.NewScope(torch.Inference)
 	defer s.Close()
 	n := g.cfg.SampleN
-	o := diffusion.SampleOptions{Sampler: diffusion.SamplerDDIM, Steps: 50, Target: g.cfg.Train.Target}
+	o := diffusion.SampleOptions{Sampler: diffusion.SamplerDDIM, Steps: 50, Target: g.cfg.Train.Target, Clip: diffusion.ClipStatic}
 	if g.cfg.Model.NumClasses > 0 {
 		labels := make([]int64, n)
 		for i := range labels {
