@@ -345,6 +345,46 @@ ddpm_error ddpm_module_forward(ddpm_mode mode, ddpm_module m,
                                int64_t n, ddpm_tensor* outs, int64_t max_outs,
                                int64_t* nouts);
 
+/* ---- Data-parallel collectives (c10d) ----------------------------------- */
+
+/* A process group: one of world cooperating processes, joined through a
+ * TCPStore at master_addr:port (rank 0 serves it), communicating through
+ * Gloo. Collectives must be called by every rank in the same order with
+ * tensors of the same shapes. Builds without c10d/Gloo support have every
+ * function below, and all but ddpm_dist_available and ddpm_dist_free fail
+ * with a message saying so. */
+typedef struct ddpm_dist_s* ddpm_dist;
+
+enum { DDPM_DIST_SUM = 0, DDPM_DIST_MEAN = 1 };
+
+/* *out = 1 when this build has distributed support, else 0. */
+ddpm_error ddpm_dist_available(int32_t* out);
+/* Joins the group as rank (0 <= rank < world). Waits up to timeout_s for all
+ * ranks to arrive; the same timeout bounds every later collective, so a dead
+ * or stuck peer makes calls fail instead of hanging. */
+ddpm_error ddpm_dist_init(const char* master_addr, int32_t port, int32_t rank,
+                          int32_t world, double timeout_s, ddpm_dist* out);
+/* Leaves the group; NULL is accepted. After a failed collective the group's
+ * resources are not reclaimed (that could wait on a dead peer). */
+void ddpm_dist_free(ddpm_dist d);
+/* This process's rank and the world size (either pointer may be NULL). */
+ddpm_error ddpm_dist_rank(ddpm_dist d, int32_t* rank, int32_t* world);
+/* Sum (op DDPM_DIST_SUM) or mean (DDPM_DIST_MEAN) over the ranks of each of
+ * n tensors, in place. Tensors are packed into buckets of up to 25 MB of one
+ * dtype and device, reduced together. */
+ddpm_error ddpm_dist_allreduce(ddpm_dist d, const ddpm_tensor* ts, int64_t n,
+                               int32_t op);
+/* Averages the gradients of n parameters over the ranks, in place (bucketed
+ * as above). A parameter without a gradient gets a zero gradient first. */
+ddpm_error ddpm_dist_allreduce_grads(ddpm_dist d, const ddpm_tensor* params,
+                                     int64_t n);
+/* Copies rank root's values of n tensors into the same tensors of every other
+ * rank (in place; parameters may be passed directly). */
+ddpm_error ddpm_dist_broadcast(ddpm_dist d, const ddpm_tensor* ts, int64_t n,
+                               int32_t root);
+/* Returns once every rank has called it (or fails after the timeout). */
+ddpm_error ddpm_dist_barrier(ddpm_dist d);
+
 #ifdef __cplusplus
 }
 #endif

@@ -71,6 +71,12 @@ type Trainer struct {
 	AfterStep func(step int64, checkpoint string) (map[string]float64, error)
 	// Held is a held-out set for the evaluation every EvalEvery steps.
 	Held *data.Dataset
+	// Dist, when set, makes this trainer one rank of a data-parallel run
+	// (see train_dist.go): the source yields this rank's shard, and only
+	// rank 0 writes checkpoints.
+	Dist *torch.ProcessGroup
+
+	commTime time.Duration // spent in the gradient all-reduce
 
 	lastCheckpoint string
 	extra          map[string]float64
@@ -152,6 +158,9 @@ func (e *NonFiniteLossError) Error() string {
 // Run trains until cfg.Steps. When ctx is cancelled it writes a checkpoint
 // and returns an error wrapping ctx.Err().
 func (tr *Trainer) Run(ctx context.Context, src BatchSource) error {
+	if err := tr.syncRanks(); err != nil {
+		return err
+	}
 	src.Skip(int(tr.step))
 	tr.model.SetTraining(true, tr.gen)
 	defer tr.model.SetTraining(false, nil)
@@ -220,7 +229,7 @@ func (tr *Trainer) interrupted(cause error) error {
 // checkpoint writes a checkpoint unless checkpoints are off or one exists
 // for this step already; it returns the path written, if any.
 func (tr *Trainer) checkpoint() (string, error) {
-	if tr.Dir == "" {
+	if tr.Dir == "" || !tr.writer() {
 		return "", nil
 	}
 	if tr.lastCheckpoint != "" && checkpointStep(tr.lastCheckpoint) == tr.step {
@@ -249,6 +258,14 @@ func (tr *Trainer) trainStep(b data.Batch) (stepResult, error) {
 	defer s.Close()
 	n := int64(b.N)
 	shape := append([]int64{n}, tr.shape...)
+	// With several ranks, the draws are made for the global batch and this
+	// rank uses its slice [off, off+n) of them.
+	rank, world := tr.distRank()
+	if world > 1 && b.N != tr.cfg.BatchSize {
+		return stepResult{}, fmt.Errorf("rank %d: batch %d has %d images; data-parallel training needs full batches of %d on every rank (load with DropLast)",
+			rank, tr.step+1, b.N, tr.cfg.BatchSize)
+	}
+	off, global := rank*b.N, b.N*world
 	x0 := s.FromFloat32s(b.Images, shape...)
 	if tr.dev != torch.CPU {
 		x0 = s.To(x0, tr.dev)
@@ -256,7 +273,8 @@ func (tr *Trainer) trainStep(b data.Batch) (stepResult, error) {
 	// Timesteps, label dropout: a Go generator seeded by (seed, step), so a
 	// resumed run draws exactly what an uninterrupted one would.
 	rng := rand.New(rand.NewPCG(tr.cfg.Seed, uint64(tr.step)))
-	ts, weights := tr.drawTimesteps(rng, b.N)
+	allTs, allWeights := tr.drawTimesteps(rng, global)
+	ts, weights := allTs[off:off+b.N], allWeights[off:off+b.N]
 	t := tr.toDevice(s, s.FromInt64s(ts, n))
 	var labels *torch.Tensor
 	if tr.cfg.NumClasses > 0 {
@@ -264,15 +282,20 @@ func (tr *Trainer) trainStep(b data.Batch) (stepResult, error) {
 			return stepResult{}, fmt.Errorf("class-conditional training needs labels, and batch %d has none", tr.step+1)
 		}
 		ls := make([]int64, b.N)
-		for i, l := range b.Labels {
-			ls[i] = l
-			if rng.Float64() < tr.cfg.LabelDropout {
-				ls[i] = int64(tr.cfg.NumClasses) // the null label
+		copy(ls, b.Labels)
+		for i := range global {
+			if rng.Float64() < tr.cfg.LabelDropout && i >= off && i < off+b.N {
+				ls[i-off] = int64(tr.cfg.NumClasses) // the null label
 			}
 		}
 		labels = tr.toDevice(s, s.FromInt64s(ls, n))
 	}
-	eps := s.Randn(shape, torch.Float32, tr.dev, tr.gen)
+	var eps *torch.Tensor
+	if world == 1 {
+		eps = s.Randn(shape, torch.Float32, tr.dev, tr.gen)
+	} else {
+		eps = s.Narrow(s.Randn(append([]int64{int64(global)}, tr.shape...), torch.Float32, tr.dev, tr.gen), 0, int64(off), n)
+	}
 	xt := tr.sched.QSample(s, x0, t, eps)
 	out := tr.model.Forward(s, xt, t, labels)
 	if tr.cfg.Precision != "float32" {
@@ -285,9 +308,26 @@ func (tr *Trainer) trainStep(b data.Batch) (stepResult, error) {
 	if err := s.Err(); err != nil {
 		return stepResult{}, fmt.Errorf("step %d: %w", tr.step+1, err)
 	}
-	lv, err := loss.Item()
-	if err != nil {
-		return stepResult{}, err
+	var lv float64
+	var per []float64
+	if world == 1 {
+		if lv, err = loss.Item(); err != nil {
+			return stepResult{}, err
+		}
+	} else {
+		// The global batch's per-sample losses and mean loss, the same on
+		// every rank (so all of them stop together on a non-finite loss).
+		if per, err = s.ToDType(perSample, torch.Float64).Float64s(); err != nil {
+			return stepResult{}, err
+		}
+		if per, err = tr.globalLosses(per, off, global); err != nil {
+			return stepResult{}, err
+		}
+		lv = 0
+		for i, wi := range tr.lossWeights(allTs, allWeights) {
+			lv += float64(wi) * per[i]
+		}
+		lv /= float64(global)
 	}
 	if math.IsNaN(lv) || math.IsInf(lv, 0) {
 		return stepResult{}, &NonFiniteLossError{Step: tr.step + 1, Loss: lv, Checkpoint: tr.lastCheckpoint}
@@ -299,6 +339,13 @@ func (tr *Trainer) trainStep(b data.Batch) (stepResult, error) {
 	}
 	if err := s.Err(); err != nil {
 		return stepResult{}, fmt.Errorf("step %d: backward: %w", tr.step+1, err)
+	}
+	if tr.Dist != nil {
+		start := time.Now()
+		if err := tr.Dist.AllReduceGrads(paramTensors(tr.params)); err != nil {
+			return stepResult{}, fmt.Errorf("step %d: %w", tr.step+1, err)
+		}
+		tr.commTime += time.Since(start)
 	}
 	if tr.scaler != nil {
 		if err := tr.scaler.unscale(tr.params); err != nil {
@@ -323,15 +370,16 @@ func (tr *Trainer) trainStep(b data.Batch) (stepResult, error) {
 	if err := tr.opt.ZeroGrad(); err != nil {
 		return stepResult{}, err
 	}
-	per, err := s.ToDType(perSample, torch.Float64).Float64s()
-	if err != nil {
-		return stepResult{}, err
+	if world == 1 {
+		if per, err = s.ToDType(perSample, torch.Float64).Float64s(); err != nil {
+			return stepResult{}, err
+		}
 	}
 	if tr.history != nil {
-		tr.history.record(ts, per)
+		tr.history.record(allTs, per)
 	}
 	tr.step++
-	return stepResult{loss: lv, perSample: per, ts: ts, lr: lr, norm: norm, images: b.N}, nil
+	return stepResult{loss: lv, perSample: per, ts: allTs, lr: lr, norm: norm, images: global}, nil
 }
 
 // stepScope is where a training step runs: with autocast for bf16 and fp16.

@@ -1,0 +1,339 @@
+// dist.cpp: data-parallel collectives over c10d (TCPStore rendezvous, Gloo
+// process group). Compiled with DDPM_WITH_C10D_GLOO only when the libtorch in use
+// has c10d with Gloo and Gloo's headers are installed; otherwise every
+// function reports that this build has no distributed support, so the C ABI
+// (and the Go API over it) is the same in every build.
+#include "shim.h"
+
+#ifdef DDPM_WITH_C10D_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#endif
+
+#ifdef DDPM_WITH_C10D_GLOO
+
+struct ddpm_dist_s {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  int rank = 0, world = 1;
+  std::chrono::milliseconds timeout{0};
+  // Set once a collective failed: the group is then unusable, and tearing it
+  // down could wait on a peer that is gone, so ddpm_dist_free leaks it (the
+  // process is about to report the error and exit).
+  bool broken = false;
+};
+
+namespace {
+
+// Gradient buckets hold at most this many bytes (DistributedDataParallel's
+// default bucket size).
+constexpr int64_t kBucketBytes = 25 << 20;
+
+bool is_loopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+// The Gloo transport device: the loopback interface when the job runs on
+// this machine only (the master address is a loopback one), the interface
+// named by GLOO_SOCKET_IFNAME when set (as in PyTorch), else the address this
+// machine's hostname resolves to (with libtorch's loopback fallback).
+std::shared_ptr<::gloo::transport::Device> make_device(const std::string& master) {
+  if (is_loopback(master)) return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
+  const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+  if (ifname != nullptr && *ifname != '\0')
+    return c10d::ProcessGroupGloo::createDeviceForInterface(ifname);
+  return c10d::ProcessGroupGloo::createDefaultDevice();
+}
+
+std::vector<at::Tensor> tensor_list(const ddpm_tensor* hs, int64_t n) {
+  TORCH_CHECK(n >= 0 && (n == 0 || hs != nullptr), "bad tensor list");
+  std::vector<at::Tensor> v;
+  v.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; i++) v.push_back(ddpm::ref(hs[i]));
+  return v;
+}
+
+// Groups tensors into buckets of one dtype and device, at most kBucketBytes
+// each (a larger tensor gets a bucket of its own), keeping their order, so
+// every rank forms the same buckets from the same list.
+std::vector<std::vector<size_t>> buckets(const std::vector<at::Tensor>& ts) {
+  std::vector<std::vector<size_t>> out;
+  int64_t bytes = 0;
+  for (size_t i = 0; i < ts.size(); i++) {
+    const auto& t = ts[i];
+    TORCH_CHECK(t.defined(), "tensor ", i, " is undefined");
+    int64_t b = t.numel() * static_cast<int64_t>(t.element_size());
+    bool fits = !out.empty() && bytes + b <= kBucketBytes &&
+                ts[out.back().front()].scalar_type() == t.scalar_type() &&
+                ts[out.back().front()].device() == t.device();
+    if (!fits) {
+      out.emplace_back();
+      bytes = 0;
+    }
+    out.back().push_back(i);
+    bytes += b;
+  }
+  return out;
+}
+
+// One contiguous CPU buffer holding the bucket's tensors (Gloo here works on
+// CPU tensors; a CUDA bucket goes through host memory).
+at::Tensor flatten(const std::vector<at::Tensor>& ts, const std::vector<size_t>& idx) {
+  std::vector<at::Tensor> flat;
+  flat.reserve(idx.size());
+  for (size_t i : idx) flat.push_back(ts[i].detach().reshape({-1}));
+  at::Tensor buf = flat.size() == 1 ? flat[0].clone() : at::cat(flat);
+  return buf.device().is_cpu() ? buf : buf.to(at::kCPU);
+}
+
+void unflatten(const at::Tensor& buf, const std::vector<at::Tensor>& ts, const std::vector<size_t>& idx) {
+  int64_t off = 0;
+  for (size_t i : idx) {
+    const at::Tensor& t = ts[i];
+    int64_t n = t.numel();
+    t.detach().copy_(buf.narrow(0, off, n).view(t.sizes()));
+    off += n;
+  }
+}
+
+void wait(ddpm_dist d, const c10::intrusive_ptr<c10d::Work>& w) {
+  bool done = false;
+  try {
+    done = w->wait(d->timeout);
+  } catch (const c10::Error& e) {
+    d->broken = true;
+    std::string msg = e.what_without_backtrace();
+    if (msg.find("timed out") != std::string::npos)
+      msg += " (no answer from every other rank within " +
+             (d->timeout.count() % 1000 == 0 ? std::to_string(d->timeout.count() / 1000) + " s"
+                                             : std::to_string(d->timeout.count()) + " ms") +
+             "; a peer is dead or stuck)";
+    throw std::runtime_error(msg);
+  } catch (...) {
+    d->broken = true;
+    throw;
+  }
+  if (!done) {
+    d->broken = true;
+    throw std::runtime_error("timed out waiting for the other ranks");
+  }
+}
+
+void check(ddpm_dist d) {
+  TORCH_CHECK(d != nullptr, "null process group handle");
+  TORCH_CHECK(!d->broken, "the process group failed earlier (a peer is gone or timed out)");
+}
+
+std::string where(ddpm_dist d, const char* op) {
+  return "rank " + std::to_string(d->rank) + " of " + std::to_string(d->world) + ": " + op + ": ";
+}
+
+// Runs body, prefixing any error with the rank and operation and marking the
+// group broken.
+template <typename F>
+void collective(ddpm_dist d, const char* op, F body) {
+  check(d);
+  try {
+    body();
+  } catch (const c10::Error& e) {
+    d->broken = true;
+    throw std::runtime_error(where(d, op) + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    d->broken = true;
+    throw std::runtime_error(where(d, op) + e.what());
+  }
+}
+
+// Sum (or mean) over ranks of every tensor, in place, bucket by bucket: all
+// buckets are handed to Gloo at once, so flattening one overlaps the
+// transfer of the previous ones.
+void allreduce(ddpm_dist d, const std::vector<at::Tensor>& ts, bool mean) {
+  auto bs = buckets(ts);
+  std::vector<at::Tensor> bufs;
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  for (const auto& b : bs) {
+    std::vector<at::Tensor> one{flatten(ts, b)};
+    c10d::AllreduceOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    o.timeout = d->timeout;
+    works.push_back(d->pg->allreduce(one, o));
+    bufs.push_back(one[0]);
+  }
+  for (size_t k = 0; k < bs.size(); k++) {
+    wait(d, works[k]);
+    if (mean) bufs[k].div_(static_cast<double>(d->world));
+    unflatten(bufs[k], ts, bs[k]);
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+ddpm_error ddpm_dist_available(int32_t* out) {
+  if (out != nullptr) *out = 1;
+  return nullptr;
+}
+
+ddpm_error ddpm_dist_init(const char* master_addr, int32_t port, int32_t rank, int32_t world,
+                          double timeout_s, ddpm_dist* out) {
+  DDPM_TRY_PLAIN({
+    TORCH_CHECK(master_addr != nullptr && *master_addr != '\0', "empty master address");
+    TORCH_CHECK(port > 0 && port < 65536, "master port ", port, " out of range [1, 65535]");
+    TORCH_CHECK(world >= 1, "world size ", world, " must be at least 1");
+    TORCH_CHECK(rank >= 0 && rank < world, "rank ", rank, " out of range [0, ", world, ")");
+    TORCH_CHECK(timeout_s > 0, "timeout must be positive");
+    TORCH_CHECK(out != nullptr, "null out-parameter");
+    auto d = std::make_unique<ddpm_dist_s>();
+    d->rank = rank;
+    d->world = world;
+    d->timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+    std::string host(master_addr);
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<std::uint16_t>(port);
+    so.isServer = rank == 0;
+    so.numWorkers = static_cast<std::size_t>(world);
+    so.waitWorkers = true;
+    so.timeout = d->timeout;
+    try {
+      d->store = c10::make_intrusive<c10d::TCPStore>(host, so);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("rank " + std::to_string(rank) + " of " + std::to_string(world) +
+                               ": rendezvous at " + host + ":" + std::to_string(port) +
+                               " failed: " + e.what());
+    }
+    auto opts = c10d::ProcessGroupGloo::Options::create(d->timeout);
+    opts->devices.push_back(make_device(host));
+    d->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(d->store, rank, world, opts);
+    *out = d.release();
+  });
+}
+
+void ddpm_dist_free(ddpm_dist d) {
+  if (d == nullptr) return;
+  if (d->broken) {
+    // Leak the group on purpose: its destructor would wait for operations
+    // stuck on a dead peer.
+    d->pg.release();
+    d->store.release();
+  }
+  try {
+    delete d;
+  } catch (...) {
+  }
+}
+
+ddpm_error ddpm_dist_rank(ddpm_dist d, int32_t* rank, int32_t* world) {
+  DDPM_TRY_PLAIN({
+    TORCH_CHECK(d != nullptr, "null process group handle");
+    if (rank != nullptr) *rank = d->rank;
+    if (world != nullptr) *world = d->world;
+  });
+}
+
+ddpm_error ddpm_dist_allreduce(ddpm_dist d, const ddpm_tensor* ts, int64_t n, int32_t op) {
+  DDPM_TRY(DDPM_MODE_NO_GRAD, {
+    TORCH_CHECK(op == DDPM_DIST_SUM || op == DDPM_DIST_MEAN, "unknown reduction ", op);
+    auto v = tensor_list(ts, n);
+    collective(d, "all-reduce", [&] { allreduce(d, v, op == DDPM_DIST_MEAN); });
+  });
+}
+
+ddpm_error ddpm_dist_allreduce_grads(ddpm_dist d, const ddpm_tensor* params, int64_t n) {
+  DDPM_TRY(DDPM_MODE_NO_GRAD, {
+    auto ps = tensor_list(params, n);
+    std::vector<at::Tensor> grads;
+    grads.reserve(ps.size());
+    for (auto& p : ps) {
+      // A parameter without a gradient on this rank takes part with zeros,
+      // so that every rank forms the same buckets.
+      if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+      grads.push_back(p.grad());
+    }
+    collective(d, "gradient all-reduce", [&] { allreduce(d, grads, true); });
+  });
+}
+
+ddpm_error ddpm_dist_broadcast(ddpm_dist d, const ddpm_tensor* ts, int64_t n, int32_t root) {
+  DDPM_TRY(DDPM_MODE_NO_GRAD, {
+    auto v = tensor_list(ts, n);
+    TORCH_CHECK(d != nullptr, "null process group handle");
+    TORCH_CHECK(root >= 0 && root < d->world, "root ", root, " out of range [0, ", d->world, ")");
+    collective(d, "broadcast", [&] {
+      auto bs = buckets(v);
+      std::vector<at::Tensor> bufs;
+      std::vector<c10::intrusive_ptr<c10d::Work>> works;
+      for (const auto& b : bs) {
+        std::vector<at::Tensor> one{flatten(v, b)};
+        c10d::BroadcastOptions o;
+        o.rootRank = root;
+        o.rootTensor = 0;
+        o.timeout = d->timeout;
+        works.push_back(d->pg->broadcast(one, o));
+        bufs.push_back(one[0]);
+      }
+      for (size_t k = 0; k < bs.size(); k++) {
+        wait(d, works[k]);
+        if (d->rank != root) unflatten(bufs[k], v, bs[k]);
+      }
+    });
+  });
+}
+
+ddpm_error ddpm_dist_barrier(ddpm_dist d) {
+  DDPM_TRY_PLAIN({
+    collective(d, "barrier", [&] {
+      c10d::BarrierOptions o;
+      o.timeout = d->timeout;
+      wait(d, d->pg->barrier(o));
+    });
+  });
+}
+
+}  // extern "C"
+
+#else  // no c10d with Gloo in this build
+
+struct ddpm_dist_s {};
+
+namespace {
+constexpr const char* kNoDist =
+    "this build has no distributed support (install libgloo-dev and rebuild)";
+}
+
+extern "C" {
+
+ddpm_error ddpm_dist_available(int32_t* out) {
+  if (out != nullptr) *out = 0;
+  return nullptr;
+}
+
+ddpm_error ddpm_dist_init(const char*, int32_t, int32_t, int32_t, double, ddpm_dist*) {
+  return ddpm::dup_error(kNoDist);
+}
+
+void ddpm_dist_free(ddpm_dist) {}
+
+ddpm_error ddpm_dist_rank(ddpm_dist, int32_t*, int32_t*) { return ddpm::dup_error(kNoDist); }
+
+ddpm_error ddpm_dist_allreduce(ddpm_dist, const ddpm_tensor*, int64_t, int32_t) {
+  return ddpm::dup_error(kNoDist);
+}
+
+ddpm_error ddpm_dist_allreduce_grads(ddpm_dist, const ddpm_tensor*, int64_t) {
+  return ddpm::dup_error(kNoDist);
+}
+
+ddpm_error ddpm_dist_broadcast(ddpm_dist, const ddpm_tensor*, int64_t, int32_t) {
+  return ddpm::dup_error(kNoDist);
+}
+
+ddpm_error ddpm_dist_barrier(ddpm_dist) { return ddpm::dup_error(kNoDist); }
+
+}  // extern "C"
+
+#endif
