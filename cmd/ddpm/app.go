@@ -18,6 +18,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			trainCommand,
 			sampleCommand,
+			evalCommand,
 			infoCommand,
 			benchCommand,
 			versionCommand,

@@ -80,9 +80,11 @@ var trainFlags = []cli.Flag{
 	altsrc.NewIntFlag(&cli.IntFlag{Name: "sample-n", Value: 16, Usage: "images per sample grid", EnvVars: []string{"DDPM_SAMPLE_N"}}),
 	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "log-every", Value: 50, Usage: "steps between metrics records", EnvVars: []string{"DDPM_LOG_EVERY"}}),
 	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "eval-every", Usage: "steps between held-out evaluations (0 = off)", EnvVars: []string{"DDPM_EVAL_EVERY"}}),
+	altsrc.NewIntFlag(&cli.IntFlag{Name: "eval-n", Value: 256, Usage: "samples for the offline FID (fid_classifier in the metrics log) at each evaluation (0 = none)", EnvVars: []string{"DDPM_EVAL_N"}}),
 	&cli.StringFlag{Name: "resume", Usage: "continue the run in `RUN_DIR` from its last checkpoint", EnvVars: []string{"DDPM_RESUME"}},
 	&cli.StringFlag{Name: "out", Usage: "run directory (default: runs/<date-time>)", EnvVars: []string{"DDPM_OUT"}},
 	&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output", EnvVars: []string{"DDPM_QUIET"}},
+	&cli.DurationFlag{Name: "dist-timeout", Value: time.Minute, Usage: "distributed runs (torchrun environment): how long a rank waits for the others before failing; must exceed rank 0's pauses for sample grids and evaluations", EnvVars: []string{"DDPM_DIST_TIMEOUT"}},
 }
 
 var trainCommand = &cli.Command{
@@ -140,6 +142,14 @@ func runTrain(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	pg, err := joinProcessGroup(c, &dev, c.App.Writer)
+	if err != nil {
+		return err
+	}
+	if pg != nil {
+		defer pg.Close()
+	}
+	rank0 := pg == nil || pg.Rank() == 0 // writes the run directory
 
 	ds, err := openDataset(cfg.Data, cfg.Model.ImageSize, cfg.Model.InChannels)
 	if err != nil {
@@ -155,6 +165,10 @@ func runTrain(c *cli.Context) error {
 	}
 	train, held := ds.Split(min(1000, ds.N/10), cfg.Train.Seed)
 
+	if !rank0 {
+		// Only rank 0 writes; the other ranks train quietly.
+		return trainRank(c, cfg, dir, resume, dev, train, pg)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("cannot create the run directory: %w", err)
 	}
@@ -190,6 +204,7 @@ func runTrain(c *cli.Context) error {
 	defer tr.Close()
 	tr.Dir = dir
 	tr.Held = held
+	tr.Dist = pg
 	tr.Metadata, err = checkpointMetadata(cfg, ds)
 	if err != nil {
 		return err
@@ -205,8 +220,8 @@ func runTrain(c *cli.Context) error {
 		fmt.Fprintf(out, "ddpm: resumed from %s (step %d of %d)\n", ckpt, tr.Step(), cfg.Train.Steps)
 	}
 
-	loader, err := data.NewLoader(train, data.LoaderOptions{BatchSize: cfg.Train.BatchSize, Seed: cfg.Train.Seed,
-		Shuffle: true, FlipHorizontal: cfg.Flip})
+	loader, err := data.NewLoader(train, shardOptions(data.LoaderOptions{BatchSize: cfg.Train.BatchSize, Seed: cfg.Train.Seed,
+		Shuffle: true, FlipHorizontal: cfg.Flip}, pg))
 	if err != nil {
 		return err
 	}
@@ -219,6 +234,8 @@ func runTrain(c *cli.Context) error {
 
 	grids := &gridSampler{cfg: cfg, dev: dev, sched: sched, dir: filepath.Join(dir, samplesDir), ema: tr.EMA()}
 	defer grids.close()
+	fid := newTrainFID(cfg, c.Int("eval-n"), ds, grids, out, c.Bool("quiet"))
+	defer fid.close()
 	bar := newProgress(out, c.Bool("quiet"), "train", cfg.Train.Steps)
 	var lastLoss, lastRate float64
 	var logErr error
@@ -243,13 +260,22 @@ func runTrain(c *cli.Context) error {
 				return nil, err
 			}
 		}
+		if fid.due(step) {
+			v, err := fid.measure(c.Context, step)
+			if err != nil {
+				return nil, err
+			}
+			return map[string]float64{"fid_classifier": v}, nil
+		}
 		return nil, nil
 	}
 
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	runStart := time.Now()
 	err = tr.Run(ctx, loader)
 	bar.finish()
+	reportComm(out, pg, tr.CommTime(), time.Since(runStart))
 	if errors.Is(err, context.Canceled) {
 		fmt.Fprintf(out, "ddpm: interrupted at step %d; checkpoint %s\n", tr.Step(), tr.LastCheckpoint())
 		fmt.Fprintf(out, "ddpm: resume with: ddpm train --resume %s\n", dir)

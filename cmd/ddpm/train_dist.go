@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/diffusion/data"
+	"github.com/ddpm-go/ddpm/diffusion/unet"
+	"github.com/ddpm-go/ddpm/torch"
+	"github.com/urfave/cli/v2"
+)
+
+// Data-parallel training: `ddpm train` started as N processes by a launcher
+// of PyTorch jobs (torchrun, or anything that sets RANK, WORLD_SIZE,
+// MASTER_ADDR and MASTER_PORT) trains one model together. --batch is the
+// batch of each rank, so the global batch is --batch x WORLD_SIZE. Rank 0
+// writes the run directory (configuration, checkpoints, metrics, sample
+// grids); the other ranks only train. With none of the variables set,
+// training is single-process.
+
+// joinProcessGroup joins the job described by the launch environment, or
+// returns nil when there is none. dev is adjusted to the rank's GPU
+// (LOCAL_RANK) when the device was not pinned to one.
+func joinProcessGroup(c *cli.Context, dev *torch.Device, out io.Writer) (*torch.ProcessGroup, error) {
+	env, ok, err := torch.DistEnv()
+	if err != nil || !ok {
+		return nil, err
+	}
+	timeout := c.Duration("dist-timeout")
+	if timeout <= 0 {
+		return nil, fmt.Errorf("--dist-timeout %v must be positive", timeout)
+	}
+	if dev.Type == torch.DeviceCUDA && !strings.Contains(c.String("device"), ":") {
+		*dev = torch.CUDA(env.LocalRank)
+	}
+	pg, err := torch.NewProcessGroup(env.Addr, env.Port, env.Rank, env.World, timeout)
+	if err != nil {
+		return nil, fmt.Errorf("joining the distributed job: %w", err)
+	}
+	fmt.Fprintf(out, "ddpm: rank %d of %d (local rank %d, rendezvous %s:%d), device %s\n",
+		env.Rank, env.World, env.LocalRank, env.Addr, env.Port, *dev)
+	return pg, nil
+}
+
+// reportComm tells how much of the training time the gradient all-reduce
+// took on this rank.
+func reportComm(out io.Writer, pg *torch.ProcessGroup, comm, total time.Duration) {
+	if pg == nil || total <= 0 {
+		return
+	}
+	fmt.Fprintf(out, "ddpm: rank %d: %.2f s of %.2f s training in gradient all-reduce (%.1f%%)\n",
+		pg.Rank(), comm.Seconds(), total.Seconds(), 100*comm.Seconds()/total.Seconds())
+}
+
+// shardOptions gives a rank its part of every epoch. Every batch must be
+// full (DropLast), so that each step averages equal shares of one global
+// batch.
+func shardOptions(o data.LoaderOptions, pg *torch.ProcessGroup) data.LoaderOptions {
+	if pg != nil {
+		o.Shard, o.NumShards, o.DropLast = pg.Rank(), pg.World(), true
+	}
+	return o
+}
+
+// trainRank is the training loop of a rank other than 0: the same model,
+// trainer and (on resume) checkpoint as rank 0, its own shard of the data,
+// and no output but errors.
+func trainRank(c *cli.Context, cfg runConfig, dir, resume string, dev torch.Device, train *data.Dataset, pg *torch.ProcessGroup) error {
+	sched, err := diffusion.NewSchedule(cfg.Schedule)
+	if err != nil {
+		return err
+	}
+	gen, err := torch.NewGenerator(cfg.Train.Seed, dev)
+	if err != nil {
+		return err
+	}
+	defer gen.Close()
+	model, err := unet.New(cfg.Model, dev, torch.Float32, gen)
+	if err != nil {
+		return err
+	}
+	defer model.Close()
+	tr, err := diffusion.NewTrainer(model, sched, cfg.Train, dev,
+		[]int64{int64(cfg.Model.InChannels), int64(cfg.Model.ImageSize), int64(cfg.Model.ImageSize)})
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	tr.Dist = pg
+	if resume != "" {
+		ckpt, err := diffusion.LatestCheckpoint(dir)
+		if err != nil {
+			return fmt.Errorf("cannot resume: %w", err)
+		}
+		if err := tr.Resume(ckpt); err != nil {
+			return fmt.Errorf("cannot resume from %s: %w", ckpt, err)
+		}
+	}
+	loader, err := data.NewLoader(train, shardOptions(data.LoaderOptions{BatchSize: cfg.Train.BatchSize, Seed: cfg.Train.Seed,
+		Shuffle: true, FlipHorizontal: cfg.Flip}, pg))
+	if err != nil {
+		return err
+	}
+	defer loader.Close()
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	start := time.Now()
+	err = tr.Run(ctx, loader)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	reportComm(c.App.Writer, pg, tr.CommTime(), time.Since(start))
+	return nil
+}
