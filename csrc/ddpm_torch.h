@@ -80,11 +80,28 @@ void ddpm_version(char* buf, size_t cap);
 int64_t ddpm_cuda_device_count(void);
 /* Whether the CUDA backend is compiled in and a device is present. */
 int32_t ddpm_cuda_available(void);
-/* Intra-op thread count. libtorch's OpenMP keeps it per OS thread; the shim
+/* Intra-op thread count (OpenBLAS follows it unless OPENBLAS_NUM_THREADS is
+ * set). libtorch's OpenMP keeps it per OS thread; the shim
  * makes it process-wide by applying the last value set here on whichever
  * thread each later call runs. */
 ddpm_error ddpm_set_num_threads(int32_t n);
 int32_t ddpm_get_num_threads(void);
+
+/* CPU tensor memory: blocks of 64 KiB and more are cached and reused by size
+ * (see csrc/allocator.cpp). Sizes are in bytes, rounded up to pages. */
+typedef struct {
+  int64_t in_use_bytes;      /* held by live tensors */
+  int64_t cached_bytes;      /* idle, kept for reuse */
+  int64_t peak_in_use_bytes; /* the most ever in use at once */
+  int64_t limit_bytes;       /* the most kept idle (INT64_MAX: no limit) */
+  int64_t hits;              /* allocations served from the cache */
+  int64_t misses;            /* allocations that needed new memory */
+} ddpm_cache_stats;
+ddpm_error ddpm_cpu_cache_stats(ddpm_cache_stats* out);
+/* Keeps at most bytes idle (0 turns caching off), freeing the excess now. */
+ddpm_error ddpm_cpu_cache_set_limit(int64_t bytes);
+/* Gives every idle block back to the system. */
+ddpm_error ddpm_cpu_cache_empty(void);
 
 /* ---- tensor lifetime and inspection ------------------------------------ */
 

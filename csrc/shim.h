@@ -54,6 +54,10 @@ inline void sync_threads() {
   if (want > 0 && have != want) at::set_num_threads(want);
 }
 
+// Sets OpenBLAS's own thread count (csrc/allocator.cpp): the shim keeps it
+// equal to the intra-op count.
+void apply_blas_threads(int n);
+
 // Sets autocast (mixed precision) for one call and restores the thread's
 // previous state; like the grad mode, autocast is per thread in libtorch.
 // Cast caching is off: parameters change in place between calls, so a cached

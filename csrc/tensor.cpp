@@ -36,7 +36,8 @@ int32_t ddpm_cuda_available(void) {
 
 ddpm_error ddpm_set_num_threads(int32_t n) {
   DDPM_TRY_PLAIN(TORCH_CHECK(n >= 1, "thread count must be at least 1, got ", n);
-                 ddpm::wanted_threads().store(n); at::set_num_threads(n));
+                 ddpm::wanted_threads().store(n); at::set_num_threads(n);
+                 ddpm::apply_blas_threads(n));
 }
 
 int32_t ddpm_get_num_threads(void) {

@@ -1,38 +1,29 @@
 package unet
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/diffusion/data"
 	"github.com/ddpm-go/ddpm/diffusion/nn"
+	"github.com/ddpm-go/ddpm/internal/benchcmp"
+	"github.com/ddpm-go/ddpm/internal/pyref"
 	"github.com/ddpm-go/ddpm/torch"
 )
 
 // The benchmarks in this file time the same work in Go and in PyTorch (the
-// reference network of testdata/unet_reference.py with the same weights),
-// in one run and on the same number of intra-op threads. The two sides take
-// turns, round after round, so that load from elsewhere on the machine falls
-// on both, and each reports the median of its rounds. go/torch_time is Go's
-// median wall-clock time divided by PyTorch's: at most 1 means Go is not
-// slower. go/torch_cpu is the same ratio for the CPU time of each process
-// (user and system), which other load on the machine disturbs less.
+// reference network of testdata/unet_reference.py with the same weights)
+// with internal/benchcmp: in one run, on the same number of intra-op
+// threads, taking turns round after round.
 
 // The least number of rounds each side runs (b.N if more): a sampling round
 // is 50 forward passes, long enough to average out short disturbances; a
@@ -42,20 +33,16 @@ const (
 	trainRounds  = 5
 )
 
-// compareScript is the PyTorch side. It loads the weights, warms up and
-// prints {"ready": ...}; then it answers every request line on its standard
-// input with one JSON line: "sample" times one DDIM run from fresh noise,
-// "train K" times K training steps and reports the figures of one: the
-// wall-clock seconds, and the process's user and system CPU seconds and
-// minor page faults (from getrusage).
+// compareScript is the PyTorch side. It loads the weights and warms up;
+// then it serves two requests: "sample" is one DDIM run from fresh noise,
+// "train K" is K training steps.
 //
 // In "sample" mode the warm-up is a DDIM run from the Go side's x_T (the
 // "x_T" input), whose result goes to the output file for comparison. In
 // "train" mode it is one training step on the "x0" input batch, the batch
 // of every step.
-const compareScript = `
-import json, math, resource, sys, time
-import torch
+const compareScript = benchcmp.Serve + `
+import math
 import torch.nn.functional as F
 from unet_reference import UNet, read_safetensors, write_safetensors
 
@@ -132,8 +119,15 @@ def make_train_step(x0):
         per_sample.detach().double().tolist()
     return step
 
-def reply(**kw):
-    print(json.dumps(kw), flush=True)
+def sample_request():
+    with torch.inference_mode():
+        sample_ddim(torch.randn(x_T.shape), 50)
+    return 1
+
+def train_request(k):
+    for _ in range(int(k)):
+        train_step()
+    return int(k)
 
 if mode == "sample":
     model.eval()
@@ -144,56 +138,14 @@ else:
     model.train()
     train_step = make_train_step(inputs["x0"])
     train_step()
-reply(ready=True, threads=torch.get_num_threads(), version=torch.__version__)
-
-for line in sys.stdin:
-    words = line.split()
-    if not words:
-        continue
-    start, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-    if words[0] == "sample":
-        k = 1
-        with torch.inference_mode():
-            sample_ddim(torch.randn(x_T.shape), 50)
-    elif words[0] == "train":
-        k = int(words[1])
-        for _ in range(k):
-            train_step()
-    else:
-        reply(error="unknown request " + repr(line))
-        continue
-    end = resource.getrusage(resource.RUSAGE_SELF)
-    reply(seconds=(time.perf_counter() - start) / k,
-          user_seconds=(end.ru_utime - usage.ru_utime) / k,
-          system_seconds=(end.ru_stime - usage.ru_stime) / k,
-          page_faults=(end.ru_minflt - usage.ru_minflt) / k)
+serve({"sample": sample_request, "train": train_request}, int(threads))
 `
 
-// compareReference is a running PyTorch side of a comparison.
-type compareReference struct {
-	cmd    *exec.Cmd
-	in     io.WriteCloser
-	out    *bufio.Scanner
-	stderr bytes.Buffer
-}
-
-// compareReply is one JSON line from compareScript.
-type compareReply struct {
-	Ready      bool    `json:"ready"`
-	Threads    int     `json:"threads"`
-	Version    string  `json:"version"`
-	Seconds    float64 `json:"seconds"`
-	User       float64 `json:"user_seconds"`
-	System     float64 `json:"system_seconds"`
-	PageFaults float64 `json:"page_faults"`
-	Error      string  `json:"error"`
-}
-
 // startCompareReference writes the model's configuration and weights and the
-// inputs into a temporary folder, starts compareScript in mode ("sample" or
-// "train") on threads intra-op threads, and waits until it is ready. The
-// output file, for "sample", is dir/out.safetensors.
-func startCompareReference(b *testing.B, py, dir string, u *UNet, inputs map[string]*torch.Tensor, mode string, threads int) *compareReference {
+// inputs into a temporary folder and starts compareScript in mode ("sample"
+// or "train") on threads intra-op threads. The output file, for "sample",
+// is dir/out.safetensors.
+func startCompareReference(b *testing.B, py, dir string, u *UNet, inputs map[string]*torch.Tensor, mode string, threads int) *benchcmp.Reference {
 	b.Helper()
 	cfgJSON, err := json.Marshal(u.Config())
 	if err != nil {
@@ -214,139 +166,8 @@ func startCompareReference(b *testing.B, py, dir string, u *UNet, inputs map[str
 	); err != nil {
 		b.Fatal(err)
 	}
-	r := &compareReference{}
-	r.cmd = exec.Command(py, script, paths["config.json"], paths["weights.safetensors"],
+	return benchcmp.Start(b, py, dir, script, threads, paths["config.json"], paths["weights.safetensors"],
 		paths["inputs.safetensors"], paths["out.safetensors"], strconv.Itoa(threads), mode)
-	r.cmd.Dir = dir
-	r.cmd.Stderr = &r.stderr
-	if r.in, err = r.cmd.StdinPipe(); err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := r.cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	r.out = bufio.NewScanner(stdout)
-	if err := r.cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(r.close)
-	ready := r.read(b)
-	if !ready.Ready {
-		b.Fatalf("PyTorch reference: unexpected first reply %+v", ready)
-	}
-	if ready.Threads != threads {
-		b.Fatalf("PyTorch reference runs on %d threads, Go on %d", ready.Threads, threads)
-	}
-	b.Logf("PyTorch %s and libtorch %s, %d intra-op threads each", ready.Version, torch.Version(), threads)
-	return r
-}
-
-// read returns the next reply, or fails with the script's error output.
-func (r *compareReference) read(b *testing.B) compareReply {
-	b.Helper()
-	if !r.out.Scan() {
-		r.in.Close()
-		err := r.cmd.Wait()
-		b.Fatalf("PyTorch reference stopped (%v): %v\n%s", r.out.Err(), err, r.stderr.String())
-	}
-	var rep compareReply
-	if err := json.Unmarshal(r.out.Bytes(), &rep); err != nil {
-		b.Fatalf("PyTorch reference: %v in reply %q", err, truncate(r.out.Text(), 500))
-	}
-	if rep.Error != "" {
-		b.Fatalf("PyTorch reference: %s", rep.Error)
-	}
-	return rep
-}
-
-// time sends one timing request and returns the times it reports.
-func (r *compareReference) time(b *testing.B, request string) compareTime {
-	b.Helper()
-	if _, err := io.WriteString(r.in, request+"\n"); err != nil {
-		b.Fatalf("PyTorch reference: %v\n%s", err, r.stderr.String())
-	}
-	rep := r.read(b)
-	return compareTime{wall: rep.Seconds, user: rep.User, sys: rep.System, faults: rep.PageFaults}
-}
-
-// close ends the script (it stops at the end of its input) and waits for it.
-func (r *compareReference) close() {
-	r.in.Close()
-	r.cmd.Wait()
-}
-
-// compareTime is what one unit of work cost a process: wall-clock seconds,
-// user and system CPU seconds, and minor page faults (fresh memory pages).
-type compareTime struct{ wall, user, sys, faults float64 }
-
-func (c compareTime) cpu() float64 { return c.user + c.sys }
-
-// usage is this process's CPU time and minor page faults so far.
-func usage(b *testing.B) compareTime {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	sec := func(tv syscall.Timeval) float64 { return time.Duration(tv.Nano()).Seconds() }
-	return compareTime{user: sec(ru.Utime), sys: sec(ru.Stime), faults: float64(ru.Minflt)}
-}
-
-// measure runs f, which does n units of work, and returns the cost of one.
-func measure(b *testing.B, n int, f func()) compareTime {
-	start, before := time.Now(), usage(b)
-	f()
-	after, k := usage(b), float64(n)
-	return compareTime{
-		wall:   time.Since(start).Seconds() / k,
-		user:   (after.user - before.user) / k,
-		sys:    (after.sys - before.sys) / k,
-		faults: (after.faults - before.faults) / k,
-	}
-}
-
-func median(v []float64) float64 {
-	s := slices.Sorted(slices.Values(v))
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// reportComparison reports images/s of both sides from the medians of
-// their wall-clock seconds per unit of work (a sampling run, a training
-// step, each on batch images), Go's median as ns/op, and the ratios
-// go/torch_time and go/torch_cpu of the medians.
-func reportComparison(b *testing.B, batch int, goTimes, torchTimes []compareTime) {
-	b.Helper()
-	column := func(ts []compareTime, f func(compareTime) float64) []float64 {
-		v := make([]float64, len(ts))
-		for i, t := range ts {
-			v[i] = f(t)
-		}
-		return v
-	}
-	gw, tw := column(goTimes, func(c compareTime) float64 { return c.wall }), column(torchTimes, func(c compareTime) float64 { return c.wall })
-	gc, tc := column(goTimes, compareTime.cpu), column(torchTimes, compareTime.cpu)
-	b.Logf("wall-clock seconds per round: Go %.3f, PyTorch %.3f", gw, tw)
-	b.Logf("CPU seconds per round:        Go %.3f, PyTorch %.3f", gc, tc)
-	for _, side := range []struct {
-		name string
-		ts   []compareTime
-	}{{"Go", goTimes}, {"PyTorch", torchTimes}} {
-		b.Logf("%s median: user %.3f s, system %.3f s, %.0f minor page faults", side.name,
-			median(column(side.ts, func(c compareTime) float64 { return c.user })),
-			median(column(side.ts, func(c compareTime) float64 { return c.sys })),
-			median(column(side.ts, func(c compareTime) float64 { return c.faults })))
-	}
-	g, t := median(gw), median(tw)
-	b.Logf("median: Go %.3f s (%.2f images/s), PyTorch %.3f s (%.2f images/s); Go/PyTorch wall-clock %.3f, CPU %.3f",
-		g, float64(batch)/g, t, float64(batch)/t, g/t, median(gc)/median(tc))
-	b.ReportMetric(g*1e9, "ns/op")
-	b.ReportMetric(float64(batch)/g, "go_images/s")
-	b.ReportMetric(float64(batch)/t, "torch_images/s")
-	b.ReportMetric(g/t, "go/torch_time")
-	b.ReportMetric(median(gc)/median(tc), "go/torch_cpu")
 }
 
 func linearSchedule(b *testing.B) *diffusion.Schedule {
@@ -366,7 +187,7 @@ func linearSchedule(b *testing.B) *diffusion.Schedule {
 // images must agree, which shows that the loops compute the same thing.
 func BenchmarkSampleDDIMVsPyTorch(b *testing.B) {
 	const batch, steps = 64, 50
-	py := referencePython(b)
+	py := pyref.Python(b)
 	u, _ := benchModel(b)
 	cfg := u.Config()
 	shape := []int64{batch, int64(cfg.InChannels), int64(cfg.ImageSize), int64(cfg.ImageSize)}
@@ -410,18 +231,18 @@ func BenchmarkSampleDDIMVsPyTorch(b *testing.B) {
 	}
 
 	gen := newGen(b, 4)
-	var goTimes, torchTimes []compareTime
+	var goTimes, torchTimes []benchcmp.Cost
 	for range max(b.N, sampleRounds) {
-		goTimes = append(goTimes, measure(b, 1, func() {
+		goTimes = append(goTimes, benchcmp.Measure(b, 1, func() {
 			out, err := diffusion.SampleShape(context.Background(), u, shape, torch.Float32, sc, gen, opts)
 			if err != nil {
 				b.Fatal(err)
 			}
 			out.Close()
 		}))
-		torchTimes = append(torchTimes, ref.time(b, "sample"))
+		torchTimes = append(torchTimes, ref.Run(b, "sample"))
 	}
-	reportComparison(b, batch, goTimes, torchTimes)
+	benchcmp.Report(b, batch, "images", goTimes, torchTimes)
 }
 
 // BenchmarkTrainStepVsPyTorch compares training throughput: one step of
@@ -432,7 +253,7 @@ func BenchmarkSampleDDIMVsPyTorch(b *testing.B) {
 // same batch of random images.
 func BenchmarkTrainStepVsPyTorch(b *testing.B) {
 	const batch, stepsPerRound = 64, 3
-	py := referencePython(b)
+	py := pyref.Python(b)
 	u, _ := benchModel(b)
 	cfg := u.Config()
 	imageShape := []int64{int64(cfg.InChannels), int64(cfg.ImageSize), int64(cfg.ImageSize)}
@@ -488,16 +309,16 @@ func BenchmarkTrainStepVsPyTorch(b *testing.B) {
 	waitAsked()
 	step() // warm-up
 
-	var goTimes, torchTimes []compareTime
+	var goTimes, torchTimes []benchcmp.Cost
 	for range max(b.N, trainRounds) {
-		goTimes = append(goTimes, measure(b, stepsPerRound, func() {
+		goTimes = append(goTimes, benchcmp.Measure(b, stepsPerRound, func() {
 			for range stepsPerRound {
 				step()
 			}
 		}))
-		torchTimes = append(torchTimes, ref.time(b, fmt.Sprintf("train %d", stepsPerRound)))
+		torchTimes = append(torchTimes, ref.Run(b, fmt.Sprintf("train %d", stepsPerRound)))
 	}
-	reportComparison(b, batch, goTimes, torchTimes)
+	benchcmp.Report(b, batch, "images", goTimes, torchTimes)
 }
 
 // gatedSource hands the trainer the same batch at every step, one step at a

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/ddpm-go/ddpm/diffusion/nn"
+	"github.com/ddpm-go/ddpm/internal/pyref"
 	"github.com/ddpm-go/ddpm/torch"
 )
 
@@ -34,23 +35,6 @@ with torch.no_grad():
         result["out_null"] = model(inputs["x"], inputs["t"], None).flatten().tolist()
 print(json.dumps(result))
 `
-
-// referencePython returns a Python interpreter that has torch (DDPM_PYTHON,
-// or Debian's /usr/bin/python3), or skips the test.
-func referencePython(tb testing.TB) string {
-	tb.Helper()
-	py := os.Getenv("DDPM_PYTHON")
-	if py == "" {
-		py = "/usr/bin/python3"
-	}
-	if _, err := exec.LookPath(py); err != nil {
-		tb.Skipf("no Python interpreter at %s (set DDPM_PYTHON to one with torch): %v", py, err)
-	}
-	if out, err := exec.Command(py, "-c", "import torch").CombinedOutput(); err != nil {
-		tb.Skipf("%s cannot import torch (install python3-torch or set DDPM_PYTHON): %v: %s", py, err, bytes.TrimSpace(out))
-	}
-	return py
-}
 
 // referenceModule is the PyTorch U-Net that the reference scripts import.
 const referenceModule = "unet_reference.py"
@@ -84,7 +68,7 @@ type referenceResult struct {
 // same (randomly perturbed) weights and inputs give outputs that agree to a
 // relative error below 1e-5 in float32.
 func TestParityWithPyTorch(t *testing.T) {
-	py := referencePython(t)
+	py := pyref.Python(t)
 	tiny := preset(t, "tiny")
 	conditional := tiny.clone()
 	conditional.NumClasses = 4

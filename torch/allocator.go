@@ -1,0 +1,52 @@
+package torch
+
+// #include "ddpm_torch.h"
+import "C"
+
+// CPUCacheStats describes the shim's caching allocator for CPU tensor
+// memory. Blocks of 64 KiB and more are kept when their tensors are freed
+// and handed out again for the next tensor of the same size (rounded up to
+// a page), so a loop that repeats its shapes, as training and sampling do,
+// takes no fresh memory from the system after its first iteration. Smaller
+// blocks go to malloc directly and are not counted here.
+//
+// The idle bytes are bounded by PeakInUseBytes (so the pool stays within
+// twice the largest working set) and by LimitBytes, which comes from the
+// environment variable DDPM_CPU_CACHE_MB when the library loads, or from
+// SetCPUCacheLimit.
+type CPUCacheStats struct {
+	InUseBytes     int64 // held by live tensors
+	CachedBytes    int64 // idle, kept for reuse
+	PeakInUseBytes int64 // the most ever in use at once
+	LimitBytes     int64 // the most kept idle; math.MaxInt64 when unlimited
+	Hits           int64 // allocations served from the cache
+	Misses         int64 // allocations that took new memory
+}
+
+// CPUCache returns the caching allocator's current figures.
+func CPUCache() (CPUCacheStats, error) {
+	var s C.ddpm_cache_stats
+	if err := takeError("cpu_cache_stats", C.ddpm_cpu_cache_stats(&s)); err != nil {
+		return CPUCacheStats{}, err
+	}
+	return CPUCacheStats{
+		InUseBytes:     int64(s.in_use_bytes),
+		CachedBytes:    int64(s.cached_bytes),
+		PeakInUseBytes: int64(s.peak_in_use_bytes),
+		LimitBytes:     int64(s.limit_bytes),
+		Hits:           int64(s.hits),
+		Misses:         int64(s.misses),
+	}, nil
+}
+
+// SetCPUCacheLimit keeps at most bytes of idle CPU tensor memory, freeing
+// any excess now; 0 turns caching off (every block goes back to malloc).
+func SetCPUCacheLimit(bytes int64) error {
+	return takeError("cpu_cache_set_limit", C.ddpm_cpu_cache_set_limit(C.int64_t(bytes)))
+}
+
+// EmptyCPUCache gives every idle cached block back to the system, like
+// torch.cuda.empty_cache for the GPU.
+func EmptyCPUCache() error {
+	return takeError("cpu_cache_empty", C.ddpm_cpu_cache_empty())
+}
