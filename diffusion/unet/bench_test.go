@@ -6,11 +6,11 @@ import (
 	"github.com/ddpm-go/ddpm/torch"
 )
 
-// benchModel builds the "small" preset with perturbed weights (so no
-// zero-initialised layer short-cuts anything).
-func benchModel(b *testing.B) (*UNet, *torch.Generator) {
+// benchModel builds a preset with perturbed weights (so no zero-initialised
+// layer short-cuts anything).
+func benchModel(b *testing.B, name string) (*UNet, *torch.Generator) {
 	b.Helper()
-	u := newModel(b, preset(b, "small"), 1)
+	u := newModel(b, preset(b, name), 1)
 	gen := newGen(b, 2)
 	perturb(b, u, gen, 0.01)
 	return u, gen
@@ -20,7 +20,7 @@ func benchModel(b *testing.B) (*UNet, *torch.Generator) {
 // mode) of the "small" preset on a batch of 16.
 func BenchmarkForwardSmall(b *testing.B) {
 	const batch = 16
-	u, gen := benchModel(b)
+	u, gen := benchModel(b, "small")
 	in := torch.NewScope(torch.NoGrad)
 	defer in.Close()
 	x, t, _ := randomInputs(in, u.Config(), batch, gen)
@@ -43,7 +43,7 @@ func BenchmarkForwardSmall(b *testing.B) {
 // backward (the optimizer update is not included).
 func BenchmarkTrainStepSmall(b *testing.B) {
 	const batch = 64
-	u, gen := benchModel(b)
+	u, gen := benchModel(b, "small")
 	u.SetTraining(true, gen)
 	in := torch.NewScope(torch.NoGrad)
 	defer in.Close()

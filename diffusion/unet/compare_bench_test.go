@@ -25,13 +25,10 @@ import (
 // with internal/benchcmp: in one run, on the same number of intra-op
 // threads, taking turns round after round.
 
-// The least number of rounds each side runs (b.N if more): a sampling round
-// is 50 forward passes, long enough to average out short disturbances; a
-// training round is three steps.
-const (
-	sampleRounds = 3
-	trainRounds  = 5
-)
+// The least number of sampling rounds each side runs (b.N if more): a
+// round is 50 forward passes, long enough to average out short
+// disturbances.
+const sampleRounds = 3
 
 // compareScript is the PyTorch side. It loads the weights and warms up;
 // then it serves two requests: "sample" is one DDIM run from fresh noise,
@@ -188,7 +185,7 @@ func linearSchedule(b *testing.B) *diffusion.Schedule {
 func BenchmarkSampleDDIMVsPyTorch(b *testing.B) {
 	const batch, steps = 64, 50
 	py := pyref.Python(b)
-	u, _ := benchModel(b)
+	u, _ := benchModel(b, "small")
 	cfg := u.Config()
 	shape := []int64{batch, int64(cfg.InChannels), int64(cfg.ImageSize), int64(cfg.ImageSize)}
 	sc := linearSchedule(b)
@@ -247,14 +244,28 @@ func BenchmarkSampleDDIMVsPyTorch(b *testing.B) {
 
 // BenchmarkTrainStepVsPyTorch compares training throughput: one step of
 // the trainer (uniform timesteps, dropout, epsilon MSE, backward, gradient
-// clipping to norm 1, AdamW at 2e-4, EMA 0.9999) on a batch of 64 images of
-// the "small" preset on the CPU, from diffusion.Trainer and from the same
-// step in PyTorch (torch.optim.AdamW with foreach=True). Every step sees the
-// same batch of random images.
+// clipping to norm 1, AdamW at 2e-4, EMA 0.9999) on the CPU, from
+// diffusion.Trainer and from the same step in PyTorch (torch.optim.AdamW
+// with foreach=True), for the "small" preset at batch 64 and the DDPM
+// paper's "cifar10" network at batch 8. Every step sees the same batch of
+// random images.
 func BenchmarkTrainStepVsPyTorch(b *testing.B) {
-	const batch, stepsPerRound = 64, 3
+	for _, c := range []struct {
+		preset                       string
+		batch, stepsPerRound, rounds int
+	}{
+		{"small", 64, 3, 5},
+		{"cifar10", 8, 1, 3},
+	} {
+		b.Run(fmt.Sprintf("%s-batch%d", c.preset, c.batch), func(b *testing.B) {
+			trainStepVsPyTorch(b, c.preset, c.batch, c.stepsPerRound, c.rounds)
+		})
+	}
+}
+
+func trainStepVsPyTorch(b *testing.B, presetName string, batch, stepsPerRound, rounds int) {
 	py := pyref.Python(b)
-	u, _ := benchModel(b)
+	u, _ := benchModel(b, presetName)
 	cfg := u.Config()
 	imageShape := []int64{int64(cfg.InChannels), int64(cfg.ImageSize), int64(cfg.ImageSize)}
 	threads := torch.NumThreads()
@@ -266,7 +277,7 @@ func BenchmarkTrainStepVsPyTorch(b *testing.B) {
 	}
 	s := torch.NewScope(torch.NoGrad)
 	defer s.Close()
-	x0 := s.FromFloat32s(images, append([]int64{batch}, imageShape...)...)
+	x0 := s.FromFloat32s(images, append([]int64{int64(batch)}, imageShape...)...)
 	if err := s.Err(); err != nil {
 		b.Fatal(err)
 	}
@@ -310,7 +321,7 @@ func BenchmarkTrainStepVsPyTorch(b *testing.B) {
 	step() // warm-up
 
 	var goTimes, torchTimes []benchcmp.Cost
-	for range max(b.N, trainRounds) {
+	for range max(b.N, rounds) {
 		goTimes = append(goTimes, benchcmp.Measure(b, stepsPerRound, func() {
 			for range stepsPerRound {
 				step()

@@ -30,7 +30,8 @@ import (
 // line, and then answers every request line "NAME ARGS..." by timing
 // handlers[NAME](*ARGS), which returns how many units of work it did, and
 // printing the cost of one: wall-clock seconds, user and system CPU seconds
-// and minor page faults (getrusage).
+// and minor page faults, and the process's peak resident memory so far
+// (getrusage).
 const Serve = `
 import json, resource, sys, time
 import torch
@@ -55,12 +56,14 @@ def serve(handlers, threads):
         reply(seconds=(time.perf_counter() - start) / k,
               user_seconds=(end.ru_utime - usage.ru_utime) / k,
               system_seconds=(end.ru_stime - usage.ru_stime) / k,
-              page_faults=(end.ru_minflt - usage.ru_minflt) / k)
+              page_faults=(end.ru_minflt - usage.ru_minflt) / k,
+              peak_rss_bytes=end.ru_maxrss * 1024)
 `
 
 // Cost is what one unit of work cost a process: wall-clock seconds, user
-// and system CPU seconds, and minor page faults (fresh memory pages).
-type Cost struct{ Wall, User, Sys, Faults float64 }
+// and system CPU seconds, and minor page faults (fresh memory pages); and
+// the process's peak resident memory in bytes when the work was done.
+type Cost struct{ Wall, User, Sys, Faults, PeakRSS float64 }
 
 // CPU is the user plus system time.
 func (c Cost) CPU() float64 { return c.User + c.Sys }
@@ -72,7 +75,7 @@ func usage(b *testing.B) Cost {
 		b.Fatal(err)
 	}
 	sec := func(tv syscall.Timeval) float64 { return time.Duration(tv.Nano()).Seconds() }
-	return Cost{User: sec(ru.Utime), Sys: sec(ru.Stime), Faults: float64(ru.Minflt)}
+	return Cost{User: sec(ru.Utime), Sys: sec(ru.Stime), Faults: float64(ru.Minflt), PeakRSS: float64(ru.Maxrss) * 1024}
 }
 
 // Measure runs f, which does n units of work, and returns the cost of one.
@@ -81,10 +84,11 @@ func Measure(b *testing.B, n int, f func()) Cost {
 	f()
 	after, k := usage(b), float64(n)
 	return Cost{
-		Wall:   time.Since(start).Seconds() / k,
-		User:   (after.User - before.User) / k,
-		Sys:    (after.Sys - before.Sys) / k,
-		Faults: (after.Faults - before.Faults) / k,
+		Wall:    time.Since(start).Seconds() / k,
+		User:    (after.User - before.User) / k,
+		Sys:     (after.Sys - before.Sys) / k,
+		Faults:  (after.Faults - before.Faults) / k,
+		PeakRSS: after.PeakRSS,
 	}
 }
 
@@ -104,6 +108,7 @@ type reply struct {
 	User       float64 `json:"user_seconds"`
 	System     float64 `json:"system_seconds"`
 	PageFaults float64 `json:"page_faults"`
+	PeakRSS    float64 `json:"peak_rss_bytes"`
 	Error      string  `json:"error"`
 }
 
@@ -168,7 +173,7 @@ func (r *Reference) Run(b *testing.B, request string) Cost {
 		b.Fatalf("PyTorch reference: %v\n%s", err, r.stderr.String())
 	}
 	rep := r.read(b)
-	return Cost{Wall: rep.Seconds, User: rep.User, Sys: rep.System, Faults: rep.PageFaults}
+	return Cost{Wall: rep.Seconds, User: rep.User, Sys: rep.System, Faults: rep.PageFaults, PeakRSS: rep.PeakRSS}
 }
 
 // close ends the script (it stops at the end of its input) and waits for it.
@@ -193,8 +198,10 @@ func medianOf(cs []Cost, f func(Cost) float64) float64 {
 // Report logs every round of both sides and where their CPU time went, and
 // reports Go's median wall-clock time per unit as ns/op, the throughput of
 // both sides in items/s (items per unit of work, e.g. images per step,
-// named unit, e.g. "images"), and the ratios go/torch_time and
-// go/torch_cpu of the medians.
+// named unit, e.g. "images"), the ratios go/torch_time and go/torch_cpu of
+// the medians, and the peak resident memory of each process in MiB (of the
+// whole process: the Go test binary with whatever ran before in it, the
+// Python interpreter with torch).
 func Report(b *testing.B, items int, unit string, goCosts, torchCosts []Cost) {
 	b.Helper()
 	for _, side := range []struct {
@@ -222,4 +229,13 @@ func Report(b *testing.B, items int, unit string, goCosts, torchCosts []Cost) {
 	b.ReportMetric(float64(items)/t, "torch_"+unit+"/s")
 	b.ReportMetric(g/t, "go/torch_time")
 	b.ReportMetric(cpuRatio, "go/torch_cpu")
+	peak := func(cs []Cost) float64 {
+		var m float64
+		for _, c := range cs {
+			m = max(m, c.PeakRSS)
+		}
+		return m / (1 << 20)
+	}
+	b.ReportMetric(peak(goCosts), "go_peak_rss_MiB")
+	b.ReportMetric(peak(torchCosts), "torch_peak_rss_MiB")
 }
