@@ -16,7 +16,7 @@ import (
 )
 
 // ddpm runs the CLI in-process and returns its exit status and output.
-func ddpm(t *testing.T, args ...string) (int, string, string) {
+func ddpm(t testing.TB, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	code := run(append([]string{"ddpm"}, args...), &out, &errOut)

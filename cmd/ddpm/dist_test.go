@@ -22,14 +22,14 @@ func TestDistHelperCLI(t *testing.T) {
 	os.Exit(run(append([]string{"ddpm"}, strings.Split(os.Getenv("DIST_ARGS"), "\n")...), os.Stdout, os.Stderr))
 }
 
-func needDist(t *testing.T) {
+func needDist(t testing.TB) {
 	t.Helper()
 	if !torch.DistAvailable() {
 		t.Skip("this build has no distributed support (install libgloo-dev and rebuild the shim)")
 	}
 }
 
-func startRanks(ctx context.Context, t *testing.T, args ...string) []*disttest.Rank {
+func startRanks(ctx context.Context, t testing.TB, args ...string) []*disttest.Rank {
 	return disttest.Start(ctx, t, 2, "TestDistHelperCLI", func(int) []string {
 		return []string{"DIST_ARGS=" + strings.Join(args, "\n")}
 	})
