@@ -24,7 +24,7 @@ var benchCommand = &cli.Command{
 		&cli.StringFlag{Name: "preset", Value: "small", Usage: "model preset: " + joinNames(unet.PresetNames())},
 		&cli.IntFlag{Name: "batch", Value: 64, Usage: "images per step"},
 		&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto"},
-		&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads (default: libtorch's choice)"},
+		&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads (default: every CPU, or OMP_NUM_THREADS; a CPU share per rank in distributed runs)"},
 		&cli.IntFlag{Name: "iters", Value: 5, Usage: "timed iterations of each step"},
 		&cli.IntFlag{Name: "warmup", Value: 2, Usage: "untimed iterations first"},
 		&cli.BoolFlag{Name: "json", Usage: "print one JSON object"},

@@ -19,7 +19,7 @@ var modelFlags = []cli.Flag{
 	&cli.StringFlag{Name: "checkpoint", Usage: "checkpoint file (.safetensors)", EnvVars: []string{"DDPM_CHECKPOINT"}},
 	&cli.StringFlag{Name: "weights", Value: "ema", Usage: "ema or model", EnvVars: []string{"DDPM_WEIGHTS"}},
 	&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto", EnvVars: []string{"DDPM_DEVICE"}},
-	&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads (default: libtorch's choice)", EnvVars: []string{"DDPM_THREADS"}},
+	&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads (default: every CPU, or OMP_NUM_THREADS; a CPU share per rank in distributed runs)", EnvVars: []string{"DDPM_THREADS"}},
 }
 
 // samplerFlags are the sampler settings shared by sample and eval.

@@ -72,7 +72,7 @@ var trainFlags = []cli.Flag{
 	altsrc.NewBoolFlag(&cli.BoolFlag{Name: "flip", Usage: "random horizontal flips", EnvVars: []string{"DDPM_FLIP"}}),
 	altsrc.NewStringFlag(&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto", EnvVars: []string{"DDPM_DEVICE"}}),
 	altsrc.NewStringFlag(&cli.StringFlag{Name: "precision", Value: "float32", Usage: "float32, bf16 (autocast, CPU or CUDA) or fp16 (autocast with loss scaling, CUDA)", EnvVars: []string{"DDPM_PRECISION"}}),
-	altsrc.NewIntFlag(&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads (default: libtorch's choice)", EnvVars: []string{"DDPM_THREADS"}}),
+	altsrc.NewIntFlag(&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads (default: every CPU, or OMP_NUM_THREADS; a CPU share per rank in distributed runs)", EnvVars: []string{"DDPM_THREADS"}}),
 	altsrc.NewUint64Flag(&cli.Uint64Flag{Name: "seed", Usage: "random seed", EnvVars: []string{"DDPM_SEED"}}),
 	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "checkpoint-every", Value: 500, Usage: "steps between checkpoints", EnvVars: []string{"DDPM_CHECKPOINT_EVERY"}}),
 	altsrc.NewIntFlag(&cli.IntFlag{Name: "keep", Value: 3, Usage: "checkpoints kept", EnvVars: []string{"DDPM_KEEP"}}),
