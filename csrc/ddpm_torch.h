@@ -93,7 +93,7 @@ typedef struct {
   int64_t in_use_bytes;      /* held by live tensors */
   int64_t cached_bytes;      /* idle, kept for reuse */
   int64_t peak_in_use_bytes; /* the most ever in use at once */
-  int64_t limit_bytes;       /* the most kept idle (INT64_MAX: no limit) */
+  int64_t limit_bytes;       /* the most kept idle */
   int64_t hits;              /* allocations served from the cache */
   int64_t misses;            /* allocations that needed new memory */
 } ddpm_cache_stats;

@@ -10,15 +10,16 @@ import "C"
 // takes no fresh memory from the system after its first iteration. Smaller
 // blocks go to malloc directly and are not counted here.
 //
-// The idle bytes are bounded by PeakInUseBytes (so the pool stays within
-// twice the largest working set) and by LimitBytes, which comes from the
-// environment variable DDPM_CPU_CACHE_MB when the library loads, or from
-// SetCPUCacheLimit.
+// The idle bytes are capped by LimitBytes: a quarter of the machine's (or
+// the cgroup's) memory, unless the environment variable DDPM_CPU_CACHE_MB
+// set another figure when the library loaded, or SetCPUCacheLimit did
+// since. Over the limit, the sizes asked for least recently are freed
+// first.
 type CPUCacheStats struct {
 	InUseBytes     int64 // held by live tensors
 	CachedBytes    int64 // idle, kept for reuse
 	PeakInUseBytes int64 // the most ever in use at once
-	LimitBytes     int64 // the most kept idle; math.MaxInt64 when unlimited
+	LimitBytes     int64 // the most kept idle
 	Hits           int64 // allocations served from the cache
 	Misses         int64 // allocations that took new memory
 }

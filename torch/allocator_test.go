@@ -122,6 +122,39 @@ func TestCPUCacheRespectsLimit(t *testing.T) {
 	}
 }
 
+// Over the limit, the sizes asked for least recently are freed first.
+func TestCPUCacheEvictsLeastRecentlyUsed(t *testing.T) {
+	const mib = 1 << 18 // float32 elements in 1 MiB
+	withCacheLimit(t, 5<<19)
+	if err := EmptyCPUCache(); err != nil {
+		t.Fatal(err)
+	}
+	a, b, c := []int64{mib}, []int64{mib + 1024}, []int64{mib + 2048} // three page-distinct sizes
+	use := func(shape []int64) {
+		s := NewScope(NoGrad)
+		s.Ones(shape, Float32, CPU)
+		if err := s.Err(); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+	use(a)
+	use(b)
+	use(a) // a is now newer than b
+	use(c) // 3 MiB would be idle: b, the oldest, goes
+	before := cacheStats(t)
+	use(a)
+	mid := cacheStats(t)
+	use(b)
+	after := cacheStats(t)
+	if mid.Hits != before.Hits+1 || mid.Misses != before.Misses {
+		t.Errorf("the recently used size was evicted: %+v -> %+v", before, mid)
+	}
+	if after.Misses != mid.Misses+1 {
+		t.Errorf("the least recently used size is still cached: %+v -> %+v", mid, after)
+	}
+}
+
 // Goroutines allocating and freeing blocks of mixed sizes at once each see
 // their own values, and every block is accounted for at the end.
 func TestCPUCacheConcurrent(t *testing.T) {
