@@ -115,6 +115,31 @@ func TestKeepAndAdopt(t *testing.T) {
 	}
 }
 
+// A tensor closed on its own leaves its scope, so a long-lived scope does
+// not grow with tensors already freed.
+func TestClosedTensorLeavesScope(t *testing.T) {
+	s := NewScope(NoGrad)
+	defer s.Close()
+	x := s.Ones([]int64{1}, Float32, CPU)
+	for range 1000 {
+		s.Add(x, x).Close()
+	}
+	if s.Len() != 1 {
+		t.Fatalf("scope holds %d tensors after 1000 were made and closed, want 1", s.Len())
+	}
+	other := NewScope(NoGrad)
+	y := s.Keep(s.Ones([]int64{1}, Float32, CPU))
+	other.Adopt(y)
+	s.Keep(y) // not s's any more: ignored
+	if other.Len() != 1 {
+		t.Fatalf("adopting scope holds %d tensors, want 1", other.Len())
+	}
+	other.Close()
+	if y.handle() != nil {
+		t.Error("closing the adopting scope left its tensor open")
+	}
+}
+
 // Tensors that are never closed are freed by the garbage collector: the
 // backstop, not the way to manage memory.
 func TestGarbageCollectorBackstop(t *testing.T) {

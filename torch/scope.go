@@ -115,7 +115,9 @@ func (s *Scope) Len() int {
 func (s *Scope) Keep(ts ...*Tensor) *Tensor {
 	s.mu.Lock()
 	for _, t := range ts {
-		delete(s.owned, t)
+		if t != nil && t.owner.CompareAndSwap(s, nil) {
+			delete(s.owned, t)
+		}
 	}
 	s.mu.Unlock()
 	if len(ts) == 0 {
@@ -125,19 +127,32 @@ func (s *Scope) Keep(ts ...*Tensor) *Tensor {
 }
 
 // Adopt makes the scope own tensors created elsewhere (Close frees them).
+// Adopting into a closed scope frees them at once.
 func (s *Scope) Adopt(ts ...*Tensor) {
+	var late []*Tensor
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for _, t := range ts {
-		if t == nil {
-			continue
+		switch {
+		case t == nil:
+		case s.closed:
+			late = append(late, t)
+		default:
+			s.owned[t] = struct{}{}
+			t.owner.Store(s)
 		}
-		if s.closed {
-			t.Close()
-			continue
-		}
-		s.owned[t] = struct{}{}
 	}
+	s.mu.Unlock()
+	for _, t := range late {
+		t.Close()
+	}
+}
+
+// forget drops a tensor that was closed on its own, so that a long-lived
+// scope does not hold on to tensors its caller already freed.
+func (s *Scope) forget(t *Tensor) {
+	s.mu.Lock()
+	delete(s.owned, t)
+	s.mu.Unlock()
 }
 
 // Fail records err as the scope's error unless one is already recorded, so

@@ -20,6 +20,7 @@ type Tensor struct {
 	h       C.ddpm_tensor
 	closed  atomic.Bool
 	cleanup runtime.Cleanup
+	owner   atomic.Pointer[Scope] // the scope that frees it, if any
 }
 
 var (
@@ -52,6 +53,9 @@ func newTensor(h C.ddpm_tensor) *Tensor {
 func (t *Tensor) Close() {
 	if t == nil || !t.closed.CompareAndSwap(false, true) {
 		return
+	}
+	if s := t.owner.Swap(nil); s != nil {
+		s.forget(t)
 	}
 	t.cleanup.Stop()
 	C.ddpm_tensor_free(t.h)
