@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ddpm-go/ddpm/torch"
 )
 
 // ddpm runs the CLI in-process and returns its exit status and output.
@@ -237,6 +239,18 @@ func TestDefaultThreads(t *testing.T) {
 		t.Setenv("LOCAL_WORLD_SIZE", c.local)
 		if got := defaultThreads(); got != c.want {
 			t.Errorf("OMP_NUM_THREADS=%q RANK=%q LOCAL_WORLD_SIZE=%q: %d threads, want %d", c.omp, c.rank, c.local, got, c.want)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, out, errOut := ddpm(t, "version")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"libtorch  " + torch.Version(), "cuda ", "threads   "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("version output lacks %q:\n%s", want, out)
 		}
 	}
 }

@@ -19,7 +19,12 @@ var versionCommand = &cli.Command{
 		} else {
 			fmt.Fprintf(w, "cuda      not available\n")
 		}
-		fmt.Fprintf(w, "threads   %d\n", torch.NumThreads())
+		threads := torch.NumThreads()
+		if n := defaultThreads(); n > 0 {
+			threads = n
+		}
+		fmt.Fprintf(w, "threads   %d (intra-op CPU threads the commands use without --threads; libtorch's default: %d)\n",
+			threads, torch.NumThreads())
 		return nil
 	},
 }
