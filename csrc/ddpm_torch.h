@@ -391,10 +391,25 @@ ddpm_error ddpm_dist_rank(ddpm_dist d, int32_t* rank, int32_t* world);
  * dtype and device, reduced together. */
 ddpm_error ddpm_dist_allreduce(ddpm_dist d, const ddpm_tensor* ts, int64_t n,
                                int32_t op);
-/* Averages the gradients of n parameters over the ranks, in place (bucketed
- * as above). A parameter without a gradient gets a zero gradient first. */
-ddpm_error ddpm_dist_allreduce_grads(ddpm_dist d, const ddpm_tensor* params,
-                                     int64_t n);
+/* Gradient averaging overlapped with backward. ddpm_dist_grad_sync_new puts
+ * a hook on the gradient accumulator of each of n parameters (leaves that
+ * require grad); in every later backward, a bucket of gradients (about a
+ * sixteenth of the parameters' bytes, between 256 KiB and 25 MB, filled from
+ * the last parameter back, the order backward produces them) starts its
+ * all-reduce as soon as all its gradients are final, while backward goes on.
+ * ddpm_dist_grad_sync_finish, called after backward, starts what is left (a
+ * parameter without a gradient takes part with zeros), waits, and writes the
+ * means over the ranks into the gradients; it reports the number of buckets
+ * and how many of them had started during backward (either pointer may be
+ * NULL). The process group must outlive the sync; every rank must make the
+ * same calls. */
+typedef struct ddpm_grad_sync_s* ddpm_grad_sync;
+ddpm_error ddpm_dist_grad_sync_new(ddpm_dist d, const ddpm_tensor* params,
+                                   int64_t n, ddpm_grad_sync* out);
+ddpm_error ddpm_dist_grad_sync_finish(ddpm_grad_sync g, int64_t* buckets,
+                                      int64_t* early);
+/* Removes the hooks; NULL is accepted. */
+void ddpm_dist_grad_sync_free(ddpm_grad_sync g);
 /* Copies rank root's values of n tensors into the same tensors of every other
  * rank (in place; parameters may be passed directly). */
 ddpm_error ddpm_dist_broadcast(ddpm_dist d, const ddpm_tensor* ts, int64_t n,

@@ -6,11 +6,16 @@
 #include "shim.h"
 
 #ifdef DDPM_WITH_C10D_GLOO
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <mutex>
 #include <string>
 #endif
 
@@ -29,8 +34,8 @@ struct ddpm_dist_s {
 
 namespace {
 
-// Gradient buckets hold at most this many bytes (DistributedDataParallel's
-// default bucket size).
+// Buckets hold at most this many bytes (DistributedDataParallel's default
+// bucket size).
 constexpr int64_t kBucketBytes = 25 << 20;
 
 bool is_loopback(const std::string& host) {
@@ -57,17 +62,17 @@ std::vector<at::Tensor> tensor_list(const ddpm_tensor* hs, int64_t n) {
   return v;
 }
 
-// Groups tensors into buckets of one dtype and device, at most kBucketBytes
+// Groups tensors into buckets of one dtype and device, at most cap bytes
 // each (a larger tensor gets a bucket of its own), keeping their order, so
 // every rank forms the same buckets from the same list.
-std::vector<std::vector<size_t>> buckets(const std::vector<at::Tensor>& ts) {
+std::vector<std::vector<size_t>> buckets(const std::vector<at::Tensor>& ts, int64_t cap = kBucketBytes) {
   std::vector<std::vector<size_t>> out;
   int64_t bytes = 0;
   for (size_t i = 0; i < ts.size(); i++) {
     const auto& t = ts[i];
     TORCH_CHECK(t.defined(), "tensor ", i, " is undefined");
     int64_t b = t.numel() * static_cast<int64_t>(t.element_size());
-    bool fits = !out.empty() && bytes + b <= kBucketBytes &&
+    bool fits = !out.empty() && bytes + b <= cap &&
                 ts[out.back().front()].scalar_type() == t.scalar_type() &&
                 ts[out.back().front()].device() == t.device();
     if (!fits) {
@@ -172,6 +177,83 @@ void allreduce(ddpm_dist d, const std::vector<at::Tensor>& ts, bool mean) {
 
 }  // namespace
 
+// Gradient averaging overlapped with backward, as DistributedDataParallel
+// does it: a post hook on each parameter's gradient accumulator counts the
+// gradients of its bucket as backward produces them, and a complete bucket
+// is handed to Gloo (which reduces on its own threads) while backward goes
+// on. Buckets are filled from the last parameter back, the order backward
+// produces gradients in, and started strictly in bucket order, because
+// every rank must issue its collectives in the same order.
+struct ddpm_grad_sync_s {
+  ddpm_dist d = nullptr;
+  std::vector<at::Tensor> params;              // in bucket order (reversed)
+  std::vector<std::vector<size_t>> buckets;    // indices into params
+  std::vector<size_t> bucket_of;               // param -> bucket
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
+  std::vector<uintptr_t> hooks;                // keys of our post hooks
+
+  std::mutex mu;
+  std::vector<size_t> waiting;                 // per bucket: gradients still to come
+  size_t next = 0;                             // the next bucket to start
+  std::vector<at::Tensor> bufs;                // started buckets' buffers
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+
+  void reset_locked() {
+    waiting.clear();
+    for (const auto& b : buckets) waiting.push_back(b.size());
+    next = 0;
+    bufs.clear();
+    works.clear();
+  }
+
+  // Starts the all-reduce (sum) of bucket k; a parameter without a gradient
+  // takes part with zeros.
+  void start_locked(size_t k) {
+    at::NoGradGuard no_grad;
+    for (size_t i : buckets[k]) {
+      if (!params[i].grad().defined()) params[i].mutable_grad() = at::zeros_like(params[i]);
+    }
+    std::vector<at::Tensor> grads;
+    for (const auto& p : params) grads.push_back(p.grad());
+    std::vector<at::Tensor> one{flatten(grads, buckets[k])};
+    c10d::AllreduceOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    o.timeout = d->timeout;
+    collective(d, "gradient all-reduce", [&] { works.push_back(d->pg->allreduce(one, o)); });
+    bufs.push_back(one[0]);
+  }
+
+  // Called by the hook of parameter i once its gradient is final.
+  void ready(size_t i) {
+    std::lock_guard<std::mutex> lock(mu);
+    size_t b = bucket_of[i];
+    if (waiting[b] > 0) waiting[b]--;
+    while (next < buckets.size() && waiting[next] == 0) start_locked(next++);
+  }
+
+  // Returns how many buckets had started during backward.
+  size_t finish() {
+    std::lock_guard<std::mutex> lock(mu);
+    const size_t early = next;
+    try {
+      while (next < buckets.size()) start_locked(next++);
+      at::NoGradGuard no_grad;
+      std::vector<at::Tensor> grads;
+      for (const auto& p : params) grads.push_back(p.grad());
+      for (size_t k = 0; k < buckets.size(); k++) {
+        collective(d, "gradient all-reduce", [&] { wait(d, works[k]); });
+        bufs[k].div_(static_cast<double>(d->world));
+        unflatten(bufs[k], grads, buckets[k]);
+      }
+    } catch (...) {
+      reset_locked();
+      throw;
+    }
+    reset_locked();
+    return early;
+  }
+};
+
 extern "C" {
 
 ddpm_error ddpm_dist_available(int32_t* out) {
@@ -243,19 +325,64 @@ ddpm_error ddpm_dist_allreduce(ddpm_dist d, const ddpm_tensor* ts, int64_t n, in
   });
 }
 
-ddpm_error ddpm_dist_allreduce_grads(ddpm_dist d, const ddpm_tensor* params, int64_t n) {
-  DDPM_TRY(DDPM_MODE_NO_GRAD, {
-    auto ps = tensor_list(params, n);
-    std::vector<at::Tensor> grads;
-    grads.reserve(ps.size());
-    for (auto& p : ps) {
-      // A parameter without a gradient on this rank takes part with zeros,
-      // so that every rank forms the same buckets.
-      if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
-      grads.push_back(p.grad());
+ddpm_error ddpm_dist_grad_sync_new(ddpm_dist d, const ddpm_tensor* params, int64_t n,
+                                   ddpm_grad_sync* out) {
+  DDPM_TRY(DDPM_MODE_GRAD, {
+    check(d);
+    TORCH_CHECK(out != nullptr, "null out-parameter");
+    auto g = std::make_unique<ddpm_grad_sync_s>();
+    g->d = d;
+    g->params = tensor_list(params, n);
+    std::reverse(g->params.begin(), g->params.end());
+    int64_t total = 0;
+    for (const auto& p : g->params) {
+      TORCH_CHECK(p.defined() && p.is_leaf() && p.requires_grad(),
+                  "gradient sync: every parameter must be a leaf that requires grad");
+      total += p.numel() * static_cast<int64_t>(p.element_size());
     }
-    collective(d, "gradient all-reduce", [&] { allreduce(d, grads, true); });
+    // About 16 buckets: small enough that the first ones start early in
+    // backward, few enough that per-call latency stays negligible.
+    g->buckets = buckets(g->params, std::clamp<int64_t>(total / 16, 256 << 10, kBucketBytes));
+    g->bucket_of.resize(g->params.size());
+    for (size_t k = 0; k < g->buckets.size(); k++)
+      for (size_t i : g->buckets[k]) g->bucket_of[i] = k;
+    g->reset_locked();
+    ddpm_grad_sync raw = g.get();
+    for (size_t i = 0; i < g->params.size(); i++) {
+      auto acc = torch::autograd::impl::grad_accumulator(g->params[i]);
+      TORCH_CHECK(acc != nullptr, "gradient sync: parameter ", i, " has no gradient accumulator");
+      g->hooks.push_back(acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+          [raw, i](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
+            raw->ready(i);
+            return outputs;
+          })));
+      g->accumulators.push_back(std::move(acc));
+    }
+    *out = g.release();
   });
+}
+
+ddpm_error ddpm_dist_grad_sync_finish(ddpm_grad_sync g, int64_t* buckets, int64_t* early) {
+  DDPM_TRY(DDPM_MODE_NO_GRAD, {
+    TORCH_CHECK(g != nullptr, "null gradient sync handle");
+    check(g->d);
+    const size_t started = g->finish();
+    if (buckets != nullptr) *buckets = static_cast<int64_t>(g->buckets.size());
+    if (early != nullptr) *early = static_cast<int64_t>(started);
+  });
+}
+
+void ddpm_dist_grad_sync_free(ddpm_grad_sync g) {
+  if (g == nullptr) return;
+  try {
+    for (size_t i = 0; i < g->hooks.size(); i++) g->accumulators[i]->del_post_hook(g->hooks[i]);
+    if (g->d != nullptr && g->d->broken) {
+      // Work stuck on a dead peer could block in its destructor.
+      for (auto& w : g->works) w.release();
+    }
+    delete g;
+  } catch (...) {
+  }
 }
 
 ddpm_error ddpm_dist_broadcast(ddpm_dist d, const ddpm_tensor* ts, int64_t n, int32_t root) {
@@ -299,6 +426,7 @@ ddpm_error ddpm_dist_barrier(ddpm_dist d) {
 #else  // no c10d with Gloo in this build
 
 struct ddpm_dist_s {};
+struct ddpm_grad_sync_s {};
 
 namespace {
 constexpr const char* kNoDist =
@@ -324,9 +452,15 @@ ddpm_error ddpm_dist_allreduce(ddpm_dist, const ddpm_tensor*, int64_t, int32_t) 
   return ddpm::dup_error(kNoDist);
 }
 
-ddpm_error ddpm_dist_allreduce_grads(ddpm_dist, const ddpm_tensor*, int64_t) {
+ddpm_error ddpm_dist_grad_sync_new(ddpm_dist, const ddpm_tensor*, int64_t, ddpm_grad_sync*) {
   return ddpm::dup_error(kNoDist);
 }
+
+ddpm_error ddpm_dist_grad_sync_finish(ddpm_grad_sync, int64_t*, int64_t*) {
+  return ddpm::dup_error(kNoDist);
+}
+
+void ddpm_dist_grad_sync_free(ddpm_grad_sync) {}
 
 ddpm_error ddpm_dist_broadcast(ddpm_dist, const ddpm_tensor*, int64_t, int32_t) {
   return ddpm::dup_error(kNoDist);

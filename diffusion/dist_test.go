@@ -122,7 +122,12 @@ func TestDistHelperTrain(t *testing.T) {
 	if err := torch.SaveSafetensors(filepath.Join(out, fmt.Sprintf("rank-%d.safetensors", cfg.Rank)), weights(tr, m), nil); err != nil {
 		t.Fatal(err)
 	}
-	fmt.Printf("rank %d: trained %d steps, %v in gradient all-reduce\n", cfg.Rank, tr.Step(), tr.CommTime())
+	buckets, early := tr.GradOverlap()
+	fmt.Printf("rank %d: trained %d steps, %v waiting for the gradient all-reduce, %d of %d buckets started during backward\n",
+		cfg.Rank, tr.Step(), tr.CommTime(), early, buckets)
+	if buckets < 2 || early == 0 {
+		t.Errorf("%d of %d gradient buckets started during backward: no overlap", early, buckets)
+	}
 }
 
 func TestDistTrainingMatchesOneProcess(t *testing.T) {

@@ -76,7 +76,8 @@ type Trainer struct {
 	// rank 0 writes checkpoints.
 	Dist *torch.ProcessGroup
 
-	commTime time.Duration // spent in the gradient all-reduce
+	gradSync *torch.GradSync // averages gradients over Dist's ranks
+	commTime time.Duration   // spent waiting for the gradient all-reduce
 
 	lastCheckpoint string
 	extra          map[string]float64
@@ -131,6 +132,9 @@ func (tr *Trainer) LastCheckpoint() string { return tr.lastCheckpoint }
 
 // Close frees the optimizer state, the EMA and the generator.
 func (tr *Trainer) Close() {
+	if tr.gradSync != nil {
+		tr.gradSync.Close()
+	}
 	if tr.opt != nil {
 		tr.opt.Close()
 	}
@@ -340,9 +344,9 @@ func (tr *Trainer) trainStep(b data.Batch) (stepResult, error) {
 	if err := s.Err(); err != nil {
 		return stepResult{}, fmt.Errorf("step %d: backward: %w", tr.step+1, err)
 	}
-	if tr.Dist != nil {
+	if tr.gradSync != nil {
 		start := time.Now()
-		if err := tr.Dist.AllReduceGrads(paramTensors(tr.params)); err != nil {
+		if err := tr.gradSync.Finish(); err != nil {
 			return stepResult{}, fmt.Errorf("step %d: %w", tr.step+1, err)
 		}
 		tr.commTime += time.Since(start)

@@ -16,8 +16,9 @@ import (
 //     on every rank (from the same seeds), and each rank takes its slice, so
 //     a rank uses exactly the draws a single process would use for those
 //     images;
-//   - gradients are averaged over the ranks (bucketed all-reduce), which for
-//     equal batches is the gradient of the global batch's mean loss;
+//   - gradients are averaged over the ranks (bucketed all-reduce started by
+//     hooks while backward still runs, torch.GradSync), which for equal
+//     batches is the gradient of the global batch's mean loss;
 //   - clipping, AdamW and the EMA then run identically on every rank;
 //   - the per-sample losses are summed over the ranks, so every rank logs the
 //     global batch's loss and the loss-aware sampler's history stays the same
@@ -42,7 +43,8 @@ func (tr *Trainer) writer() bool {
 
 // syncRanks makes every rank start from rank 0's state: it checks that all
 // ranks are at the same step (they resumed the same checkpoint, or none) and
-// copies rank 0's weights, EMA and optimizer moments to the others.
+// copies rank 0's weights, EMA and optimizer moments to the others. It also
+// hooks the parameters for gradient averaging, once.
 func (tr *Trainer) syncRanks() error {
 	if tr.Dist == nil {
 		return nil
@@ -78,6 +80,13 @@ func (tr *Trainer) syncRanks() error {
 	if err := tr.Dist.Broadcast(ts, 0); err != nil {
 		return fmt.Errorf("synchronising ranks: %w", err)
 	}
+	if tr.gradSync == nil {
+		sync, err := tr.Dist.NewGradSync(paramTensors(tr.params))
+		if err != nil {
+			return fmt.Errorf("synchronising ranks: %w", err)
+		}
+		tr.gradSync = sync
+	}
 	return nil
 }
 
@@ -101,6 +110,17 @@ func (tr *Trainer) globalLosses(local []float64, offset, global int) ([]float64,
 	return t.Float64s()
 }
 
-// CommTime is the time this trainer spent averaging gradients over the
-// ranks (zero without Dist).
+// CommTime is the time this trainer spent waiting, after backward, for the
+// gradient averaging over the ranks (zero without Dist); the part of the
+// all-reduce that overlapped backward is not in it.
 func (tr *Trainer) CommTime() time.Duration { return tr.commTime }
+
+// GradOverlap reports, for the last step, the number of gradient buckets
+// and how many of them started their all-reduce during backward (0, 0
+// without Dist).
+func (tr *Trainer) GradOverlap() (buckets, early int) {
+	if tr.gradSync == nil {
+		return 0, 0
+	}
+	return tr.gradSync.Overlap()
+}

@@ -98,21 +98,78 @@ func (g *ProcessGroup) allReduce(op string, ts []*Tensor, red C.int32_t) error {
 	return takeError(op, C.ddpm_dist_allreduce(h, first(hs), C.int64_t(len(hs)), red))
 }
 
-// AllReduceGrads replaces the gradient of every parameter by its mean over
-// the ranks, in place (a parameter without a gradient takes part with
-// zeros).
-func (g *ProcessGroup) AllReduceGrads(params []*Tensor) error {
+// GradSync averages the gradients of a set of parameters over the ranks,
+// overlapped with backward as PyTorch's DistributedDataParallel does it:
+// hooks on the parameters start the all-reduce of each bucket of gradients
+// (about a sixteenth of the parameters' bytes, filled from the last
+// parameter back, the order backward produces them) while backward still
+// runs, and Finish, after backward, waits for them and writes the means
+// into the gradients (a parameter without a gradient takes part with
+// zeros). Every backward through the parameters must be followed by Finish,
+// on every rank.
+type GradSync struct {
+	mu sync.Mutex
+	h  C.ddpm_grad_sync
+	g  *ProcessGroup
+
+	buckets, early int
+}
+
+// NewGradSync hooks params (leaves that require grad) for gradient
+// averaging. The group must outlive the sync.
+func (g *ProcessGroup) NewGradSync(params []*Tensor) (*GradSync, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	h, err := g.handle("all_reduce_grads")
+	const op = "grad_sync"
+	h, err := g.handle(op)
 	if err != nil {
+		return nil, err
+	}
+	hs, err := handles(op, params)
+	if err != nil {
+		return nil, err
+	}
+	var out C.ddpm_grad_sync
+	if err := takeError(op, C.ddpm_dist_grad_sync_new(h, first(hs), C.int64_t(len(hs)), &out)); err != nil {
+		return nil, err
+	}
+	return &GradSync{h: out, g: g}, nil
+}
+
+// Finish completes the averaging after a backward: the gradients then hold
+// their means over the ranks.
+func (s *GradSync) Finish() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.h == nil {
+		return &Error{Op: "grad_sync_finish", Msg: "gradient sync is closed"}
+	}
+	s.g.mu.Lock()
+	defer s.g.mu.Unlock()
+	var buckets, early C.int64_t
+	if err := takeError("grad_sync_finish", C.ddpm_dist_grad_sync_finish(s.h, &buckets, &early)); err != nil {
 		return err
 	}
-	hs, err := handles("all_reduce_grads", params)
-	if err != nil {
-		return err
+	s.buckets, s.early = int(buckets), int(early)
+	return nil
+}
+
+// Overlap reports, for the last Finish, the number of buckets and how many
+// of them had started their all-reduce while backward still ran.
+func (s *GradSync) Overlap() (buckets, early int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buckets, s.early
+}
+
+// Close removes the hooks; it is idempotent.
+func (s *GradSync) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.h != nil {
+		C.ddpm_dist_grad_sync_free(s.h)
+		s.h = nil
 	}
-	return takeError("all_reduce_grads", C.ddpm_dist_allreduce_grads(h, first(hs), C.int64_t(len(hs))))
 }
 
 // Broadcast copies rank root's values of ts into the same tensors of every

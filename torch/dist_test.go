@@ -132,15 +132,28 @@ func distCollectives(t *testing.T, g *ProcessGroup) {
 	if err := q.SetRequiresGrad(true); err != nil {
 		t.Fatal(err)
 	}
-	gs.Backward(gs.Sum(gs.MulScalar(p, float64(r)), nil, false))
-	if err := gs.Err(); err != nil {
+	// Twice, so the sync is seen to start afresh after Finish.
+	sync, err := g.NewGradSync([]*Tensor{p, q})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := g.AllReduceGrads([]*Tensor{p, q}); err != nil {
-		t.Fatal(err)
+	defer sync.Close()
+	for range 2 {
+		gs.Backward(gs.Sum(gs.MulScalar(p, float64(r)), nil, false))
+		if err := gs.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := sync.Finish(); err != nil {
+			t.Fatal(err)
+		}
+		expectF32(t, "grad p", gs.Grad(p), []float32{mean, mean, mean, mean})
+		expectF32(t, "grad q", gs.Grad(q), []float32{0, 0, 0})
+		for _, x := range []*Tensor{p, q} {
+			if err := x.ZeroGrad(); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
-	expectF32(t, "grad p", gs.Grad(p), []float32{mean, mean, mean, mean})
-	expectF32(t, "grad q", gs.Grad(q), []float32{0, 0, 0})
 	if err := g.Barrier(); err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,8 @@ import (
 // each, the same global batch. It reports the training throughput of both
 // from rank 0's metrics log (global images/s, the median of the logged
 // windows after the first, which holds the warm-up), the speed-up, and the
-// share of rank 0's training time spent in the gradient all-reduce.
+// share of rank 0's training time spent waiting for the gradient all-reduce
+// after backward (the part that overlapped backward is not counted).
 func BenchmarkDataParallelScaling(b *testing.B) {
 	needDist(b)
 	if _, err := os.Stat(data.FashionMNISTDir); err != nil {
@@ -89,13 +90,17 @@ func trainRate(b *testing.B, run string) float64 {
 }
 
 // commShare reads the all-reduce percentage from rank 0's report, e.g.
-// "... training in gradient all-reduce (5.8%)".
+// "... waiting for the gradient all-reduce (5.8%); ...".
 func commShare(out string) (float64, bool) {
-	line := lastLine(out, "all-reduce (")
-	i, j := strings.LastIndex(line, "("), strings.LastIndex(line, "%)")
-	if i < 0 || j < i {
+	const key = "all-reduce ("
+	_, rest, ok := strings.Cut(lastLine(out, key), key)
+	if !ok {
 		return 0, false
 	}
-	v, err := strconv.ParseFloat(line[i+1:j], 64)
+	share, _, ok := strings.Cut(rest, "%)")
+	if !ok {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(share, 64)
 	return v, err == nil
 }

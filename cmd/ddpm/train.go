@@ -275,7 +275,7 @@ func runTrain(c *cli.Context) error {
 	runStart := time.Now()
 	err = tr.Run(ctx, loader)
 	bar.finish()
-	reportComm(out, pg, tr.CommTime(), time.Since(runStart))
+	reportComm(out, pg, tr, time.Since(runStart))
 	if errors.Is(err, context.Canceled) {
 		fmt.Fprintf(out, "ddpm: interrupted at step %d; checkpoint %s\n", tr.Step(), tr.LastCheckpoint())
 		fmt.Fprintf(out, "ddpm: resume with: ddpm train --resume %s\n", dir)

@@ -50,14 +50,17 @@ func joinProcessGroup(c *cli.Context, dev *torch.Device, out io.Writer) (*torch.
 	return pg, nil
 }
 
-// reportComm tells how much of the training time the gradient all-reduce
-// took on this rank.
-func reportComm(out io.Writer, pg *torch.ProcessGroup, comm, total time.Duration) {
+// reportComm tells how much of the training time this rank spent waiting
+// for the gradient all-reduce after backward, and how much of it overlapped
+// backward.
+func reportComm(out io.Writer, pg *torch.ProcessGroup, tr *diffusion.Trainer, total time.Duration) {
 	if pg == nil || total <= 0 {
 		return
 	}
-	fmt.Fprintf(out, "ddpm: rank %d: %.2f s of %.2f s training in gradient all-reduce (%.1f%%)\n",
-		pg.Rank(), comm.Seconds(), total.Seconds(), 100*comm.Seconds()/total.Seconds())
+	comm := tr.CommTime()
+	buckets, early := tr.GradOverlap()
+	fmt.Fprintf(out, "ddpm: rank %d: %.2f s of %.2f s training waiting for the gradient all-reduce (%.1f%%); %d of %d buckets started during backward\n",
+		pg.Rank(), comm.Seconds(), total.Seconds(), 100*comm.Seconds()/total.Seconds(), early, buckets)
 }
 
 // shardOptions gives a rank its part of every epoch. Every batch must be
@@ -120,6 +123,6 @@ func trainRank(c *cli.Context, cfg runConfig, dir, resume string, dev torch.Devi
 	if err != nil {
 		return err
 	}
-	reportComm(c.App.Writer, pg, tr.CommTime(), time.Since(start))
+	reportComm(c.App.Writer, pg, tr, time.Since(start))
 	return nil
 }
