@@ -50,6 +50,8 @@ class CachingCPUAllocator final : public c10::Allocator {
   void copy_data(void* dest, const void* src, std::size_t count) const {
     std::memcpy(dest, src, count);
   }
+  // raw_allocate hands out the data pointer alone; release tells our blocks
+  // from malloc's small ones by the table of blocks in use.
   c10::DeleterFnPtr raw_deleter() const override { return &release; }
 
   void stats(ddpm_cache_stats* out) {
@@ -120,7 +122,7 @@ class CachingCPUAllocator final : public c10::Allocator {
   void put(void* p) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = sizes_.find(p);
-    if (it == sizes_.end()) {  // cannot happen: only our blocks carry release
+    if (it == sizes_.end()) {  // a small block freed through raw_deleter: malloc's
       c10::free_cpu(p);
       return;
     }
