@@ -91,12 +91,15 @@ class CachingCPUAllocator final : public c10::Allocator {
     }
     const size_t size = rounded(n);
     void* p = self->reuse(size);
-    if (p == nullptr) p = c10::alloc_cpu(size);  // throws c10::Error when out of memory
-    self->record(p, size);
+    if (p == nullptr) {
+      p = c10::alloc_cpu(size);  // throws c10::Error when out of memory
+      std::lock_guard<std::mutex> lock(self->mu_);
+      self->record_locked(p, size);
+    }
     return {p, p, &release, cpu};
   }
 
-  // A cached block of exactly size, or nullptr.
+  // A cached block of exactly size, already recorded as in use, or nullptr.
   void* reuse(size_t size) {
     std::lock_guard<std::mutex> lock(mu_);
     SizeClass& c = classes_[size];
@@ -109,11 +112,11 @@ class CachingCPUAllocator final : public c10::Allocator {
     c.idle.pop_back();
     cached_ -= static_cast<int64_t>(size);
     hits_++;
+    record_locked(p, size);
     return p;
   }
 
-  void record(void* p, size_t size) {
-    std::lock_guard<std::mutex> lock(mu_);
+  void record_locked(void* p, size_t size) {
     sizes_[p] = size;
     in_use_ += static_cast<int64_t>(size);
     peak_in_use_ = std::max(peak_in_use_, in_use_);

@@ -153,6 +153,14 @@ void collective(ddpm_dist d, const char* op, F body) {
   }
 }
 
+// Starts the all-reduce (sum over the ranks) of one flat buffer.
+c10::intrusive_ptr<c10d::Work> start_sum(ddpm_dist d, std::vector<at::Tensor>& one) {
+  c10d::AllreduceOptions o;
+  o.reduceOp = c10d::ReduceOp::SUM;
+  o.timeout = d->timeout;
+  return d->pg->allreduce(one, o);
+}
+
 // Sum (or mean) over ranks of every tensor, in place, bucket by bucket: all
 // buckets are handed to Gloo at once, so flattening one overlaps the
 // transfer of the previous ones.
@@ -162,10 +170,7 @@ void allreduce(ddpm_dist d, const std::vector<at::Tensor>& ts, bool mean) {
   std::vector<c10::intrusive_ptr<c10d::Work>> works;
   for (const auto& b : bs) {
     std::vector<at::Tensor> one{flatten(ts, b)};
-    c10d::AllreduceOptions o;
-    o.reduceOp = c10d::ReduceOp::SUM;
-    o.timeout = d->timeout;
-    works.push_back(d->pg->allreduce(one, o));
+    works.push_back(start_sum(d, one));
     bufs.push_back(one[0]);
   }
   for (size_t k = 0; k < bs.size(); k++) {
@@ -216,10 +221,7 @@ struct ddpm_grad_sync_s {
     std::vector<at::Tensor> grads;
     for (const auto& p : params) grads.push_back(p.grad());
     std::vector<at::Tensor> one{flatten(grads, buckets[k])};
-    c10d::AllreduceOptions o;
-    o.reduceOp = c10d::ReduceOp::SUM;
-    o.timeout = d->timeout;
-    collective(d, "gradient all-reduce", [&] { works.push_back(d->pg->allreduce(one, o)); });
+    collective(d, "gradient all-reduce", [&] { works.push_back(start_sum(d, one)); });
     bufs.push_back(one[0]);
   }
 
