@@ -182,50 +182,20 @@ func runTrain(c *cli.Context) error {
 		humanCount(cfg.Model.NumParams()), ds.Source, train.N, dev)
 	fmt.Fprintf(out, "ddpm: writing to %s\n", dir)
 
-	sched, err := diffusion.NewSchedule(cfg.Schedule)
+	rt, err := newRunTrainer(cfg, dir, resume != "", dev, train, pg)
 	if err != nil {
 		return err
 	}
-	gen, err := torch.NewGenerator(cfg.Train.Seed, dev)
-	if err != nil {
-		return err
-	}
-	defer gen.Close()
-	model, err := unet.New(cfg.Model, dev, torch.Float32, gen)
-	if err != nil {
-		return err
-	}
-	defer model.Close()
-	tr, err := diffusion.NewTrainer(model, sched, cfg.Train, dev,
-		[]int64{int64(cfg.Model.InChannels), int64(cfg.Model.ImageSize), int64(cfg.Model.ImageSize)})
-	if err != nil {
-		return err
-	}
-	defer tr.Close()
+	defer rt.close()
+	tr, sched, loader := rt.tr, rt.sched, rt.loader
 	tr.Dir = dir
 	tr.Held = held
-	tr.Dist = pg
-	tr.Metadata, err = checkpointMetadata(cfg, ds)
-	if err != nil {
+	if tr.Metadata, err = checkpointMetadata(cfg, ds); err != nil {
 		return err
 	}
-	if resume != "" {
-		ckpt, err := diffusion.LatestCheckpoint(dir)
-		if err != nil {
-			return fmt.Errorf("cannot resume: %w", err)
-		}
-		if err := tr.Resume(ckpt); err != nil {
-			return fmt.Errorf("cannot resume from %s: %w", ckpt, err)
-		}
-		fmt.Fprintf(out, "ddpm: resumed from %s (step %d of %d)\n", ckpt, tr.Step(), cfg.Train.Steps)
+	if rt.resumed != "" {
+		fmt.Fprintf(out, "ddpm: resumed from %s (step %d of %d)\n", rt.resumed, tr.Step(), cfg.Train.Steps)
 	}
-
-	loader, err := data.NewLoader(train, shardOptions(data.LoaderOptions{BatchSize: cfg.Train.BatchSize, Seed: cfg.Train.Seed,
-		Shuffle: true, FlipHorizontal: cfg.Flip}, pg))
-	if err != nil {
-		return err
-	}
-	defer loader.Close()
 	log, err := openMetricsLog(filepath.Join(dir, metricsFile), filepath.Join(dir, lossPlot))
 	if err != nil {
 		return err
@@ -287,6 +257,70 @@ func runTrain(c *cli.Context) error {
 	fmt.Fprintf(out, "ddpm: done: %d steps; checkpoint %s\n", tr.Step(), tr.LastCheckpoint())
 	fmt.Fprintf(out, "ddpm: sample with: ddpm sample --run %s --sampler ddim --steps 50 --n 64 --out grid.png\n", dir)
 	return nil
+}
+
+// runTrainer is what every rank of a run trains with: the schedule, the
+// model, its trainer (joined to the process group, resumed from the run's
+// last checkpoint when asked) and the loader of the rank's shard of the data.
+type runTrainer struct {
+	sched   *diffusion.Schedule
+	gen     *torch.Generator
+	model   *unet.UNet
+	tr      *diffusion.Trainer
+	loader  *data.Loader
+	resumed string // the checkpoint resumed from, "" for a new run
+}
+
+func newRunTrainer(cfg runConfig, dir string, resume bool, dev torch.Device, train *data.Dataset, pg *torch.ProcessGroup) (rt *runTrainer, err error) {
+	rt = &runTrainer{}
+	defer func() {
+		if err != nil {
+			rt.close()
+			rt = nil
+		}
+	}()
+	if rt.sched, err = diffusion.NewSchedule(cfg.Schedule); err != nil {
+		return
+	}
+	if rt.gen, err = torch.NewGenerator(cfg.Train.Seed, dev); err != nil {
+		return
+	}
+	if rt.model, err = unet.New(cfg.Model, dev, torch.Float32, rt.gen); err != nil {
+		return
+	}
+	if rt.tr, err = diffusion.NewTrainer(rt.model, rt.sched, cfg.Train, dev,
+		[]int64{int64(cfg.Model.InChannels), int64(cfg.Model.ImageSize), int64(cfg.Model.ImageSize)}); err != nil {
+		return
+	}
+	rt.tr.Dist = pg
+	if resume {
+		ckpt, err := diffusion.LatestCheckpoint(dir)
+		if err != nil {
+			return rt, fmt.Errorf("cannot resume: %w", err)
+		}
+		if err := rt.tr.Resume(ckpt); err != nil {
+			return rt, fmt.Errorf("cannot resume from %s: %w", ckpt, err)
+		}
+		rt.resumed = ckpt
+	}
+	rt.loader, err = data.NewLoader(train, shardOptions(data.LoaderOptions{BatchSize: cfg.Train.BatchSize,
+		Seed: cfg.Train.Seed, Shuffle: true, FlipHorizontal: cfg.Flip}, pg))
+	return
+}
+
+func (rt *runTrainer) close() {
+	if rt.loader != nil {
+		rt.loader.Close()
+	}
+	if rt.tr != nil {
+		rt.tr.Close()
+	}
+	if rt.model != nil {
+		rt.model.Close()
+	}
+	if rt.gen != nil {
+		rt.gen.Close()
+	}
 }
 
 // resolveRunConfig builds a run's configuration from a preset and flags.

@@ -13,7 +13,6 @@ import (
 
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/diffusion/data"
-	"github.com/ddpm-go/ddpm/diffusion/unet"
 	"github.com/ddpm-go/ddpm/torch"
 	"github.com/urfave/cli/v2"
 )
@@ -77,46 +76,16 @@ func shardOptions(o data.LoaderOptions, pg *torch.ProcessGroup) data.LoaderOptio
 // trainer and (on resume) checkpoint as rank 0, its own shard of the data,
 // and no output but errors.
 func trainRank(c *cli.Context, cfg runConfig, dir, resume string, dev torch.Device, train *data.Dataset, pg *torch.ProcessGroup) error {
-	sched, err := diffusion.NewSchedule(cfg.Schedule)
+	rt, err := newRunTrainer(cfg, dir, resume != "", dev, train, pg)
 	if err != nil {
 		return err
 	}
-	gen, err := torch.NewGenerator(cfg.Train.Seed, dev)
-	if err != nil {
-		return err
-	}
-	defer gen.Close()
-	model, err := unet.New(cfg.Model, dev, torch.Float32, gen)
-	if err != nil {
-		return err
-	}
-	defer model.Close()
-	tr, err := diffusion.NewTrainer(model, sched, cfg.Train, dev,
-		[]int64{int64(cfg.Model.InChannels), int64(cfg.Model.ImageSize), int64(cfg.Model.ImageSize)})
-	if err != nil {
-		return err
-	}
-	defer tr.Close()
-	tr.Dist = pg
-	if resume != "" {
-		ckpt, err := diffusion.LatestCheckpoint(dir)
-		if err != nil {
-			return fmt.Errorf("cannot resume: %w", err)
-		}
-		if err := tr.Resume(ckpt); err != nil {
-			return fmt.Errorf("cannot resume from %s: %w", ckpt, err)
-		}
-	}
-	loader, err := data.NewLoader(train, shardOptions(data.LoaderOptions{BatchSize: cfg.Train.BatchSize, Seed: cfg.Train.Seed,
-		Shuffle: true, FlipHorizontal: cfg.Flip}, pg))
-	if err != nil {
-		return err
-	}
-	defer loader.Close()
+	defer rt.close()
+	tr := rt.tr
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	start := time.Now()
-	err = tr.Run(ctx, loader)
+	err = tr.Run(ctx, rt.loader)
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
