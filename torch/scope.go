@@ -98,6 +98,7 @@ func (s *Scope) Close() {
 	s.closed = true
 	s.mu.Unlock()
 	for t := range owned {
+		t.owner.CompareAndSwap(s, nil) // the map is gone: no need to forget t
 		t.Close()
 	}
 }
