@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -63,22 +61,14 @@ func BenchmarkDataParallelScaling(b *testing.B) {
 // first record.
 func trainRate(b *testing.B, run string) float64 {
 	b.Helper()
-	f, err := os.Open(filepath.Join(run, "metrics.jsonl"))
+	records, err := readMetrics(filepath.Join(run, metricsFile))
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer f.Close()
 	var rates []float64
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var rec struct {
-			Rate float64 `json:"images_per_s"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			b.Fatal(err)
-		}
-		if rec.Rate > 0 {
-			rates = append(rates, rec.Rate)
+	for _, m := range records {
+		if m.ImagesPerSec > 0 {
+			rates = append(rates, m.ImagesPerSec)
 		}
 	}
 	if len(rates) < 2 {

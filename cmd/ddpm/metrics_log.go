@@ -12,6 +12,26 @@ import (
 	"gonum.org/v1/plot/vg"
 )
 
+// readMetrics reads the records of a metrics log, skipping lines that are
+// not one (a line cut short by a crash).
+func readMetrics(path string) ([]diffusion.Metrics, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []diffusion.Metrics
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var m diffusion.Metrics
+		if json.Unmarshal(sc.Bytes(), &m) == nil {
+			out = append(out, m)
+		}
+	}
+	return out, sc.Err()
+}
+
 // metricsLog appends training metrics to a JSON-lines file and redraws the
 // loss plot from everything logged so far.
 type metricsLog struct {
@@ -23,17 +43,10 @@ type metricsLog struct {
 func openMetricsLog(path, plotPath string) (*metricsLog, error) {
 	l := &metricsLog{path: path, plotPath: plotPath}
 	// A resumed run keeps the records it already has.
-	if f, err := os.Open(path); err == nil {
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var m diffusion.Metrics
-			if json.Unmarshal(sc.Bytes(), &m) == nil {
-				l.steps = append(l.steps, float64(m.Step))
-				l.losses = append(l.losses, m.Loss)
-			}
-		}
-		f.Close()
+	records, _ := readMetrics(path)
+	for _, m := range records {
+		l.steps = append(l.steps, float64(m.Step))
+		l.losses = append(l.losses, m.Loss)
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
