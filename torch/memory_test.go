@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -110,6 +111,59 @@ func TestKeepAndAdopt(t *testing.T) {
 	s2 := NewScope(NoGrad)
 	s2.Adopt(b)
 	s2.Close()
+	if got := LiveTensors(); got != start {
+		t.Errorf("live tensors %d, want %d", got, start)
+	}
+}
+
+// Adopting a tensor of another scope takes it out of that scope: closing the
+// old owner no longer frees it, closing the new one does.
+func TestAdoptTakesTensorFromItsOwner(t *testing.T) {
+	start := LiveTensors()
+	a := NewScope(NoGrad)
+	b := NewScope(NoGrad)
+	x := a.Ones([]int64{4}, Float32, CPU)
+	b.Adopt(x)
+	if a.Len() != 0 || b.Len() != 1 {
+		t.Fatalf("after Adopt the old scope owns %d tensors and the new one %d, want 0 and 1", a.Len(), b.Len())
+	}
+	a.Keep(x) // not a's any more: ignored
+	a.Close()
+	if v, err := x.Float32s(); err != nil || len(v) != 4 || v[0] != 1 {
+		t.Fatalf("adopted tensor after closing its old scope: %v, %v", v, err)
+	}
+	if got := LiveTensors(); got != start+1 {
+		t.Errorf("live tensors %d, want %d", got, start+1)
+	}
+	b.Close()
+	if x.handle() != nil {
+		t.Error("closing the adopting scope left its tensor open")
+	}
+	if got := LiveTensors(); got != start {
+		t.Errorf("live tensors %d after closing both scopes, want %d", got, start)
+	}
+}
+
+// Scopes adopting each other's tensors from many goroutines, while being
+// closed, free every tensor exactly once.
+func TestAdoptAcrossScopesConcurrently(t *testing.T) {
+	start := LiveTensors()
+	for range 50 {
+		a, b := NewScope(NoGrad), NewScope(NoGrad)
+		var xs, ys []*Tensor
+		for range 20 {
+			xs = append(xs, a.Ones([]int64{2}, Float32, CPU))
+			ys = append(ys, b.Ones([]int64{2}, Float32, CPU))
+		}
+		var wg sync.WaitGroup
+		wg.Add(3)
+		go func() { defer wg.Done(); b.Adopt(xs...) }()
+		go func() { defer wg.Done(); a.Adopt(ys...) }()
+		go func() { defer wg.Done(); a.Close() }()
+		wg.Wait()
+		b.Close()
+		a.Close()
+	}
 	if got := LiveTensors(); got != start {
 		t.Errorf("live tensors %d, want %d", got, start)
 	}

@@ -98,8 +98,12 @@ func (s *Scope) Close() {
 	s.closed = true
 	s.mu.Unlock()
 	for t := range owned {
-		t.owner.CompareAndSwap(s, nil) // the map is gone: no need to forget t
-		t.Close()
+		// The map is gone, so t need not be forgotten. A tensor whose owner
+		// is no longer s was adopted by another scope (or is being closed)
+		// since the map was taken: it is not s's to free.
+		if t.owner.CompareAndSwap(s, nil) {
+			t.Close()
+		}
 	}
 }
 
@@ -127,10 +131,12 @@ func (s *Scope) Keep(ts ...*Tensor) *Tensor {
 	return ts[0]
 }
 
-// Adopt makes the scope own tensors created elsewhere (Close frees them).
-// Adopting into a closed scope frees them at once.
+// Adopt makes the scope own tensors created elsewhere (Close frees them). A
+// tensor that another scope owned leaves that scope: closing it no longer
+// frees the tensor. Adopting into a closed scope frees the tensors at once.
 func (s *Scope) Adopt(ts ...*Tensor) {
 	var late []*Tensor
+	var moved []adoption
 	s.mu.Lock()
 	for _, t := range ts {
 		switch {
@@ -139,13 +145,28 @@ func (s *Scope) Adopt(ts ...*Tensor) {
 			late = append(late, t)
 		default:
 			s.owned[t] = struct{}{}
-			t.owner.Store(s)
+			if prev := t.owner.Swap(s); prev != nil && prev != s {
+				moved = append(moved, adoption{prev, t})
+			}
 		}
 	}
 	s.mu.Unlock()
+	// The previous owners are told after s's lock is released, so that two
+	// scopes adopting from each other cannot deadlock. Until then the old
+	// owner may still list t, but its Close frees only the tensors whose
+	// owner it still is.
+	for _, m := range moved {
+		m.from.forget(m.t)
+	}
 	for _, t := range late {
 		t.Close()
 	}
+}
+
+// adoption is a tensor that Adopt took from another scope.
+type adoption struct {
+	from *Scope
+	t    *Tensor
 }
 
 // forget drops a tensor that was closed on its own, so that a long-lived
