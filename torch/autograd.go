@@ -14,7 +14,7 @@ func (s *Scope) BackwardWith(t, grad *Tensor, retain bool) { s.backward(t, grad,
 
 func (s *Scope) backward(t, grad *Tensor, retain bool) {
 	if s.ready("backward", t) && s.readyOptional("backward", grad) {
-		s.check("backward", C.ddpm_backward(t.h, opt(grad), cBool(retain)))
+		s.check("backward", C.ddpm_backward(t.h, opt(grad), cBool(retain)), t, grad)
 	}
 }
 
@@ -26,7 +26,7 @@ func (s *Scope) Grad(t *Tensor) *Tensor {
 	}
 	var out C.ddpm_tensor
 	var defined C.int32_t
-	if !s.check("grad", C.ddpm_grad(t.h, &out, &defined)) || defined == 0 {
+	if !s.check("grad", C.ddpm_grad(t.h, &out, &defined), t) || defined == 0 {
 		return nil
 	}
 	g := newTensor(out)

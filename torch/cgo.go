@@ -10,7 +10,31 @@ package torch
 // #include "ddpm_torch.h"
 import "C"
 
-import "unsafe"
+import (
+	"runtime"
+	"unsafe"
+)
+
+// keepAlive keeps tensors reachable up to the point where it is called. Every
+// shim call that is given tensor handles is followed by it.
+//
+// A tensor that no scope owns (kept out of one with Keep, say) is freed by
+// its garbage-collector cleanup once nothing refers to it. A wrapper that
+// reads t.h and then only waits for the C call no longer refers to t, so
+// without this a collection during the call could free the handle the C++
+// side is working on. runtime.KeepAlive has to come after the call, so it
+// cannot live in the function that checks the inputs and takes their
+// handles (Scope.ready, handles); instead the single function that every
+// result passes through afterwards does it: Scope.wrap and Scope.check take
+// the call's tensor inputs and keep them alive. Calls whose result does not
+// go through a scope (Tensor methods, AdamWStep, the collectives) call
+// keepAlive themselves. TestShimCallsKeepTheirTensorsAlive checks the source
+// for calls that do neither.
+func keepAlive(ts ...*Tensor) {
+	for _, t := range ts {
+		runtime.KeepAlive(t)
+	}
+}
 
 // takeError converts a shim error (NULL = success) into a Go error and frees
 // the C string.

@@ -105,7 +105,7 @@ func (s *Scope) convert(a *Tensor, dt DType, dev Device) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap("to", C.ddpm_to(s.mode, a.h, C.int32_t(dt), dev.cType(), dev.cIndex(), &out), out)
+	return s.wrap("to", C.ddpm_to(s.mode, a.h, C.int32_t(dt), dev.cType(), dev.cIndex(), &out), out, a)
 }
 
 // Clone copies a (recorded by autograd in Grad mode).
@@ -114,7 +114,7 @@ func (s *Scope) Clone(a *Tensor) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap("clone", C.ddpm_clone(s.mode, a.h, &out), out)
+	return s.wrap("clone", C.ddpm_clone(s.mode, a.h, &out), out, a)
 }
 
 // Detach shares a's storage without its autograd history.
@@ -123,5 +123,5 @@ func (s *Scope) Detach(a *Tensor) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap("detach", C.ddpm_detach(a.h, &out), out)
+	return s.wrap("detach", C.ddpm_detach(a.h, &out), out, a)
 }

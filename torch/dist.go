@@ -95,7 +95,9 @@ func (g *ProcessGroup) allReduce(op string, ts []*Tensor, red C.int32_t) error {
 	if err != nil {
 		return err
 	}
-	return takeError(op, C.ddpm_dist_allreduce(h, first(hs), C.int64_t(len(hs)), red))
+	e := C.ddpm_dist_allreduce(h, first(hs), C.int64_t(len(hs)), red)
+	keepAlive(ts...)
+	return takeError(op, e)
 }
 
 // GradSync averages the gradients of a set of parameters over the ranks,
@@ -130,7 +132,9 @@ func (g *ProcessGroup) NewGradSync(params []*Tensor) (*GradSync, error) {
 		return nil, err
 	}
 	var out C.ddpm_grad_sync
-	if err := takeError(op, C.ddpm_dist_grad_sync_new(h, first(hs), C.int64_t(len(hs)), &out)); err != nil {
+	e := C.ddpm_dist_grad_sync_new(h, first(hs), C.int64_t(len(hs)), &out)
+	keepAlive(params...)
+	if err := takeError(op, e); err != nil {
 		return nil, err
 	}
 	return &GradSync{h: out, g: g}, nil
@@ -185,7 +189,9 @@ func (g *ProcessGroup) Broadcast(ts []*Tensor, root int) error {
 	if err != nil {
 		return err
 	}
-	return takeError("broadcast", C.ddpm_dist_broadcast(h, first(hs), C.int64_t(len(hs)), C.int32_t(root)))
+	e := C.ddpm_dist_broadcast(h, first(hs), C.int64_t(len(hs)), C.int32_t(root))
+	keepAlive(ts...)
+	return takeError("broadcast", e)
 }
 
 // Barrier returns once every rank has called it.

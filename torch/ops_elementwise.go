@@ -8,7 +8,7 @@ func (s *Scope) unary(op string, code C.int32_t, a *Tensor) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap(op, C.ddpm_unary(s.mode, code, a.h, &out), out)
+	return s.wrap(op, C.ddpm_unary(s.mode, code, a.h, &out), out, a)
 }
 
 func (s *Scope) binary(op string, code C.int32_t, a, b *Tensor) *Tensor {
@@ -16,7 +16,7 @@ func (s *Scope) binary(op string, code C.int32_t, a, b *Tensor) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap(op, C.ddpm_binary(s.mode, code, a.h, b.h, &out), out)
+	return s.wrap(op, C.ddpm_binary(s.mode, code, a.h, b.h, &out), out, a, b)
 }
 
 func (s *Scope) binaryScalar(op string, code C.int32_t, a *Tensor, x float64) *Tensor {
@@ -24,18 +24,18 @@ func (s *Scope) binaryScalar(op string, code C.int32_t, a *Tensor, x float64) *T
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap(op, C.ddpm_binary_scalar(s.mode, code, a.h, C.double(x), &out), out)
+	return s.wrap(op, C.ddpm_binary_scalar(s.mode, code, a.h, C.double(x), &out), out, a)
 }
 
 func (s *Scope) binaryInPlace(op string, code C.int32_t, a, b *Tensor) {
 	if s.ready(op, a, b) {
-		s.check(op, C.ddpm_binary_(s.mode, code, a.h, b.h))
+		s.check(op, C.ddpm_binary_(s.mode, code, a.h, b.h), a, b)
 	}
 }
 
 func (s *Scope) binaryScalarInPlace(op string, code C.int32_t, a *Tensor, x float64) {
 	if s.ready(op, a) {
-		s.check(op, C.ddpm_binary_scalar_(s.mode, code, a.h, C.double(x)))
+		s.check(op, C.ddpm_binary_scalar_(s.mode, code, a.h, C.double(x)), a)
 	}
 }
 
@@ -198,14 +198,14 @@ func (s *Scope) MulScalarInPlace(a *Tensor, x float64) {
 // CopyInPlace sets dst = src (broadcast; dtype and device converted).
 func (s *Scope) CopyInPlace(dst, src *Tensor) {
 	if s.ready("copy_", dst, src) {
-		s.check("copy_", C.ddpm_copy_(s.mode, dst.h, src.h))
+		s.check("copy_", C.ddpm_copy_(s.mode, dst.h, src.h), dst, src)
 	}
 }
 
 // LerpInPlace sets a = a + w (b - a), the EMA update with w = 1 - decay.
 func (s *Scope) LerpInPlace(a, b *Tensor, w float64) {
 	if s.ready("lerp_", a, b) {
-		s.check("lerp_", C.ddpm_lerp_(s.mode, a.h, b.h, C.double(w)))
+		s.check("lerp_", C.ddpm_lerp_(s.mode, a.h, b.h, C.double(w)), a, b)
 	}
 }
 
@@ -223,7 +223,7 @@ func (s *Scope) clamp(a *Tensor, hasLo bool, lo float64, hasHi bool, hi float64)
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap("clamp", C.ddpm_clamp(s.mode, a.h, cBool(hasLo), C.double(lo), cBool(hasHi), C.double(hi), &out), out)
+	return s.wrap("clamp", C.ddpm_clamp(s.mode, a.h, cBool(hasLo), C.double(lo), cBool(hasHi), C.double(hi), &out), out, a)
 }
 
 // Where is cond ? a : b, broadcast.
@@ -232,7 +232,7 @@ func (s *Scope) Where(cond, a, b *Tensor) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap("where", C.ddpm_where(s.mode, cond.h, a.h, b.h, &out), out)
+	return s.wrap("where", C.ddpm_where(s.mode, cond.h, a.h, b.h, &out), out, cond, a, b)
 }
 
 func cBool(b bool) C.int32_t {

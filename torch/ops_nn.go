@@ -9,7 +9,7 @@ func (s *Scope) Matmul(a, b *Tensor) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap("matmul", C.ddpm_matmul(s.mode, a.h, b.h, &out), out)
+	return s.wrap("matmul", C.ddpm_matmul(s.mode, a.h, b.h, &out), out, a, b)
 }
 
 // BMM multiplies batches of matrices: (B, N, K) x (B, K, M) -> (B, N, M).
@@ -18,7 +18,7 @@ func (s *Scope) BMM(a, b *Tensor) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap("bmm", C.ddpm_bmm(s.mode, a.h, b.h, &out), out)
+	return s.wrap("bmm", C.ddpm_bmm(s.mode, a.h, b.h, &out), out, a, b)
 }
 
 // Linear is x W^T + b; bias may be nil.
@@ -27,7 +27,7 @@ func (s *Scope) Linear(x, w, bias *Tensor) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap("linear", C.ddpm_linear(s.mode, x.h, w.h, opt(bias), &out), out)
+	return s.wrap("linear", C.ddpm_linear(s.mode, x.h, w.h, opt(bias), &out), out, x, w, bias)
 }
 
 // Conv2dOptions are the hyper-parameters of a 2-D convolution. Zero values
@@ -56,7 +56,7 @@ func (s *Scope) Conv2d(x, w, bias *Tensor, o Conv2dOptions) *Tensor {
 	var out C.ddpm_tensor
 	e := C.ddpm_conv2d(s.mode, x.h, w.h, opt(bias), (*C.int64_t)(&stride[0]), (*C.int64_t)(&pad[0]),
 		(*C.int64_t)(&dil[0]), C.int64_t(groups), &out)
-	return s.wrap("conv2d", e, out)
+	return s.wrap("conv2d", e, out, x, w, bias)
 }
 
 // GroupNorm normalises x (N, C, ...) over groups of channels, then applies
@@ -66,7 +66,7 @@ func (s *Scope) GroupNorm(x *Tensor, groups int64, weight, bias *Tensor, eps flo
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap("group_norm", C.ddpm_group_norm(s.mode, x.h, C.int64_t(groups), opt(weight), opt(bias), C.double(eps), &out), out)
+	return s.wrap("group_norm", C.ddpm_group_norm(s.mode, x.h, C.int64_t(groups), opt(weight), opt(bias), C.double(eps), &out), out, x, weight, bias)
 }
 
 // Softmax along dim.
@@ -75,7 +75,7 @@ func (s *Scope) Softmax(a *Tensor, dim int64) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap("softmax", C.ddpm_softmax(s.mode, a.h, C.int64_t(dim), &out), out)
+	return s.wrap("softmax", C.ddpm_softmax(s.mode, a.h, C.int64_t(dim), &out), out, a)
 }
 
 // LogSoftmax along dim.
@@ -84,7 +84,7 @@ func (s *Scope) LogSoftmax(a *Tensor, dim int64) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap("log_softmax", C.ddpm_log_softmax(s.mode, a.h, C.int64_t(dim), &out), out)
+	return s.wrap("log_softmax", C.ddpm_log_softmax(s.mode, a.h, C.int64_t(dim), &out), out, a)
 }
 
 // Attention is scaled dot-product attention softmax(q k^T * scale) v over
@@ -103,7 +103,7 @@ func (s *Scope) attention(q, k, v *Tensor, scale float64, allowFused bool) (*Ten
 	}
 	var out C.ddpm_tensor
 	var fused C.int32_t
-	t := s.wrap("attention", C.ddpm_attention(s.mode, q.h, k.h, v.h, C.double(scale), cBool(allowFused), &out, &fused), out)
+	t := s.wrap("attention", C.ddpm_attention(s.mode, q.h, k.h, v.h, C.double(scale), cBool(allowFused), &out, &fused), out, q, k, v)
 	return t, fused != 0
 }
 
@@ -114,7 +114,7 @@ func (s *Scope) UpsampleNearest2d(x *Tensor, outH, outW int64) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap("upsample_nearest2d", C.ddpm_upsample_nearest2d(s.mode, x.h, C.int64_t(outH), C.int64_t(outW), &out), out)
+	return s.wrap("upsample_nearest2d", C.ddpm_upsample_nearest2d(s.mode, x.h, C.int64_t(outH), C.int64_t(outW), &out), out, x)
 }
 
 // AvgPool2d averages kernel x kernel windows moved by stride.
@@ -123,7 +123,7 @@ func (s *Scope) AvgPool2d(x *Tensor, kernel, stride int64) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap("avg_pool2d", C.ddpm_avg_pool2d(s.mode, x.h, C.int64_t(kernel), C.int64_t(stride), &out), out)
+	return s.wrap("avg_pool2d", C.ddpm_avg_pool2d(s.mode, x.h, C.int64_t(kernel), C.int64_t(stride), &out), out, x)
 }
 
 // Reduction says how a loss combines its per-element terms.
@@ -142,7 +142,7 @@ func (s *Scope) MSELoss(a, b *Tensor, r Reduction) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap("mse_loss", C.ddpm_mse_loss(s.mode, a.h, b.h, C.int32_t(r), &out), out)
+	return s.wrap("mse_loss", C.ddpm_mse_loss(s.mode, a.h, b.h, C.int32_t(r), &out), out, a, b)
 }
 
 // CrossEntropy is the cross entropy of logits (N, C) against int64 labels (N).
@@ -151,5 +151,5 @@ func (s *Scope) CrossEntropy(logits, labels *Tensor, r Reduction) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap("cross_entropy", C.ddpm_cross_entropy(s.mode, logits.h, labels.h, C.int32_t(r), &out), out)
+	return s.wrap("cross_entropy", C.ddpm_cross_entropy(s.mode, logits.h, labels.h, C.int32_t(r), &out), out, logits, labels)
 }

@@ -9,7 +9,7 @@ func (s *Scope) reduce(op string, code C.int32_t, a *Tensor, dims []int64, keepd
 	}
 	var out C.ddpm_tensor
 	p, n := int64s(dims)
-	return s.wrap(op, C.ddpm_reduce(s.mode, code, a.h, p, n, cBool(keepdim), &out), out)
+	return s.wrap(op, C.ddpm_reduce(s.mode, code, a.h, p, n, cBool(keepdim), &out), out, a)
 }
 
 // Sum adds over dims (all dims when dims is empty).

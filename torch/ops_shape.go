@@ -12,7 +12,7 @@ func (s *Scope) withDims(op string, a *Tensor, dims []int64,
 	}
 	var out C.ddpm_tensor
 	p, n := int64s(dims)
-	return s.wrap(op, f(s.mode, a.h, p, n, &out), out)
+	return s.wrap(op, f(s.mode, a.h, p, n, &out), out, a)
 }
 
 // Reshape returns a with a new shape (one dim may be -1).
@@ -42,7 +42,7 @@ func (s *Scope) Transpose(a *Tensor, d0, d1 int64) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap("transpose", C.ddpm_transpose(s.mode, a.h, C.int64_t(d0), C.int64_t(d1), &out), out)
+	return s.wrap("transpose", C.ddpm_transpose(s.mode, a.h, C.int64_t(d0), C.int64_t(d1), &out), out, a)
 }
 
 // Narrow is a[start:start+length] along dim (a view).
@@ -51,7 +51,7 @@ func (s *Scope) Narrow(a *Tensor, dim, start, length int64) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap("narrow", C.ddpm_narrow(s.mode, a.h, C.int64_t(dim), C.int64_t(start), C.int64_t(length), &out), out)
+	return s.wrap("narrow", C.ddpm_narrow(s.mode, a.h, C.int64_t(dim), C.int64_t(start), C.int64_t(length), &out), out, a)
 }
 
 // Unsqueeze inserts a dim of size 1 at dim.
@@ -60,7 +60,7 @@ func (s *Scope) Unsqueeze(a *Tensor, dim int64) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap("unsqueeze", C.ddpm_unsqueeze(s.mode, a.h, C.int64_t(dim), &out), out)
+	return s.wrap("unsqueeze", C.ddpm_unsqueeze(s.mode, a.h, C.int64_t(dim), &out), out, a)
 }
 
 // Squeeze removes dim if its size is 1.
@@ -69,7 +69,7 @@ func (s *Scope) Squeeze(a *Tensor, dim int64) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap("squeeze", C.ddpm_squeeze(s.mode, a.h, C.int64_t(dim), &out), out)
+	return s.wrap("squeeze", C.ddpm_squeeze(s.mode, a.h, C.int64_t(dim), &out), out, a)
 }
 
 // Contiguous returns a in row-major (NCHW) layout.
@@ -86,7 +86,7 @@ func (s *Scope) layout(op string, a *Tensor, format C.int32_t) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap(op, C.ddpm_contiguous(s.mode, a.h, format, &out), out)
+	return s.wrap(op, C.ddpm_contiguous(s.mode, a.h, format, &out), out, a)
 }
 
 // Cat joins tensors along an existing dim.
@@ -103,12 +103,13 @@ func (s *Scope) join(op string, ts []*Tensor, dim int64, stack bool) *Tensor {
 	if !s.ready(op, ts...) {
 		return nil
 	}
-	hs := make([]C.ddpm_tensor, len(ts))
-	for i, t := range ts {
-		hs[i] = t.h
+	hs, err := handles(op, ts)
+	if err != nil {
+		s.fail(err)
+		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap(op, C.ddpm_cat(s.mode, &hs[0], C.int64_t(len(hs)), C.int64_t(dim), cBool(stack), &out), out)
+	return s.wrap(op, C.ddpm_cat(s.mode, &hs[0], C.int64_t(len(hs)), C.int64_t(dim), cBool(stack), &out), out, ts...)
 }
 
 // Split cuts a along dim into pieces of the given sizes.
@@ -122,7 +123,7 @@ func (s *Scope) Split(a *Tensor, sizes []int64, dim int64) []*Tensor {
 	}
 	outs := make([]C.ddpm_tensor, len(sizes)) // C pointers only: cgo may fill it
 	p, n := int64s(sizes)
-	if !s.check("split", C.ddpm_split(s.mode, a.h, p, n, C.int64_t(dim), &outs[0])) {
+	if !s.check("split", C.ddpm_split(s.mode, a.h, p, n, C.int64_t(dim), &outs[0]), a) {
 		return nil
 	}
 	res := make([]*Tensor, len(sizes))
@@ -169,7 +170,7 @@ func (s *Scope) IndexSelect(a *Tensor, dim int64, index *Tensor) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap("index_select", C.ddpm_index_select(s.mode, a.h, C.int64_t(dim), index.h, &out), out)
+	return s.wrap("index_select", C.ddpm_index_select(s.mode, a.h, C.int64_t(dim), index.h, &out), out, a, index)
 }
 
 // Gather is torch.gather: out[i][j] = a[index[i][j]][j] for dim 0, and so on.
@@ -178,5 +179,5 @@ func (s *Scope) Gather(a *Tensor, dim int64, index *Tensor) *Tensor {
 		return nil
 	}
 	var out C.ddpm_tensor
-	return s.wrap("gather", C.ddpm_gather(s.mode, a.h, C.int64_t(dim), index.h, &out), out)
+	return s.wrap("gather", C.ddpm_gather(s.mode, a.h, C.int64_t(dim), index.h, &out), out, a, index)
 }

@@ -12,6 +12,8 @@ type AdamWHyper struct {
 }
 
 // handles returns the C handles of ts, failing on a nil or closed tensor.
+// The caller keeps ts alive (keepAlive) until the call that uses the handles
+// has returned.
 func handles(op string, ts []*Tensor) ([]C.ddpm_tensor, error) {
 	hs := make([]C.ddpm_tensor, len(ts))
 	for i, t := range ts {
@@ -51,7 +53,11 @@ func AdamWStep(params, expAvg, expAvgSq []*Tensor, hp AdamWHyper, foreach bool) 
 	}
 	c := C.ddpm_adamw{lr: C.double(hp.LR), beta1: C.double(hp.Beta1), beta2: C.double(hp.Beta2),
 		eps: C.double(hp.Eps), weight_decay: C.double(hp.WeightDecay), step: C.int64_t(hp.Step)}
-	return takeError("adamw", C.ddpm_adamw_step(first(p), first(m), first(v), C.int64_t(len(p)), &c, cBool(foreach)))
+	e := C.ddpm_adamw_step(first(p), first(m), first(v), C.int64_t(len(p)), &c, cBool(foreach))
+	keepAlive(params...)
+	keepAlive(expAvg...)
+	keepAlive(expAvgSq...)
+	return takeError("adamw", e)
 }
 
 // ClipGradNorm returns the global L2 norm of the parameters' gradients and,
@@ -63,7 +69,9 @@ func ClipGradNorm(params []*Tensor, maxNorm float64) (float64, error) {
 		return 0, err
 	}
 	var norm C.double
-	if err := takeError("clip_grad_norm", C.ddpm_clip_grad_norm(first(p), C.int64_t(len(p)), C.double(maxNorm), &norm)); err != nil {
+	e := C.ddpm_clip_grad_norm(first(p), C.int64_t(len(p)), C.double(maxNorm), &norm)
+	keepAlive(params...)
+	if err := takeError("clip_grad_norm", e); err != nil {
 		return 0, err
 	}
 	return float64(norm), nil
@@ -82,5 +90,8 @@ func EMAUpdate(avg, value []*Tensor, decay float64) error {
 	if err != nil {
 		return err
 	}
-	return takeError("ema", C.ddpm_ema_update(first(a), first(v), C.int64_t(len(a)), C.double(decay)))
+	e := C.ddpm_ema_update(first(a), first(v), C.int64_t(len(a)), C.double(decay))
+	keepAlive(avg...)
+	keepAlive(value...)
+	return takeError("ema", e)
 }

@@ -88,13 +88,18 @@ func (g *Generator) SetState(state []byte) error {
 	if err := s.Err(); err != nil {
 		return err
 	}
-	return g.use(func(gh C.ddpm_generator) C.ddpm_error { return C.ddpm_generator_set_state(gh, t.h) })
+	err := g.use(func(gh C.ddpm_generator) C.ddpm_error { return C.ddpm_generator_set_state(gh, t.h) })
+	keepAlive(t)
+	return err
 }
 
-// draw runs a random op that creates one tensor with the generator held.
-func (s *Scope) draw(op string, g *Generator, f func(C.ddpm_generator, *C.ddpm_tensor) C.ddpm_error) *Tensor {
+// draw runs a random op that creates one tensor with the generator held;
+// inputs are the tensors whose handles f passes to the shim.
+func (s *Scope) draw(op string, g *Generator, f func(C.ddpm_generator, *C.ddpm_tensor) C.ddpm_error, inputs ...*Tensor) *Tensor {
 	var out C.ddpm_tensor
-	if err := g.use(func(gh C.ddpm_generator) C.ddpm_error { return f(gh, &out) }); err != nil {
+	err := g.use(func(gh C.ddpm_generator) C.ddpm_error { return f(gh, &out) })
+	keepAlive(inputs...)
+	if err != nil {
 		if te, ok := err.(*Error); ok {
 			te.Op = op
 		}
@@ -142,7 +147,7 @@ func (s *Scope) Bernoulli(p *Tensor, g *Generator) *Tensor {
 	}
 	return s.draw("bernoulli", g, func(gh C.ddpm_generator, out *C.ddpm_tensor) C.ddpm_error {
 		return C.ddpm_bernoulli(s.mode, p.h, gh, out)
-	})
+	}, p)
 }
 
 // Dropout zeroes elements with probability p and scales the survivors by
@@ -153,5 +158,5 @@ func (s *Scope) Dropout(x *Tensor, p float64, train bool, g *Generator) *Tensor 
 	}
 	return s.draw("dropout", g, func(gh C.ddpm_generator, out *C.ddpm_tensor) C.ddpm_error {
 		return C.ddpm_dropout(s.mode, x.h, C.double(p), cBool(train), gh, out)
-	})
+	}, x)
 }

@@ -213,7 +213,10 @@ func (s *Scope) ready(op string, inputs ...*Tensor) bool {
 }
 
 // wrap turns a shim result into a scope-owned tensor, or records the error.
-func (s *Scope) wrap(op string, e C.ddpm_error, h C.ddpm_tensor) *Tensor {
+// inputs are the tensors whose handles the call was given: wrap keeps them
+// alive until the call has returned (see keepAlive).
+func (s *Scope) wrap(op string, e C.ddpm_error, h C.ddpm_tensor, inputs ...*Tensor) *Tensor {
+	keepAlive(inputs...)
 	if err := takeError(op, e); err != nil {
 		s.fail(err)
 		return nil
@@ -224,8 +227,10 @@ func (s *Scope) wrap(op string, e C.ddpm_error, h C.ddpm_tensor) *Tensor {
 }
 
 // check records a shim error of an operation without a tensor result and
-// reports whether it succeeded.
-func (s *Scope) check(op string, e C.ddpm_error) bool {
+// reports whether it succeeded. Like wrap, it keeps the call's tensor inputs
+// alive until the call has returned.
+func (s *Scope) check(op string, e C.ddpm_error, inputs ...*Tensor) bool {
+	keepAlive(inputs...)
 	if err := takeError(op, e); err != nil {
 		s.fail(err)
 		return false

@@ -104,16 +104,17 @@ func (s *Scope) callModule(op string, m *Module, method *string, args []*Tensor)
 		cmethod = C.CString(*method)
 		defer C.free(unsafe.Pointer(cmethod))
 	}
-	hs := make([]C.ddpm_tensor, len(args))
-	for i, t := range args {
-		hs[i] = t.h
+	hs, err := handles(op, args)
+	if err != nil {
+		s.fail(err)
+		return nil
 	}
 	outs := make([]C.ddpm_tensor, maxModuleOutputs) // C pointers only: cgo may fill it
 	var n C.int64_t
 	e := C.ddpm_module_forward(s.mode, mh, cmethod, first(hs), C.int64_t(len(hs)), &outs[0],
 		C.int64_t(len(outs)), &n)
 	runtime.KeepAlive(m)
-	if !s.check(op, e) {
+	if !s.check(op, e, args...) {
 		return nil
 	}
 	res := make([]*Tensor, int(n))

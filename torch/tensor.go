@@ -88,7 +88,9 @@ func (t *Tensor) Meta() (Meta, error) {
 		return Meta{}, ErrClosed
 	}
 	var m C.ddpm_meta
-	if err := takeError("meta", C.ddpm_tensor_meta(h, &m)); err != nil {
+	e := C.ddpm_tensor_meta(h, &m)
+	keepAlive(t)
+	if err := takeError("meta", e); err != nil {
 		return Meta{}, err
 	}
 	shape := make([]int64, int(m.ndim))
@@ -152,7 +154,9 @@ func (t *Tensor) copyOut(want DType, dst unsafe.Pointer, nbytes int) error {
 	if m.DType != want {
 		return &Error{Op: "copy_to_host", Msg: fmt.Sprintf("tensor is %s, not %s", m.DType, want)}
 	}
-	return takeError("copy_to_host", C.ddpm_copy_to_host(t.h, dst, C.int64_t(nbytes)))
+	e := C.ddpm_copy_to_host(t.h, dst, C.int64_t(nbytes))
+	keepAlive(t)
+	return takeError("copy_to_host", e)
 }
 
 func hostSlice[E any](t *Tensor, dt DType) ([]E, error) {
@@ -196,7 +200,9 @@ func (t *Tensor) Bytes() ([]byte, error) {
 	if n > 0 {
 		p = unsafe.Pointer(&out[0])
 	}
-	if err := takeError("copy_to_host", C.ddpm_copy_to_host(t.h, p, C.int64_t(n))); err != nil {
+	e := C.ddpm_copy_to_host(t.h, p, C.int64_t(n))
+	keepAlive(t)
+	if err := takeError("copy_to_host", e); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -209,7 +215,9 @@ func (t *Tensor) Item() (float64, error) {
 		return math.NaN(), ErrClosed
 	}
 	var v C.double
-	if err := takeError("item", C.ddpm_item(h, &v)); err != nil {
+	e := C.ddpm_item(h, &v)
+	keepAlive(t)
+	if err := takeError("item", e); err != nil {
 		return math.NaN(), err
 	}
 	return float64(v), nil
@@ -226,7 +234,9 @@ func (t *Tensor) SetRequiresGrad(on bool) error {
 	if on {
 		v = 1
 	}
-	return takeError("requires_grad", C.ddpm_set_requires_grad(h, v))
+	e := C.ddpm_set_requires_grad(h, v)
+	keepAlive(t)
+	return takeError("requires_grad", e)
 }
 
 // ZeroGrad drops the accumulated gradient (set to none, as PyTorch's
@@ -236,5 +246,7 @@ func (t *Tensor) ZeroGrad() error {
 	if h == nil {
 		return ErrClosed
 	}
-	return takeError("zero_grad", C.ddpm_zero_grad(h))
+	e := C.ddpm_zero_grad(h)
+	keepAlive(t)
+	return takeError("zero_grad", e)
 }
