@@ -4,8 +4,11 @@
  * Rules that hold for every function below:
  *  - The return value is NULL on success. On failure it is a malloc'd,
  *    NUL-terminated message (libtorch's own text where libtorch failed) that
- *    the caller owns and releases with free(). No C++ exception crosses this
- *    boundary and no error is kept in thread-local state.
+ *    the caller owns and releases with free(). The one exception: when even
+ *    the message cannot be allocated, the error is the static string of
+ *    ddpm_out_of_memory_error(), which is never NULL and must not be freed.
+ *    No C++ exception crosses this boundary and no error is kept in
+ *    thread-local state.
  *  - Results come back through out-parameters. Out-parameters are written only
  *    on success.
  *  - Every ddpm_tensor written to an out-parameter is a new handle owned by the
@@ -73,6 +76,11 @@ typedef struct {
 } ddpm_meta;
 
 /* ---- library ----------------------------------------------------------- */
+
+/* The error returned in place of a message that could not be allocated. It
+ * points to static storage (the same pointer on every call): compare an
+ * error with it before calling free(), and never write through it. */
+ddpm_error ddpm_out_of_memory_error(void);
 
 /* Writes libtorch's version ("1.13.1") into buf (always NUL-terminated). */
 void ddpm_version(char* buf, size_t cap);

@@ -26,10 +26,13 @@ struct ddpm_generator_s {
 
 namespace ddpm {
 
+// A malloc'd copy of an error message. When there is no memory for the copy
+// the error is still an error: the static out-of-memory message, which the
+// caller recognises and does not free (NULL would read as success).
 inline char* dup_error(const char* msg) {
   size_t n = std::strlen(msg);
   char* out = static_cast<char*>(std::malloc(n + 1));
-  if (out == nullptr) return nullptr;  // out of memory: nothing better to say
+  if (out == nullptr) return ddpm_out_of_memory_error();
   std::memcpy(out, msg, n + 1);
   return out;
 }

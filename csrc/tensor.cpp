@@ -11,7 +11,13 @@
 using ddpm::ref;
 using ddpm::wrap;
 
+namespace {
+char out_of_memory_message[] = "out of memory (the shim could not allocate the error message)";
+}  // namespace
+
 extern "C" {
+
+ddpm_error ddpm_out_of_memory_error(void) { return out_of_memory_message; }
 
 void ddpm_version(char* buf, size_t cap) {
   if (buf == nullptr || cap == 0) return;

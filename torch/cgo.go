@@ -36,14 +36,20 @@ func keepAlive(ts ...*Tensor) {
 	}
 }
 
+// outOfMemory is the shim's static error for a message it could not
+// allocate: an error like any other, but not to be freed.
+var outOfMemory = C.ddpm_out_of_memory_error()
+
 // takeError converts a shim error (NULL = success) into a Go error and frees
-// the C string.
+// the C string (except the static out-of-memory error).
 func takeError(op string, e C.ddpm_error) error {
 	if e == nil {
 		return nil
 	}
 	msg := C.GoString(e)
-	C.free(unsafe.Pointer(e))
+	if e != outOfMemory {
+		C.free(unsafe.Pointer(e))
+	}
 	return &Error{Op: op, Msg: msg}
 }
 

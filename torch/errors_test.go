@@ -198,3 +198,14 @@ func TestSetNumThreads(t *testing.T) {
 		t.Error("empty libtorch version")
 	}
 }
+
+// The shim's static out-of-memory error reads as a failure with its message
+// and is never freed (freeing static storage would abort the process).
+func TestOutOfMemoryErrorIsAnErrorAndNotFreed(t *testing.T) {
+	if outOfMemory == nil {
+		t.Fatal("the shim's out-of-memory error is NULL, which reads as success")
+	}
+	for range 3 {
+		wantTorchError(t, takeError("conv2d", outOfMemory), "conv2d", "out of memory")
+	}
+}
