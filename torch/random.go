@@ -7,15 +7,28 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // Generator is a seeded random-number generator for one device. The same seed
 // gives the same numbers. A Generator may be shared by goroutines (libtorch
 // serialises its use) but the order of draws then decides who gets which.
+// Close frees it; the garbage collector frees a forgotten one only as a
+// backstop, as for tensors.
 type Generator struct {
-	mu     sync.Mutex
-	h      C.ddpm_generator
-	device Device
+	mu      sync.Mutex
+	h       C.ddpm_generator
+	device  Device
+	cleanup runtime.Cleanup
+}
+
+// gcFreedGenerators counts the generators freed by the garbage-collector
+// backstop.
+var gcFreedGenerators atomic.Int64
+
+func freeGenerator(h C.ddpm_generator) {
+	C.ddpm_generator_free(h)
+	gcFreedGenerators.Add(1)
 }
 
 // NewGenerator returns a generator for dev seeded with seed.
@@ -25,7 +38,7 @@ func NewGenerator(seed uint64, dev Device) (*Generator, error) {
 		return nil, err
 	}
 	g := &Generator{h: h, device: dev}
-	runtime.SetFinalizer(g, (*Generator).Close)
+	g.cleanup = runtime.AddCleanup(g, freeGenerator, h)
 	return g, nil
 }
 
@@ -40,6 +53,7 @@ func (g *Generator) Close() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.h != nil {
+		g.cleanup.Stop()
 		C.ddpm_generator_free(g.h)
 		g.h = nil
 	}

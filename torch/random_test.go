@@ -3,8 +3,10 @@ package torch
 import (
 	"errors"
 	"math"
+	"runtime"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/ddpm-go/ddpm/internal/pyref"
 )
@@ -329,5 +331,38 @@ func TestGeneratorCUDAUnavailable(t *testing.T) {
 	defer s.Close()
 	if x := s.Randn([]int64{2}, Float32, CUDA(0), nil); x != nil || s.Err() == nil {
 		t.Errorf("Randn on cuda:0 without CUDA: %v, %v", x, s.Err())
+	}
+}
+
+// A generator that is never closed is freed by the garbage-collector cleanup;
+// one that is closed is not freed again.
+func TestGeneratorCleanupBackstop(t *testing.T) {
+	for range 3 { // let earlier tests' forgotten generators go first
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	before := gcFreedGenerators.Load()
+	func() {
+		g, err := NewGenerator(1, CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.Close()
+		for range 3 {
+			if _, err := NewGenerator(2, CPU); err != nil { // dropped without Close
+				t.Fatal(err)
+			}
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for gcFreedGenerators.Load()-before < 3 && time.Now().Before(deadline) {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Give a wrongly registered cleanup of the closed generator time to run.
+	runtime.GC()
+	time.Sleep(20 * time.Millisecond)
+	if got := gcFreedGenerators.Load() - before; got != 3 {
+		t.Errorf("the collector freed %d generators, want the 3 that were not closed", got)
 	}
 }
