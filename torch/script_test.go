@@ -96,12 +96,10 @@ var scriptOnce struct {
 // its path with PyTorch's values for the fixed input.
 func scriptModule(t *testing.T) scriptFixture {
 	t.Helper()
+	py := pyref.Python(t) // skips, or fails, every test without PyTorch
 	scriptOnce.Do(func() {
-		scriptOnce.file, scriptOnce.fixture, scriptOnce.err = runScriptModuleSource(pyref.Python(t))
+		scriptOnce.file, scriptOnce.fixture, scriptOnce.err = runScriptModuleSource(py)
 	})
-	if scriptOnce.file == nil && scriptOnce.err == nil {
-		t.Skip("no python3 with torch (set DDPM_PYTHON)") // skipped inside Do
-	}
 	if scriptOnce.err != nil {
 		t.Fatal(scriptOnce.err)
 	}
@@ -299,27 +297,21 @@ func TestModuleLoadErrors(t *testing.T) {
 	t.Logf("not TorchScript: %v", err)
 
 	// A zip archive that is not TorchScript (a plain torch.save file) is
-	// refused too, when Python is at hand to write one.
-	if py := os.Getenv("DDPM_PYTHON"); py != "" || fileExists("/usr/bin/python3") {
-		if py == "" {
-			py = "/usr/bin/python3"
-		}
+	// refused too; PyTorch writes one.
+	t.Run("torch.save file", func(t *testing.T) {
+		py := pyref.Python(t)
 		plain := filepath.Join(dir, "state.pt")
 		cmd := exec.Command(py, "-c", "import sys, torch; torch.save({'w': torch.ones(2)}, sys.argv[1])", plain)
-		if cmd.Run() == nil {
-			m, err = LoadModule(plain, CPU)
-			if err == nil {
-				m.Close()
-				t.Fatal("loading a torch.save state dict as a module succeeded")
-			}
-			t.Logf("state dict: %v", err)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("python: %v\n%s", err, out)
 		}
-	}
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
+		m, err := LoadModule(plain, CPU)
+		if err == nil {
+			m.Close()
+			t.Fatal("loading a torch.save state dict as a module succeeded")
+		}
+		t.Logf("state dict: %v", err)
+	})
 }
 
 func TestModuleCallErrors(t *testing.T) {

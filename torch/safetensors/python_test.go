@@ -4,30 +4,21 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"math"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
 
+	"github.com/ddpm-go/ddpm/internal/pyref"
 	"github.com/ddpm-go/ddpm/torch/safetensors"
 )
 
 // pythonWithNumpy returns a Python interpreter that can import numpy, or
-// skips the test. DDPM_PYTHON overrides the default /usr/bin/python3.
+// skips the test (fails it under DDPM_REQUIRE_REFERENCES=1). DDPM_PYTHON
+// overrides the default /usr/bin/python3.
 func pythonWithNumpy(t *testing.T) string {
 	t.Helper()
-	py := os.Getenv("DDPM_PYTHON")
-	if py == "" {
-		py = "/usr/bin/python3"
-	}
-	if _, err := exec.LookPath(py); err != nil {
-		t.Skipf("python interpreter %q not found (set DDPM_PYTHON): %v", py, err)
-	}
-	if out, err := exec.Command(py, "-c", "import numpy").CombinedOutput(); err != nil {
-		t.Skipf("python %q cannot import numpy: %v\n%s", py, err, out)
-	}
-	return py
+	return pyref.Require(t, "import numpy")
 }
 
 // pyWriteScript builds safetensors files by hand (struct + json + numpy),
