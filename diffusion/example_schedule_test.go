@@ -33,8 +33,8 @@ func ExampleNewSchedule_zeroTerminalSNR() {
 		log.Fatal(err)
 	}
 	last := s.T() - 1
-	fmt.Printf("alphabar_T: %g\n", s.AlphaCumprod(last))
-	fmt.Printf("beta_T: %g\n", s.Beta(last))
+	fmt.Printf("alphabar_T: %g\n", s.At(last).AlphaCumprod)
+	fmt.Printf("beta_T: %g\n", s.At(last).Beta)
 	fmt.Printf("logSNR_T: %g\n", s.LogSNR()[last])
 	// Output:
 	// alphabar_T: 0
@@ -67,5 +67,5 @@ func ExampleParseScheduleKind() {
 	fmt.Println(err)
 	// Output:
 	// scaled-linear <nil>
-	// diffusion: unknown schedule kind "quadratic" (valid kinds: linear, cosine, scaled-linear, sigmoid)
+	// diffusion: unknown schedule kind "quadratic" (valid: linear, cosine, scaled-linear, sigmoid)
 }

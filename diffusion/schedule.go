@@ -1,9 +1,11 @@
 package diffusion
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
-	"strings"
+
+	"github.com/ddpm-go/ddpm/internal/enum"
 )
 
 // ScheduleKind names how the betas of a Schedule are laid out.
@@ -26,39 +28,50 @@ const (
 // scheduleKinds lists the valid kinds in the order error messages show them.
 var scheduleKinds = []ScheduleKind{Linear, Cosine, ScaledLinear, Sigmoid}
 
-func scheduleKindList() string {
-	names := make([]string, len(scheduleKinds))
-	for i, k := range scheduleKinds {
-		names[i] = string(k)
-	}
-	return strings.Join(names, ", ")
+// diffusersBetaSchedule is the beta_schedule name of each kind in a
+// diffusers scheduler_config.json; the JSON form of a ScheduleKind uses it.
+var diffusersBetaSchedule = map[ScheduleKind]string{
+	Linear:       "linear",
+	Cosine:       "squaredcos_cap_v2",
+	ScaledLinear: "scaled_linear",
+	Sigmoid:      "sigmoid",
 }
 
-// ParseScheduleKind parses the name of a schedule kind. Matching ignores case
-// and surrounding space and treats '_' like '-', so "scaled_linear" is
-// accepted; the diffusers name of the cosine schedule, "squaredcos_cap_v2",
-// is accepted as well.
+// ParseScheduleKind parses the name of a schedule kind the enum way (case,
+// space and '_' versus '-' do not matter); diffusers' beta_schedule names
+// ("squaredcos_cap_v2", "scaled_linear") are accepted as well.
 func ParseScheduleKind(s string) (ScheduleKind, error) {
-	norm := strings.ReplaceAll(strings.ToLower(strings.TrimSpace(s)), "_", "-")
-	for _, k := range scheduleKinds {
-		if string(k) == norm {
-			return k, nil
-		}
+	aliases := make(map[string]ScheduleKind, len(diffusersBetaSchedule))
+	for k, name := range diffusersBetaSchedule {
+		aliases[name] = k
 	}
-	if norm == "squaredcos-cap-v2" {
-		return Cosine, nil
+	k, err := enum.Parse("schedule kind", s, scheduleKinds, aliases)
+	if err != nil {
+		return "", fmt.Errorf("diffusion: %w", err)
 	}
-	return "", fmt.Errorf("diffusion: unknown schedule kind %q (valid kinds: %s)", s, scheduleKindList())
+	return k, nil
 }
 
-func (k ScheduleKind) valid() bool {
-	for _, v := range scheduleKinds {
-		if k == v {
-			return true
-		}
+// MarshalText writes the kind under its diffusers beta_schedule name.
+func (k ScheduleKind) MarshalText() ([]byte, error) {
+	name, ok := diffusersBetaSchedule[k]
+	if !ok {
+		return nil, fmt.Errorf("diffusion: unknown schedule kind %q (valid: %s)", string(k), enum.List(scheduleKinds))
 	}
-	return false
+	return []byte(name), nil
 }
+
+// UnmarshalText reads any name ParseScheduleKind accepts.
+func (k *ScheduleKind) UnmarshalText(b []byte) error {
+	v, err := ParseScheduleKind(string(b))
+	if err != nil {
+		return err
+	}
+	*k = v
+	return nil
+}
+
+func (k ScheduleKind) valid() bool { return enum.Valid(k, scheduleKinds) }
 
 // usesBetaRange reports whether the kind reads BetaStart and BetaEnd.
 func (k ScheduleKind) usesBetaRange() bool {
@@ -83,18 +96,19 @@ const (
 // Fields that the chosen kind does not read are not validated.
 type ScheduleConfig struct {
 	// Kind selects how the betas are laid out; default Linear.
-	Kind ScheduleKind
+	Kind ScheduleKind `json:"beta_schedule"`
 	// T is the number of diffusion steps, in [1, MaxScheduleSteps]; default 1000.
-	T int
+	T int `json:"num_train_timesteps"`
 	// BetaStart and BetaEnd bound the betas of the linear, scaled-linear and
 	// sigmoid kinds: 0 < BetaStart <= BetaEnd < 1; defaults 1e-4 and 0.02
 	// (Ho et al. 2020). Stable Diffusion's scaled-linear schedule uses
 	// 0.00085 and 0.012.
-	BetaStart, BetaEnd float64
+	BetaStart float64 `json:"beta_start"`
+	BetaEnd   float64 `json:"beta_end"`
 	// CosineS is the offset s of the cosine schedule, > 0; default 0.008.
-	CosineS float64
+	CosineS float64 `json:"cosine_s"`
 	// MaxBeta clips the betas of the cosine schedule, in (0, 1); default 0.999.
-	MaxBeta float64
+	MaxBeta float64 `json:"max_beta"`
 	// ZeroTerminalSNR rescales the schedule so that ᾱ at the last step is
 	// exactly 0, i.e. the last step is pure noise (Lin et al. 2024,
 	// "Common Diffusion Noise Schedules and Sample Steps are Flawed",
@@ -103,7 +117,50 @@ type ScheduleConfig struct {
 	// SqrtRecipm1AlphasCumprod) are +Inf there. Predicting the noise ε is
 	// ill-posed at the last step, since x_T carries no information about x_0;
 	// use v prediction with such a schedule. Requires T >= 2.
-	ZeroTerminalSNR bool
+	ZeroTerminalSNR bool `json:"rescale_betas_zero_snr"`
+}
+
+// UnmarshalJSON reads the snake_case keys above (diffusers'
+// scheduler_config names where diffusers has the field) and, for
+// checkpoints and run directories written before those names, the Go field
+// names (BetaStart, ...).
+func (cfg *ScheduleConfig) UnmarshalJSON(b []byte) error {
+	type plain ScheduleConfig
+	var v plain
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	var legacy struct {
+		Kind                                 *ScheduleKind
+		T                                    *int
+		BetaStart, BetaEnd, CosineS, MaxBeta *float64
+		ZeroTerminalSNR                      *bool
+	}
+	if err := json.Unmarshal(b, &legacy); err != nil {
+		return err
+	}
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(b, &keys); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		key string
+		set func()
+	}{
+		{"Kind", func() { v.Kind = *legacy.Kind }},
+		{"T", func() { v.T = *legacy.T }},
+		{"BetaStart", func() { v.BetaStart = *legacy.BetaStart }},
+		{"BetaEnd", func() { v.BetaEnd = *legacy.BetaEnd }},
+		{"CosineS", func() { v.CosineS = *legacy.CosineS }},
+		{"MaxBeta", func() { v.MaxBeta = *legacy.MaxBeta }},
+		{"ZeroTerminalSNR", func() { v.ZeroTerminalSNR = *legacy.ZeroTerminalSNR }},
+	} {
+		if _, ok := keys[f.key]; ok {
+			f.set()
+		}
+	}
+	*cfg = ScheduleConfig(v)
+	return nil
 }
 
 // DefaultScheduleConfig returns the linear schedule of Ho et al. 2020:
@@ -146,7 +203,7 @@ func (cfg ScheduleConfig) withDefaults() ScheduleConfig {
 
 func (cfg ScheduleConfig) validate() error {
 	if !cfg.Kind.valid() {
-		return fmt.Errorf("diffusion: unknown schedule kind %q (valid kinds: %s)", cfg.Kind, scheduleKindList())
+		return fmt.Errorf("diffusion: unknown schedule kind %q (valid: %s)", cfg.Kind, enum.List(scheduleKinds))
 	}
 	if cfg.T < 1 || cfg.T > MaxScheduleSteps {
 		return fmt.Errorf("diffusion: T = %d is out of range [1, %d]", cfg.T, MaxScheduleSteps)
@@ -186,9 +243,8 @@ func (cfg ScheduleConfig) validate() error {
 // improved-diffusion feed to the model. ᾱ_0 = 1 (the clean data) has no
 // index; it appears only as AlphasCumprodPrev()[0].
 //
-// Slice accessors return a fresh copy on every call; Beta, Alpha,
-// AlphaCumprod and AlphaCumprodPrev return single entries without copying
-// and panic if i is not in [0, T).
+// Slice accessors return a fresh copy on every call; At returns every
+// quantity of one index without copying.
 //
 // The quantities follow IEEE semantics where ᾱ_t = 0, which happens at the
 // last step with ZeroTerminalSNR or when the cumulative product underflows
@@ -491,14 +547,27 @@ func (s *Schedule) SNR() []float64 { return clone(s.snr) }
 // +Inf, since ᾱ_t < 1 at every step.
 func (s *Schedule) LogSNR() []float64 { return clone(s.logSNR) }
 
-// Beta returns β at index i without copying the schedule.
-func (s *Schedule) Beta(i int) float64 { return s.betas[i] }
+// Coefficients are the per-step quantities of one timestep index, named as
+// the slice accessors of Schedule name them (see there for the formulas).
+type Coefficients struct {
+	Beta, Alpha, AlphaCumprod, AlphaCumprodPrev    float64
+	SqrtAlphaCumprod, SqrtOneMinusAlphaCumprod     float64
+	SqrtRecipAlphaCumprod, SqrtRecipm1AlphaCumprod float64
+	PosteriorVariance, PosteriorLogVarianceClipped float64
+	PosteriorMeanCoef1, PosteriorMeanCoef2         float64
+	SNR, LogSNR                                    float64
+}
 
-// Alpha returns α = 1 - β at index i.
-func (s *Schedule) Alpha(i int) float64 { return s.alphas[i] }
-
-// AlphaCumprod returns ᾱ at index i.
-func (s *Schedule) AlphaCumprod(i int) float64 { return s.alphasCumprod[i] }
-
-// AlphaCumprodPrev returns ᾱ at index i-1, or ᾱ_0 = 1 for i = 0.
-func (s *Schedule) AlphaCumprodPrev(i int) float64 { return s.alphasCumprodPrev[i] }
+// At returns every coefficient of index i without copying the schedule; it
+// panics if i is not in [0, T). Samplers and trainers read the schedule
+// through it.
+func (s *Schedule) At(i int) Coefficients {
+	return Coefficients{
+		Beta: s.betas[i], Alpha: s.alphas[i], AlphaCumprod: s.alphasCumprod[i], AlphaCumprodPrev: s.alphasCumprodPrev[i],
+		SqrtAlphaCumprod: s.sqrtAlphasCumprod[i], SqrtOneMinusAlphaCumprod: s.sqrtOneMinusAlphasCumprod[i],
+		SqrtRecipAlphaCumprod: s.sqrtRecipAlphasCumprod[i], SqrtRecipm1AlphaCumprod: s.sqrtRecipm1AlphasCumprod[i],
+		PosteriorVariance: s.posteriorVariance[i], PosteriorLogVarianceClipped: s.posteriorLogVarClipped[i],
+		PosteriorMeanCoef1: s.posteriorMeanCoef1[i], PosteriorMeanCoef2: s.posteriorMeanCoef2[i],
+		SNR: s.snr[i], LogSNR: s.logSNR[i],
+	}
+}

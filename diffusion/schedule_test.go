@@ -1,15 +1,13 @@
 package diffusion
 
 import (
-	"context"
 	"encoding/json"
 	"math"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/ddpm-go/ddpm/internal/pyref"
 )
 
 // allKinds lists every schedule kind, for table-driven tests.
@@ -112,7 +110,7 @@ func TestNewScheduleValidation(t *testing.T) {
 		edit func(*ScheduleConfig)
 		want string // substring of the error
 	}{
-		{"kind", func(c *ScheduleConfig) { c.Kind = "quadratic" }, `unknown schedule kind "quadratic" (valid kinds: linear, cosine, scaled-linear, sigmoid)`},
+		{"kind", func(c *ScheduleConfig) { c.Kind = "quadratic" }, `unknown schedule kind "quadratic" (valid: linear, cosine, scaled-linear, sigmoid)`},
 		{"T negative", func(c *ScheduleConfig) { c.T = -1 }, "T = -1 is out of range [1, 100000]"},
 		{"T too large", func(c *ScheduleConfig) { c.T = 100001 }, "T = 100001 is out of range [1, 100000]"},
 		{"BetaStart negative", func(c *ScheduleConfig) { c.BetaStart = -1e-4 }, "BetaStart = -0.0001 is out of range (0, 1)"},
@@ -314,7 +312,7 @@ func TestScheduleTerminalAlphaBar(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(string(tt.kind), func(t *testing.T) {
 			s := mustSchedule(t, kindConfig(tt.kind, false))
-			got := s.AlphaCumprod(s.T() - 1)
+			got := s.At(s.T() - 1).AlphaCumprod
 			if !(got > tt.min && got < tt.max) {
 				t.Errorf("alphas_cumprod[T-1] = %v, want in (%v, %v)", got, tt.min, tt.max)
 			}
@@ -332,10 +330,10 @@ func TestScheduleZeroTerminalSNR(t *testing.T) {
 			if got := s.AlphasCumprod()[last]; got != 0 {
 				t.Errorf("alphas_cumprod[T-1] = %v, want exactly 0", got)
 			}
-			if got, want := s.AlphaCumprod(0), plain.AlphaCumprod(0); math.Abs(got-want) > 1e-12 {
+			if got, want := s.At(0).AlphaCumprod, plain.At(0).AlphaCumprod; math.Abs(got-want) > 1e-12 {
 				t.Errorf("alphas_cumprod[0] = %.17g, want unchanged %.17g", got, want)
 			}
-			if got := s.Beta(last); got != 1 {
+			if got := s.At(last).Beta; got != 1 {
 				t.Errorf("betas[T-1] = %v, want 1", got)
 			}
 			// sqrt(ᾱ) is shifted and scaled (Lin et al. 2024, Algorithm 1).
@@ -358,8 +356,8 @@ func TestScheduleZeroTerminalSNR(t *testing.T) {
 				{"SqrtRecipAlphasCumprod", s.SqrtRecipAlphasCumprod()[last], math.Inf(1)},
 				{"SqrtRecipm1AlphasCumprod", s.SqrtRecipm1AlphasCumprod()[last], math.Inf(1)},
 				{"PosteriorMeanCoef2", s.PosteriorMeanCoef2()[last], 0},
-				{"PosteriorMeanCoef1", s.PosteriorMeanCoef1()[last], math.Sqrt(s.AlphaCumprod(last - 1))},
-				{"PosteriorVariance", s.PosteriorVariance()[last], 1 - s.AlphaCumprod(last-1)},
+				{"PosteriorMeanCoef1", s.PosteriorMeanCoef1()[last], math.Sqrt(s.At(last - 1).AlphaCumprod)},
+				{"PosteriorVariance", s.PosteriorVariance()[last], 1 - s.At(last-1).AlphaCumprod},
 			}
 			for _, c := range checks {
 				if !(c.got == c.want || math.Abs(c.got-c.want) <= 1e-15) {
@@ -474,7 +472,7 @@ func TestScheduleSingleStep(t *testing.T) {
 			if s.T() != 1 || len(s.Betas()) != 1 {
 				t.Fatalf("T() = %d, len(Betas()) = %d, want 1", s.T(), len(s.Betas()))
 			}
-			if got, want := s.PosteriorLogVarianceClipped()[0], math.Log(s.Beta(0)); got != want {
+			if got, want := s.PosteriorLogVarianceClipped()[0], math.Log(s.At(0).Beta); got != want {
 				t.Errorf("posterior_log_variance_clipped[0] = %v, want log β = %v", got, want)
 			}
 		})
@@ -542,7 +540,7 @@ func TestScheduleAccessorsReturnCopies(t *testing.T) {
 	t.Run("per-index", func(t *testing.T) {
 		b, a, ac, acp := s.Betas(), s.Alphas(), s.AlphasCumprod(), s.AlphasCumprodPrev()
 		for i := range 100 {
-			if s.Beta(i) != b[i] || s.Alpha(i) != a[i] || s.AlphaCumprod(i) != ac[i] || s.AlphaCumprodPrev(i) != acp[i] {
+			if s.At(i).Beta != b[i] || s.At(i).Alpha != a[i] || s.At(i).AlphaCumprod != ac[i] || s.At(i).AlphaCumprodPrev != acp[i] {
 				t.Fatalf("per-index accessors disagree with slices at %d", i)
 			}
 		}
@@ -555,12 +553,8 @@ func TestScheduleAccessorsReturnCopies(t *testing.T) {
 // n in [1, T].
 const pythonReference = `
 import json, math, sys
-try:
-    import numpy as np
-    import torch
-except ImportError:
-    print("SKIP")
-    sys.exit(0)
+import numpy as np
+import torch
 
 T = int(sys.argv[1])
 f64 = torch.float64
@@ -601,25 +595,7 @@ func TestSchedulePythonReference(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipping the Python reference in short mode")
 	}
-	py := os.Getenv("DDPM_PYTHON")
-	if py == "" {
-		py = "/usr/bin/python3"
-	}
-	if _, err := exec.LookPath(py); err != nil {
-		t.Skipf("no Python interpreter at %s: %v", py, err)
-	}
 	const T = 1000
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, py, "-c", pythonReference, strconv.Itoa(T))
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("running the Python reference: %v", err)
-	}
-	if strings.TrimSpace(string(out)) == "SKIP" {
-		t.Skipf("%s lacks torch or numpy", py)
-	}
 	var ref struct {
 		Schedules map[string]struct {
 			Betas         []float64 `json:"betas"`
@@ -627,10 +603,7 @@ func TestSchedulePythonReference(t *testing.T) {
 		} `json:"schedules"`
 		Timesteps map[Spacing][][]int `json:"timesteps"`
 	}
-	if err := json.Unmarshal(out, &ref); err != nil {
-		t.Fatalf("decoding the Python reference: %v", err)
-	}
-
+	pyref.Run(t, pythonReference, nil, &ref, strconv.Itoa(T))
 	configs := map[string]ScheduleConfig{
 		"linear":          kindConfig(Linear, false),
 		"scaled-linear":   kindConfig(ScaledLinear, false),
@@ -696,4 +669,30 @@ func equalInts(a, b []int) bool {
 		}
 	}
 	return true
+}
+
+// The JSON form uses diffusers' scheduler_config names, and reads back the
+// Go field names older files used.
+func TestScheduleConfigJSON(t *testing.T) {
+	cfg := ScheduleConfig{Kind: Cosine, T: 500, BetaStart: 1e-4, BetaEnd: 0.02, CosineS: 0.008, MaxBeta: 0.999, ZeroTerminalSNR: true}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"beta_schedule":"squaredcos_cap_v2"`, `"num_train_timesteps":500`, `"beta_start":0.0001`, `"rescale_betas_zero_snr":true`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("%s lacks %s", b, want)
+		}
+	}
+	var back ScheduleConfig
+	if err := json.Unmarshal(b, &back); err != nil || back != cfg {
+		t.Errorf("round trip %+v (%v), want %+v", back, err, cfg)
+	}
+	var legacy ScheduleConfig
+	if err := json.Unmarshal([]byte(`{"Kind":"cosine","T":500,"BetaStart":0.0001,"BetaEnd":0.02,"CosineS":0.008,"MaxBeta":0.999,"ZeroTerminalSNR":true}`), &legacy); err != nil || legacy != cfg {
+		t.Errorf("legacy %+v (%v), want %+v", legacy, err, cfg)
+	}
+	if err := json.Unmarshal([]byte(`{"beta_schedule":"quadratic"}`), &legacy); err == nil {
+		t.Error("an unknown beta_schedule was accepted")
+	}
 }

@@ -2,8 +2,8 @@ package diffusion
 
 import (
 	"fmt"
-	"strings"
 
+	"github.com/ddpm-go/ddpm/internal/enum"
 	"github.com/ddpm-go/ddpm/torch"
 )
 
@@ -21,17 +21,30 @@ const (
 	V Target = "v"
 )
 
-// ParseTarget accepts "epsilon" (or "eps"), "x0" and "v".
+var targets = []Target{Epsilon, X0, V}
+
+// ParseTarget parses a prediction target the enum way: "epsilon" (or
+// "eps"), "x0" (or diffusers' "sample") and "v" (or "v-prediction").
 func ParseTarget(s string) (Target, error) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "epsilon", "eps":
-		return Epsilon, nil
-	case "x0", "sample":
-		return X0, nil
-	case "v", "v-prediction", "v_prediction":
-		return V, nil
+	v, err := enum.Parse("target", s, targets, map[string]Target{"eps": Epsilon, "sample": X0, "v-prediction": V})
+	if err != nil {
+		return "", fmt.Errorf("diffusion: %w", err)
 	}
-	return "", fmt.Errorf("unknown target %q (want epsilon, x0 or v)", s)
+	return v, nil
+}
+
+// Valid reports whether t is one of Epsilon, X0 and V.
+func (t Target) Valid() bool { return enum.Valid(t, targets) }
+
+// DiffusersName is the prediction_type of a diffusers scheduler config.
+func (t Target) DiffusersName() string {
+	switch t {
+	case X0:
+		return "sample"
+	case V:
+		return "v_prediction"
+	}
+	return "epsilon"
 }
 
 // Gather picks values[t_i] for every sample i of the int64 timesteps t and
@@ -41,7 +54,7 @@ func ParseTarget(s string) (Target, error) {
 func Gather(s *torch.Scope, values []float64, t, x *torch.Tensor) *torch.Tensor {
 	m, err := x.Meta()
 	if err != nil {
-		s.Fail(fmt.Errorf("gather: %w", err))
+		s.Fail(fmt.Errorf("diffusion: gather: %w", err))
 		return nil
 	}
 	table := s.FromFloat64s(values, int64(len(values)))
@@ -77,7 +90,7 @@ func (sc *Schedule) TrainingTarget(s *torch.Scope, target Target, x0, eps, t *to
 		b := Gather(s, sc.sqrtOneMinusAlphasCumprod, t, x0)
 		return s.Sub(s.Mul(a, eps), s.Mul(b, x0))
 	}
-	s.Fail(fmt.Errorf("unknown target %q", target))
+	s.Fail(fmt.Errorf("diffusion: unknown target %q (valid: %s)", target, enum.List(targets)))
 	return nil
 }
 
@@ -98,13 +111,13 @@ func SplitPrediction(s *torch.Scope, target Target, out, xt, a, b *torch.Tensor)
 	case V:
 		return s.Sub(s.Mul(a, xt), s.Mul(b, out)), s.Add(s.Mul(b, xt), s.Mul(a, out))
 	}
-	s.Fail(fmt.Errorf("unknown target %q", target))
+	s.Fail(fmt.Errorf("diffusion: unknown target %q (valid: %s)", target, enum.List(targets)))
 	return nil, nil
 }
 
 // FromPrediction is the inverse of SplitPrediction: the output a model of
-// kind target should give for clean image x0 and noise eps (the sampler uses
-// it to express guided or clipped predictions in the model's own terms).
+// kind target should give for clean image x0 and noise eps (tests use it to
+// build exact predictions; the samplers work with x0 and eps directly).
 func FromPrediction(s *torch.Scope, target Target, x0, eps, a, b *torch.Tensor) *torch.Tensor {
 	switch target {
 	case Epsilon:
@@ -114,6 +127,6 @@ func FromPrediction(s *torch.Scope, target Target, x0, eps, a, b *torch.Tensor) 
 	case V:
 		return s.Sub(s.Mul(a, eps), s.Mul(b, x0))
 	}
-	s.Fail(fmt.Errorf("unknown target %q", target))
+	s.Fail(fmt.Errorf("diffusion: unknown target %q (valid: %s)", target, enum.List(targets)))
 	return nil
 }

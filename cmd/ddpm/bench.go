@@ -12,6 +12,7 @@ import (
 
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/diffusion/data"
+	"github.com/ddpm-go/ddpm/diffusion/train"
 	"github.com/ddpm-go/ddpm/diffusion/unet"
 	"github.com/ddpm-go/ddpm/torch"
 	"github.com/urfave/cli/v2"
@@ -74,7 +75,7 @@ func runBench(c *cli.Context) error {
 	}
 	shape := []int64{int64(cfg.InChannels), int64(cfg.ImageSize), int64(cfg.ImageSize)}
 	// The training step is the trainer's own, fed random images.
-	tr, err := diffusion.NewTrainer(model, sched, diffusion.TrainConfig{Steps: int64(warm + iters), BatchSize: batch,
+	tr, err := train.New(model, sched, train.Config{Steps: int64(warm + iters), BatchSize: batch,
 		LogEvery: 1 << 30, CheckpointEvery: 1 << 30}, dev, shape)
 	if err != nil {
 		return err

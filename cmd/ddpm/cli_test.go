@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -220,26 +219,6 @@ func TestInterruptSavesCheckpoint(t *testing.T) {
 	entries, _ := filepath.Glob(filepath.Join(runDir, "ckpt-*.safetensors"))
 	if len(entries) != 1 {
 		t.Fatalf("checkpoints after Ctrl-C: %v", entries)
-	}
-}
-
-func TestDefaultThreads(t *testing.T) {
-	for _, c := range []struct {
-		omp, rank, local string
-		want             int
-	}{
-		{"", "", "", runtime.NumCPU()},
-		{"3", "", "", 0},
-		{"", "0", "", 1},
-		{"", "1", "2", max(1, runtime.NumCPU()/2)},
-		{"2", "1", "2", 0},
-	} {
-		t.Setenv("OMP_NUM_THREADS", c.omp)
-		t.Setenv("RANK", c.rank)
-		t.Setenv("LOCAL_WORLD_SIZE", c.local)
-		if got := defaultThreads(); got != c.want {
-			t.Errorf("OMP_NUM_THREADS=%q RANK=%q LOCAL_WORLD_SIZE=%q: %d threads, want %d", c.omp, c.rank, c.local, got, c.want)
-		}
 	}
 }
 

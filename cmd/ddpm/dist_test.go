@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
 	"github.com/ddpm-go/ddpm/internal/disttest"
 	"github.com/ddpm-go/ddpm/torch"
 )
@@ -84,7 +84,7 @@ func TestDistKilledRankEndsJob(t *testing.T) {
 		"--dist-timeout", timeout.String(), "--out", runDir, "--quiet")
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		if c, _ := diffusion.Checkpoints(runDir); len(c) >= 2 {
+		if c, _ := checkpoint.List(runDir); len(c) >= 2 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -109,11 +109,11 @@ func TestDistKilledRankEndsJob(t *testing.T) {
 		t.Fatalf("rank 0 exited with %v:\n%s", ranks[0].Err, out)
 	}
 	t.Logf("rank 0 failed %v after the kill: %s", took.Round(time.Millisecond), lastLine(out, "ddpm: "))
-	c, err := diffusion.LatestCheckpoint(runDir)
+	c, err := checkpoint.Latest(runDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := diffusion.ReadCheckpointMetadata(c); err != nil {
+	if _, err := checkpoint.ReadMeta(c); err != nil {
 		t.Fatalf("last checkpoint unreadable: %v", err)
 	}
 }

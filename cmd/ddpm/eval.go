@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"strings"
 
 	"github.com/ddpm-go/ddpm/diffusion/data"
@@ -134,13 +133,13 @@ func runEval(c *cli.Context) error {
 			return err
 		}
 		defer p.Close()
-		if so, err = sampleOptions(c, p.Schedule.T()); err != nil {
+		if so, err = sampleOptions(c, p, n); err != nil {
 			return err
 		}
-		cfg := p.Model.Config()
-		e.size, e.chans = cfg.ImageSize, cfg.OutChannels
+		info := p.Info()
+		e.size, e.chans = info.Size, info.Channels
 		if e.refArg == "" {
-			if e.refArg, err = trainingData(p.Metadata[pipeline.MetaData]); err != nil {
+			if e.refArg, err = trainingData(info.Data); err != nil {
 				return err
 			}
 		}
@@ -163,7 +162,7 @@ func runEval(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	test, err := testSplit(ref.Source, e.size, ref.C)
+	test, err := testSplit(ref.Path, e.size, ref.C)
 	if err != nil {
 		return err
 	}
@@ -218,34 +217,24 @@ func (e *evaluation) note(format string, args ...any) {
 	fmt.Fprintf(e.notes, "ddpm: "+format+"\n", args...)
 }
 
-// sourceMore matches the data_source of a multi-file dataset, "FILE and N more".
-var sourceMore = regexp.MustCompile(`^(.*) and \d+ more$`)
-
-// trainingData turns a checkpoint's data_source into a path data.Open
-// reads; "" (no record) means the default data.
-func trainingData(source string) (string, error) {
-	if source == "" {
+// trainingData checks the training data path a checkpoint records; ""
+// (no record) means the default data.
+func trainingData(path string) (string, error) {
+	if path == "" {
 		return "", nil
 	}
-	if _, err := os.Stat(source); err == nil {
-		return source, nil
+	if _, err := os.Stat(path); err != nil {
+		return "", fmt.Errorf("the model was trained on %s, which is not there; give the reference images with --ref", path)
 	}
-	if m := sourceMore.FindStringSubmatch(source); m != nil {
-		if _, err := os.Stat(m[1]); err == nil {
-			return filepath.Dir(m[1]), nil
-		}
-	}
-	return "", fmt.Errorf("the model was trained on %s, which is not there; give the reference images with --ref", source)
+	return path, nil
 }
 
-// testSplit opens the test split that lies beside a training set read from
-// source (an IDX file or folder, or CIFAR-10 batches), or returns nil.
-func testSplit(source string, size, channels int) (*data.Dataset, error) {
-	dir := source
-	if m := sourceMore.FindStringSubmatch(source); m != nil {
-		dir = filepath.Dir(m[1])
-	} else if fi, err := os.Stat(source); err != nil || !fi.IsDir() {
-		dir = filepath.Dir(source)
+// testSplit opens the test split that lies beside a training set opened
+// from path (an IDX file or folder, or CIFAR-10 batches), or returns nil.
+func testSplit(path string, size, channels int) (*data.Dataset, error) {
+	dir := path
+	if fi, err := os.Stat(path); err != nil || !fi.IsDir() {
+		dir = filepath.Dir(path)
 	}
 	for _, name := range []string{"t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte",
 		"test_batch.bin", filepath.Join("cifar-10-batches-bin", "test_batch.bin")} {
@@ -265,13 +254,12 @@ func testSplit(source string, size, channels int) (*data.Dataset, error) {
 func (e *evaluation) sample(p *pipeline.Pipeline, n int, o pipeline.GenerateOptions) (*data.Dataset, error) {
 	bar := newProgress(e.notes, e.quiet, "sample", int64(n))
 	o.OnBatch = func(done, total int) { bar.update(int64(done), "images") }
-	pix, err := p.Generate(e.ctx, n, o)
+	imgs, err := p.Generate(e.ctx, n, o)
 	bar.finish()
 	if err != nil {
 		return nil, err
 	}
-	cfg := p.Model.Config()
-	return &data.Dataset{N: n, C: cfg.OutChannels, H: cfg.ImageSize, W: cfg.ImageSize, Images: pix, Source: "samples"}, nil
+	return &data.Dataset{N: imgs.N, C: imgs.C, H: imgs.H, W: imgs.W, Images: imgs.Pixels, Source: "samples"}, nil
 }
 
 // extract computes features with a progress bar.

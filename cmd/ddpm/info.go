@@ -5,8 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/ddpm-go/ddpm/diffusion"
-	"github.com/ddpm-go/ddpm/diffusion/pipeline"
+	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
 	"github.com/ddpm-go/ddpm/diffusion/unet"
 	"github.com/urfave/cli/v2"
 )
@@ -52,22 +51,20 @@ func runInfo(c *cli.Context) error {
 		if err != nil {
 			return fmt.Errorf("%w (or --preset NAME)", err)
 		}
-		meta, err := diffusion.ReadCheckpointMetadata(path)
+		meta, err := checkpoint.ReadMeta(path)
 		if err != nil {
 			return err
 		}
-		if err := json.Unmarshal([]byte(meta[pipeline.MetaModel]), &info.Model); err != nil {
-			return fmt.Errorf("%s: bad model configuration in metadata: %w", path, err)
+		if meta.Model == nil {
+			return fmt.Errorf("%s records no model configuration", path)
 		}
-		var step int64
-		fmt.Sscan(meta[diffusion.MetaStep], &step)
-		info.Source, info.Step = path, &step
-		info.Train = json.RawMessage(meta[diffusion.MetaTrain])
-		info.Schedule = json.RawMessage(meta[diffusion.MetaSchedule])
-		info.Data = meta[pipeline.MetaData]
-		if names := meta[pipeline.MetaClassNames]; names != "" {
-			_ = json.Unmarshal([]byte(names), &info.ClassNames)
+		sched, err := json.Marshal(meta.Schedule)
+		if err != nil {
+			return err
 		}
+		info.Source, info.Model, info.Step = path, *meta.Model, &meta.Step
+		info.Train, info.Schedule = meta.Train, sched
+		info.Data, info.ClassNames = meta.Data, meta.ClassNames
 	}
 	if err := info.Model.Validate(); err != nil {
 		return err

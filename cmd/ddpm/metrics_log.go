@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/diffusion/train"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
@@ -14,17 +14,17 @@ import (
 
 // readMetrics reads the records of a metrics log, skipping lines that are
 // not one (a line cut short by a crash).
-func readMetrics(path string) ([]diffusion.Metrics, error) {
+func readMetrics(path string) ([]train.Metrics, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	var out []diffusion.Metrics
+	var out []train.Metrics
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
-		var m diffusion.Metrics
+		var m train.Metrics
 		if json.Unmarshal(sc.Bytes(), &m) == nil {
 			out = append(out, m)
 		}
@@ -56,7 +56,7 @@ func openMetricsLog(path, plotPath string) (*metricsLog, error) {
 	return l, nil
 }
 
-func (l *metricsLog) write(m diffusion.Metrics) error {
+func (l *metricsLog) write(m train.Metrics) error {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return err

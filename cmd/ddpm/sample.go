@@ -7,8 +7,10 @@ import (
 	"path/filepath"
 
 	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
 	"github.com/ddpm-go/ddpm/diffusion/images"
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
+	"github.com/ddpm-go/ddpm/diffusion/sampler"
 	"github.com/ddpm-go/ddpm/torch"
 	"github.com/urfave/cli/v2"
 )
@@ -64,7 +66,7 @@ func checkpointPath(c *cli.Context) (string, error) {
 		if _, err := os.Stat(run); err != nil {
 			return "", fmt.Errorf("run directory: %w", err)
 		}
-		return diffusion.LatestCheckpoint(run)
+		return checkpoint.Latest(run)
 	}
 	return "", fmt.Errorf("which model? give --run RUN_DIR or --checkpoint FILE")
 }
@@ -79,41 +81,57 @@ func loadPipeline(c *cli.Context) (*pipeline.Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := pipeline.Weights(c.String("weights"))
-	if w != pipeline.EMAWeights && w != pipeline.ModelWeights {
-		return nil, fmt.Errorf("--weights %q: want ema or model", w)
+	w, err := checkpoint.ParseWeights(c.String("weights"))
+	if err != nil {
+		return nil, fmt.Errorf("--weights: %w", err)
 	}
-	return pipeline.Load(path, dev, w)
+	return pipeline.Load(path, pipeline.Options{Device: dev, Weights: w})
 }
 
-// sampleOptions reads the sampler flags.
-func sampleOptions(c *cli.Context, T int) (pipeline.GenerateOptions, error) {
+// sampleOptions reads the sampler flags for n images of p's model.
+func sampleOptions(c *cli.Context, p *pipeline.Pipeline, n int) (pipeline.GenerateOptions, error) {
 	var o pipeline.GenerateOptions
 	var err error
-	if o.Sample.Sampler, err = diffusion.ParseSamplerKind(c.String("sampler")); err != nil {
+	T := p.Schedule().T()
+	if o.Sampling.Sampler, err = sampler.ParseKind(c.String("sampler")); err != nil {
 		return o, err
 	}
 	if steps := c.Int("steps"); c.IsSet("steps") && (steps < 1 || steps > T) {
 		return o, fmt.Errorf("--steps %d out of range [1, %d] (the model was trained with T=%d)", steps, T, T)
 	}
-	o.Sample.Steps = c.Int("steps")
+	o.Sampling.Steps = c.Int("steps")
 	if sp := c.String("spacing"); sp != "" {
-		if o.Sample.Spacing, err = diffusion.ParseSpacing(sp); err != nil {
+		if o.Sampling.Spacing, err = diffusion.ParseSpacing(sp); err != nil {
 			return o, err
 		}
 	}
-	o.Sample.Eta = c.Float64("eta")
-	if o.Sample.Eta < 0 || o.Sample.Eta > 1 {
-		return o, fmt.Errorf("--eta %g out of range [0, 1]", o.Sample.Eta)
+	o.Sampling.Eta = c.Float64("eta")
+	if o.Sampling.Eta < 0 || o.Sampling.Eta > 1 {
+		return o, fmt.Errorf("--eta %g out of range [0, 1]", o.Sampling.Eta)
 	}
-	if o.Sample.Variance, err = diffusion.ParseVariance(c.String("variance")); err != nil {
+	if o.Sampling.Variance, err = sampler.ParseVariance(c.String("variance")); err != nil {
 		return o, err
 	}
-	if o.Sample.Clip, err = diffusion.ParseClipMode(c.String("clip")); err != nil {
+	if o.Sampling.Clip, err = sampler.ParseClip(c.String("clip")); err != nil {
 		return o, err
 	}
-	o.Sample.Guidance = c.Float64("guidance")
-	o.Class = c.Int64("class")
+	o.Sampling.Guidance = c.Float64("guidance")
+	info := p.Info()
+	switch class := c.Int64("class"); {
+	case class >= 0 && info.NumClasses == 0:
+		return o, fmt.Errorf("--class %d: the model is unconditional (trained without --classes)", class)
+	case class >= int64(info.NumClasses):
+		return o, fmt.Errorf("--class %d out of range [0, %d)", class, info.NumClasses)
+	case class >= 0:
+		o.Labels = make([]int64, n)
+		for i := range o.Labels {
+			o.Labels[i] = class
+		}
+	case o.Sampling.Guidance != 0 && info.NumClasses == 0:
+		return o, fmt.Errorf("--guidance needs a class-conditional model; this one is unconditional (train with --classes)")
+	case o.Sampling.Guidance != 0:
+		return o, fmt.Errorf("--guidance needs --class")
+	}
 	o.Seed = c.Uint64("seed")
 	o.Batch = c.Int("batch")
 	if o.Batch < 1 {
@@ -148,43 +166,34 @@ func runSample(c *cli.Context) error {
 		return err
 	}
 	defer p.Close()
-	o, err := sampleOptions(c, p.Schedule.T())
+	o, err := sampleOptions(c, p, n)
 	if err != nil {
 		return err
 	}
-	cfg := p.Model.Config()
-	ch, size := cfg.OutChannels, cfg.ImageSize
+	info := p.Info()
+	ch, size := info.Channels, info.Size
 	bar := newProgress(c.App.Writer, c.Bool("quiet"), "sample", int64(n))
 	o.OnBatch = func(done, total int) { bar.update(int64(done), "images") }
 	var strip trajectory
 	if traj != "" {
-		o.Sample.Callback = strip.record
+		o.Sampling.Callback = strip.record
 	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt)
 	defer stop()
-	pix, err := p.Generate(ctx, n, o)
+	imgs, err := p.Generate(ctx, n, o)
 	bar.finish()
 	if err != nil {
 		return err
 	}
-	per := ch * size * size
 	if out != "" {
-		img, err := images.Grid(pix, n, ch, size, size, gridColumns(n), 2)
-		if err != nil {
+		if err := saveGrid(out, imgs); err != nil {
 			return err
-		}
-		if err := images.SavePNG(out, img); err != nil {
-			return fmt.Errorf("cannot write %s: %w", out, err)
 		}
 		fmt.Fprintf(c.App.Writer, "ddpm: wrote %s (%d images)\n", out, n)
 	}
 	if outDir != "" {
 		for i := range n {
-			img, err := images.ToImage(pix[i*per:(i+1)*per], ch, size, size)
-			if err != nil {
-				return err
-			}
-			if err := images.SavePNG(filepath.Join(outDir, fmt.Sprintf("%06d.png", i)), img); err != nil {
+			if err := images.SavePNG(filepath.Join(outDir, fmt.Sprintf("%06d.png", i)), imgs.Image(i)); err != nil {
 				return err
 			}
 		}
@@ -195,6 +204,18 @@ func runSample(c *cli.Context) error {
 			return err
 		}
 		fmt.Fprintf(c.App.Writer, "ddpm: wrote %s (%d steps)\n", traj, len(strip.xt))
+	}
+	return nil
+}
+
+// saveGrid writes images as one PNG grid, as square as possible.
+func saveGrid(path string, imgs *pipeline.Images) error {
+	img, err := imgs.Grid(gridColumns(imgs.N), 2)
+	if err != nil {
+		return err
+	}
+	if err := images.SavePNG(path, img); err != nil {
+		return fmt.Errorf("cannot write %s: %w", path, err)
 	}
 	return nil
 }

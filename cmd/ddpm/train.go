@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
 	"github.com/ddpm-go/ddpm/diffusion/data"
-	"github.com/ddpm-go/ddpm/diffusion/images"
-	"github.com/ddpm-go/ddpm/diffusion/nn"
-	"github.com/ddpm-go/ddpm/diffusion/pipeline"
+	"github.com/ddpm-go/ddpm/diffusion/optim"
+	"github.com/ddpm-go/ddpm/diffusion/train"
 	"github.com/ddpm-go/ddpm/diffusion/unet"
 	"github.com/ddpm-go/ddpm/torch"
 	"github.com/urfave/cli/v2"
@@ -25,15 +25,21 @@ import (
 // runConfig is everything that defines a training run; it is written to the
 // run directory as config.json and read back by --resume.
 type runConfig struct {
+	// Format is runConfigFormat; files without it were written before zero
+	// meant "the default" for the warm-up.
+	Format      int                      `json:"format"`
 	Data        string                   `json:"data"`
 	Preset      string                   `json:"preset"`
 	Model       unet.Config              `json:"model"`
 	Schedule    diffusion.ScheduleConfig `json:"schedule"`
-	Train       diffusion.TrainConfig    `json:"train"`
+	Train       train.Config             `json:"train"`
 	Flip        bool                     `json:"flip"`
 	SampleEvery int64                    `json:"sample_every"`
 	SampleN     int                      `json:"sample_n"`
 }
+
+// runConfigFormat is the version of config.json.
+const runConfigFormat = 2
 
 const (
 	configFile  = "config.json"
@@ -60,12 +66,12 @@ var trainFlags = []cli.Flag{
 	altsrc.NewStringFlag(&cli.StringFlag{Name: "target", Value: "epsilon", Usage: "what the model predicts: epsilon, x0 or v", EnvVars: []string{"DDPM_TARGET"}}),
 	altsrc.NewStringFlag(&cli.StringFlag{Name: "timestep-sampling", Value: "uniform", Usage: "uniform or loss-aware (importance sampling)", EnvVars: []string{"DDPM_TIMESTEP_SAMPLING"}}),
 	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "min-snr", Usage: "min-SNR-γ loss weighting (e.g. 5; 0 = off)", EnvVars: []string{"DDPM_MIN_SNR"}}),
-	altsrc.NewIntFlag(&cli.IntFlag{Name: "batch", Value: 64, Usage: "images per step", EnvVars: []string{"DDPM_BATCH"}}),
-	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "steps", Value: 20000, Usage: "optimizer steps", EnvVars: []string{"DDPM_STEPS"}}),
+	altsrc.NewIntFlag(&cli.IntFlag{Name: "batch", Value: train.DefaultBatchSize, Usage: "images per step", EnvVars: []string{"DDPM_BATCH"}}),
+	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "steps", Value: train.DefaultSteps, Usage: "optimizer steps", EnvVars: []string{"DDPM_STEPS"}}),
 	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "lr", Value: 2e-4, Usage: "peak learning rate", EnvVars: []string{"DDPM_LR"}}),
-	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "warmup", Value: 500, Usage: "learning-rate warm-up steps", EnvVars: []string{"DDPM_WARMUP"}}),
+	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "warmup", Value: optim.DefaultWarmupSteps, Usage: "learning-rate warm-up steps (0: none)", EnvVars: []string{"DDPM_WARMUP"}}),
 	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "weight-decay", Usage: "AdamW decoupled weight decay", EnvVars: []string{"DDPM_WEIGHT_DECAY"}}),
-	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "ema-decay", Value: 0.999, Usage: "EMA decay of the weights used for sampling (with warm-up)", EnvVars: []string{"DDPM_EMA_DECAY"}}),
+	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "ema-decay", Value: train.DefaultEMADecay, Usage: "EMA decay of the weights used for sampling (with warm-up)", EnvVars: []string{"DDPM_EMA_DECAY"}}),
 	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "grad-clip", Value: 1, Usage: "gradient norm limit (negative: off)", EnvVars: []string{"DDPM_GRAD_CLIP"}}),
 	altsrc.NewBoolFlag(&cli.BoolFlag{Name: "classes", Usage: "train class-conditional on the data's labels (for guidance)", EnvVars: []string{"DDPM_CLASSES"}}),
 	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "label-dropout", Value: 0.1, Usage: "probability of the null label with --classes", EnvVars: []string{"DDPM_LABEL_DROPOUT"}}),
@@ -74,11 +80,11 @@ var trainFlags = []cli.Flag{
 	altsrc.NewStringFlag(&cli.StringFlag{Name: "precision", Value: "float32", Usage: "float32, bf16 (autocast, CPU or CUDA) or fp16 (autocast with loss scaling, CUDA)", EnvVars: []string{"DDPM_PRECISION"}}),
 	altsrc.NewIntFlag(&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads (default: every CPU, or OMP_NUM_THREADS; a CPU share per rank in distributed runs)", EnvVars: []string{"DDPM_THREADS"}}),
 	altsrc.NewUint64Flag(&cli.Uint64Flag{Name: "seed", Usage: "random seed", EnvVars: []string{"DDPM_SEED"}}),
-	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "checkpoint-every", Value: 500, Usage: "steps between checkpoints", EnvVars: []string{"DDPM_CHECKPOINT_EVERY"}}),
-	altsrc.NewIntFlag(&cli.IntFlag{Name: "keep", Value: 3, Usage: "checkpoints kept", EnvVars: []string{"DDPM_KEEP"}}),
+	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "checkpoint-every", Value: train.DefaultCheckpointEvery, Usage: "steps between checkpoints", EnvVars: []string{"DDPM_CHECKPOINT_EVERY"}}),
+	altsrc.NewIntFlag(&cli.IntFlag{Name: "keep", Value: train.DefaultKeepCheckpoints, Usage: "checkpoints kept", EnvVars: []string{"DDPM_KEEP"}}),
 	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "sample-every", Value: 1000, Usage: "steps between sample grids (EMA weights; 0 = only at the end)", EnvVars: []string{"DDPM_SAMPLE_EVERY"}}),
 	altsrc.NewIntFlag(&cli.IntFlag{Name: "sample-n", Value: 16, Usage: "images per sample grid", EnvVars: []string{"DDPM_SAMPLE_N"}}),
-	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "log-every", Value: 50, Usage: "steps between metrics records", EnvVars: []string{"DDPM_LOG_EVERY"}}),
+	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "log-every", Value: train.DefaultLogEvery, Usage: "steps between metrics records", EnvVars: []string{"DDPM_LOG_EVERY"}}),
 	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "eval-every", Usage: "steps between held-out evaluations (0 = off)", EnvVars: []string{"DDPM_EVAL_EVERY"}}),
 	altsrc.NewIntFlag(&cli.IntFlag{Name: "eval-n", Value: 256, Usage: "samples for the offline FID (fid_classifier in the metrics log) at each evaluation (0 = none)", EnvVars: []string{"DDPM_EVAL_N"}}),
 	&cli.StringFlag{Name: "resume", Usage: "continue the run in `RUN_DIR` from its last checkpoint", EnvVars: []string{"DDPM_RESUME"}},
@@ -163,11 +169,11 @@ func runTrain(c *cli.Context) error {
 	if cfg.Train.NumClasses > 0 && ds.NumClasses != cfg.Train.NumClasses {
 		return fmt.Errorf("the data has %d classes, the model %d", ds.NumClasses, cfg.Train.NumClasses)
 	}
-	train, held := ds.Split(min(1000, ds.N/10), cfg.Train.Seed)
+	trainSet, held := ds.Split(min(1000, ds.N/10), cfg.Train.Seed)
 
 	if !rank0 {
 		// Only rank 0 writes; the other ranks train quietly.
-		return trainRank(c, cfg, dir, resume, dev, train, pg)
+		return trainRank(c, cfg, dir, resume, dev, trainSet, pg)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("cannot create the run directory: %w", err)
@@ -179,19 +185,20 @@ func runTrain(c *cli.Context) error {
 	}
 	out := c.App.Writer
 	fmt.Fprintf(out, "ddpm: training %s (%s params) on %s (%d images), device %s\n", cfg.Preset,
-		humanCount(cfg.Model.NumParams()), ds.Source, train.N, dev)
+		humanCount(cfg.Model.NumParams()), ds.Source, trainSet.N, dev)
 	fmt.Fprintf(out, "ddpm: writing to %s\n", dir)
 
-	rt, err := newRunTrainer(cfg, dir, resume != "", dev, train, pg)
+	rt, err := newRunTrainer(cfg, dir, resume != "", dev, trainSet, pg)
 	if err != nil {
 		return err
 	}
 	defer rt.close()
-	tr, sched, loader := rt.tr, rt.sched, rt.loader
+	tr, loader := rt.tr, rt.loader
 	tr.Dir = dir
 	tr.Held = held
-	if tr.Metadata, err = checkpointMetadata(cfg, ds); err != nil {
-		return err
+	tr.Data = ds.Path
+	if cfg.Train.NumClasses > 0 {
+		tr.ClassNames = ds.ClassNames
 	}
 	if rt.resumed != "" {
 		fmt.Fprintf(out, "ddpm: resumed from %s (step %d of %d)\n", rt.resumed, tr.Step(), cfg.Train.Steps)
@@ -202,19 +209,27 @@ func runTrain(c *cli.Context) error {
 	}
 	defer log.close()
 
-	grids := &gridSampler{cfg: cfg, dev: dev, sched: sched, dir: filepath.Join(dir, samplesDir), ema: tr.EMA()}
-	defer grids.close()
-	fid := newTrainFID(cfg, c.Int("eval-n"), ds, grids, out, c.Bool("quiet"))
+	ema, err := newEMASampler(cfg, dev, rt.sched, tr.EMA())
+	if err != nil {
+		return err
+	}
+	defer ema.close()
+	fid := newTrainFID(cfg, c.Int("eval-n"), ds, ema, out, c.Bool("quiet"))
 	defer fid.close()
 	bar := newProgress(out, c.Bool("quiet"), "train", cfg.Train.Steps)
 	var lastLoss, lastRate float64
 	var logErr error
-	tr.OnLog = func(m diffusion.Metrics) {
+	tr.OnLog = func(m train.Metrics) {
 		lastLoss, lastRate = m.Loss, m.ImagesPerSec
 		if err := log.write(m); err != nil && logErr == nil {
 			logErr = err
 		}
 	}
+	// Ctrl-C (or SIGTERM) stops training with a checkpoint; the sample
+	// grids and evaluations run under the same context, so it stops them
+	// too.
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	tr.AfterStep = func(step int64, ckpt string) (map[string]float64, error) {
 		if logErr != nil {
 			return nil, logErr
@@ -226,12 +241,12 @@ func runTrain(c *cli.Context) error {
 			}
 		}
 		if step == cfg.Train.Steps || (cfg.SampleEvery > 0 && step%cfg.SampleEvery == 0) {
-			if err := grids.write(c.Context, step); err != nil {
+			if err := ema.writeGrid(ctx, filepath.Join(dir, samplesDir), step); err != nil {
 				return nil, err
 			}
 		}
 		if fid.due(step) {
-			v, err := fid.measure(c.Context, step)
+			v, err := fid.measure(ctx, step)
 			if err != nil {
 				return nil, err
 			}
@@ -240,8 +255,6 @@ func runTrain(c *cli.Context) error {
 		return nil, nil
 	}
 
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	runStart := time.Now()
 	err = tr.Run(ctx, loader)
 	bar.finish()
@@ -266,12 +279,12 @@ type runTrainer struct {
 	sched   *diffusion.Schedule
 	gen     *torch.Generator
 	model   *unet.UNet
-	tr      *diffusion.Trainer
+	tr      *train.Trainer
 	loader  *data.Loader
 	resumed string // the checkpoint resumed from, "" for a new run
 }
 
-func newRunTrainer(cfg runConfig, dir string, resume bool, dev torch.Device, train *data.Dataset, pg *torch.ProcessGroup) (rt *runTrainer, err error) {
+func newRunTrainer(cfg runConfig, dir string, resume bool, dev torch.Device, trainSet *data.Dataset, pg *torch.ProcessGroup) (rt *runTrainer, err error) {
 	rt = &runTrainer{}
 	defer func() {
 		if err != nil {
@@ -288,13 +301,13 @@ func newRunTrainer(cfg runConfig, dir string, resume bool, dev torch.Device, tra
 	if rt.model, err = unet.New(cfg.Model, dev, torch.Float32, rt.gen); err != nil {
 		return
 	}
-	if rt.tr, err = diffusion.NewTrainer(rt.model, rt.sched, cfg.Train, dev,
+	if rt.tr, err = train.New(rt.model, rt.sched, cfg.Train, dev,
 		[]int64{int64(cfg.Model.InChannels), int64(cfg.Model.ImageSize), int64(cfg.Model.ImageSize)}); err != nil {
 		return
 	}
 	rt.tr.Dist = pg
 	if resume {
-		ckpt, err := diffusion.LatestCheckpoint(dir)
+		ckpt, err := checkpoint.Latest(dir)
 		if err != nil {
 			return rt, fmt.Errorf("cannot resume: %w", err)
 		}
@@ -303,7 +316,7 @@ func newRunTrainer(cfg runConfig, dir string, resume bool, dev torch.Device, tra
 		}
 		rt.resumed = ckpt
 	}
-	rt.loader, err = data.NewLoader(train, shardOptions(data.LoaderOptions{BatchSize: cfg.Train.BatchSize,
+	rt.loader, err = data.NewLoader(trainSet, shardOptions(data.LoaderOptions{BatchSize: cfg.Train.BatchSize,
 		Seed: cfg.Train.Seed, Shuffle: true, FlipHorizontal: cfg.Flip}, pg))
 	return
 }
@@ -325,7 +338,7 @@ func (rt *runTrainer) close() {
 
 // resolveRunConfig builds a run's configuration from a preset and flags.
 func resolveRunConfig(c *cli.Context) (runConfig, error) {
-	cfg := runConfig{Data: c.String("data"), Preset: c.String("preset"), Flip: c.Bool("flip"),
+	cfg := runConfig{Format: runConfigFormat, Data: c.String("data"), Preset: c.String("preset"), Flip: c.Bool("flip"),
 		SampleEvery: c.Int64("sample-every"), SampleN: c.Int("sample-n")}
 	m, err := unet.Preset(cfg.Preset)
 	if err != nil {
@@ -392,16 +405,30 @@ func resolveRunConfig(c *cli.Context) (runConfig, error) {
 	if err != nil {
 		return cfg, err
 	}
-	sampling, err := diffusion.ParseTimestepSampling(c.String("timestep-sampling"))
+	sampling, err := train.ParseSampling(c.String("timestep-sampling"))
 	if err != nil {
 		return cfg, err
 	}
-	cfg.Train = diffusion.TrainConfig{
+	precision, err := diffusion.ParsePrecision(c.String("precision"))
+	if err != nil {
+		return cfg, err
+	}
+	warmup := c.Int64("warmup")
+	if warmup < 0 {
+		return cfg, fmt.Errorf("--warmup %d must be non-negative", warmup)
+	}
+	if warmup == 0 {
+		warmup = -1 // the library's "none" (0 selects its default)
+	}
+	if d := c.Float64("ema-decay"); !(d > 0 && d <= 1) {
+		return cfg, fmt.Errorf("--ema-decay %g out of range (0, 1]", d)
+	}
+	cfg.Train = train.Config{
 		Steps: c.Int64("steps"), BatchSize: c.Int("batch"), Seed: c.Uint64("seed"),
-		Target: target, Sampling: sampling, MinSNRGamma: c.Float64("min-snr"), Precision: c.String("precision"),
-		Optimizer: diffusion.AdamWConfig{LR: c.Float64("lr"), WeightDecay: c.Float64("weight-decay"),
-			WarmupSteps: c.Int64("warmup")},
-		GradClip: c.Float64("grad-clip"), EMADecay: c.Float64("ema-decay"), EMAWarmup: true,
+		Target: target, Sampling: sampling, MinSNRGamma: c.Float64("min-snr"), Precision: precision,
+		Optimizer: optim.AdamWConfig{LR: c.Float64("lr"), WeightDecay: c.Float64("weight-decay"),
+			WarmupSteps: warmup},
+		GradClip: c.Float64("grad-clip"), EMADecay: c.Float64("ema-decay"),
 		CheckpointEvery: c.Int64("checkpoint-every"), KeepCheckpoints: c.Int("keep"),
 		LogEvery: c.Int64("log-every"), EvalEvery: c.Int64("eval-every"),
 	}
@@ -458,85 +485,9 @@ func readRunConfig(dir string) (runConfig, error) {
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		return cfg, fmt.Errorf("cannot resume %s: %s is corrupt: %w", dir, configFile, err)
 	}
+	if cfg.Format == 0 && cfg.Train.Optimizer.WarmupSteps == 0 {
+		cfg.Train.Optimizer.WarmupSteps = -1 // then 0 meant no warm-up
+	}
+	cfg.Format = runConfigFormat
 	return cfg, nil
-}
-
-// checkpointMetadata is what each checkpoint carries beyond the trainer's
-// own state, so that a checkpoint alone is enough to sample.
-func checkpointMetadata(cfg runConfig, ds *data.Dataset) (map[string]string, error) {
-	model, err := json.Marshal(cfg.Model)
-	if err != nil {
-		return nil, err
-	}
-	meta := map[string]string{pipeline.MetaModel: string(model), pipeline.MetaData: ds.Source}
-	if cfg.Train.NumClasses > 0 && len(ds.ClassNames) > 0 {
-		names, _ := json.Marshal(ds.ClassNames)
-		meta[pipeline.MetaClassNames] = string(names)
-	}
-	return meta, nil
-}
-
-// gridSampler writes sample grids from the EMA weights during training.
-type gridSampler struct {
-	cfg   runConfig
-	dev   torch.Device
-	sched *diffusion.Schedule
-	dir   string
-	ema   *diffusion.EMA
-	model *unet.UNet
-}
-
-func (g *gridSampler) write(ctx context.Context, step int64) error {
-	if g.model == nil {
-		m, err := unet.New(g.cfg.Model, g.dev, torch.Float32, nil)
-		if err != nil {
-			return err
-		}
-		g.model = m
-	}
-	if err := nn.LoadStateDict(g.model.Params(), nn.StateDict(g.ema.Params())); err != nil {
-		return err
-	}
-	gen, err := torch.NewGenerator(g.cfg.Train.Seed, g.dev)
-	if err != nil {
-		return err
-	}
-	defer gen.Close()
-	s := torch.NewScope(torch.Inference)
-	defer s.Close()
-	n := g.cfg.SampleN
-	o := diffusion.SampleOptions{Sampler: diffusion.SamplerDDIM, Steps: 50, Target: g.cfg.Train.Target, Clip: diffusion.ClipStatic}
-	if g.cfg.Model.NumClasses > 0 {
-		labels := make([]int64, n)
-		for i := range labels {
-			labels[i] = int64(i % g.cfg.Model.NumClasses)
-		}
-		o.Labels = s.FromInt64s(labels, int64(n))
-		if g.dev != torch.CPU {
-			o.Labels = s.To(o.Labels, g.dev)
-		}
-		o.NullLabel = int64(g.cfg.Model.NumClasses)
-	}
-	m := g.cfg.Model
-	x, err := diffusion.SampleShape(ctx, g.model, []int64{int64(n), int64(m.OutChannels), int64(m.ImageSize), int64(m.ImageSize)},
-		torch.Float32, g.sched, gen, o)
-	if err != nil {
-		return fmt.Errorf("sample grid at step %d: %w", step, err)
-	}
-	s.Adopt(x)
-	pix, err := s.To(x, torch.CPU).Float32s()
-	if err != nil {
-		return err
-	}
-	img, err := images.Grid(pix, n, m.OutChannels, m.ImageSize, m.ImageSize, gridColumns(n), 2)
-	if err != nil {
-		return err
-	}
-	return images.SavePNG(filepath.Join(g.dir, fmt.Sprintf("step-%08d.png", step)), img)
-}
-
-func (g *gridSampler) close() {
-	if g.model != nil {
-		g.model.Close()
-	}
 }

@@ -11,8 +11,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/diffusion/data"
+	"github.com/ddpm-go/ddpm/diffusion/train"
 	"github.com/ddpm-go/ddpm/torch"
 	"github.com/urfave/cli/v2"
 )
@@ -52,7 +52,7 @@ func joinProcessGroup(c *cli.Context, dev *torch.Device, out io.Writer) (*torch.
 // reportComm tells how much of the training time this rank spent waiting
 // for the gradient all-reduce after backward, and how much of it overlapped
 // backward.
-func reportComm(out io.Writer, pg *torch.ProcessGroup, tr *diffusion.Trainer, total time.Duration) {
+func reportComm(out io.Writer, pg *torch.ProcessGroup, tr *train.Trainer, total time.Duration) {
 	if pg == nil || total <= 0 {
 		return
 	}
@@ -75,8 +75,8 @@ func shardOptions(o data.LoaderOptions, pg *torch.ProcessGroup) data.LoaderOptio
 // trainRank is the training loop of a rank other than 0: the same model,
 // trainer and (on resume) checkpoint as rank 0, its own shard of the data,
 // and no output but errors.
-func trainRank(c *cli.Context, cfg runConfig, dir, resume string, dev torch.Device, train *data.Dataset, pg *torch.ProcessGroup) error {
-	rt, err := newRunTrainer(cfg, dir, resume != "", dev, train, pg)
+func trainRank(c *cli.Context, cfg runConfig, dir, resume string, dev torch.Device, trainSet *data.Dataset, pg *torch.ProcessGroup) error {
+	rt, err := newRunTrainer(cfg, dir, resume != "", dev, trainSet, pg)
 	if err != nil {
 		return err
 	}

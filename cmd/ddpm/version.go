@@ -20,7 +20,7 @@ var versionCommand = &cli.Command{
 			fmt.Fprintf(w, "cuda      not available\n")
 		}
 		threads := torch.NumThreads()
-		if n := defaultThreads(); n > 0 {
+		if n := torch.DefaultThreads(); n > 0 {
 			threads = n
 		}
 		fmt.Fprintf(w, "threads   %d (intra-op CPU threads the commands use without --threads; libtorch's default: %d)\n",

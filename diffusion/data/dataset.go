@@ -15,6 +15,7 @@ type Dataset struct {
 	NumClasses int       // 0 if unlabelled
 	ClassNames []string  // names of the classes, indexed by label; nil if unknown
 	Source     string    // where the images came from, for logs
+	Path       string    // the path Open read it from ("" otherwise): Open(Path, ...) reads it again
 }
 
 // Image returns the C*H*W values of image i. The slice shares memory with
@@ -54,6 +55,7 @@ func (d *Dataset) subset(idx []int) *Dataset {
 		NumClasses: d.NumClasses,
 		ClassNames: append([]string(nil), d.ClassNames...),
 		Source:     d.Source,
+		Path:       d.Path,
 	}
 	if d.Labels != nil {
 		s.Labels = make([]int64, len(idx))
@@ -156,6 +158,7 @@ func (d *Dataset) conform(size, channels int, pad bool) (*Dataset, error) {
 		NumClasses: d.NumClasses,
 		ClassNames: d.ClassNames,
 		Source:     d.Source,
+		Path:       d.Path,
 	}
 	switch {
 	case h == d.H && w == d.W:

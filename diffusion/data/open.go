@@ -85,6 +85,7 @@ func Open(path string, size, channels int) (*Dataset, error) {
 		d.ClassNames = append([]string(nil), fashionMNISTClasses...)
 		d.NumClasses = len(fashionMNISTClasses)
 	}
+	d.Path = path
 	return d.conform(size, channels, idx)
 }
 

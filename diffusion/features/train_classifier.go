@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/diffusion/data"
+	"github.com/ddpm-go/ddpm/diffusion/optim"
 	"github.com/ddpm-go/ddpm/torch"
 )
 
@@ -148,8 +148,11 @@ func (c *Classifier) fit(ctx context.Context, train *data.Dataset, o TrainOption
 	defer loader.Close()
 	perEpoch := loader.BatchesPerEpoch()
 	steps := o.Epochs * perEpoch
-	opt, err := diffusion.NewAdamW(c.params, diffusion.AdamWConfig{LR: o.LR, WeightDecay: o.WeightDecay,
-		WarmupSteps: int64(min(100, steps/10))})
+	warmup := int64(min(100, steps/10))
+	if warmup == 0 {
+		warmup = -1 // none (0 would select the optimizer's default)
+	}
+	opt, err := optim.NewAdamW(c.params, optim.AdamWConfig{LR: o.LR, WeightDecay: o.WeightDecay, WarmupSteps: warmup})
 	if err != nil {
 		return err
 	}
@@ -171,7 +174,7 @@ func (c *Classifier) fit(ctx context.Context, train *data.Dataset, o TrainOption
 }
 
 // trainStep takes one optimizer step on batch b and returns its loss.
-func (c *Classifier) trainStep(b data.Batch, opt *diffusion.AdamW) (float64, error) {
+func (c *Classifier) trainStep(b data.Batch, opt *optim.AdamW) (float64, error) {
 	s := torch.NewScope(torch.Grad)
 	defer s.Close()
 	n := int64(b.N)

@@ -8,6 +8,7 @@ import (
 	"image/color"
 	"image/png"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 )
@@ -78,17 +79,20 @@ func Grid(pix []float32, n, c, h, w, cols, pad int) (image.Image, error) {
 }
 
 // SavePNG writes img to path atomically (a temporary file renamed into
-// place), creating the directory if needed.
+// place), creating the directory if needed. The file is readable by
+// everyone (mode 0644, less the umask), like checkpoints.
 func SavePNG(path string, img image.Image) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".tmp-*.png")
+	// Not os.CreateTemp, which makes the file 0600: OpenFile applies the
+	// umask to 0644 as any other file the tool writes.
+	tmp := filepath.Join(dir, fmt.Sprintf(".tmp-%d-%d.png", os.Getpid(), rand.Uint64()))
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
 	defer os.Remove(tmp) // no-op after a successful rename
 	if err := png.Encode(f, img); err != nil {
 		f.Close()

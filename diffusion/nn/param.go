@@ -48,10 +48,24 @@ func StateDict(ps []Param) map[string]*torch.Tensor {
 }
 
 // LoadStateDict copies tensors by name into ps (converting dtype and device),
-// after checking that both hold exactly the same names and shapes; the error
-// lists the differences, so a checkpoint of another configuration is
-// reported as such instead of half-loaded.
+// after checking that both hold exactly the same names and shapes
+// (CheckStateDict), so a checkpoint of another configuration is reported as
+// such instead of half-loaded.
 func LoadStateDict(ps []Param, src map[string]*torch.Tensor) error {
+	if err := CheckStateDict(ps, src); err != nil {
+		return err
+	}
+	s := torch.NewScope(torch.NoGrad)
+	defer s.Close()
+	for _, p := range ps {
+		s.CopyInPlace(p.T, src[p.Name])
+	}
+	return s.Err()
+}
+
+// CheckStateDict reports whether src holds exactly the names of ps with
+// their shapes; the error lists the differences.
+func CheckStateDict(ps []Param, src map[string]*torch.Tensor) error {
 	var problems []string
 	seen := make(map[string]bool, len(ps))
 	for _, p := range ps {
@@ -84,10 +98,14 @@ func LoadStateDict(ps []Param, src map[string]*torch.Tensor) error {
 		}
 		return fmt.Errorf("weights do not fit this model: %s%s", strings.Join(problems, "; "), more)
 	}
-	s := torch.NewScope(torch.NoGrad)
-	defer s.Close()
-	for _, p := range ps {
-		s.CopyInPlace(p.T, src[p.Name])
+	return nil
+}
+
+// Tensors returns the tensors of ps, in order.
+func Tensors(ps []Param) []*torch.Tensor {
+	ts := make([]*torch.Tensor, len(ps))
+	for i, p := range ps {
+		ts[i] = p.T
 	}
-	return s.Err()
+	return ts
 }

@@ -1,154 +1,290 @@
-// Package pipeline is the high-level way to use a trained model from Go:
-// load a checkpoint (model, schedule, prediction target, class names) and
-// generate images.
+// Package pipeline is the one sampling path from a model to pixels: the
+// CLI's sample, eval and training grids, the in-training FID and Go
+// services all go through Generate.
 //
-//	p, err := pipeline.Load("run/ckpt-00010000.safetensors", torch.CPU, pipeline.EMAWeights)
+//	p, err := pipeline.Load("run/ckpt-00010000.safetensors", pipeline.Options{})
 //	if err != nil { ... }
 //	defer p.Close()
-//	imgs, err := p.Generate(ctx, 16, pipeline.GenerateOptions{Seed: 1, Sample: diffusion.SampleOptions{Sampler: diffusion.SamplerDDIM, Steps: 50}})
+//	imgs, err := p.Generate(ctx, 16, pipeline.GenerateOptions{Seed: 1})
+//	png.Encode(w, imgs.Image(0))
+//
+// Zero-valued options mean the documented defaults: the CPU, the EMA
+// weights, DDIM with 50 steps and x0 clipped to [-1, 1], unconditional
+// samples. Load applies the library's thread default (every CPU, see
+// torch.UseDefaultThreads); a program that wants another count calls
+// torch.SetNumThreads before it. The caching CPU allocator's default limit
+// (a quarter of memory) applies as well; torch.SetCPUCacheLimit changes it.
 package pipeline
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"strconv"
+	"image"
 
 	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
+	"github.com/ddpm-go/ddpm/diffusion/images"
+	"github.com/ddpm-go/ddpm/diffusion/sampler"
 	"github.com/ddpm-go/ddpm/diffusion/unet"
 	"github.com/ddpm-go/ddpm/torch"
 )
 
-// Checkpoint metadata written by the trainer's caller, next to the
-// trainer's own keys (see diffusion.MetaStep and friends).
-const (
-	MetaModel      = "model_config" // unet.Config as JSON
-	MetaClassNames = "class_names"  // JSON list of strings, one per label
-	MetaData       = "data_source"  // where the training images came from
-)
-
-// Weights picks which weights of a checkpoint to use.
-type Weights string
-
-// Weight choices.
-const (
-	EMAWeights   Weights = "ema"   // the moving average (what sampling should use)
-	ModelWeights Weights = "model" // the raw training weights
-)
-
-// Pipeline is a trained model ready to sample.
-type Pipeline struct {
-	Model      *unet.UNet
-	Schedule   *diffusion.Schedule
-	Train      diffusion.TrainConfig
-	Step       int64
-	ClassNames []string
-	Metadata   map[string]string
-	Device     torch.Device
+// Options configures Load and New. The zero value is usable.
+type Options struct {
+	// Device runs the model; the zero value is the CPU.
+	Device torch.Device
+	// Weights picks the checkpoint's weights (Load only); default EMA.
+	Weights checkpoint.Weights
+	// MaxConcurrent is how many Generate calls run at once; the others
+	// wait their turn (or for their context). Default 1: on a CPU one call
+	// already uses every core, and two would only slow each other down.
+	MaxConcurrent int
 }
 
-// Load reads a checkpoint written by training and builds its model on dev
-// with the chosen weights.
-func Load(path string, dev torch.Device, w Weights) (*Pipeline, error) {
-	meta, err := diffusion.ReadCheckpointMetadata(path)
+// Info describes the model a Pipeline samples.
+type Info struct {
+	Channels, Size int              // images are Channels x Size x Size
+	NumClasses     int              // > 0 for a class-conditional model
+	ClassNames     []string         // names of the labels, if known
+	Target         diffusion.Target // what the model predicts
+	Step           int64            // training steps of the weights (Load)
+	Data           string           // the training data's path, if known (Load)
+}
+
+// Pipeline is a model ready to sample. It is safe for concurrent use by
+// multiple goroutines; at most Options.MaxConcurrent calls of Generate run at
+// once.
+type Pipeline struct {
+	model diffusion.Model
+	owned *unet.UNet // closed by Close (Load), nil for New
+	sched *diffusion.Schedule
+	info  Info
+	dev   torch.Device
+	gate  chan struct{}
+}
+
+// Load reads a checkpoint (package checkpoint; whoever wrote it) and builds
+// its U-Net on o.Device with the chosen weights.
+func Load(path string, o Options) (*Pipeline, error) {
+	meta, err := checkpoint.ReadMeta(path)
 	if err != nil {
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
+	if meta.Model == nil {
+		return nil, fmt.Errorf("pipeline: %s records no model configuration (its model was not a U-Net)", path)
+	}
+	sched, err := diffusion.NewSchedule(meta.Schedule)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: %s: %w", path, err)
+	}
+	if err := torch.UseDefaultThreads(); err != nil {
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
+	if err := o.Device.Check(); err != nil {
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
+	model, err := unet.New(*meta.Model, o.Device, torch.Float32, nil)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: %s: %w", path, err)
+	}
+	if err := checkpoint.LoadWeights(path, o.Weights, model.Params()); err != nil {
+		model.Close()
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
+	cfg := model.Config()
+	info := Info{Channels: cfg.OutChannels, Size: cfg.ImageSize, NumClasses: cfg.NumClasses,
+		ClassNames: meta.ClassNames, Target: meta.Target, Step: meta.Step, Data: meta.Data}
+	p, err := New(model, sched, info, o)
+	if err != nil {
+		model.Close()
 		return nil, err
 	}
-	p := &Pipeline{Metadata: meta, Device: dev}
-	var cfg unet.Config
-	if err := json.Unmarshal([]byte(meta[MetaModel]), &cfg); err != nil {
-		return nil, fmt.Errorf("%s: bad model configuration in metadata: %w", path, err)
-	}
-	var sc diffusion.ScheduleConfig
-	if err := json.Unmarshal([]byte(meta[diffusion.MetaSchedule]), &sc); err != nil {
-		return nil, fmt.Errorf("%s: bad schedule configuration in metadata: %w", path, err)
-	}
-	if err := json.Unmarshal([]byte(meta[diffusion.MetaTrain]), &p.Train); err != nil {
-		return nil, fmt.Errorf("%s: bad training configuration in metadata: %w", path, err)
-	}
-	if names := meta[MetaClassNames]; names != "" {
-		if err := json.Unmarshal([]byte(names), &p.ClassNames); err != nil {
-			return nil, fmt.Errorf("%s: bad class names in metadata: %w", path, err)
-		}
-	}
-	p.Step, _ = strconv.ParseInt(meta[diffusion.MetaStep], 10, 64)
-	if p.Schedule, err = diffusion.NewSchedule(sc); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if p.Model, err = unet.New(cfg, dev, torch.Float32, nil); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	prefix := "ema."
-	if w == ModelWeights {
-		prefix = "model."
-	}
-	if err := diffusion.LoadWeights(path, prefix, p.Model.Params()); err != nil {
-		p.Close()
-		return nil, err
-	}
+	p.owned = model
 	return p, nil
 }
 
-// Close frees the model.
+// New makes a pipeline over a model in memory (the trainer's EMA copy, a
+// model a program built itself). The pipeline does not own the model: the
+// caller keeps it alive while the pipeline is used and closes it after.
+func New(model diffusion.Model, sched *diffusion.Schedule, info Info, o Options) (*Pipeline, error) {
+	switch {
+	case model == nil || sched == nil:
+		return nil, errors.New("pipeline: nil model or schedule")
+	case info.Channels < 1 || info.Size < 1:
+		return nil, fmt.Errorf("pipeline: image shape %dx%dx%d", info.Channels, info.Size, info.Size)
+	case info.NumClasses < 0:
+		return nil, fmt.Errorf("pipeline: class count %d", info.NumClasses)
+	case o.MaxConcurrent < 0:
+		return nil, fmt.Errorf("pipeline: MaxConcurrent %d must be non-negative", o.MaxConcurrent)
+	}
+	if info.Target == "" {
+		info.Target = diffusion.Epsilon
+	}
+	if !info.Target.Valid() {
+		return nil, fmt.Errorf("pipeline: unknown target %q", info.Target)
+	}
+	return &Pipeline{model: model, sched: sched, info: info, dev: o.Device,
+		gate: make(chan struct{}, max(o.MaxConcurrent, 1))}, nil
+}
+
+// Info describes the model.
+func (p *Pipeline) Info() Info {
+	info := p.info
+	info.ClassNames = append([]string(nil), p.info.ClassNames...)
+	return info
+}
+
+// Schedule is the model's noise schedule.
+func (p *Pipeline) Schedule() *diffusion.Schedule { return p.sched }
+
+// Device is where the model runs.
+func (p *Pipeline) Device() torch.Device { return p.dev }
+
+// Close frees a model that Load built; it must not run while Generate does.
 func (p *Pipeline) Close() {
-	if p.Model != nil {
-		p.Model.Close()
+	if p.owned != nil {
+		p.owned.Close()
+		p.owned = nil
 	}
 }
 
-// GenerateOptions configures Generate.
+// Unconditional is the label that samples an image of a class-conditional
+// model without a class (the null label of classifier-free guidance).
+const Unconditional = -1
+
+// DefaultSampling is the sampler a zero GenerateOptions.Sampling selects:
+// DDIM (Song et al. 2021) with its default 50 steps, x0 clipped to the data
+// range.
+func DefaultSampling() sampler.Options {
+	return sampler.Options{Sampler: sampler.DDIM, Clip: sampler.ClipStatic}
+}
+
+// GenerateOptions configures Generate. The zero value is usable.
 type GenerateOptions struct {
-	Seed  uint64
-	Batch int // images per sampler run (default 64)
-	// Class is the label of every image of a class-conditional model; -1
-	// samples unconditionally (the null label).
-	Class int64
-	// Sample are the sampler settings; Target, Labels and NullLabel are
-	// filled in from the checkpoint.
-	Sample diffusion.SampleOptions
+	// Seed makes the images: the same seed, options and model give the
+	// same pixels.
+	Seed uint64
+	// Batch is the number of images per sampler run; default 64.
+	Batch int
+	// Labels are the classes of the images of a class-conditional model:
+	// nil samples every image unconditionally, else one label per image in
+	// [0, NumClasses) or Unconditional. An unconditional model takes none.
+	Labels []int64
+	// Sampling are the sampler settings; Target, Labels and NullLabel are
+	// filled in from the model. A zero Sampling.Sampler selects
+	// DefaultSampling as a whole.
+	Sampling sampler.Options
 	// OnBatch, if set, is told after each batch how many images are done.
 	OnBatch func(done, total int)
 }
 
-// Generate samples n images and returns them as N×C×H×W values in [-1, 1].
-func (p *Pipeline) Generate(ctx context.Context, n int, o GenerateOptions) ([]float32, error) {
-	cfg := p.Model.Config()
-	if n < 1 {
-		return nil, fmt.Errorf("image count %d must be at least 1", n)
+// Images are generated images with their shape and labels.
+type Images struct {
+	N, C, H, W int
+	// Pixels are N×C×H×W values in [-1, 1], row-major.
+	Pixels []float32
+	// Labels are the images' labels (Unconditional for none), nil for an
+	// unconditional model.
+	Labels []int64
+}
+
+// Image is image i as a Go image (gray or RGB, 8 bits).
+func (im *Images) Image(i int) image.Image {
+	per := im.C * im.H * im.W
+	img, err := images.ToImage(im.Pixels[i*per:(i+1)*per], im.C, im.H, im.W)
+	if err != nil {
+		panic(err) // C is 1 or 3 by construction
 	}
-	if o.Batch <= 0 {
+	return img
+}
+
+// Grid lays the images out in a grid of cols columns with pad pixels between.
+func (im *Images) Grid(cols, pad int) (image.Image, error) {
+	return images.Grid(im.Pixels, im.N, im.C, im.H, im.W, cols, pad)
+}
+
+// CycleLabels returns n labels 0, 1, ..., classes-1, 0, 1, ... (nil for
+// classes = 0): a grid showing every class.
+func CycleLabels(n, classes int) []int64 {
+	if classes <= 0 {
+		return nil
+	}
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = int64(i % classes)
+	}
+	return out
+}
+
+// Generate samples n images. It waits for its turn (Options.MaxConcurrent)
+// and stops when ctx is done, returning ctx's error, wrapped.
+func (p *Pipeline) Generate(ctx context.Context, n int, o GenerateOptions) (*Images, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("pipeline: image count %d must be at least 1", n)
+	}
+	if o.Batch < 0 {
+		return nil, fmt.Errorf("pipeline: batch %d must be positive", o.Batch)
+	}
+	if o.Batch == 0 {
 		o.Batch = 64
 	}
-	conditional := cfg.NumClasses > 0
-	if !conditional && (o.Class >= 0 || o.Sample.Guidance != 0) {
-		if o.Class >= 0 {
-			return nil, fmt.Errorf("class %d requested, but the model is unconditional (trained without labels)", o.Class)
+	k := p.info.NumClasses
+	so := o.Sampling
+	if so.Sampler == "" {
+		so = DefaultSampling()
+	}
+	switch {
+	case k == 0 && o.Labels != nil:
+		return nil, errors.New("pipeline: labels given, but the model is unconditional (trained without classes)")
+	case k == 0 && so.Guidance != 0:
+		return nil, errors.New("pipeline: guidance needs a class-conditional model; this one is unconditional")
+	case o.Labels != nil && len(o.Labels) != n:
+		return nil, fmt.Errorf("pipeline: %d labels for %d images", len(o.Labels), n)
+	case k > 0 && o.Labels == nil && so.Guidance != 0 && so.Guidance != 1:
+		return nil, errors.New("pipeline: guidance needs labels (a class per image)")
+	}
+	labels := o.Labels
+	if k > 0 && labels == nil {
+		labels = make([]int64, n)
+		for i := range labels {
+			labels[i] = Unconditional
 		}
-		return nil, fmt.Errorf("guidance needs a class-conditional model; this one is unconditional (train with --classes)")
 	}
-	if conditional && o.Class >= int64(cfg.NumClasses) {
-		return nil, fmt.Errorf("class %d out of range [0, %d)", o.Class, cfg.NumClasses)
+	for i, l := range labels {
+		if l != Unconditional && (l < 0 || l >= int64(k)) {
+			return nil, fmt.Errorf("pipeline: label %d of image %d out of range [0, %d)", l, i, k)
+		}
 	}
-	if o.Sample.Guidance != 0 && o.Class < 0 {
-		return nil, fmt.Errorf("guidance needs a class (--class)")
+	select {
+	case p.gate <- struct{}{}:
+		defer func() { <-p.gate }()
+	case <-ctx.Done():
+		return nil, fmt.Errorf("pipeline: waiting for a turn: %w", ctx.Err())
 	}
-	gen, err := torch.NewGenerator(o.Seed, p.Device)
+	gen, err := torch.NewGenerator(o.Seed, p.dev)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("pipeline: %w", err)
 	}
 	defer gen.Close()
-	so := o.Sample
-	so.Target = p.Train.Target
-	so.NullLabel = int64(cfg.NumClasses)
-	shapeCHW := []int64{int64(cfg.OutChannels), int64(cfg.ImageSize), int64(cfg.ImageSize)}
-	out := make([]float32, 0, n*cfg.OutChannels*cfg.ImageSize*cfg.ImageSize)
+	so.Target = p.info.Target
+	so.NullLabel = int64(k)
+	out := &Images{N: n, C: p.info.Channels, H: p.info.Size, W: p.info.Size,
+		Pixels: make([]float32, 0, n*p.info.Channels*p.info.Size*p.info.Size)}
+	if labels != nil {
+		out.Labels = append([]int64(nil), labels...)
+	}
 	for done := 0; done < n; {
 		b := min(o.Batch, n-done)
-		imgs, err := p.generateBatch(ctx, b, shapeCHW, gen, so, o.Class)
-		if err != nil {
-			return nil, err
+		var batch []int64
+		if labels != nil {
+			batch = labels[done : done+b]
 		}
-		out = append(out, imgs...)
+		pix, err := p.generateBatch(ctx, b, gen, so, batch)
+		if err != nil {
+			return nil, fmt.Errorf("pipeline: %w", err)
+		}
+		out.Pixels = append(out.Pixels, pix...)
 		done += b
 		if o.OnBatch != nil {
 			o.OnBatch(done, n)
@@ -157,22 +293,34 @@ func (p *Pipeline) Generate(ctx context.Context, n int, o GenerateOptions) ([]fl
 	return out, nil
 }
 
-func (p *Pipeline) generateBatch(ctx context.Context, b int, chw []int64, gen *torch.Generator, so diffusion.SampleOptions, class int64) ([]float32, error) {
+// generateBatch samples b images (labels: nil, or b labels with
+// Unconditional for the null label) and returns their pixels in [-1, 1].
+func (p *Pipeline) generateBatch(ctx context.Context, b int, gen *torch.Generator, so sampler.Options, labels []int64) ([]float32, error) {
 	s := torch.NewScope(torch.Inference)
 	defer s.Close()
-	if p.Model.Config().NumClasses > 0 {
-		label := class
-		if label < 0 {
-			label = so.NullLabel
+	if labels != nil {
+		ls := make([]int64, b)
+		for i, l := range labels {
+			if l == Unconditional {
+				l = so.NullLabel
+			}
+			ls[i] = l
 		}
-		so.Labels = s.Full([]int64{int64(b)}, float64(label), torch.Int64, p.Device)
+		so.Labels = s.FromInt64s(ls, int64(b))
+		if p.dev != torch.CPU {
+			so.Labels = s.To(so.Labels, p.dev)
+		}
+		if err := s.Err(); err != nil {
+			return nil, err
+		}
 	}
-	x, err := diffusion.SampleShape(ctx, p.Model, append([]int64{int64(b)}, chw...), torch.Float32, p.Schedule, gen, so)
+	shape := []int64{int64(b), int64(p.info.Channels), int64(p.info.Size), int64(p.info.Size)}
+	x, err := sampler.SampleShape(ctx, p.model, shape, torch.Float32, p.sched, gen, so)
 	if err != nil {
 		return nil, err
 	}
 	s.Adopt(x)
-	if p.Device != torch.CPU {
+	if p.dev != torch.CPU {
 		x = s.To(x, torch.CPU)
 	}
 	x = s.Clamp(x, -1, 1)

@@ -2,15 +2,19 @@ package pipeline_test
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/diffusion/data"
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
+	"github.com/ddpm-go/ddpm/diffusion/sampler"
+	"github.com/ddpm-go/ddpm/diffusion/train"
 	"github.com/ddpm-go/ddpm/diffusion/unet"
 	"github.com/ddpm-go/ddpm/torch"
 )
@@ -26,7 +30,8 @@ func (n noise) Next(context.Context) (data.Batch, error) {
 }
 func (noise) Skip(int) {}
 
-// checkpoint trains a tiny model for two steps and returns its checkpoint.
+// checkpoint trains a tiny model for two steps with package train alone
+// (nothing added to the checkpoint by hand) and returns its checkpoint.
 func checkpoint(t *testing.T, classes int) string {
 	t.Helper()
 	cfg, _ := unet.Preset("tiny")
@@ -37,15 +42,16 @@ func checkpoint(t *testing.T, classes int) string {
 	}
 	defer model.Close()
 	sched, _ := diffusion.NewSchedule(diffusion.ScheduleConfig{T: 100})
-	tc := diffusion.TrainConfig{Steps: 2, BatchSize: 4, NumClasses: classes, Target: diffusion.V}
-	tr, err := diffusion.NewTrainer(model, sched, tc, torch.CPU, []int64{1, 16, 16})
+	tc := train.Config{Steps: 2, BatchSize: 4, NumClasses: classes, Target: diffusion.V}
+	tr, err := train.New(model, sched, tc, torch.CPU, []int64{1, 16, 16})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tr.Close()
 	tr.Dir = t.TempDir()
-	mc, _ := json.Marshal(model.Config())
-	tr.Metadata = map[string]string{pipeline.MetaModel: string(mc), pipeline.MetaClassNames: `["a","b"]`}
+	if classes > 0 {
+		tr.ClassNames = []string{"a", "b"}
+	}
 	if err := tr.Run(context.Background(), noise{per: 256}); err != nil {
 		t.Fatal(err)
 	}
@@ -53,17 +59,18 @@ func checkpoint(t *testing.T, classes int) string {
 }
 
 func TestLoadAndGenerate(t *testing.T) {
-	path := checkpoint(t, 2)
-	p, err := pipeline.Load(path, torch.CPU, pipeline.EMAWeights)
+	p, err := pipeline.Load(checkpoint(t, 2), pipeline.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	if p.Step != 2 || p.Schedule.T() != 100 || p.Train.Target != diffusion.V || !reflect.DeepEqual(p.ClassNames, []string{"a", "b"}) {
-		t.Fatalf("loaded step %d, T %d, target %s, classes %v", p.Step, p.Schedule.T(), p.Train.Target, p.ClassNames)
+	info := p.Info()
+	if info.Step != 2 || p.Schedule().T() != 100 || info.Target != diffusion.V || !reflect.DeepEqual(info.ClassNames, []string{"a", "b"}) ||
+		info.Channels != 1 || info.Size != 16 || info.NumClasses != 2 {
+		t.Fatalf("loaded %+v, T %d", info, p.Schedule().T())
 	}
-	o := pipeline.GenerateOptions{Seed: 5, Batch: 2, Class: 1,
-		Sample: diffusion.SampleOptions{Sampler: diffusion.SamplerDDIM, Steps: 4, Guidance: 2}}
+	o := pipeline.GenerateOptions{Seed: 5, Batch: 2, Labels: []int64{1, pipeline.Unconditional, 0},
+		Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 4, Guidance: 2}}
 	a, err := p.Generate(context.Background(), 3, o)
 	if err != nil {
 		t.Fatal(err)
@@ -72,20 +79,27 @@ func TestLoadAndGenerate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(a) != 3*256 || !reflect.DeepEqual(a, b) {
-		t.Fatalf("%d values; same seed gives the same images: %v", len(a), reflect.DeepEqual(a, b))
+	if a.N != 3 || a.C != 1 || a.H != 16 || a.W != 16 || len(a.Pixels) != 3*256 || !reflect.DeepEqual(a, b) {
+		t.Fatalf("%d×%d×%d×%d, %d values; same seed gives the same images: %v", a.N, a.C, a.H, a.W, len(a.Pixels), reflect.DeepEqual(a, b))
 	}
-	for _, v := range a {
+	if !reflect.DeepEqual(a.Labels, []int64{1, -1, 0}) {
+		t.Errorf("labels %v", a.Labels)
+	}
+	for _, v := range a.Pixels {
 		if v < -1 || v > 1 {
 			t.Fatalf("value %g outside [-1, 1]", v)
 		}
+	}
+	if got := a.Image(2).Bounds(); got.Dx() != 16 || got.Dy() != 16 {
+		t.Errorf("image bounds %v", got)
 	}
 	for _, c := range []struct {
 		o    pipeline.GenerateOptions
 		want string
 	}{
-		{pipeline.GenerateOptions{Class: 2}, "out of range"},
-		{pipeline.GenerateOptions{Class: -1, Sample: diffusion.SampleOptions{Guidance: 3}}, "needs a class"},
+		{pipeline.GenerateOptions{Labels: []int64{2}}, "out of range"},
+		{pipeline.GenerateOptions{Labels: []int64{0, 1}}, "2 labels for 1 images"},
+		{pipeline.GenerateOptions{Sampling: sampler.Options{Sampler: sampler.DDIM, Guidance: 3}}, "needs labels"},
 	} {
 		if _, err := p.Generate(context.Background(), 1, c.o); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Generate(%+v) = %v, want %q", c.o, err, c.want)
@@ -93,13 +107,86 @@ func TestLoadAndGenerate(t *testing.T) {
 	}
 }
 
-func TestUnconditionalRejectsClasses(t *testing.T) {
-	p, err := pipeline.Load(checkpoint(t, 0), torch.CPU, pipeline.ModelWeights)
+// The zero GenerateOptions work on an unconditional model, and labels are
+// refused there.
+func TestUnconditionalZeroOptions(t *testing.T) {
+	p, err := pipeline.Load(checkpoint(t, 0), pipeline.Options{Weights: "model"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	if _, err := p.Generate(context.Background(), 1, pipeline.GenerateOptions{Class: 0}); err == nil || !strings.Contains(err.Error(), "unconditional") {
-		t.Errorf("class on an unconditional model: %v", err)
+	imgs, err := p.Generate(context.Background(), 2, pipeline.GenerateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if imgs.N != 2 || imgs.Labels != nil {
+		t.Errorf("%d images, labels %v", imgs.N, imgs.Labels)
+	}
+	if _, err := p.Generate(context.Background(), 1, pipeline.GenerateOptions{Labels: []int64{0}}); err == nil || !strings.Contains(err.Error(), "unconditional") {
+		t.Errorf("labels on an unconditional model: %v", err)
+	}
+}
+
+// Many goroutines share one pipeline: each gets the images it would get
+// alone, no more than MaxConcurrent run at once, and a caller whose context
+// ends while it waits gets its error. Run under -race by ./build.sh test.
+func TestConcurrentGenerate(t *testing.T) {
+	path := checkpoint(t, 0)
+	p, err := pipeline.Load(path, pipeline.Options{MaxConcurrent: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	o := func(seed uint64) pipeline.GenerateOptions {
+		return pipeline.GenerateOptions{Seed: seed, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 3}}
+	}
+	want := map[uint64]*pipeline.Images{}
+	for seed := range uint64(3) {
+		if want[seed], err = p.Generate(context.Background(), 2, o(seed)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	running, peak := 0, 0
+	var wg sync.WaitGroup
+	errs := make(chan error, 9)
+	for i := range 9 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			seed := uint64(i % 3)
+			oo := o(seed)
+			oo.OnBatch = func(int, int) {
+				mu.Lock()
+				running++
+				peak = max(peak, running)
+				mu.Unlock()
+				time.Sleep(10 * time.Millisecond)
+				mu.Lock()
+				running--
+				mu.Unlock()
+			}
+			got, err := p.Generate(context.Background(), 2, oo)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if !reflect.DeepEqual(got.Pixels, want[seed].Pixels) {
+				errs <- errors.New("concurrent call gave other pixels than the same call alone")
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if peak > 2 {
+		t.Errorf("%d calls ran at once, limit 2", peak)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := p.Generate(ctx, 1, o(0)); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled context: %v", err)
 	}
 }

@@ -4,17 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
 
 	"github.com/ddpm-go/ddpm/diffusion"
-	"github.com/ddpm-go/ddpm/diffusion/data"
 	"github.com/ddpm-go/ddpm/diffusion/nn"
+	"github.com/ddpm-go/ddpm/diffusion/sampler"
 	"github.com/ddpm-go/ddpm/internal/benchcmp"
 	"github.com/ddpm-go/ddpm/internal/pyref"
 	"github.com/ddpm-go/ddpm/torch"
@@ -179,7 +177,7 @@ func linearSchedule(b *testing.B) *diffusion.Schedule {
 // BenchmarkSampleDDIMVsPyTorch compares sampling throughput: 50 steps of
 // deterministic DDIM (η = 0, no clipping, linspace timesteps of the linear
 // schedule) on a batch of 64 images of the "small" preset on the CPU, from
-// Go's diffusion.SampleShape and from the same loop in PyTorch under
+// Go's sampler.SampleShape and from the same loop in PyTorch under
 // torch.inference_mode(). Both sides first sample from the same x_T; their
 // images must agree, which shows that the loops compute the same thing.
 func BenchmarkSampleDDIMVsPyTorch(b *testing.B) {
@@ -189,7 +187,7 @@ func BenchmarkSampleDDIMVsPyTorch(b *testing.B) {
 	cfg := u.Config()
 	shape := []int64{batch, int64(cfg.InChannels), int64(cfg.ImageSize), int64(cfg.ImageSize)}
 	sc := linearSchedule(b)
-	opts := diffusion.SampleOptions{Sampler: diffusion.SamplerDDIM, Steps: steps}
+	opts := sampler.Options{Sampler: sampler.DDIM, Steps: steps}
 	threads := torch.NumThreads()
 
 	s := torch.NewScope(torch.NoGrad)
@@ -202,7 +200,7 @@ func BenchmarkSampleDDIMVsPyTorch(b *testing.B) {
 	ref := startCompareReference(b, py, dir, u, map[string]*torch.Tensor{"x_T": xT}, "sample", threads)
 
 	// Go's warm-up: the same run from the same x_T.
-	goOut, err := diffusion.Sample(context.Background(), u, xT, sc, nil, opts)
+	goOut, err := sampler.Sample(context.Background(), u, xT, sc, nil, opts)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -231,7 +229,7 @@ func BenchmarkSampleDDIMVsPyTorch(b *testing.B) {
 	var goTimes, torchTimes []benchcmp.Cost
 	for range max(b.N, sampleRounds) {
 		goTimes = append(goTimes, benchcmp.Measure(b, 1, func() {
-			out, err := diffusion.SampleShape(context.Background(), u, shape, torch.Float32, sc, gen, opts)
+			out, err := sampler.SampleShape(context.Background(), u, shape, torch.Float32, sc, gen, opts)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -245,114 +243,7 @@ func BenchmarkSampleDDIMVsPyTorch(b *testing.B) {
 // BenchmarkTrainStepVsPyTorch compares training throughput: one step of
 // the trainer (uniform timesteps, dropout, epsilon MSE, backward, gradient
 // clipping to norm 1, AdamW at 2e-4, EMA 0.9999) on the CPU, from
-// diffusion.Trainer and from the same step in PyTorch (torch.optim.AdamW
+// train.Trainer and from the same step in PyTorch (torch.optim.AdamW
 // with foreach=True), for the "small" preset at batch 64 and the DDPM
 // paper's "cifar10" network at batch 8. Every step sees the same batch of
 // random images.
-func BenchmarkTrainStepVsPyTorch(b *testing.B) {
-	for _, c := range []struct {
-		preset                       string
-		batch, stepsPerRound, rounds int
-	}{
-		{"small", 64, 3, 5},
-		{"cifar10", 8, 1, 3},
-	} {
-		b.Run(fmt.Sprintf("%s-batch%d", c.preset, c.batch), func(b *testing.B) {
-			trainStepVsPyTorch(b, c.preset, c.batch, c.stepsPerRound, c.rounds)
-		})
-	}
-}
-
-func trainStepVsPyTorch(b *testing.B, presetName string, batch, stepsPerRound, rounds int) {
-	py := pyref.Python(b)
-	u, _ := benchModel(b, presetName)
-	cfg := u.Config()
-	imageShape := []int64{int64(cfg.InChannels), int64(cfg.ImageSize), int64(cfg.ImageSize)}
-	threads := torch.NumThreads()
-
-	rng := rand.New(rand.NewPCG(5, 6))
-	images := make([]float32, batch*int(imageShape[0]*imageShape[1]*imageShape[2]))
-	for i := range images {
-		images[i] = 2*rng.Float32() - 1
-	}
-	s := torch.NewScope(torch.NoGrad)
-	defer s.Close()
-	x0 := s.FromFloat32s(images, append([]int64{int64(batch)}, imageShape...)...)
-	if err := s.Err(); err != nil {
-		b.Fatal(err)
-	}
-	// Start PyTorch before training moves the weights.
-	ref := startCompareReference(b, py, b.TempDir(), u, map[string]*torch.Tensor{"x0": x0}, "train", threads)
-
-	tr, err := diffusion.NewTrainer(u, linearSchedule(b), diffusion.TrainConfig{Steps: math.MaxInt64, BatchSize: batch, Seed: 7}, torch.CPU, imageShape)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer tr.Close()
-	src := &gatedSource{batch: data.Batch{Images: images, N: batch}, asked: make(chan struct{}), release: make(chan struct{})}
-	ctx, cancel := context.WithCancel(context.Background())
-	var runErr error
-	done := make(chan struct{})
-	go func() {
-		runErr = tr.Run(ctx, src)
-		close(done)
-	}()
-	defer func() {
-		cancel()
-		<-done
-		if !errors.Is(runErr, context.Canceled) {
-			b.Errorf("trainer: %v", runErr)
-		}
-	}()
-	// waitAsked returns when the trainer asks for its next batch, that is
-	// when it has finished the step before.
-	waitAsked := func() {
-		select {
-		case <-src.asked:
-		case <-done:
-			b.Fatalf("trainer stopped: %v", runErr)
-		}
-	}
-	step := func() {
-		src.release <- struct{}{}
-		waitAsked()
-	}
-	waitAsked()
-	step() // warm-up
-
-	var goTimes, torchTimes []benchcmp.Cost
-	for range max(b.N, rounds) {
-		goTimes = append(goTimes, benchcmp.Measure(b, stepsPerRound, func() {
-			for range stepsPerRound {
-				step()
-			}
-		}))
-		torchTimes = append(torchTimes, ref.Run(b, fmt.Sprintf("train %d", stepsPerRound)))
-	}
-	benchcmp.Report(b, batch, "images", goTimes, torchTimes)
-}
-
-// gatedSource hands the trainer the same batch at every step, one step at a
-// time: Next says that the trainer is waiting, then blocks until the
-// benchmark releases the step, so the trainer idles while PyTorch runs.
-type gatedSource struct {
-	batch   data.Batch
-	asked   chan struct{}
-	release chan struct{}
-}
-
-func (g *gatedSource) Next(ctx context.Context) (data.Batch, error) {
-	select {
-	case g.asked <- struct{}{}:
-	case <-ctx.Done():
-		return data.Batch{}, ctx.Err()
-	}
-	select {
-	case <-g.release:
-		return g.batch, nil
-	case <-ctx.Done():
-		return data.Batch{}, ctx.Err()
-	}
-}
-
-func (g *gatedSource) Skip(int) {}

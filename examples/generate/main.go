@@ -1,5 +1,6 @@
 // Command generate shows the packages used from Go: it loads a checkpoint
-// written by `ddpm train` and saves a grid of DDIM samples.
+// written by `ddpm train` (or by package train) and saves a grid of samples
+// made with the pipeline's default sampler (DDIM, 50 steps, x0 clipped).
 //
 //	go run ./examples/generate -checkpoint runs/X/ckpt-00002000.safetensors -out grid.png
 package main
@@ -10,7 +11,6 @@ import (
 	"fmt"
 	"log"
 
-	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/diffusion/images"
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
 	"github.com/ddpm-go/ddpm/torch"
@@ -24,30 +24,21 @@ func main() {
 	if *ckpt == "" {
 		log.Fatal("give -checkpoint")
 	}
-	p, err := pipeline.Load(*ckpt, torch.BestDevice(), pipeline.EMAWeights)
+	p, err := pipeline.Load(*ckpt, pipeline.Options{Device: torch.BestDevice()})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer p.Close()
-	pix, err := p.Generate(context.Background(), *n, pipeline.GenerateOptions{
-		Seed:  1,
-		Class: -1,
-		Sample: diffusion.SampleOptions{
-			Sampler: diffusion.SamplerDDIM,
-			Steps:   50,
-			Clip:    diffusion.ClipStatic,
-		},
-	})
+	imgs, err := p.Generate(context.Background(), *n, pipeline.GenerateOptions{Seed: 1})
 	if err != nil {
 		log.Fatal(err)
 	}
-	cfg := p.Model.Config()
-	grid, err := images.Grid(pix, *n, cfg.OutChannels, cfg.ImageSize, cfg.ImageSize, 4, 2)
+	grid, err := imgs.Grid(4, 2)
 	if err != nil {
 		log.Fatal(err)
 	}
 	if err := images.SavePNG(*out, grid); err != nil {
 		log.Fatal(err)
 	}
-	fmt.Printf("wrote %s: %d samples from step %d\n", *out, *n, p.Step)
+	fmt.Printf("wrote %s: %d samples from step %d\n", *out, *n, p.Info().Step)
 }

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/diffusion/nn"
+	"github.com/ddpm-go/ddpm/diffusion/optim"
+	"github.com/ddpm-go/ddpm/diffusion/pipeline"
+	"github.com/ddpm-go/ddpm/diffusion/unet"
+	"github.com/ddpm-go/ddpm/torch"
+)
+
+// emaSampler samples the EMA weights during training, through the same
+// pipeline as ddpm sample (its default sampler: DDIM, 50 steps, x0
+// clipped), from noise seeded with the run's seed, so that successive calls
+// differ only by the weights. Class-conditional models cycle through the
+// classes.
+type emaSampler struct {
+	cfg   runConfig
+	ema   *optim.EMA
+	model *unet.UNet // a copy of the model holding the EMA weights
+	p     *pipeline.Pipeline
+}
+
+func newEMASampler(cfg runConfig, dev torch.Device, sched *diffusion.Schedule, ema *optim.EMA) (*emaSampler, error) {
+	model, err := unet.New(cfg.Model, dev, torch.Float32, nil)
+	if err != nil {
+		return nil, err
+	}
+	m := cfg.Model
+	p, err := pipeline.New(model, sched, pipeline.Info{Channels: m.OutChannels, Size: m.ImageSize,
+		NumClasses: m.NumClasses, Target: cfg.Train.Target}, pipeline.Options{Device: dev})
+	if err != nil {
+		model.Close()
+		return nil, err
+	}
+	return &emaSampler{cfg: cfg, ema: ema, model: model, p: p}, nil
+}
+
+// sample draws n images with the EMA weights as they are now.
+func (e *emaSampler) sample(ctx context.Context, n int) (*pipeline.Images, error) {
+	if err := nn.LoadStateDict(e.model.Params(), nn.StateDict(e.ema.Params())); err != nil {
+		return nil, err
+	}
+	return e.p.Generate(ctx, n, pipeline.GenerateOptions{Seed: e.cfg.Train.Seed,
+		Labels: pipeline.CycleLabels(n, e.cfg.Model.NumClasses)})
+}
+
+// writeGrid writes the run's sample grid of step into dir.
+func (e *emaSampler) writeGrid(ctx context.Context, dir string, step int64) error {
+	imgs, err := e.sample(ctx, e.cfg.SampleN)
+	if err != nil {
+		return fmt.Errorf("sample grid at step %d: %w", step, err)
+	}
+	return saveGrid(filepath.Join(dir, fmt.Sprintf("step-%08d.png", step)), imgs)
+}
+
+func (e *emaSampler) close() { e.model.Close() }

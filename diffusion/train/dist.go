@@ -1,0 +1,127 @@
+package train
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/ddpm-go/ddpm/diffusion/nn"
+	"github.com/ddpm-go/ddpm/torch"
+)
+
+// Data-parallel training. With Trainer.Dist set, every rank runs the same
+// loop on its own batch of BatchSize images, and the step is the step of one
+// process on the global batch of BatchSize x world images made of the ranks'
+// batches in rank order:
+//   - timesteps, label dropout and noise are drawn for the whole global batch
+//     on every rank (from the same seeds), and each rank takes its slice, so
+//     a rank uses exactly the draws a single process would use for those
+//     images;
+//   - gradients are averaged over the ranks (bucketed all-reduce started by
+//     hooks while backward still runs, torch.GradSync), which for equal
+//     batches is the gradient of the global batch's mean loss;
+//   - clipping, AdamW and the EMA then run identically on every rank;
+//   - the per-sample losses are summed over the ranks, so every rank logs the
+//     global batch's loss and the loss-aware sampler's history stays the same
+//     everywhere.
+// Dropout masks are drawn per rank from the rank's own activations, so runs
+// with dropout match a single process in distribution, not bit for bit.
+// Only rank 0 writes checkpoints.
+
+// distRank is this process's rank and the world size (0, 1 without Dist).
+func (tr *Trainer) distRank() (rank, world int) {
+	if tr.Dist == nil {
+		return 0, 1
+	}
+	return tr.Dist.Rank(), tr.Dist.World()
+}
+
+// writer reports whether this process writes checkpoints.
+func (tr *Trainer) writer() bool {
+	rank, _ := tr.distRank()
+	return rank == 0
+}
+
+// syncRanks makes every rank start from rank 0's state: it checks that all
+// ranks are at the same step (they resumed the same checkpoint, or none) and
+// copies rank 0's weights, EMA and optimizer moments to the others. It also
+// hooks the parameters for gradient averaging, once.
+func (tr *Trainer) syncRanks() error {
+	if tr.Dist == nil {
+		return nil
+	}
+	s := torch.NewScope(torch.NoGrad)
+	defer s.Close()
+	mine := []int64{tr.step, tr.ema.Updates(), tr.opt.Steps()}
+	counters := s.FromInt64s(append([]int64(nil), mine...), 3)
+	if err := s.Err(); err != nil {
+		return err
+	}
+	if err := tr.Dist.Broadcast([]*torch.Tensor{counters}, 0); err != nil {
+		return fmt.Errorf("train: synchronising ranks: %w", err)
+	}
+	root, err := counters.Int64s()
+	if err != nil {
+		return err
+	}
+	if root[0] != mine[0] || root[1] != mine[1] || root[2] != mine[2] {
+		return fmt.Errorf("train: rank %d is at step %d but rank 0 at step %d: every rank must resume the same checkpoint",
+			tr.Dist.Rank(), mine[0], root[0])
+	}
+	ts := append(nn.Tensors(tr.params), nn.Tensors(tr.ema.Params())...)
+	state := tr.opt.State()
+	keys := make([]string, 0, len(state))
+	for k := range state {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		ts = append(ts, state[k])
+	}
+	if err := tr.Dist.Broadcast(ts, 0); err != nil {
+		return fmt.Errorf("train: synchronising ranks: %w", err)
+	}
+	if tr.gradSync == nil {
+		sync, err := tr.Dist.NewGradSync(nn.Tensors(tr.params))
+		if err != nil {
+			return fmt.Errorf("train: synchronising ranks: %w", err)
+		}
+		tr.gradSync = sync
+	}
+	return nil
+}
+
+// globalLosses sums the ranks' per-sample losses into the global batch's
+// vector (each rank fills its slice), so every rank sees all of them.
+func (tr *Trainer) globalLosses(local []float64, offset, global int) ([]float64, error) {
+	if tr.Dist == nil {
+		return local, nil
+	}
+	all := make([]float64, global)
+	copy(all[offset:], local)
+	s := torch.NewScope(torch.NoGrad)
+	defer s.Close()
+	t := s.FromFloat64s(all, int64(global))
+	if err := s.Err(); err != nil {
+		return nil, err
+	}
+	if err := tr.Dist.AllReduceSum([]*torch.Tensor{t}); err != nil {
+		return nil, fmt.Errorf("train: step %d: %w", tr.step+1, err)
+	}
+	return t.Float64s()
+}
+
+// CommTime is the time this trainer spent waiting, after backward, for the
+// gradient averaging over the ranks (zero without Dist); the part of the
+// all-reduce that overlapped backward is not in it.
+func (tr *Trainer) CommTime() time.Duration { return tr.commTime }
+
+// GradOverlap reports, for the last step, the number of gradient buckets
+// and how many of them started their all-reduce during backward (0, 0
+// without Dist).
+func (tr *Trainer) GradOverlap() (buckets, early int) {
+	if tr.gradSync == nil {
+		return 0, 0
+	}
+	return tr.gradSync.Overlap()
+}

@@ -1,0 +1,482 @@
+package train
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
+	"github.com/ddpm-go/ddpm/diffusion/data"
+	"github.com/ddpm-go/ddpm/diffusion/nn"
+	"github.com/ddpm-go/ddpm/diffusion/optim"
+	"github.com/ddpm-go/ddpm/torch"
+)
+
+// convModel is a small trainable model for trainer tests: two 3x3
+// convolutions with a learned per-timestep bias, and NaN output on request.
+type convModel struct {
+	w1, w2, tb *torch.Tensor
+	nanAt      int // forward call that returns NaN (0 = never)
+	calls      int
+}
+
+func newConvModel(t *testing.T, T int) *convModel {
+	t.Helper()
+	s := torch.NewScope(torch.NoGrad)
+	defer s.Close()
+	g, _ := torch.NewGenerator(42, torch.CPU)
+	defer g.Close()
+	m := &convModel{
+		w1: s.Keep(s.MulScalar(s.Randn([]int64{4, 1, 3, 3}, torch.Float32, torch.CPU, g), 0.3)),
+		w2: s.Keep(s.MulScalar(s.Randn([]int64{1, 4, 3, 3}, torch.Float32, torch.CPU, g), 0.3)),
+		tb: s.Keep(s.Zeros([]int64{int64(T), 4}, torch.Float32, torch.CPU)),
+	}
+	for _, p := range m.Params() {
+		if err := p.T.SetRequiresGrad(true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return m
+}
+
+func (m *convModel) Params() []nn.Param {
+	return []nn.Param{{Name: "w1", T: m.w1}, {Name: "w2", T: m.w2}, {Name: "tb", T: m.tb}}
+}
+
+func (m *convModel) SetTraining(bool, *torch.Generator) {}
+
+func (m *convModel) Forward(s *torch.Scope, x, t, labels *torch.Tensor) *torch.Tensor {
+	m.calls++
+	pad := torch.Conv2dOptions{Padding: [2]int64{1, 1}}
+	h := s.Conv2d(x, m.w1, nil, pad)
+	h = s.SiLU(s.Add(h, s.Reshape(s.IndexSelect(m.tb, 0, t), -1, 4, 1, 1)))
+	out := s.Conv2d(h, m.w2, nil, pad)
+	if m.calls == m.nanAt {
+		out = s.MulScalar(out, math.NaN())
+	}
+	return out
+}
+
+func (m *convModel) Close() { nn.CloseParams(m.Params()) }
+
+// fakeSource yields batches that depend only on (seed, index), like a
+// shuffled data loader.
+type fakeSource struct {
+	seed  uint64
+	n     int
+	next  int
+	shape [3]int
+}
+
+func (f *fakeSource) Next(ctx context.Context) (data.Batch, error) {
+	if err := ctx.Err(); err != nil {
+		return data.Batch{}, err
+	}
+	rng := rand.New(rand.NewPCG(f.seed, uint64(f.next)))
+	img := make([]float32, f.n*f.shape[0]*f.shape[1]*f.shape[2])
+	for i := range img {
+		img[i] = float32(math.Tanh(rng.NormFloat64()))
+	}
+	f.next++
+	return data.Batch{Images: img, N: f.n, Index: f.next - 1}, nil
+}
+
+func (f *fakeSource) Skip(n int) { f.next += n }
+
+func mustSchedule(t *testing.T, cfg diffusion.ScheduleConfig) *diffusion.Schedule {
+	t.Helper()
+	s, err := diffusion.NewSchedule(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func newTestTrainer(t *testing.T, dir string, cfg Config) (*Trainer, *convModel) {
+	t.Helper()
+	sc := mustSchedule(t, diffusion.ScheduleConfig{T: 100})
+	m := newConvModel(t, sc.T())
+	tr, err := New(m, sc, cfg, torch.CPU, []int64{1, 8, 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Dir = dir
+	return tr, m
+}
+
+func paramValues(t *testing.T, ps []nn.Param) [][]float32 {
+	t.Helper()
+	var out [][]float32
+	for _, p := range ps {
+		v, err := p.T.Float32s()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// A run of 2N steps and a run of N steps, resumed from its checkpoint for N
+// more, end with identical weights, EMA and optimizer state.
+func TestResumeIsExact(t *testing.T) {
+	for _, sampling := range []Sampling{Uniform, LossAware} {
+		t.Run(string(sampling), func(t *testing.T) {
+			cfg := Config{Steps: 20, BatchSize: 4, Seed: 9, CheckpointEvery: 10, LogEvery: 5,
+				Sampling: sampling, EMADecay: 0.9, Optimizer: optim.AdamWConfig{LR: 1e-2, WarmupSteps: 3}}
+			full, fm := newTestTrainer(t, t.TempDir(), cfg)
+			defer fm.Close()
+			defer full.Close()
+			if err := full.Run(context.Background(), &fakeSource{seed: 1, n: 4, shape: [3]int{1, 8, 8}}); err != nil {
+				t.Fatal(err)
+			}
+
+			dir := t.TempDir()
+			half := cfg
+			half.Steps = 10
+			first, m1 := newTestTrainer(t, dir, half)
+			if err := first.Run(context.Background(), &fakeSource{seed: 1, n: 4, shape: [3]int{1, 8, 8}}); err != nil {
+				t.Fatal(err)
+			}
+			first.Close()
+			m1.Close()
+
+			second, m2 := newTestTrainer(t, dir, cfg)
+			defer m2.Close()
+			defer second.Close()
+			ckpt, err := checkpoint.Latest(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := second.Resume(ckpt); err != nil {
+				t.Fatal(err)
+			}
+			if second.Step() != 10 {
+				t.Fatalf("resumed at step %d, want 10", second.Step())
+			}
+			if err := second.Run(context.Background(), &fakeSource{seed: 1, n: 4, shape: [3]int{1, 8, 8}}); err != nil {
+				t.Fatal(err)
+			}
+			if full.opt.Steps() != second.opt.Steps() || full.EMA().Updates() != second.EMA().Updates() {
+				t.Fatalf("optimizer steps %d/%d, EMA updates %d/%d", full.opt.Steps(), second.opt.Steps(), full.EMA().Updates(), second.EMA().Updates())
+			}
+			for name, pair := range map[string][2][]nn.Param{
+				"model":     {fm.Params(), m2.Params()},
+				"ema":       {full.EMA().Params(), second.EMA().Params()},
+				"optimizer": {full.opt.Buffers(), second.opt.Buffers()},
+			} {
+				a, b := paramValues(t, pair[0]), paramValues(t, pair[1])
+				for i := range a {
+					for j := range a[i] {
+						if a[i][j] != b[i][j] {
+							t.Fatalf("%s param %d[%d]: %v uninterrupted, %v resumed", name, i, j, a[i][j], b[i][j])
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestCheckpointsArePrunedAndComplete(t *testing.T) {
+	dir := t.TempDir()
+	tr, m := newTestTrainer(t, dir, Config{Steps: 12, BatchSize: 2, CheckpointEvery: 3, KeepCheckpoints: 2,
+		Optimizer: optim.AdamWConfig{LR: 1e-3}})
+	defer m.Close()
+	defer tr.Close()
+	tr.ClassNames, tr.Data = []string{"a"}, "some/data"
+	var logs []Metrics
+	tr.OnLog = func(m Metrics) { logs = append(logs, m) }
+	if err := tr.Run(context.Background(), &fakeSource{n: 2, shape: [3]int{1, 8, 8}}); err != nil {
+		t.Fatal(err)
+	}
+	all, err := checkpoint.List(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 2 || filepath.Base(all[0]) != checkpoint.Name(9) || filepath.Base(all[1]) != checkpoint.Name(12) {
+		t.Fatalf("checkpoints %v, want steps 9 and 12", all)
+	}
+	meta, err := checkpoint.ReadMeta(all[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta.Step != 12 || meta.Schedule.T != 100 || meta.Target != diffusion.Epsilon || len(meta.Train) == 0 ||
+		meta.Model != nil || !reflect.DeepEqual(meta.ClassNames, []string{"a"}) || meta.Data != "some/data" {
+		t.Errorf("metadata %+v", meta)
+	}
+	var back Config
+	if err := json.Unmarshal(meta.Train, &back); err != nil || back != tr.Config() {
+		t.Errorf("training configuration %+v (%v), want %+v", back, err, tr.Config())
+	}
+	if len(logs) == 0 || logs[len(logs)-1].Step != 12 || logs[0].Loss <= 0 {
+		t.Errorf("metrics %+v", logs)
+	}
+	// Weights of another configuration are refused, and nothing is loaded.
+	other := []nn.Param{{Name: "w1", T: nil}}
+	s := torch.NewScope(torch.NoGrad)
+	defer s.Close()
+	other[0].T = s.Zeros([]int64{2, 2}, torch.Float32, torch.CPU)
+	if err := checkpoint.LoadWeights(all[1], checkpoint.EMA, other); err == nil {
+		t.Error("weights of another model were accepted")
+	}
+	if _, err := checkpoint.ReadMeta(filepath.Join(dir, "missing")); err == nil {
+		t.Error("a missing checkpoint was read")
+	}
+}
+
+// A checkpoint that does not fit is refused and leaves the trainer as it
+// was: same step, weights and optimizer state.
+func TestFailedResumeChangesNothing(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Steps: 3, BatchSize: 2, CheckpointEvery: 3, Sampling: LossAware, Optimizer: optim.AdamWConfig{LR: 1e-2}}
+	src, sm := newTestTrainer(t, dir, cfg)
+	defer sm.Close()
+	defer src.Close()
+	if err := src.Run(context.Background(), &fakeSource{n: 2, shape: [3]int{1, 8, 8}}); err != nil {
+		t.Fatal(err)
+	}
+	// A trainer whose optimizer state cannot match: a loss-aware trainer
+	// over T = 50 has a resampler of another size, and the model is checked
+	// last of all but the resampler, so everything before it must stay.
+	sc := mustSchedule(t, diffusion.ScheduleConfig{T: 50})
+	m := newConvModel(t, 100)
+	defer m.Close()
+	tr, err := New(m, sc, Config{Steps: 3, BatchSize: 2, Sampling: LossAware}, torch.CPU, []int64{1, 8, 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	before, emaBefore := paramValues(t, m.Params()), paramValues(t, tr.EMA().Params())
+	if err := tr.Resume(src.LastCheckpoint()); err == nil || !strings.Contains(err.Error(), "loss-aware") {
+		t.Fatalf("resume: %v, want a loss-aware sampler error", err)
+	}
+	if tr.Step() != 0 || tr.opt.Steps() != 0 || !reflect.DeepEqual(before, paramValues(t, m.Params())) ||
+		!reflect.DeepEqual(emaBefore, paramValues(t, tr.EMA().Params())) {
+		t.Error("a failed resume changed the trainer")
+	}
+}
+
+func TestCancelWritesCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	tr, m := newTestTrainer(t, dir, Config{Steps: 1000, BatchSize: 2, CheckpointEvery: 500})
+	defer m.Close()
+	defer tr.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	tr.OnLog = func(m Metrics) {
+		if m.Step >= 100 {
+			cancel()
+		}
+	}
+	err := tr.Run(ctx, &fakeSource{n: 2, shape: [3]int{1, 8, 8}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want context.Canceled", err)
+	}
+	ckpt, err := checkpoint.Latest(dir)
+	if err != nil || checkpoint.StepOf(ckpt) != tr.Step() {
+		t.Fatalf("latest checkpoint %q (%v), want step %d", ckpt, err, tr.Step())
+	}
+}
+
+func TestNonFiniteLossStops(t *testing.T) {
+	dir := t.TempDir()
+	tr, m := newTestTrainer(t, dir, Config{Steps: 20, BatchSize: 2, CheckpointEvery: 5})
+	defer m.Close()
+	defer tr.Close()
+	m.nanAt = 8
+	before := paramValues(t, m.Params())
+	_ = before
+	err := tr.Run(context.Background(), &fakeSource{n: 2, shape: [3]int{1, 8, 8}})
+	var nf *NonFiniteLossError
+	if !errors.As(err, &nf) || nf.Step != 8 || filepath.Base(nf.Checkpoint) != checkpoint.Name(5) {
+		t.Fatalf("Run = %v, want a NaN loss at step 8 with checkpoint 5", err)
+	}
+	if tr.Step() != 7 {
+		t.Errorf("step %d after the failure, want 7 (the NaN step is not applied)", tr.Step())
+	}
+	for _, p := range paramValues(t, m.Params()) {
+		for _, v := range p {
+			if math.IsNaN(float64(v)) {
+				t.Fatal("NaN reached the weights")
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, checkpoint.Name(5))); err != nil {
+		t.Errorf("last good checkpoint: %v", err)
+	}
+}
+
+func TestTrainingLeaksNoTensors(t *testing.T) {
+	tr, m := newTestTrainer(t, "", Config{Steps: 5, BatchSize: 2, Sampling: LossAware, MinSNRGamma: 5})
+	src := &fakeSource{n: 2, shape: [3]int{1, 8, 8}}
+	if err := tr.Run(context.Background(), src); err != nil {
+		t.Fatal(err)
+	}
+	live := torch.LiveTensors()
+	tr.cfg.Steps = 105
+	if err := tr.Run(context.Background(), src); err != nil {
+		t.Fatal(err)
+	}
+	if got := torch.LiveTensors(); got != live {
+		t.Errorf("live tensors %d after 100 more steps, want %d", got, live)
+	}
+	tr.Close()
+	m.Close()
+}
+
+// After its first steps a training loop takes no new memory from the
+// system: every CPU tensor block it frees comes back for the same tensor of
+// the next step (torch's caching allocator; activations here are 128 KiB).
+func TestTrainingStepsReuseMemory(t *testing.T) {
+	tr, m := newTestTrainer(t, "", Config{Steps: 3, BatchSize: 128})
+	defer m.Close()
+	defer tr.Close()
+	src := &fakeSource{n: 128, shape: [3]int{1, 8, 8}}
+	if err := tr.Run(context.Background(), src); err != nil {
+		t.Fatal(err)
+	}
+	before, err := torch.CPUCache()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.cfg.Steps = 23
+	if err := tr.Run(context.Background(), src); err != nil {
+		t.Fatal(err)
+	}
+	after, err := torch.CPUCache()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Hits-before.Hits < 20 {
+		t.Errorf("%d cache hits in 20 steps: the loop's blocks are not cached", after.Hits-before.Hits)
+	}
+	if after.Misses != before.Misses {
+		t.Errorf("%d allocations in 20 steps took new memory, want 0", after.Misses-before.Misses)
+	}
+}
+
+// The loss-aware weights keep the objective unbiased: Σ_t p_t w_t L_t equals
+// the uniform mean of L_t.
+func TestLossAwareWeightsAreUnbiased(t *testing.T) {
+	h := newLossHistory(50)
+	rng := rand.New(rand.NewPCG(1, 2))
+	loss := func(t int64) float64 { return 1 + float64(t)*0.1 }
+	for range 2000 {
+		ts, _ := h.draw(rng, 8)
+		ls := make([]float64, len(ts))
+		for i, t := range ts {
+			ls[i] = loss(t) * (0.5 + rng.Float64())
+		}
+		h.record(ts, ls)
+	}
+	if !h.warm() {
+		t.Fatal("history never filled")
+	}
+	p := h.weights()
+	var weighted, uniform, sum float64
+	for tt := range p {
+		w := 1 / (float64(h.T) * p[tt])
+		weighted += p[tt] * w * loss(int64(tt))
+		uniform += loss(int64(tt)) / float64(h.T)
+		sum += p[tt]
+	}
+	if math.Abs(sum-1) > 1e-12 || math.Abs(weighted-uniform) > 1e-12 {
+		t.Errorf("Σp = %g, weighted %g, uniform %g", sum, weighted, uniform)
+	}
+	if p[49] <= p[0] {
+		t.Errorf("higher-loss timesteps are not drawn more often: p0 %g, p49 %g", p[0], p[49])
+	}
+}
+
+func TestMinSNRWeights(t *testing.T) {
+	sc := mustSchedule(t, diffusion.ScheduleConfig{})
+	tr := &Trainer{sched: sc, cfg: Config{MinSNRGamma: 5}}
+	for _, target := range []diffusion.Target{diffusion.Epsilon, diffusion.X0, diffusion.V} {
+		tr.cfg.Target = target
+		w := tr.lossWeights([]int64{0, 999}, []float64{1, 2})
+		for i, ts := range []int{0, 999} {
+			snr := sc.SNR()[ts]
+			want := map[diffusion.Target]float64{diffusion.Epsilon: math.Min(snr, 5) / snr, diffusion.X0: math.Min(snr, 5), diffusion.V: math.Min(snr, 5) / (snr + 1)}[target] * float64(i+1)
+			if math.Abs(float64(w[i])-want) > 1e-6*math.Max(1, want) {
+				t.Errorf("%s t=%d: weight %g, want %g", target, ts, w[i], want)
+			}
+		}
+	}
+}
+
+// Two runs from the same seed give bit-identical weights. This guards the
+// shim's per-thread OpenMP settings: with them unsynchronised, kernels ran
+// with different thread counts depending on which OS thread Go used, and
+// sums came out in different orders.
+func TestTrainingIsDeterministic(t *testing.T) {
+	cfg := Config{Steps: 30, BatchSize: 4, Seed: 9, LogEvery: 10, Optimizer: optim.AdamWConfig{LR: 1e-2}}
+	var runs [][][]float32
+	for range 3 {
+		tr, m := newTestTrainer(t, "", cfg)
+		if err := tr.Run(context.Background(), &fakeSource{seed: 1, n: 4, shape: [3]int{1, 8, 8}}); err != nil {
+			t.Fatal(err)
+		}
+		runs = append(runs, paramValues(t, m.Params()))
+		tr.Close()
+		m.Close()
+	}
+	for r := 1; r < len(runs); r++ {
+		for i := range runs[0] {
+			for j := range runs[0][i] {
+				if runs[0][i][j] != runs[r][i][j] {
+					t.Fatalf("run %d param %d[%d] = %v, run 0 has %v", r, i, j, runs[r][i][j], runs[0][i][j])
+				}
+			}
+		}
+	}
+}
+
+// bfloat16 autocast trains on the CPU: the loss stays finite and falls.
+func TestBFloat16Training(t *testing.T) {
+	tr, m := newTestTrainer(t, "", Config{Steps: 60, BatchSize: 4, Precision: "bf16", LogEvery: 20,
+		Optimizer: optim.AdamWConfig{LR: 1e-2}})
+	defer m.Close()
+	defer tr.Close()
+	var losses []float64
+	tr.OnLog = func(m Metrics) { losses = append(losses, m.Loss) }
+	if err := tr.Run(context.Background(), &fakeSource{n: 4, shape: [3]int{1, 8, 8}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(losses) != 3 || !(losses[2] < losses[0]) || math.IsNaN(losses[2]) {
+		t.Fatalf("bf16 losses %v", losses)
+	}
+	if m.w1.DType() != torch.Float32 {
+		t.Errorf("weights became %s", m.w1.DType())
+	}
+	sc := mustSchedule(t, diffusion.ScheduleConfig{T: 100})
+	if _, err := New(m, sc, Config{Precision: "fp16"}, torch.CPU, []int64{1, 8, 8}); err == nil {
+		t.Error("fp16 on the CPU accepted")
+	}
+	if _, err := New(m, sc, Config{Precision: "fp8"}, torch.CPU, []int64{1, 8, 8}); err == nil {
+		t.Error("unknown precision accepted")
+	}
+}
+
+func TestLossScaler(t *testing.T) {
+	l := newLossScaler()
+	if !l.update(3) || l.scale != initialLossScale {
+		t.Fatal("a finite step changed the scale")
+	}
+	if l.update(math.Inf(1)) || l.scale != initialLossScale/2 || l.goodSteps != 0 {
+		t.Fatalf("overflow: scale %g", l.scale)
+	}
+	for range growthInterval {
+		l.update(1)
+	}
+	if l.scale != initialLossScale {
+		t.Errorf("scale %g after %d good steps, want %d", l.scale, growthInterval, initialLossScale)
+	}
+}
