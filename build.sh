@@ -88,4 +88,7 @@ if [ "$mode" = test ]; then
   say "running tests"
   go vet ./...
   go test -count=1 -timeout 60m ./...
+  # The pipeline is documented as safe for concurrent use: its tests again
+  # under the race detector.
+  go test -race -count=1 -timeout 20m ./diffusion/pipeline/
 fi

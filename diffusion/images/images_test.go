@@ -4,6 +4,7 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -72,5 +73,24 @@ func TestGridLayoutAndPNG(t *testing.T) {
 	}
 	if err := SavePNG(filepath.Join(string([]byte{0}), "x.png"), g); err == nil {
 		t.Error("saving to an impossible path succeeded")
+	}
+}
+
+// PNGs are created like any other file (0644 less the umask), not 0600 as
+// temporary files are.
+func TestSavePNGMode(t *testing.T) {
+	mask := syscall.Umask(0o022)
+	defer syscall.Umask(mask)
+	path := filepath.Join(t.TempDir(), "a.png")
+	img, err := ToImage([]float32{0, 0.5, -1, 1}, 1, 2, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := SavePNG(path, img); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("mode %v (%v), want 0644", fi.Mode().Perm(), err)
 	}
 }

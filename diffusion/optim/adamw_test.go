@@ -151,3 +151,22 @@ func TestEMAFormula(t *testing.T) {
 		t.Error("decay 1.5 accepted")
 	}
 }
+
+// A NewAdamW that fails part-way frees the buffers it made.
+func TestNewAdamWFailureLeaksNothing(t *testing.T) {
+	s := torch.NewScope(torch.NoGrad)
+	defer s.Close()
+	good := s.Zeros([]int64{3}, torch.Float32, torch.CPU)
+	closed := s.Zeros([]int64{3}, torch.Float32, torch.CPU)
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
+	before := torch.LiveTensors()
+	if _, err := NewAdamW([]nn.Param{{Name: "a", T: good}, {Name: "b", T: closed}}, AdamWConfig{}); err == nil {
+		t.Fatal("NewAdamW accepted a closed tensor")
+	}
+	if after := torch.LiveTensors(); after != before {
+		t.Errorf("%d live tensors after the failure, %d before", after, before)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -283,6 +284,31 @@ func TestCancelWritesCheckpoint(t *testing.T) {
 	ckpt, err := checkpoint.Latest(dir)
 	if err != nil || checkpoint.StepOf(ckpt) != tr.Step() {
 		t.Fatalf("latest checkpoint %q (%v), want step %d", ckpt, err, tr.Step())
+	}
+}
+
+// Cancelling while a hook runs (a sample grid, an evaluation) stops the
+// hook and the run, with a checkpoint, as a cancel between steps does.
+func TestCancelDuringHookWritesCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	tr, m := newTestTrainer(t, dir, Config{Steps: 100, BatchSize: 2, CheckpointEvery: 50})
+	defer m.Close()
+	defer tr.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	tr.AfterStep = func(step int64, _ string) (map[string]float64, error) {
+		if step == 7 {
+			cancel() // as Ctrl-C would, while the grid is being sampled
+			return nil, fmt.Errorf("sample grid at step %d: %w", step, ctx.Err())
+		}
+		return nil, nil
+	}
+	err := tr.Run(ctx, &fakeSource{n: 2, shape: [3]int{1, 8, 8}})
+	if !errors.Is(err, context.Canceled) || tr.Step() != 7 {
+		t.Fatalf("Run = %v at step %d, want context.Canceled at step 7", err, tr.Step())
+	}
+	ckpt, err := checkpoint.Latest(dir)
+	if err != nil || checkpoint.StepOf(ckpt) != 7 {
+		t.Fatalf("latest checkpoint %q (%v), want step 7", ckpt, err)
 	}
 }
 
