@@ -308,6 +308,7 @@ ddpm_error ddpm_attention(ddpm_mode mode, ddpm_tensor q, ddpm_tensor k,
 ddpm_error ddpm_upsample_nearest2d(ddpm_mode mode, ddpm_tensor x,
                                    int64_t out_h, int64_t out_w,
                                    ddpm_tensor* out);
+/* Averages kernel x kernel windows of (N, C, H, W), moved by stride. */
 ddpm_error ddpm_avg_pool2d(ddpm_mode mode, ddpm_tensor x, int64_t kernel,
                            int64_t stride, ddpm_tensor* out);
 
