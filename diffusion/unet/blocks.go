@@ -40,12 +40,12 @@ type resBlock struct {
 }
 
 func newResBlock(b *nn.Builder, r resSpec, c Config) *resBlock {
-	g := int64(c.NormGroups)
+	g, eps := int64(c.NormGroups), nn.Eps(c.NormEps)
 	blk := &resBlock{
-		norm1:    b.Sub("norm1").GroupNorm(g, r.in),
+		norm1:    b.Sub("norm1").GroupNorm(g, r.in, eps),
 		conv1:    b.Sub("conv1").Conv2d(r.in, r.out, 3, nn.Padding(1)),
 		tembProj: b.Sub("temb_proj").Linear(int64(c.TimeEmbedDim), r.out),
-		norm2:    b.Sub("norm2").GroupNorm(g, r.out),
+		norm2:    b.Sub("norm2").GroupNorm(g, r.out, eps),
 		conv2:    b.Sub("conv2").Conv2d(r.out, r.out, 3, nn.Padding(1), nn.ZeroInit()),
 	}
 	if r.in != r.out {
@@ -88,12 +88,12 @@ type attnBlock struct {
 
 func newAttnBlock(b *nn.Builder, ch int64, c Config) *attnBlock {
 	return &attnBlock{
-		norm:  b.Sub("norm").GroupNorm(int64(c.NormGroups), ch),
+		norm:  b.Sub("norm").GroupNorm(int64(c.NormGroups), ch, nn.Eps(c.NormEps)),
 		q:     b.Sub("q").Conv2d(ch, ch, 1),
 		k:     b.Sub("k").Conv2d(ch, ch, 1),
 		v:     b.Sub("v").Conv2d(ch, ch, 1),
 		proj:  b.Sub("proj_out").Conv2d(ch, ch, 1, nn.ZeroInit()),
-		heads: int64(c.NumHeads),
+		heads: c.heads(ch),
 	}
 }
 
@@ -140,19 +140,23 @@ func scoped(s *torch.Scope, f func(s *torch.Scope) *torch.Tensor) *torch.Tensor 
 }
 
 // timestepEmbedding is the sinusoidal embedding of the timesteps t (N) as
-// (N, dim) float32, in the convention of improved-diffusion:
+// (N, dim) float32. By default it follows improved-diffusion (and
+// diffusers' defaults):
 //
-//	freq_i = exp(-ln(10000) * i / half), i = 0 .. half-1, half = dim/2
+//	freq_i = exp(-ln(10000) * i / (half - shift)), i = 0 .. half-1, half = dim/2
 //	emb = [cos(t * freq), sin(t * freq)]
 //
-// The DDPM code put sin first and spaced the frequencies with half-1
-// instead of half: weights trained with one convention do not fit the
-// other. The embedding is computed in float32 with the same operations as
-// the PyTorch original, so the two agree bit for bit.
-func timestepEmbedding(s *torch.Scope, t *torch.Tensor, dim int64, dev torch.Device) *torch.Tensor {
+// with shift 0. The original DDPM put sin first (sinFirst) and used shift 1:
+// weights trained with one convention do not fit the other. The embedding
+// is computed in float32 with the same operations as the PyTorch code, so
+// the two agree bit for bit.
+func timestepEmbedding(s *torch.Scope, t *torch.Tensor, dim int64, sinFirst bool, shift float64, dev torch.Device) *torch.Tensor {
 	const maxPeriod = 10000
 	half := dim / 2
-	freqs := s.Exp(s.DivScalar(s.MulScalar(s.Arange(half, torch.Float32, dev), -math.Log(maxPeriod)), float64(half)))
+	freqs := s.Exp(s.DivScalar(s.MulScalar(s.Arange(half, torch.Float32, dev), -math.Log(maxPeriod)), float64(half)-shift))
 	args := s.Mul(s.Unsqueeze(s.ToDType(t, torch.Float32), 1), s.Unsqueeze(freqs, 0))
+	if sinFirst {
+		return s.Cat([]*torch.Tensor{s.Sin(args), s.Cos(args)}, 1)
+	}
 	return s.Cat([]*torch.Tensor{s.Cos(args), s.Sin(args)}, 1)
 }

@@ -47,12 +47,40 @@ type Config struct {
 	// TimeEmbedDim is the width of the timestep embedding MLP (default
 	// 4*BaseChannels).
 	TimeEmbedDim int `json:"time_embed_dim"`
+
+	// The fields below express the conventions of other DDPM code bases
+	// (the original TensorFlow DDPM, diffusers' UNet2DModel). Their zero
+	// values are this project's own conventions, so the presets and every
+	// checkpoint written before the fields existed are unchanged.
+
+	// NormEps is GroupNorm's epsilon (default 1e-5, PyTorch's; the
+	// original DDPM used 1e-6).
+	NormEps float64 `json:"norm_eps,omitempty"`
+	// HeadChannels, when > 0, fixes the channels per attention head (heads
+	// = channels / HeadChannels at every attention block, diffusers'
+	// attention_head_dim) instead of the head count NumHeads.
+	HeadChannels int `json:"head_channels,omitempty"`
+	// SinFirst orders the timestep embedding [sin, cos] (the original DDPM,
+	// diffusers' flip_sin_to_cos false) instead of [cos, sin].
+	SinFirst bool `json:"sin_first,omitempty"`
+	// FreqShift is subtracted from half the embedding width in the spacing
+	// of its frequencies (diffusers' freq_shift; the original DDPM: 1).
+	FreqShift float64 `json:"freq_shift,omitempty"`
+	// AsymmetricDownsample pads the stride-2 downsampling convolution's
+	// input only at the bottom and right (the original DDPM, diffusers'
+	// downsample_padding 0) instead of by 1 on every side.
+	AsymmetricDownsample bool `json:"asymmetric_downsample,omitempty"`
+	// NoNullLabel makes the label embedding exactly NumClasses rows, with
+	// no null label (diffusers' num_class_embeds): such a model always
+	// needs labels, and classifier-free guidance is not available.
+	NoNullLabel bool `json:"no_null_label,omitempty"`
 }
 
 // Defaults of the optional Config fields.
 const (
 	DefaultNumHeads   = 1
 	DefaultNormGroups = 32
+	DefaultNormEps    = 1e-5
 )
 
 // ErrInvalidConfig is wrapped by every error of Validate.
@@ -71,7 +99,28 @@ func (c Config) WithDefaults() Config {
 	if c.TimeEmbedDim == 0 {
 		c.TimeEmbedDim = 4 * c.BaseChannels
 	}
+	if c.NormEps == 0 {
+		c.NormEps = DefaultNormEps
+	}
 	return c
+}
+
+// heads is the number of attention heads of a block of ch channels.
+func (c Config) heads(ch int64) int64 {
+	if c.HeadChannels > 0 {
+		return ch / int64(c.HeadChannels)
+	}
+	return int64(c.NumHeads)
+}
+
+// LabelRows is the number of rows of the label embedding: NumClasses plus
+// the null label, or NumClasses with NoNullLabel (0 for an unconditional
+// model).
+func (c Config) LabelRows() int {
+	if c.NumClasses == 0 || c.NoNullLabel {
+		return c.NumClasses
+	}
+	return c.NumClasses + 1
 }
 
 func (c Config) clone() Config {
@@ -122,6 +171,15 @@ func (c Config) Validate() error {
 	if c.NumClasses < 0 {
 		bad("num_classes must be 0 (unconditional) or positive, got %d", c.NumClasses)
 	}
+	if !(c.NormEps > 0 && c.NormEps < 1) {
+		bad("norm_eps must be in (0, 1), got %g", c.NormEps)
+	}
+	if c.HeadChannels < 0 {
+		bad("head_channels must be 0 (use num_heads) or positive, got %d", c.HeadChannels)
+	}
+	if c.FreqShift < 0 || c.FreqShift >= float64(c.BaseChannels/2) || math.IsNaN(c.FreqShift) {
+		bad("freq_shift must be in [0, base_channels/2), got %g", c.FreqShift)
+	}
 	if len(p) > 0 {
 		return invalid(p)
 	}
@@ -147,17 +205,31 @@ func (c Config) Validate() error {
 			bad("attention resolution %d is never reached (the levels have resolutions %v)", r, resolutions)
 			continue
 		}
-		if ch := c.BaseChannels * c.ChannelMult[i]; ch%c.NumHeads != 0 {
-			bad("attention at resolution %d has %d channels, not divisible by num_heads %d", r, ch, c.NumHeads)
+		if ch := c.BaseChannels * c.ChannelMult[i]; !c.headsDivide(ch) {
+			bad("attention at resolution %d has %d channels, not divisible into heads (%s)", r, ch, c.headRule())
 		}
 	}
-	if last%c.NumHeads != 0 {
-		bad("the middle attention has %d channels, not divisible by num_heads %d", last, c.NumHeads)
+	if !c.headsDivide(last) {
+		bad("the middle attention has %d channels, not divisible into heads (%s)", last, c.headRule())
 	}
 	if len(p) > 0 {
 		return invalid(p)
 	}
 	return nil
+}
+
+func (c Config) headsDivide(ch int) bool {
+	if c.HeadChannels > 0 {
+		return ch%c.HeadChannels == 0
+	}
+	return c.NumHeads > 0 && ch%c.NumHeads == 0
+}
+
+func (c Config) headRule() string {
+	if c.HeadChannels > 0 {
+		return fmt.Sprintf("head_channels %d", c.HeadChannels)
+	}
+	return fmt.Sprintf("num_heads %d", c.NumHeads)
 }
 
 func invalid(problems []string) error {

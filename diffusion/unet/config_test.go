@@ -105,7 +105,7 @@ func TestValidate(t *testing.T) {
 		{"groups", func(c *Config) { c.NormGroups = 5 }, "level 0 has 16 channels (base_channels 16 * channel_mult 1), not divisible by norm_groups 5"},
 		{"unreachable attention", func(c *Config) { c.AttentionResolutions = []int{4} },
 			"attention resolution 4 is never reached (the levels have resolutions [16 8])"},
-		{"heads divide", func(c *Config) { c.NumHeads = 3 }, "not divisible by num_heads 3"},
+		{"heads divide", func(c *Config) { c.NumHeads = 3 }, "not divisible into heads (num_heads 3)"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

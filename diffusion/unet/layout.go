@@ -96,9 +96,7 @@ func (c Config) NumParams() int64 {
 
 	base := int64(c.BaseChannels)
 	n := linear(base, temb) + linear(temb, temb)
-	if c.NumClasses > 0 {
-		n += int64(c.NumClasses+1) * temb
-	}
+	n += int64(c.LabelRows()) * temb
 	n += conv(int64(c.InChannels), base, 3)
 	for _, lv := range l.levels {
 		n += blocks(lv.down) + blocks(lv.up)

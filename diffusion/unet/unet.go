@@ -96,7 +96,7 @@ func New(cfg Config, dev torch.Device, dt torch.DType, gen *torch.Generator) (*U
 	u.tembDense0 = dense.Sub("0").Linear(base, temb)
 	u.tembDense1 = dense.Sub("1").Linear(temb, temb)
 	if cfg.NumClasses > 0 {
-		u.labelEmb = b.Sub("label_emb").Embedding(int64(cfg.NumClasses+1), temb)
+		u.labelEmb = b.Sub("label_emb").Embedding(int64(cfg.LabelRows()), temb)
 	}
 	u.convIn = b.Sub("conv_in").Conv2d(int64(cfg.InChannels), base, 3, nn.Padding(1))
 
@@ -106,7 +106,11 @@ func New(cfg Config, dev torch.Device, dt torch.DType, gen *torch.Generator) (*U
 		d.blocks, d.attn = newBlocks(lb, lv.down, cfg)
 		if lv.downsample {
 			ch := lv.down[len(lv.down)-1].out
-			d.downsample = lb.Sub("downsample").Sub("conv").Conv2d(ch, ch, 3, nn.Stride(2), nn.Padding(1))
+			pad := int64(1)
+			if cfg.AsymmetricDownsample {
+				pad = 0 // Forward pads bottom and right by 1
+			}
+			d.downsample = lb.Sub("downsample").Sub("conv").Conv2d(ch, ch, 3, nn.Stride(2), nn.Padding(pad))
 		}
 		u.down = append(u.down, d)
 	}
@@ -129,7 +133,7 @@ func New(cfg Config, dev torch.Device, dt torch.DType, gen *torch.Generator) (*U
 		u.up = append(u.up, up)
 	}
 
-	u.normOut = b.Sub("norm_out").GroupNorm(int64(cfg.NormGroups), base)
+	u.normOut = b.Sub("norm_out").GroupNorm(int64(cfg.NormGroups), base, nn.Eps(cfg.NormEps))
 	u.convOut = b.Sub("conv_out").Conv2d(base, int64(cfg.OutChannels), 3, nn.Padding(1), nn.ZeroInit())
 
 	if err := b.Err(); err != nil {
@@ -206,13 +210,13 @@ func (u *UNet) Forward(s *torch.Scope, x, t, labels *torch.Tensor) *torch.Tensor
 
 	// SiLU of the timestep (and label) embedding: every temb_proj takes it.
 	embAct := scoped(s, func(s *torch.Scope) *torch.Tensor {
-		emb := timestepEmbedding(s, t, int64(u.cfg.BaseChannels), u.dev)
+		emb := timestepEmbedding(s, t, int64(u.cfg.BaseChannels), u.cfg.SinFirst, u.cfg.FreqShift, u.dev)
 		if u.dtype != torch.Float32 {
 			emb = s.ToDType(emb, u.dtype)
 		}
 		emb = u.tembDense1.Forward(s, s.SiLU(u.tembDense0.Forward(s, emb)))
 		if u.labelEmb != nil {
-			if labels == nil {
+			if labels == nil { // checkInputs refused nil without a null label
 				labels = s.Full([]int64{n}, float64(u.cfg.NumClasses), torch.Int64, u.dev)
 			}
 			emb = s.Add(emb, u.labelEmb.Forward(s, labels))
@@ -235,7 +239,13 @@ func (u *UNet) Forward(s *torch.Scope, x, t, labels *torch.Tensor) *torch.Tensor
 			skips = append(skips, h)
 		}
 		if lv.downsample != nil {
-			h = lv.downsample.Forward(s, h)
+			if u.cfg.AsymmetricDownsample {
+				// h is also a skip: only the padded copy is freed.
+				padded := padBottomRight(s, h)
+				h = replace(padded, lv.downsample.Forward(s, padded))
+			} else {
+				h = lv.downsample.Forward(s, h)
+			}
 			skips = append(skips, h)
 		}
 	}
@@ -267,6 +277,22 @@ func (u *UNet) Forward(s *torch.Scope, x, t, labels *torch.Tensor) *torch.Tensor
 	return replace(h, scoped(s, func(s *torch.Scope) *torch.Tensor {
 		return u.convOut.Forward(s, s.SiLU(u.normOut.Forward(s, h)))
 	}))
+}
+
+// padBottomRight pads x (N, C, H, W) with one row of zeros at the bottom
+// and one column at the right, as the original DDPM (and diffusers with
+// downsample_padding 0) pads before its stride-2 convolution.
+func padBottomRight(s *torch.Scope, x *torch.Tensor) *torch.Tensor {
+	return scoped(s, func(s *torch.Scope) *torch.Tensor {
+		m, err := x.Meta()
+		if err != nil {
+			s.Fail(err)
+			return nil
+		}
+		n, c, h, w := m.Shape[0], m.Shape[1], m.Shape[2], m.Shape[3]
+		x = s.Cat([]*torch.Tensor{x, s.Zeros([]int64{n, c, h, 1}, m.DType, m.Device)}, 3)
+		return s.Cat([]*torch.Tensor{x, s.Zeros([]int64{n, c, 1, w + 1}, m.DType, m.Device)}, 2)
+	})
 }
 
 // replace frees old, an intermediate result that next was computed from,
@@ -302,6 +328,9 @@ func (u *UNet) checkInputs(x, t, labels *torch.Tensor) (n, height, width int64, 
 		return 0, 0, 0, fmt.Errorf("unet: t has shape %v, want (%d)", tm.Shape, n)
 	}
 	if labels == nil {
+		if u.labelEmb != nil && u.cfg.NoNullLabel {
+			return 0, 0, 0, errors.New("unet: the model has no null label (no_null_label); give a label for every image")
+		}
 		return n, height, width, nil
 	}
 	if u.labelEmb == nil {

@@ -1,0 +1,176 @@
+package diffusers
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ddpm-go/ddpm/diffusion/unet"
+	"github.com/ddpm-go/ddpm/torch"
+)
+
+// fixtures is the folder of reference data made by diffusers' own code.
+func fixtures(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("DDPM_DIFFUSERS_FIXTURES")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "..", "shared", "fixtures", "diffusers")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "README.md")); err != nil {
+		if os.Getenv("DDPM_REQUIRE_REFERENCES") == "1" {
+			t.Fatalf("no diffusers fixtures at %s (set DDPM_DIFFUSERS_FIXTURES)", dir)
+		}
+		t.Skipf("no diffusers fixtures at %s (set DDPM_DIFFUSERS_FIXTURES)", dir)
+	}
+	return dir
+}
+
+// On every UNet2DModel fixture the project's forward equals diffusers'
+// output to 1e-4 (absolute, in fp32).
+func TestUNetMatchesDiffusers(t *testing.T) {
+	root := fixtures(t)
+	for _, name := range []string{"unet-ddpm", "unet-ddpm-legacy", "unet-classcond"} {
+		t.Run(name, func(t *testing.T) {
+			dir := filepath.Join(root, name)
+			u, err := LoadUNet(dir, torch.CPU)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer u.Close()
+			s := torch.NewScope(torch.Inference)
+			defer s.Close()
+			io, _, err := s.LoadSafetensors(filepath.Join(dir, "io.safetensors"), torch.CPU)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := u.Forward(s, io["sample"], io["timestep"], io["class_labels"])
+			diff := s.Max(s.Abs(s.Sub(out, io["output"])), nil, false)
+			if err := s.Err(); err != nil {
+				t.Fatal(err)
+			}
+			d, err := diff.Item()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("max |ours - diffusers| = %.6g", d)
+			if !(d <= 1e-4) {
+				t.Errorf("max |ours - diffusers| = %g, want <= 1e-4", d)
+			}
+		})
+	}
+}
+
+// The google/ddpm-cifar10-32 config builds exactly diffusers' 35,746,307
+// parameters, and the names and shapes match its key list one to one.
+func TestCIFAR10ConfigMatchesKeyList(t *testing.T) {
+	root := fixtures(t)
+	dir := filepath.Join(root, "ddpm-cifar10-32")
+	cfg, err := ReadUNetConfig(filepath.Join(dir, "unet", "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc, err := cfg.Model()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := mc.NumParams(); n != 35746307 {
+		t.Errorf("NumParams = %d, want 35746307", n)
+	}
+	f, err := os.Open(filepath.Join(dir, "keys.tsv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	want := map[string]string{}
+	sc := bufio.NewScanner(f)
+	sc.Scan() // header
+	for sc.Scan() {
+		fields := strings.Split(sc.Text(), "\t")
+		if len(fields) == 3 && fields[0] != "TOTAL" {
+			want[fields[0]] = fields[1]
+		}
+	}
+	u, err := unet.New(mc, torch.CPU, torch.Float32, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	if got := len(u.Params()); got != len(want) || got != 328 {
+		t.Errorf("%d tensors, key list %d, want 328", got, len(want))
+	}
+	for _, p := range u.Params() {
+		name, linear, err := DiffusersName(p.Name, len(mc.ChannelMult))
+		if err != nil {
+			t.Fatal(err)
+		}
+		shape := p.T.Shape()
+		if linear && strings.HasSuffix(name, ".weight") {
+			shape = shape[:2]
+		}
+		dims := make([]string, len(shape))
+		for i, d := range shape {
+			dims[i] = strconv.FormatInt(d, 10)
+		}
+		if w, ok := want[name]; !ok || w != strings.Join(dims, ",") {
+			t.Errorf("%s -> %s %v: key list has %q (present %v)", p.Name, name, shape, w, ok)
+		}
+		delete(want, name)
+	}
+	for name := range want {
+		t.Errorf("key %s has no parameter here", name)
+	}
+}
+
+func TestUNetConfigErrors(t *testing.T) {
+	root := fixtures(t)
+	base, err := ReadUNetConfig(filepath.Join(root, "unet-ddpm", "unet", "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		edit func(*UNetConfig)
+		want string
+	}{
+		{func(c *UNetConfig) { c.ActFn = "gelu" }, "act_fn"},
+		{func(c *UNetConfig) { c.TimeEmbeddingType = "fourier" }, "time_embedding_type"},
+		{func(c *UNetConfig) { c.DownBlockTypes[0] = "CrossAttnDownBlock2D" }, "CrossAttnDownBlock2D"},
+		{func(c *UNetConfig) { c.UpBlockTypes[0] = "AttnUpBlock2D" }, "mirror"},
+		{func(c *UNetConfig) { c.ResnetTimeScaleShift = "scale_shift" }, "resnet_time_scale_shift"},
+		{func(c *UNetConfig) { c.BlockOutChannels = []int{16, 24, 32} }, "multiple"},
+	} {
+		cfg := base
+		cfg.DownBlockTypes = append([]string(nil), base.DownBlockTypes...)
+		cfg.UpBlockTypes = append([]string(nil), base.UpBlockTypes...)
+		c.edit(&cfg)
+		if _, err := cfg.Model(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v", c.want, err)
+		}
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{"_class_name":"UNet2DModel","sample_size":8,"mystery":1}`), 0o644)
+	if _, err := ReadUNetConfig(filepath.Join(dir, "config.json")); err == nil || !strings.Contains(err.Error(), "mystery") {
+		t.Errorf("unknown field: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{"_class_name":"AutoencoderKL"}`), 0o644)
+	if _, err := ReadUNetConfig(filepath.Join(dir, "config.json")); err == nil || !strings.Contains(err.Error(), "AutoencoderKL") {
+		t.Errorf("another class: %v", err)
+	}
+	if _, err := LoadUNet(t.TempDir(), torch.CPU); err == nil || !strings.Contains(err.Error(), "no UNet2DModel") {
+		t.Errorf("empty folder: %v", err)
+	}
+	// Weights of another configuration: named mismatch, nothing loaded.
+	mc, _ := base.Model()
+	mc.NumResBlocks = 1
+	u, err := unet.New(mc, torch.CPU, torch.Float32, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	err = LoadUNetWeights(filepath.Join(root, "unet-ddpm", "unet", "diffusion_pytorch_model.safetensors"), u)
+	if err == nil || !strings.Contains(err.Error(), "unexpected down_blocks") {
+		t.Errorf("weights of another config: %v", err)
+	}
+}
