@@ -50,6 +50,10 @@ type UNetConfig struct {
 	ClassEmbedType       *string  `json:"class_embed_type"`
 	NumClassEmbeds       *int     `json:"num_class_embeds"`
 	NumTrainTimesteps    *int     `json:"num_train_timesteps"`
+	// NullLabel, written by this project's exporter, says that the last
+	// class embedding is the null label of classifier-free guidance
+	// (diffusers ignores the key).
+	NullLabel *bool `json:"ddpm_go_null_label,omitempty"`
 }
 
 // unetDefaults are the UNet2DModel constructor's defaults, for fields a
@@ -159,6 +163,12 @@ func (c UNetConfig) Model() (unet.Config, error) {
 	}
 	if c.NumClassEmbeds != nil && *c.NumClassEmbeds > 0 {
 		m.NumClasses, m.NoNullLabel = *c.NumClassEmbeds, true
+		if c.NullLabel != nil && *c.NullLabel {
+			if *c.NumClassEmbeds < 2 {
+				return bad("num_class_embeds", *c.NumClassEmbeds, "with a null label it needs at least 2")
+			}
+			m.NumClasses, m.NoNullLabel = *c.NumClassEmbeds-1, false
+		}
 	}
 	if err := m.Validate(); err != nil {
 		return unet.Config{}, fmt.Errorf("diffusers: %w", err)
