@@ -308,6 +308,9 @@ type run struct {
 	dtype   torch.DType
 	device  torch.Device
 	stepper stepper
+	// fixedNoise, if not nil, is the z of the current step, given by the
+	// caller of Stepper.Step instead of drawn from gen.
+	fixedNoise *torch.Tensor
 }
 
 // Sample draws samples from a diffusion model by running a sampler from the
@@ -429,7 +432,12 @@ func (r *run) step(i int, x *torch.Tensor) (*torch.Tensor, error) {
 // x0 bounded as Clip says and eps recomputed from the bounded x0
 // (x_t = a x0 + b ε, Ho et al. 2020, eq. 4).
 func (r *run) predict(s *torch.Scope, x *torch.Tensor, t int) (x0, eps *torch.Tensor) {
-	out := r.forward(s, x, t)
+	return r.split(s, x, r.forward(s, x, t), t)
+}
+
+// split turns the model output out at x and timestep t into x0 and eps, as
+// predict describes.
+func (r *run) split(s *torch.Scope, x, out *torch.Tensor, t int) (x0, eps *torch.Tensor) {
 	a := r.scalar(s, r.sc.At(t).SqrtAlphaCumprod)
 	b := r.scalar(s, r.sc.At(t).SqrtOneMinusAlphaCumprod)
 	x0, eps = diffusion.SplitPrediction(s, r.cfg.Target, out, x, a, b)
@@ -449,8 +457,12 @@ func (r *run) scalar(s *torch.Scope, v float64) *torch.Tensor {
 	return s.Full([]int64{1}, v, r.dtype, r.device)
 }
 
-// noise draws z ~ N(0, I) of the sample's shape from the run's generator.
+// noise draws z ~ N(0, I) of the sample's shape from the run's generator,
+// or returns the caller's noise of the current step (Stepper.Step).
 func (r *run) noise(s *torch.Scope) *torch.Tensor {
+	if r.fixedNoise != nil {
+		return r.fixedNoise
+	}
 	return s.Randn(r.shape, r.dtype, r.device, r.gen)
 }
 
