@@ -20,6 +20,7 @@ func newApp() *cli.App {
 			sampleCommand,
 			evalCommand,
 			infoCommand,
+			exportCommand,
 			benchCommand,
 			versionCommand,
 		},

@@ -91,15 +91,15 @@ func runEval(c *cli.Context) error {
 	e := &evaluation{c: c, ctx: ctx, notes: c.App.ErrWriter, quiet: c.Bool("quiet"), refArg: c.String("ref"),
 		opts: features.Options{KIDSubsets: c.Int("kid-subsets"), KIDSubsetSize: c.Int("kid-subset-size"), Seed: c.Uint64("seed")}}
 	n := c.Int("n")
-	hasModel := c.String("run") != "" || c.String("checkpoint") != ""
+	hasModel := c.String("run") != "" || c.String("checkpoint") != "" || c.String("model") != ""
 	images, floor, writeStats, refStats := c.String("images"), c.Bool("floor"), c.String("write-ref-stats"), c.String("ref-stats")
 	switch {
 	case n < 2 || n > 1<<20:
 		return fmt.Errorf("--n %d out of range [2, 1048576]", n)
 	case floor && (hasModel || images != ""):
-		return fmt.Errorf("--floor scores the data's own test split; it takes no --run, --checkpoint or --images")
+		return fmt.Errorf("--floor scores the data's own test split; it takes no --run, --checkpoint, --model or --images")
 	case !floor && !hasModel && images == "" && writeStats == "":
-		return fmt.Errorf("what to score? give --run RUN_DIR, --checkpoint FILE, --images FOLDER or --floor")
+		return fmt.Errorf("what to score? give --run RUN_DIR, --checkpoint FILE, --model DIFFUSERS_DIR, --images FOLDER or --floor")
 	case writeStats != "" && refStats != "":
 		return fmt.Errorf("give --ref-stats or --write-ref-stats, not both")
 	case e.opts.KIDSubsets < 1 || e.opts.KIDSubsetSize < 2:

@@ -6,15 +6,18 @@ import (
 	"strings"
 
 	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
+	"github.com/ddpm-go/ddpm/diffusion/diffusers"
 	"github.com/ddpm-go/ddpm/diffusion/unet"
+	"github.com/ddpm-go/ddpm/torch"
 	"github.com/urfave/cli/v2"
 )
 
 var infoCommand = &cli.Command{
 	Name:  "info",
-	Usage: "describe a checkpoint, run or preset: configuration, parameters, FLOPs, step",
+	Usage: "describe a checkpoint, run, diffusers folder or preset: configuration, parameters, FLOPs, step",
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "run", Usage: "run directory (its newest checkpoint)"},
+		&cli.StringFlag{Name: "model", Usage: "diffusers DDPMPipeline folder"},
 		&cli.StringFlag{Name: "checkpoint", Usage: "checkpoint file (.safetensors)"},
 		&cli.StringFlag{Name: "preset", Usage: "model preset: " + joinNames(unet.PresetNames())},
 		&cli.BoolFlag{Name: "json", Usage: "print one JSON object"},
@@ -46,6 +49,17 @@ func runInfo(c *cli.Context) error {
 			return err
 		}
 		info.Source, info.Model = "preset "+name, cfg.WithDefaults()
+	} else if dir := c.String("model"); dir != "" {
+		f, err := diffusers.Load(dir, torch.CPU)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		sched, err := json.Marshal(f.Schedule)
+		if err != nil {
+			return err
+		}
+		info.Source, info.Model, info.Schedule = dir, f.UNet.Config(), sched
 	} else {
 		path, err := checkpointPath(c)
 		if err != nil {
@@ -96,7 +110,11 @@ func runInfo(c *cli.Context) error {
 	if info.Step != nil {
 		fmt.Fprintf(w, "step          %d\n", *info.Step)
 		fmt.Fprintf(w, "train         %s\n", info.Train)
+	}
+	if info.Schedule != nil {
 		fmt.Fprintf(w, "schedule      %s\n", info.Schedule)
+	}
+	if info.Step != nil {
 		fmt.Fprintf(w, "data          %s\n", info.Data)
 	}
 	return nil

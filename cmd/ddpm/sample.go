@@ -15,9 +15,11 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// modelFlags pick a trained model: a run directory or a checkpoint file.
+// modelFlags pick a trained model: a run directory, a checkpoint file or a
+// diffusers folder.
 var modelFlags = []cli.Flag{
 	&cli.StringFlag{Name: "run", Usage: "run directory (its newest checkpoint)", EnvVars: []string{"DDPM_RUN"}},
+	&cli.StringFlag{Name: "model", Usage: "diffusers DDPMPipeline folder (UNet2DModel and scheduler, e.g. google/ddpm-cifar10-32 downloaded beforehand)", EnvVars: []string{"DDPM_MODEL"}},
 	&cli.StringFlag{Name: "checkpoint", Usage: "checkpoint file (.safetensors)", EnvVars: []string{"DDPM_CHECKPOINT"}},
 	&cli.StringFlag{Name: "weights", Value: "ema", Usage: "ema or model", EnvVars: []string{"DDPM_WEIGHTS"}},
 	&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto", EnvVars: []string{"DDPM_DEVICE"}},
@@ -26,12 +28,12 @@ var modelFlags = []cli.Flag{
 
 // samplerFlags are the sampler settings shared by sample and eval.
 var samplerFlags = []cli.Flag{
-	&cli.StringFlag{Name: "sampler", Value: "ddim", Usage: "ddpm, ddim or dpmpp-2m", EnvVars: []string{"DDPM_SAMPLER"}},
+	&cli.StringFlag{Name: "sampler", Value: "ddim", Usage: "ddpm, ddim or dpmpp-2m (a diffusers folder: its scheduler's)", EnvVars: []string{"DDPM_SAMPLER"}},
 	&cli.IntFlag{Name: "steps", Usage: "sampler steps (default: T for ddpm, 50 for ddim, 20 for dpmpp-2m)", EnvVars: []string{"DDPM_SAMPLE_STEPS"}},
 	&cli.StringFlag{Name: "spacing", Usage: "timestep spacing: linspace, leading, trailing, logsnr or karras", EnvVars: []string{"DDPM_SPACING"}},
 	&cli.Float64Flag{Name: "eta", Usage: "DDIM eta in [0, 1]", EnvVars: []string{"DDPM_ETA"}},
-	&cli.StringFlag{Name: "variance", Value: "fixed-small", Usage: "DDPM variance: fixed-small or fixed-large", EnvVars: []string{"DDPM_VARIANCE"}},
-	&cli.StringFlag{Name: "clip", Value: "clip", Usage: "x0 clipping: none, clip or dynamic", EnvVars: []string{"DDPM_CLIP"}},
+	&cli.StringFlag{Name: "variance", Value: "fixed-small", Usage: "DDPM variance: fixed-small or fixed-large (a diffusers folder: its scheduler's)", EnvVars: []string{"DDPM_VARIANCE"}},
+	&cli.StringFlag{Name: "clip", Value: "clip", Usage: "x0 clipping: none, clip or dynamic (a diffusers folder: its scheduler's)", EnvVars: []string{"DDPM_CLIP"}},
 	&cli.Float64Flag{Name: "guidance", Usage: "classifier-free guidance weight w (needs --class)", EnvVars: []string{"DDPM_GUIDANCE"}},
 	&cli.Int64Flag{Name: "class", Value: -1, Usage: "class label of every image (class-conditional models)", EnvVars: []string{"DDPM_CLASS"}},
 	&cli.IntFlag{Name: "batch", Value: 64, Usage: "images per sampler run", EnvVars: []string{"DDPM_SAMPLE_BATCH"}},
@@ -57,6 +59,8 @@ func checkpointPath(c *cli.Context) (string, error) {
 	switch {
 	case run != "" && ckpt != "":
 		return "", fmt.Errorf("give --run or --checkpoint, not both")
+	case c.String("model") != "":
+		return "", fmt.Errorf("--model is a diffusers folder, not a checkpoint of this tool (use --run or --checkpoint)")
 	case ckpt != "":
 		if _, err := os.Stat(ckpt); err != nil {
 			return "", fmt.Errorf("checkpoint: %w", err)
@@ -68,11 +72,21 @@ func checkpointPath(c *cli.Context) (string, error) {
 		}
 		return checkpoint.Latest(run)
 	}
-	return "", fmt.Errorf("which model? give --run RUN_DIR or --checkpoint FILE")
+	return "", fmt.Errorf("which model? give --run RUN_DIR, --checkpoint FILE or --model DIFFUSERS_DIR")
 }
 
 // loadPipeline loads the model named by the model flags.
 func loadPipeline(c *cli.Context) (*pipeline.Pipeline, error) {
+	if dir := c.String("model"); dir != "" {
+		if c.String("run") != "" || c.String("checkpoint") != "" {
+			return nil, fmt.Errorf("give --model, --run or --checkpoint, not several")
+		}
+		dev, err := setupDevice(c.String("device"), c.Int("threads"))
+		if err != nil {
+			return nil, err
+		}
+		return pipeline.LoadDiffusers(dir, pipeline.Options{Device: dev})
+	}
 	path, err := checkpointPath(c)
 	if err != nil {
 		return nil, err
@@ -90,16 +104,24 @@ func loadPipeline(c *cli.Context) (*pipeline.Pipeline, error) {
 
 // sampleOptions reads the sampler flags for n images of p's model.
 func sampleOptions(c *cli.Context, p *pipeline.Pipeline, n int) (pipeline.GenerateOptions, error) {
-	var o pipeline.GenerateOptions
+	// The pipeline's default sampling (the flags' defaults for a
+	// checkpoint, the scheduler of a diffusers folder), changed by the
+	// flags given.
+	o := pipeline.GenerateOptions{Sampling: p.DefaultSampling()}
 	var err error
 	T := p.Schedule().T()
-	if o.Sampling.Sampler, err = sampler.ParseKind(c.String("sampler")); err != nil {
-		return o, err
+	if c.IsSet("sampler") {
+		if o.Sampling.Sampler, err = sampler.ParseKind(c.String("sampler")); err != nil {
+			return o, err
+		}
+		o.Sampling.Spacing = "" // the new sampler's default
 	}
 	if steps := c.Int("steps"); c.IsSet("steps") && (steps < 1 || steps > T) {
 		return o, fmt.Errorf("--steps %d out of range [1, %d] (the model was trained with T=%d)", steps, T, T)
 	}
-	o.Sampling.Steps = c.Int("steps")
+	if c.IsSet("steps") {
+		o.Sampling.Steps = c.Int("steps")
+	}
 	if sp := c.String("spacing"); sp != "" {
 		if o.Sampling.Spacing, err = diffusion.ParseSpacing(sp); err != nil {
 			return o, err
@@ -109,11 +131,15 @@ func sampleOptions(c *cli.Context, p *pipeline.Pipeline, n int) (pipeline.Genera
 	if o.Sampling.Eta < 0 || o.Sampling.Eta > 1 {
 		return o, fmt.Errorf("--eta %g out of range [0, 1]", o.Sampling.Eta)
 	}
-	if o.Sampling.Variance, err = sampler.ParseVariance(c.String("variance")); err != nil {
-		return o, err
+	if c.IsSet("variance") || o.Sampling.Variance == "" {
+		if o.Sampling.Variance, err = sampler.ParseVariance(c.String("variance")); err != nil {
+			return o, err
+		}
 	}
-	if o.Sampling.Clip, err = sampler.ParseClip(c.String("clip")); err != nil {
-		return o, err
+	if c.IsSet("clip") || o.Sampling.Clip == "" {
+		if o.Sampling.Clip, err = sampler.ParseClip(c.String("clip")); err != nil {
+			return o, err
+		}
 	}
 	o.Sampling.Guidance = c.Float64("guidance")
 	info := p.Info()

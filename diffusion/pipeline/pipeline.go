@@ -24,6 +24,7 @@ import (
 
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
+	"github.com/ddpm-go/ddpm/diffusion/diffusers"
 	"github.com/ddpm-go/ddpm/diffusion/images"
 	"github.com/ddpm-go/ddpm/diffusion/sampler"
 	"github.com/ddpm-go/ddpm/diffusion/unet"
@@ -46,6 +47,7 @@ type Options struct {
 type Info struct {
 	Channels, Size int              // images are Channels x Size x Size
 	NumClasses     int              // > 0 for a class-conditional model
+	NoNullLabel    bool             // the conditional model has no null label: every image needs a class, no guidance
 	ClassNames     []string         // names of the labels, if known
 	Target         diffusion.Target // what the model predicts
 	Step           int64            // training steps of the weights (Load)
@@ -62,6 +64,8 @@ type Pipeline struct {
 	info  Info
 	dev   torch.Device
 	gate  chan struct{}
+	// sampling is what a zero GenerateOptions.Sampling selects.
+	sampling sampler.Options
 }
 
 // Load reads a checkpoint (package checkpoint; whoever wrote it) and builds
@@ -93,7 +97,7 @@ func Load(path string, o Options) (*Pipeline, error) {
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
 	cfg := model.Config()
-	info := Info{Channels: cfg.OutChannels, Size: cfg.ImageSize, NumClasses: cfg.NumClasses,
+	info := Info{Channels: cfg.OutChannels, Size: cfg.ImageSize, NumClasses: cfg.NumClasses, NoNullLabel: cfg.NoNullLabel,
 		ClassNames: meta.ClassNames, Target: meta.Target, Step: meta.Step, Data: meta.Data}
 	p, err := New(model, sched, info, o)
 	if err != nil {
@@ -125,8 +129,45 @@ func New(model diffusion.Model, sched *diffusion.Schedule, info Info, o Options)
 		return nil, fmt.Errorf("pipeline: unknown target %q", info.Target)
 	}
 	return &Pipeline{model: model, sched: sched, info: info, dev: o.Device,
-		gate: make(chan struct{}, max(o.MaxConcurrent, 1))}, nil
+		gate: make(chan struct{}, max(o.MaxConcurrent, 1)), sampling: DefaultSampling()}, nil
 }
+
+// LoadDiffusers reads a diffusers DDPMPipeline folder (a UNet2DModel and a
+// scheduler, in either layout; package diffusers) and returns the same kind
+// of pipeline Load gives for a checkpoint. Its default sampling is the
+// folder's scheduler (for google/ddpm-* a DDPM over all 1000 steps, as
+// diffusers' DDPMPipeline samples); o.Weights does not apply.
+func LoadDiffusers(dir string, o Options) (*Pipeline, error) {
+	if err := torch.UseDefaultThreads(); err != nil {
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
+	if err := o.Device.Check(); err != nil {
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
+	f, err := diffusers.Load(dir, o.Device)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
+	sched, err := diffusion.NewSchedule(f.Schedule)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("pipeline: %s: %w", dir, err)
+	}
+	cfg := f.UNet.Config()
+	p, err := New(f.UNet, sched, Info{Channels: cfg.OutChannels, Size: cfg.ImageSize, NumClasses: cfg.NumClasses,
+		NoNullLabel: cfg.NoNullLabel, Target: f.Target}, o)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	p.owned, p.sampling = f.UNet, f.Sampling
+	return p, nil
+}
+
+// DefaultSampling is what a zero GenerateOptions.Sampling selects for this
+// pipeline: the package's DefaultSampling, or a diffusers folder's
+// scheduler.
+func (p *Pipeline) DefaultSampling() sampler.Options { return p.sampling }
 
 // Info describes the model.
 func (p *Pipeline) Info() Info {
@@ -172,8 +213,8 @@ type GenerateOptions struct {
 	// [0, NumClasses) or Unconditional. An unconditional model takes none.
 	Labels []int64
 	// Sampling are the sampler settings; Target, Labels and NullLabel are
-	// filled in from the model. A zero Sampling.Sampler selects
-	// DefaultSampling as a whole.
+	// filled in from the model. A zero Sampling.Sampler selects the
+	// pipeline's DefaultSampling as a whole.
 	Sampling sampler.Options
 	// OnBatch, if set, is told after each batch how many images are done.
 	OnBatch func(done, total int)
@@ -232,7 +273,7 @@ func (p *Pipeline) Generate(ctx context.Context, n int, o GenerateOptions) (*Ima
 	k := p.info.NumClasses
 	so := o.Sampling
 	if so.Sampler == "" {
-		so = DefaultSampling()
+		so = p.sampling
 	}
 	switch {
 	case k == 0 && o.Labels != nil:
@@ -243,6 +284,19 @@ func (p *Pipeline) Generate(ctx context.Context, n int, o GenerateOptions) (*Ima
 		return nil, fmt.Errorf("pipeline: %d labels for %d images", len(o.Labels), n)
 	case k > 0 && o.Labels == nil && so.Guidance != 0 && so.Guidance != 1:
 		return nil, errors.New("pipeline: guidance needs labels (a class per image)")
+	}
+	if k > 0 && p.info.NoNullLabel {
+		switch {
+		case o.Labels == nil:
+			return nil, errors.New("pipeline: the model has no null label: give a class for every image")
+		case so.Guidance != 0 && so.Guidance != 1:
+			return nil, errors.New("pipeline: the model has no null label, so classifier-free guidance is not available")
+		}
+		for i, l := range o.Labels {
+			if l == Unconditional {
+				return nil, fmt.Errorf("pipeline: image %d asks for no class, but the model has no null label", i)
+			}
+		}
 	}
 	labels := o.Labels
 	if k > 0 && labels == nil {

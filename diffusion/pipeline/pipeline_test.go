@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/diffusion/data"
+	"github.com/ddpm-go/ddpm/diffusion/diffusers"
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
 	"github.com/ddpm-go/ddpm/diffusion/sampler"
 	"github.com/ddpm-go/ddpm/diffusion/train"
@@ -188,5 +190,45 @@ func TestConcurrentGenerate(t *testing.T) {
 	cancel()
 	if _, err := p.Generate(ctx, 1, o(0)); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled context: %v", err)
+	}
+}
+
+// A checkpoint exported as a diffusers folder and read back samples the
+// same pixels as the checkpoint itself, for the same sampler and seed.
+func TestDiffusersFolderMatchesCheckpoint(t *testing.T) {
+	ckpt := checkpoint(t, 2)
+	dir := filepath.Join(t.TempDir(), "exported")
+	if err := diffusers.Export(ckpt, dir, ""); err != nil {
+		t.Fatal(err)
+	}
+	a, err := pipeline.Load(ckpt, pipeline.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := pipeline.LoadDiffusers(dir, pipeline.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if ia, ib := a.Info(), b.Info(); ia.Target != ib.Target || ia.NumClasses != ib.NumClasses || ib.NoNullLabel ||
+		a.Schedule().Config() != b.Schedule().Config() {
+		t.Fatalf("checkpoint %+v %+v, folder %+v %+v", ia, a.Schedule().Config(), ib, b.Schedule().Config())
+	}
+	if got := b.DefaultSampling(); got.Sampler != sampler.DDPM || got.Clip != sampler.ClipStatic {
+		t.Errorf("folder's default sampling %+v, want its DDPMScheduler with clipping", got)
+	}
+	o := pipeline.GenerateOptions{Seed: 3, Labels: pipeline.CycleLabels(4, 2),
+		Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 5, Clip: sampler.ClipStatic, Guidance: 1.5}}
+	x, err := a.Generate(context.Background(), 4, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := b.Generate(context.Background(), 4, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(x.Pixels, y.Pixels) {
+		t.Error("the exported folder samples other pixels than its checkpoint")
 	}
 }
