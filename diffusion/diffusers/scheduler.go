@@ -311,19 +311,10 @@ func (c SchedulerConfig) SamplerOptions() (sampler.Options, error) {
 			// difference is measured in the package's tests.
 			return sampler.Options{}, c.unsupported("set_alpha_to_one", "false", "the project's DDIM ends on alphas_cumprod = 1, diffusers' then ends on alphas_cumprod[0]")
 		}
-		if o.Clip != sampler.ClipNone {
-			// diffusers' DDIM clips pred_original_sample but, unless the
-			// pipeline passes use_clipped_model_output=True (DDIMPipeline
-			// does not by default), keeps the model's own noise
-			// prediction in the direction term; the project recomputes
-			// the noise from the clipped x_0. The two agree only where
-			// clipping changes nothing.
-			field, val := "clip_sample", "true"
-			if c.Thresholding {
-				field = "thresholding"
-			}
-			return sampler.Options{}, c.unsupported(field, val, "diffusers' DDIM keeps the unclipped noise prediction (use_clipped_model_output=False), the project's recomputes it from the clipped x_0")
-		}
+		// diffusers' DDIM clips pred_original_sample but keeps the model's
+		// own noise prediction in the direction term (DDIMPipeline passes
+		// use_clipped_model_output=False by default).
+		o.KeepModelEps = o.Clip != sampler.ClipNone
 	case DPMSolverScheduler:
 		o.Sampler = sampler.DPMPP2M
 		if err := c.checkDPMSolver(); err != nil {

@@ -187,6 +187,12 @@ type Options struct {
 	// noise prediction is then recomputed from the bounded x_0, so that
 	// every sampler moves toward the bounded prediction.
 	Clip Clip
+	// KeepModelEps, with clipping, leaves the model's own noise
+	// prediction in DDIM's direction term instead of recomputing it from
+	// the bounded x0, as diffusers' DDIMScheduler does by default
+	// (use_clipped_model_output false). Only DDIM reads it: DDPM and
+	// DPM-Solver++ step from x0 alone.
+	KeepModelEps bool
 	// DynamicPercentile is the percentile of ClipDynamic, in (0, 1];
 	// default DefaultDynamicPercentile.
 	DynamicPercentile float64
@@ -447,6 +453,9 @@ func (r *run) split(s *torch.Scope, x, out *torch.Tensor, t int) (x0, eps *torch
 	case ClipDynamic:
 		x0 = dynamicThreshold(s, x0, r.cfg.DynamicPercentile)
 	default:
+		return x0, eps
+	}
+	if r.cfg.KeepModelEps {
 		return x0, eps
 	}
 	return x0, s.Div(s.Sub(x, s.Mul(a, x0)), b)
