@@ -5,27 +5,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-func diffusersFixtures(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("DDPM_DIFFUSERS_FIXTURES")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "..", "shared", "fixtures", "diffusers")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "README.md")); err != nil {
-		if os.Getenv("DDPM_REQUIRE_REFERENCES") == "1" {
-			t.Fatalf("no diffusers fixtures at %s (set DDPM_DIFFUSERS_FIXTURES)", dir)
-		}
-		t.Skipf("no diffusers fixtures at %s (set DDPM_DIFFUSERS_FIXTURES)", dir)
-	}
-	return dir
-}
+	"github.com/ddpm-go/ddpm/internal/fixture"
+)
 
 // sample, info and eval read diffusers folders; export writes one that
 // sample reads back; bad folders get one line.
 func TestDiffusersFolders(t *testing.T) {
-	fx := diffusersFixtures(t)
+	fx := fixture.Diffusers(t)
 	out := t.TempDir()
 	for _, name := range []string{"unet-ddpm", "unet-ddpm-legacy"} {
 		code, stdout, errOut := ddpm(t, "sample", "--model", filepath.Join(fx, name), "--n", "2", "--steps", "3", "-q",

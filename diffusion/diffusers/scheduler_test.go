@@ -12,25 +12,9 @@ import (
 
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/diffusion/sampler"
+	"github.com/ddpm-go/ddpm/internal/fixture"
 	"github.com/ddpm-go/ddpm/torch"
 )
-
-// schedulerFixtures is the folder of reference data made by diffusers' own
-// code (see its README.md).
-func schedulerFixtures(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("DDPM_DIFFUSERS_FIXTURES")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "..", "shared", "fixtures", "diffusers")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "schedulers")); err != nil {
-		if os.Getenv("DDPM_REQUIRE_REFERENCES") == "1" {
-			t.Fatalf("no diffusers scheduler fixtures at %s (set DDPM_DIFFUSERS_FIXTURES)", dir)
-		}
-		t.Skipf("no diffusers scheduler fixtures at %s (set DDPM_DIFFUSERS_FIXTURES)", dir)
-	}
-	return dir
-}
 
 // schedulerFixture is one folder of schedulers/: its config and the
 // tensors of steps.safetensors.
@@ -41,7 +25,7 @@ type schedulerFixture struct {
 
 func loadSchedulerFixture(t *testing.T, s *torch.Scope, name string) schedulerFixture {
 	t.Helper()
-	dir := filepath.Join(schedulerFixtures(t), "schedulers", name)
+	dir := filepath.Join(fixture.Diffusers(t), "schedulers", name)
 	cfg, err := ReadSchedulerConfig(filepath.Join(dir, "scheduler_config.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -349,7 +333,7 @@ func indexOf(ts []int, t int) int {
 // variance, clipping and epsilon prediction, and are written back byte for
 // byte; so are the scheduler fixtures.
 func TestSchedulerConfigFixtures(t *testing.T) {
-	root := schedulerFixtures(t)
+	root := fixture.Diffusers(t)
 	for _, p := range []string{"unet-ddpm/scheduler/scheduler_config.json", "unet-classcond/scheduler/scheduler_config.json", "ddpm-cifar10-32/scheduler/scheduler_config.json"} {
 		c, err := ReadSchedulerConfig(filepath.Join(root, p))
 		if err != nil {

@@ -9,29 +9,14 @@ import (
 	"testing"
 
 	"github.com/ddpm-go/ddpm/diffusion/unet"
+	"github.com/ddpm-go/ddpm/internal/fixture"
 	"github.com/ddpm-go/ddpm/torch"
 )
-
-// fixtures is the folder of reference data made by diffusers' own code.
-func fixtures(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("DDPM_DIFFUSERS_FIXTURES")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "..", "shared", "fixtures", "diffusers")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "README.md")); err != nil {
-		if os.Getenv("DDPM_REQUIRE_REFERENCES") == "1" {
-			t.Fatalf("no diffusers fixtures at %s (set DDPM_DIFFUSERS_FIXTURES)", dir)
-		}
-		t.Skipf("no diffusers fixtures at %s (set DDPM_DIFFUSERS_FIXTURES)", dir)
-	}
-	return dir
-}
 
 // On every UNet2DModel fixture the project's forward equals diffusers'
 // output to 1e-4 (absolute, in fp32).
 func TestUNetMatchesDiffusers(t *testing.T) {
-	root := fixtures(t)
+	root := fixture.Diffusers(t)
 	for _, name := range []string{"unet-ddpm", "unet-ddpm-legacy", "unet-classcond"} {
 		t.Run(name, func(t *testing.T) {
 			dir := filepath.Join(root, name)
@@ -66,7 +51,7 @@ func TestUNetMatchesDiffusers(t *testing.T) {
 // The google/ddpm-cifar10-32 config builds exactly diffusers' 35,746,307
 // parameters, and the names and shapes match its key list one to one.
 func TestCIFAR10ConfigMatchesKeyList(t *testing.T) {
-	root := fixtures(t)
+	root := fixture.Diffusers(t)
 	dir := filepath.Join(root, "ddpm-cifar10-32")
 	cfg, err := ReadUNetConfig(filepath.Join(dir, "unet", "config.json"))
 	if err != nil {
@@ -125,7 +110,7 @@ func TestCIFAR10ConfigMatchesKeyList(t *testing.T) {
 }
 
 func TestUNetConfigErrors(t *testing.T) {
-	root := fixtures(t)
+	root := fixture.Diffusers(t)
 	base, err := ReadUNetConfig(filepath.Join(root, "unet-ddpm", "unet", "config.json"))
 	if err != nil {
 		t.Fatal(err)
