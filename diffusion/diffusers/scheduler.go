@@ -301,16 +301,9 @@ func (c SchedulerConfig) SamplerOptions() (sampler.Options, error) {
 		}
 	case DDIMScheduler:
 		o.Sampler = sampler.DDIM
-		if !c.SetAlphaToOne {
-			// With set_alpha_to_one = false diffusers' last DDIM step
-			// goes to alphas_cumprod[0] instead of 1, so it returns a
-			// sample still at the noise level of timestep 0 instead of
-			// the predicted x_0. Supporting that would give the DDIM
-			// update rule a second end point for one diffusers quirk;
-			// rejecting it keeps the sampler one rule, and the
-			// difference is measured in the package's tests.
-			return sampler.Options{}, c.unsupported("set_alpha_to_one", "false", "the project's DDIM ends on alphas_cumprod = 1, diffusers' then ends on alphas_cumprod[0]")
-		}
+		// set_alpha_to_one = false: the last step goes to alphas_cumprod[0]
+		// instead of 1.
+		o.FinalAlphaCumprodAtZero = !c.SetAlphaToOne
 		// diffusers' DDIM clips pred_original_sample but keeps the model's
 		// own noise prediction in the direction term (DDIMPipeline passes
 		// use_clipped_model_output=False by default).

@@ -174,24 +174,12 @@ func TestSchedulerTimestepsMatchDiffusers(t *testing.T) {
 	}
 }
 
-// stepOptions are the fixture's sampler options. Where SamplerOptions
-// rejects the config (ddim_2: set_alpha_to_one), the
-// test checks that rejection and steps with the options the config would
-// otherwise map to; the steps then measure exactly the difference that
-// SamplerOptions refuses.
-func stepOptions(t *testing.T, name string, c SchedulerConfig, steps int) sampler.Options {
+// stepOptions are the fixture's sampler options, as its config maps them.
+func stepOptions(t *testing.T, c SchedulerConfig, steps int) sampler.Options {
 	t.Helper()
 	o, err := c.SamplerOptions()
-	switch name {
-	case "ddim_2":
-		if err == nil || !strings.Contains(err.Error(), "set_alpha_to_one = false") {
-			t.Fatalf("ddim_2 with set_alpha_to_one false: err = %v", err)
-		}
-		o = sampler.Options{Sampler: sampler.DDIM, Spacing: diffusion.SpacingTrailing, Target: diffusion.V}
-	default:
-		if err != nil {
-			t.Fatal(err)
-		}
+	if err != nil {
+		t.Fatal(err)
 	}
 	o.Steps = steps
 	return o
@@ -214,7 +202,7 @@ func TestSchedulerStepsMatchDiffusers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			o := stepOptions(t, name, f.cfg, len(f.ints(t, "timesteps")))
+			o := stepOptions(t, f.cfg, len(f.ints(t, "timesteps")))
 			st, err := sampler.NewStepper(sc, nil, o)
 			if err != nil {
 				t.Fatal(err)
@@ -240,23 +228,6 @@ func TestSchedulerStepsMatchDiffusers(t *testing.T) {
 				gotNext, gotX0 := float64sOf(t, next), float64sOf(t, x0)
 				wantNext, wantX0 := f.float64s(t, key("prev_sample")), f.float64s(t, key("pred_original_sample"))
 
-				switch {
-				case name == "ddim_2" && i == len(ts)-1:
-					// set_alpha_to_one=False: diffusers ends on ᾱ_0, the
-					// project on ᾱ = 1 (it returns x̂_0). diffusers' prev is
-					// sqrt(ᾱ_0) x̂_0 + sqrt(1-ᾱ_0) ε̂.
-					ac0 := sc.At(0).AlphaCumprod
-					a, b := sc.At(tt).SqrtAlphaCumprod, sc.At(tt).SqrtOneMinusAlphaCumprod
-					xs := float64sOf(t, x)
-					moved := 0.0
-					for k := range gotNext {
-						eps := (xs[k] - a*gotX0[k]) / b
-						v := math.Sqrt(ac0)*gotX0[k] + math.Sqrt(1-ac0)*eps
-						moved = math.Max(moved, math.Abs(v-gotNext[k]))
-						gotNext[k] = v
-					}
-					t.Logf("t=%d: ending on alphas_cumprod[0] instead of 1 moves prev_sample by up to %.3g", tt, moved)
-				}
 				dX0, dNext := maxScaledDiff(gotX0, wantX0), maxScaledDiff(gotNext, wantNext)
 				t.Logf("t=%d: pred_original_sample %.3g, prev_sample %.3g (max difference / max magnitude)", tt, dX0, dNext)
 				tolNext := tol
@@ -460,7 +431,6 @@ func TestSchedulerConfigUnsupported(t *testing.T) {
 		{"sample_max_value", `{` + ddpm + `, "thresholding": true, "sample_max_value": 1.5}`, "sample_max_value = 1.5 is not supported", "options"},
 		{"steps_offset", `{` + ddpm + `, "steps_offset": 1}`, "steps_offset = 1 is not supported", "options"},
 		{"timestep_spacing", `{` + ddpm + `, "timestep_spacing": "karras"}`, `timestep_spacing = "karras" is not supported`, "options"},
-		{"set_alpha_to_one", `{"_class_name": "DDIMScheduler", "clip_sample": false, "set_alpha_to_one": false}`, "set_alpha_to_one = false is not supported", "options"},
 		{"ddim linspace", `{"_class_name": "DDIMScheduler", "clip_sample": false, "timestep_spacing": "linspace"}`, `timestep_spacing = "linspace" is not supported`, "options"},
 		{"dpm default spacing", `{"_class_name": "DPMSolverMultistepScheduler", "lambda_min_clipped": -Infinity}`, `timestep_spacing = "linspace" is not supported`, "options"},
 		{"dpm order", `{"_class_name": "DPMSolverMultistepScheduler", "timestep_spacing": "trailing", "solver_order": 3}`, "solver_order = 3 is not supported", "options"},

@@ -159,3 +159,34 @@ func TestUNetConfigErrors(t *testing.T) {
 		t.Errorf("weights of another config: %v", err)
 	}
 }
+
+// A weights file whose header promises more data than the file holds, or a
+// folder without a scheduler, is one error naming the file.
+func TestBadFolders(t *testing.T) {
+	src := filepath.Join(fixture.Diffusers(t), "unet-ddpm")
+	dir := t.TempDir()
+	for _, f := range []string{"model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasSuffix(f, ".safetensors") {
+			b = b[:len(b)/2] // the header now lies about the data
+		}
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := Load(dir, torch.CPU); err == nil || !strings.Contains(err.Error(), "diffusion_pytorch_model.safetensors") {
+		t.Errorf("truncated weights: %v", err)
+	}
+	os.Remove(filepath.Join(dir, "scheduler", "scheduler_config.json"))
+	if _, err := Load(dir, torch.CPU); err == nil || !strings.Contains(err.Error(), "scheduler_config.json") {
+		t.Errorf("no scheduler: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "model_index.json"), []byte(`{"_class_name": "StableDiffusionPipeline"}`), 0o644)
+	if _, err := Load(dir, torch.CPU); err == nil || !strings.Contains(err.Error(), "StableDiffusionPipeline") {
+		t.Errorf("another pipeline: %v", err)
+	}
+}

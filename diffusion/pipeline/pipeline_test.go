@@ -194,7 +194,7 @@ func TestConcurrentGenerate(t *testing.T) {
 }
 
 // A checkpoint exported as a diffusers folder and read back samples the
-// same pixels as the checkpoint itself, for the same sampler and seed.
+// same 64-image grid as the checkpoint itself, for the same sampler and seed.
 func TestDiffusersFolderMatchesCheckpoint(t *testing.T) {
 	ckpt := checkpoint(t, 2)
 	dir := filepath.Join(t.TempDir(), "exported")
@@ -218,13 +218,13 @@ func TestDiffusersFolderMatchesCheckpoint(t *testing.T) {
 	if got := b.DefaultSampling(); got.Sampler != sampler.DDPM || got.Clip != sampler.ClipStatic {
 		t.Errorf("folder's default sampling %+v, want its DDPMScheduler with clipping", got)
 	}
-	o := pipeline.GenerateOptions{Seed: 3, Labels: pipeline.CycleLabels(4, 2),
+	o := pipeline.GenerateOptions{Seed: 3, Labels: pipeline.CycleLabels(64, 2),
 		Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 5, Clip: sampler.ClipStatic, Guidance: 1.5}}
-	x, err := a.Generate(context.Background(), 4, o)
+	x, err := a.Generate(context.Background(), 64, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	y, err := b.Generate(context.Background(), 4, o)
+	y, err := b.Generate(context.Background(), 64, o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,9 @@ func newDDIMStepper(r *run) stepper { return &ddimStepper{run: r} }
 // ddimCoefs returns the coefficients of x̂_0, ε̂ and z in eq. 12 for the
 // step from timestep t to timestep prev (-1: the clean data).
 func (r *run) ddimCoefs(t, prev int, eta float64) (cx0, ceps, sigma float64) {
+	if prev < 0 && r.cfg.FinalAlphaCumprodAtZero {
+		prev = 0 // land on timestep 0's noise level, not on the clean data
+	}
 	abar, abarPrev := r.sc.At(t).AlphaCumprod, 1.0
 	if prev >= 0 {
 		abarPrev = r.sc.At(prev).AlphaCumprod

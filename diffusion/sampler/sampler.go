@@ -193,6 +193,12 @@ type Options struct {
 	// (use_clipped_model_output false). Only DDIM reads it: DDPM and
 	// DPM-Solver++ step from x0 alone.
 	KeepModelEps bool
+	// FinalAlphaCumprodAtZero makes DDIM's last step land on ᾱ of
+	// timestep 0 instead of ᾱ = 1 (the clean data), so it returns a sample
+	// still at the smallest trained noise level rather than the predicted
+	// x0: diffusers' DDIMScheduler with set_alpha_to_one false. Only DDIM
+	// reads it.
+	FinalAlphaCumprodAtZero bool
 	// DynamicPercentile is the percentile of ClipDynamic, in (0, 1];
 	// default DefaultDynamicPercentile.
 	DynamicPercentile float64
