@@ -212,9 +212,9 @@ func TestInterruptSavesCheckpoint(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	cmd.Process.Signal(syscall.SIGINT)
-	err := cmd.Wait()
-	if err != nil || !strings.Contains(out.String(), "resume with: ddpm train --resume "+runDir) {
-		t.Fatalf("exit %v, output:\n%s", err, out.String())
+	cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 130 || !strings.Contains(out.String(), "resume with: ddpm train --resume "+runDir) {
+		t.Fatalf("exit %d (want 130, as shells expect after Ctrl-C), output:\n%s", code, out.String())
 	}
 	entries, _ := filepath.Glob(filepath.Join(runDir, "ckpt-*.safetensors"))
 	if len(entries) != 1 {
@@ -230,6 +230,24 @@ func TestVersion(t *testing.T) {
 	for _, want := range []string{"libtorch  " + torch.Version(), "cuda ", "threads   "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("version output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// Flags that would silently do something other than asked are refused.
+func TestRefusesSurprises(t *testing.T) {
+	run := tinyRun(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"sample", "--run", run, "--class", "-2", "--out", filepath.Join(t.TempDir(), "x.png")}, "--class -2"},
+		{[]string{"train", "--preset", "tiny", "--steps", "2", "--out", run, "-q"}, "already holds a run"},
+		{[]string{"train", "--resume", run, "--steps", "5", "-q"}, "past --steps 5"},
+	} {
+		code, _, errOut := ddpm(t, c.args...)
+		if code == 0 || !strings.Contains(errOut, c.want) {
+			t.Errorf("ddpm %v: exit %d, %q; want an error with %q", c.args, code, errOut, c.want)
 		}
 	}
 }

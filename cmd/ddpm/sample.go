@@ -144,6 +144,8 @@ func sampleOptions(c *cli.Context, p *pipeline.Pipeline, n int) (pipeline.Genera
 	o.Sampling.Guidance = c.Float64("guidance")
 	info := p.Info()
 	switch class := c.Int64("class"); {
+	case class < -1:
+		return o, fmt.Errorf("--class %d: give -1 (unconditional) or a class in [0, %d)", class, info.NumClasses)
 	case class >= 0 && info.NumClasses == 0:
 		return o, fmt.Errorf("--class %d: the model is unconditional (trained without --classes)", class)
 	case class >= int64(info.NumClasses):

@@ -143,6 +143,9 @@ func runTrain(c *cli.Context) error {
 		if dir = c.String("out"); dir == "" {
 			dir = filepath.Join("runs", time.Now().Format("20060102-150405"))
 		}
+		if err := checkNewRunDir(dir); err != nil {
+			return err
+		}
 	}
 	dev, err := setupDevice(c.String("device"), c.Int("threads"))
 	if err != nil {
@@ -201,6 +204,9 @@ func runTrain(c *cli.Context) error {
 		tr.ClassNames = ds.ClassNames
 	}
 	if rt.resumed != "" {
+		if tr.Step() > cfg.Train.Steps {
+			return fmt.Errorf("the run is at step %d, past --steps %d; give --steps above %d to train further", tr.Step(), cfg.Train.Steps, tr.Step())
+		}
 		fmt.Fprintf(out, "ddpm: resumed from %s (step %d of %d)\n", rt.resumed, tr.Step(), cfg.Train.Steps)
 	}
 	log, err := openMetricsLog(filepath.Join(dir, metricsFile), filepath.Join(dir, lossPlot))
@@ -262,7 +268,7 @@ func runTrain(c *cli.Context) error {
 	if errors.Is(err, context.Canceled) {
 		fmt.Fprintf(out, "ddpm: interrupted at step %d; checkpoint %s\n", tr.Step(), tr.LastCheckpoint())
 		fmt.Fprintf(out, "ddpm: resume with: ddpm train --resume %s\n", dir)
-		return nil
+		return interrupted{}
 	}
 	if err != nil {
 		return err
@@ -490,4 +496,17 @@ func readRunConfig(dir string) (runConfig, error) {
 	}
 	cfg.Format = runConfigFormat
 	return cfg, nil
+}
+
+// checkNewRunDir refuses to start a new run in a directory that already
+// holds one: its checkpoints, configuration and metrics would be mixed with
+// the new run's (and pruned by it).
+func checkNewRunDir(dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, configFile)); err == nil {
+		return fmt.Errorf("--out %s already holds a run; continue it with --resume %s, or choose another --out", dir, dir)
+	}
+	if ckpts, err := checkpoint.List(dir); err == nil && len(ckpts) > 0 {
+		return fmt.Errorf("--out %s already holds checkpoints; continue with --resume %s, or choose another --out", dir, dir)
+	}
+	return nil
 }

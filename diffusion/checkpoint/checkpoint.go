@@ -353,3 +353,32 @@ func LoadPrefixed(path, prefix string, all map[string]*torch.Tensor, params []nn
 	}
 	return nil
 }
+
+// CheckModel compares the U-Net configuration of a checkpoint's metadata
+// with the tensors the file stores for weights w, from the header alone, so
+// that metadata claiming a larger model than the file holds fails before
+// anything is built (a few megabytes of file must not allocate gigabytes).
+func CheckModel(path string, w Weights, cfg unet.Config) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("checkpoint: %s: model_config: %w", path, err)
+	}
+	h, err := safetensors.ReadHeader(path)
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	var stored int64
+	for _, e := range h.Entries {
+		if strings.HasPrefix(e.Name, w.Prefix()) {
+			n := int64(1)
+			for _, d := range e.Shape {
+				n *= d
+			}
+			stored += n
+		}
+	}
+	if want := cfg.NumParams(); want != stored {
+		return fmt.Errorf("checkpoint: %s: model_config describes %d parameters, but the file stores %d under %q: the metadata does not match the weights",
+			path, want, stored, w.Prefix())
+	}
+	return nil
+}

@@ -7,6 +7,7 @@ import (
 	_ "image/gif" // registers the GIF decoder
 	_ "image/jpeg"
 	_ "image/png"
+	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -172,7 +173,13 @@ func walkImages(dir string) ([]string, error) {
 	return files, nil
 }
 
-// decodeImage decodes one image file.
+// MaxImagePixels bounds the width times height an image file may declare:
+// a few hundred bytes of PNG can claim a size whose decoding takes all
+// memory (a decompression bomb). 64 megapixels is 256 MiB of RGBA.
+const MaxImagePixels = 64 << 20
+
+// decodeImage decodes one image file, after checking the size its header
+// declares against MaxImagePixels.
 func decodeImage(path string) (image.Image, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -182,6 +189,18 @@ func decodeImage(path string) (image.Image, error) {
 		return nil, fmt.Errorf("data: %w", err)
 	}
 	defer f.Close()
+	cfg, _, err := image.DecodeConfig(f)
+	if err != nil {
+		return nil, &FileError{Path: path, Err: ErrFormat, Cause: err,
+			Detail: fmt.Sprintf("cannot decode image (%v); replace or remove the file", err)}
+	}
+	if px := int64(cfg.Width) * int64(cfg.Height); px > MaxImagePixels {
+		return nil, &FileError{Path: path, Err: ErrFormat,
+			Detail: fmt.Sprintf("the image declares %dx%d pixels, more than the %d megapixels accepted; replace or remove the file", cfg.Width, cfg.Height, MaxImagePixels>>20)}
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
 	m, _, err := image.Decode(f)
 	if err != nil {
 		return nil, &FileError{Path: path, Err: ErrFormat, Cause: err,

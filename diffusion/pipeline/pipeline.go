@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"math"
 
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
@@ -77,6 +78,9 @@ func Load(path string, o Options) (*Pipeline, error) {
 	}
 	if meta.Model == nil {
 		return nil, fmt.Errorf("pipeline: %s records no model configuration (its model was not a U-Net)", path)
+	}
+	if err := checkpoint.CheckModel(path, o.Weights, *meta.Model); err != nil {
+		return nil, fmt.Errorf("pipeline: %w", err)
 	}
 	sched, err := diffusion.NewSchedule(meta.Schedule)
 	if err != nil {
@@ -377,9 +381,15 @@ func (p *Pipeline) generateBatch(ctx context.Context, b int, gen *torch.Generato
 	if p.dev != torch.CPU {
 		x = s.To(x, torch.CPU)
 	}
+	size := s.Sum(s.Abs(x), nil, false)
 	x = s.Clamp(x, -1, 1)
 	if err := s.Err(); err != nil {
 		return nil, err
+	}
+	if v, err := size.Item(); err != nil {
+		return nil, err
+	} else if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil, errors.New("the samples are not finite (NaN or Inf): the model's weights are broken")
 	}
 	return x.Float32s()
 }

@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"path/filepath"
 	"reflect"
@@ -10,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	ckpt "github.com/ddpm-go/ddpm/diffusion/checkpoint"
 
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/diffusion/data"
@@ -230,5 +233,49 @@ func TestDiffusersFolderMatchesCheckpoint(t *testing.T) {
 	}
 	if !reflect.DeepEqual(x.Pixels, y.Pixels) {
 		t.Error("the exported folder samples other pixels than its checkpoint")
+	}
+}
+
+// A checkpoint whose metadata claims a model larger than its tensors fails
+// before anything is built; NaN weights give an error, not images.
+func TestLoadRefusesBrokenCheckpoints(t *testing.T) {
+	path := checkpoint(t, 0)
+	meta, err := ckpt.ReadMeta(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := torch.NewScope(torch.NoGrad)
+	defer s.Close()
+	all, _, err := s.LoadSafetensors(path, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := *meta.Model
+	big.BaseChannels = 2048
+	lying := meta
+	lying.Model = &big
+	bad := filepath.Join(t.TempDir(), ckpt.Name(2))
+	if err := ckpt.Write(bad, all, lying); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pipeline.Load(bad, pipeline.Options{}); err == nil || !strings.Contains(err.Error(), "does not match the weights") {
+		t.Errorf("metadata claiming a bigger model: %v", err)
+	}
+	for k, v := range all {
+		if strings.HasPrefix(k, "ema.") {
+			all[k] = s.MulScalar(v, math.NaN())
+		}
+	}
+	nan := filepath.Join(t.TempDir(), ckpt.Name(2))
+	if err := ckpt.Write(nan, all, meta); err != nil {
+		t.Fatal(err)
+	}
+	p, err := pipeline.Load(nan, pipeline.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.Generate(context.Background(), 1, pipeline.GenerateOptions{}); err == nil || !strings.Contains(err.Error(), "not finite") {
+		t.Errorf("NaN weights: %v", err)
 	}
 }
