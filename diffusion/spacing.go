@@ -61,9 +61,13 @@ func ParseSpacing(s string) (Spacing, error) {
 //
 // Logsnr and karras map target noise levels to the nearest training
 // timestep; the first step is always T-1 and the last always 0. Where the
-// schedule's noise level changes fast (typically near t = 0), several
-// targets can map to the same timestep; Timesteps then fails rather than
-// return fewer steps, and fewer steps or linspace spacing should be used.
+// schedule's noise level changes fast (near t = 0, and at t = T-1 of the
+// cosine schedule, whose last beta is clipped), several targets round to
+// the same timestep; each such target then takes the nearest free timestep
+// below the previous step (separate), so every n in [1, T] gives n distinct
+// timesteps as close to the targets as the integer training timesteps
+// allow. (Fractional timesteps, as diffusers uses for these spacings,
+// would feed the model noise levels it was never trained at.)
 // With a ZeroTerminalSNR schedule, whose log SNR at T-1 is -Inf, the targets
 // after the first are spread from the log SNR at T-2 instead.
 func (s *Schedule) Timesteps(n int, spacing Spacing) ([]int, error) {
@@ -80,9 +84,9 @@ func (s *Schedule) Timesteps(n int, spacing Spacing) ([]int, error) {
 	case SpacingTrailing:
 		ts = trailingTimesteps(T, n)
 	case SpacingLogSNR:
-		ts = s.logSNRTimesteps(n)
+		ts = separate(s.logSNRTimesteps(n))
 	case SpacingKarras:
-		ts = s.karrasTimesteps(n)
+		ts = separate(s.karrasTimesteps(n))
 	default:
 		return nil, fmt.Errorf("diffusion: unknown timestep spacing %q (valid: %s)", spacing, enum.List(spacings))
 	}
@@ -95,6 +99,18 @@ func (s *Schedule) Timesteps(n int, spacing Spacing) ([]int, error) {
 		}
 	}
 	return ts, nil
+}
+
+// separate makes nearest-timestep picks strictly decreasing: step k keeps
+// its pick if it is below step k-1's, else takes step k-1's minus one, and
+// never goes below n-1-k, so that the remaining steps still fit above 0.
+// The first pick (T-1) and the last (0) are unchanged.
+func separate(ts []int) []int {
+	n := len(ts)
+	for k := 1; k < n; k++ {
+		ts[k] = max(min(ts[k], ts[k-1]-1), n-1-k)
+	}
+	return ts
 }
 
 // linspaceTimesteps rounds numpy's linspace(0, T-1, n), computed as i·step

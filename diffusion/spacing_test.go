@@ -150,13 +150,23 @@ func TestTimestepsErrors(t *testing.T) {
 			t.Errorf("error = %v", err)
 		}
 	})
-	for _, sp := range []Spacing{SpacingLogSNR, SpacingKarras} {
-		t.Run(string(sp)+"/too many steps", func(t *testing.T) {
-			_, err := s.Timesteps(1000, sp)
-			if err == nil || !strings.Contains(err.Error(), "use fewer steps or linspace spacing") {
-				t.Errorf("Timesteps(1000, %s) error = %v, want a duplicate-timestep error", sp, err)
+}
+
+// Every step count from 1 to T gives distinct decreasing timesteps with the
+// noise-level spacings, on every schedule kind, the cosine one (whose clipped
+// last beta drops log SNR from -12.9 to -19.8 in one step) included.
+func TestNoiseLevelSpacingsNeverCollide(t *testing.T) {
+	for _, k := range scheduleKinds {
+		s := mustSchedule(t, kindConfig(k, false))
+		for _, sp := range []Spacing{SpacingLogSNR, SpacingKarras} {
+			for n := 1; n <= s.T(); n++ {
+				ts, err := s.Timesteps(n, sp)
+				if err != nil {
+					t.Fatalf("%s %s n=%d: %v", k, sp, n, err)
+				}
+				checkTimesteps(t, ts, n, s.T())
 			}
-		})
+		}
 	}
 }
 

@@ -158,3 +158,27 @@ func TestSampleExactFewSteps(t *testing.T) {
 		}
 	}
 }
+
+// DPM-Solver++ at its default spacing works for step counts where rounding
+// the log-SNR targets to integer timesteps used to collide (cosine: above 8
+// steps; linear: 39 and more), and its chain still lands on the data
+// distribution N(0.5, 0.3²) of the Gaussian oracle.
+func TestDPMSolverDefaultSpacingManySteps(t *testing.T) {
+	shape := []int64{25000, 1, 2, 2}
+	for _, c := range []struct {
+		kind  diffusion.ScheduleKind
+		steps int
+	}{{diffusion.Cosine, 20}, {diffusion.Cosine, 50}, {diffusion.Linear, 50}, {diffusion.Linear, 200}} {
+		t.Run(fmt.Sprintf("%s-%d", c.kind, c.steps), func(t *testing.T) {
+			sc := mustSchedule(t, diffusion.ScheduleConfig{Kind: c.kind})
+			o := Options{Sampler: DPMPP2M, Steps: c.steps}
+			exact := sampleExact(t, sc, o)
+			t.Logf("exact chain: mean %.4f, std %.4f (data 0.5, 0.3)", exact.mean, exact.std())
+			if math.Abs(exact.std()-0.3) > 0.01 || math.Abs(exact.mean-0.5) > 0.01 {
+				t.Errorf("exact chain mean %.4f, std %.4f; data 0.5, 0.3", exact.mean, exact.std())
+			}
+			mean, std, _ := sampleOracleRun(t, sc, diffusion.Epsilon, o, shape, 77)
+			sampleCheckExact(t, mean, std, 100000, exact)
+		})
+	}
+}
