@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"image/png"
 	"os"
 	"os/exec"
@@ -249,5 +250,39 @@ func TestRefusesSurprises(t *testing.T) {
 		if code == 0 || !strings.Contains(errOut, c.want) {
 			t.Errorf("ddpm %v: exit %d, %q; want an error with %q", c.args, code, errOut, c.want)
 		}
+	}
+}
+
+// A resumed run reads as one run: records past its checkpoint and a line
+// cut short by a crash are dropped, and temporary files a killed write
+// left behind are removed.
+func TestResumeRepairsTheRunDirectory(t *testing.T) {
+	run := tinyRun(t)
+	f, err := os.OpenFile(filepath.Join(run, metricsFile), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"step":99,"loss":1}` + "\n" + `{"step":1`)
+	f.Close()
+	stale := filepath.Join(run, ".ckpt-00000013.safetensors.tmp-12345")
+	if err := os.WriteFile(stale, []byte("partial"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := ddpm(t, "train", "--resume", run, "--steps", "15", "-q"); code != 0 {
+		t.Fatalf("resume: exit %d\n%s%s", code, out, errOut)
+	}
+	records, err := readMetrics(filepath.Join(run, metricsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []int64
+	for _, m := range records {
+		steps = append(steps, m.Step)
+	}
+	if fmt.Sprint(steps) != "[3 6 9 12 15]" {
+		t.Errorf("metrics steps after resume %v, want [3 6 9 12 15]", steps)
+	}
+	if _, err := os.Stat(stale); err == nil {
+		t.Error("the stale temporary checkpoint is still there")
 	}
 }

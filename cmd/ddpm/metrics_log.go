@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/ddpm-go/ddpm/diffusion/train"
 	"gonum.org/v1/plot"
@@ -40,13 +41,37 @@ type metricsLog struct {
 	steps, losses  []float64
 }
 
-func openMetricsLog(path, plotPath string) (*metricsLog, error) {
+// openMetricsLog opens the log of a run whose training state is at step
+// upTo. A resumed run keeps its records up to that step and drops the rest
+// (steps logged after the checkpoint it resumes from, and a line cut short
+// by a crash), rewriting the file atomically, so the log reads as one run.
+func openMetricsLog(path, plotPath string, upTo int64) (*metricsLog, error) {
 	l := &metricsLog{path: path, plotPath: plotPath}
-	// A resumed run keeps the records it already has.
-	records, _ := readMetrics(path)
+	records, err := readMetrics(path)
+	if err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("cannot read the metrics log: %w", err)
+	}
+	var keep []byte
 	for _, m := range records {
+		if m.Step > upTo {
+			continue
+		}
+		b, err := json.Marshal(m)
+		if err != nil {
+			return nil, err
+		}
+		keep = append(append(keep, b...), '\n')
 		l.steps = append(l.steps, float64(m.Step))
 		l.losses = append(l.losses, m.Loss)
+	}
+	if err == nil {
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, keep, 0o644); err != nil {
+			return nil, fmt.Errorf("cannot write the metrics log: %w", err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return nil, fmt.Errorf("cannot write the metrics log: %w", err)
+		}
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -54,6 +79,26 @@ func openMetricsLog(path, plotPath string) (*metricsLog, error) {
 	}
 	l.f = f
 	return l, nil
+}
+
+// removeStaleTemps deletes the temporary files that a run killed while
+// writing leaves in its directory: checkpoints (.ckpt-*.safetensors.tmp-*,
+// hundreds of megabytes each for large models), the loss plot, the
+// configuration, the metrics log and sample grids.
+func removeStaleTemps(dir string) error {
+	for _, pattern := range []string{".ckpt-*.safetensors.tmp-*", lossPlot + ".tmp.png", configFile + ".tmp",
+		metricsFile + ".tmp", filepath.Join(samplesDir, ".tmp-*.png")} {
+		matches, err := filepath.Glob(filepath.Join(dir, pattern))
+		if err != nil {
+			return err
+		}
+		for _, m := range matches {
+			if err := os.Remove(m); err != nil {
+				return fmt.Errorf("removing a stale temporary file: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 func (l *metricsLog) write(m train.Metrics) error {

@@ -209,7 +209,10 @@ func runTrain(c *cli.Context) error {
 		}
 		fmt.Fprintf(out, "ddpm: resumed from %s (step %d of %d)\n", rt.resumed, tr.Step(), cfg.Train.Steps)
 	}
-	log, err := openMetricsLog(filepath.Join(dir, metricsFile), filepath.Join(dir, lossPlot))
+	if err := removeStaleTemps(dir); err != nil {
+		return err
+	}
+	log, err := openMetricsLog(filepath.Join(dir, metricsFile), filepath.Join(dir, lossPlot), tr.Step())
 	if err != nil {
 		return err
 	}
