@@ -286,3 +286,27 @@ func TestResumeRepairsTheRunDirectory(t *testing.T) {
 		t.Error("the stale temporary checkpoint is still there")
 	}
 }
+
+// A --config file with a typo, or with nothing in it, is refused naming the
+// file and the key.
+func TestConfigFileKeys(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ body, want string }{
+		{"stpes: 10\n", `unknown key "stpes"`},
+		{"", "sets nothing"},
+	} {
+		path := filepath.Join(dir, "c.yaml")
+		os.WriteFile(path, []byte(c.body), 0o644)
+		code, _, errOut := ddpm(t, "train", "--config", path, "--out", filepath.Join(dir, "run"), "-q")
+		if code == 0 || !strings.Contains(errOut, c.want) || !strings.Contains(errOut, path) {
+			t.Errorf("config %q: exit %d, %q; want %q", c.body, code, errOut, c.want)
+		}
+	}
+	path := filepath.Join(dir, "ok.yaml")
+	os.WriteFile(path, []byte("preset: tiny\nsteps: 2\nbatch: 2\nsample-every: 0\nsample-n: 1\n"), 0o644)
+	data := t.TempDir()
+	writeIDX(t, data, 8)
+	if code, out, errOut := ddpm(t, "train", "--config", path, "--data", data, "--out", filepath.Join(dir, "run2"), "-q"); code != 0 {
+		t.Errorf("a valid config file: exit %d\n%s%s", code, out, errOut)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/ddpm-go/ddpm/torch"
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
+	"gopkg.in/yaml.v3"
 )
 
 // runConfig is everything that defines a training run; it is written to the
@@ -109,8 +110,27 @@ func configSource(c *cli.Context) (altsrc.InputSourceContext, error) {
 	if path == "" {
 		return &altsrc.MapInputSource{}, nil
 	}
-	if _, err := os.Stat(path); err != nil {
+	b, err := os.ReadFile(path)
+	if err != nil {
 		return nil, fmt.Errorf("config file: %w", err)
+	}
+	var keys map[string]any
+	if err := yaml.Unmarshal(b, &keys); err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("config file %s sets nothing (an empty file would mean every default)", path)
+	}
+	known := map[string]bool{}
+	for _, f := range trainFlags {
+		for _, n := range f.Names() {
+			known[n] = true
+		}
+	}
+	for k := range keys {
+		if !known[k] || k == "config" {
+			return nil, fmt.Errorf("config file %s: unknown key %q (keys are the flag names of ddpm train, e.g. steps, batch, preset)", path, k)
+		}
 	}
 	src, err := altsrc.NewYamlSourceFromFile(path)
 	if err != nil {
