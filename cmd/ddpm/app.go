@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/urfave/cli/v2"
 )
 
@@ -9,7 +11,7 @@ import (
 var version = "dev"
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:            "ddpm",
 		Usage:           "train and sample denoising diffusion models (DDPM) on libtorch",
 		Version:         version,
@@ -26,5 +28,16 @@ func newApp() *cli.App {
 		},
 		// Errors are printed once, by main.
 		ExitErrHandler: func(*cli.Context, error) {},
+		// A bad flag is one line, not the whole help.
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return fmt.Errorf("%v (see ddpm --help)", err)
+		},
 	}
+	for _, cmd := range app.Commands {
+		name := cmd.Name
+		cmd.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
+			return fmt.Errorf("%v (see ddpm %s --help)", err, name)
+		}
+	}
+	return app
 }

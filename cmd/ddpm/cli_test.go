@@ -310,3 +310,14 @@ func TestConfigFileKeys(t *testing.T) {
 		t.Errorf("a valid config file: exit %d\n%s%s", code, out, errOut)
 	}
 }
+
+// A bad flag or environment value is one line on stderr, not the help.
+func TestUsageErrorsAreOneLine(t *testing.T) {
+	t.Setenv("DDPM_STEPS", "abc")
+	for _, args := range [][]string{{"train", "--stpes", "3"}, {"train", "-q"}, {"sample", "--bogus"}} {
+		code, out, errOut := ddpm(t, args...)
+		if code != 1 || out != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "--help") {
+			t.Errorf("ddpm %v: exit %d, stdout %q, stderr %q", args, code, out, errOut)
+		}
+	}
+}
