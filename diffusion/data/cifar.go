@@ -22,7 +22,7 @@ func ReadCIFAR10(paths ...string) (*Dataset, error) {
 	var files [][]byte
 	total := 0
 	for _, p := range paths {
-		b, gz, err := readFile(p)
+		b, gz, err := readFile(p, nil)
 		if err != nil {
 			return nil, err
 		}

@@ -18,7 +18,7 @@ const (
 // detected from its first bytes, not its name. The images come out with one
 // channel; NumClasses is one more than the largest label.
 func ReadIDX(imagesPath, labelsPath string) (*Dataset, error) {
-	raw, gz, err := readFile(imagesPath)
+	raw, gz, err := readFile(imagesPath, idxImagesSize)
 	if err != nil {
 		return nil, err
 	}
@@ -33,7 +33,7 @@ func ReadIDX(imagesPath, labelsPath string) (*Dataset, error) {
 	if labelsPath == "" {
 		return d, nil
 	}
-	raw, gz, err = readFile(labelsPath)
+	raw, gz, err = readFile(labelsPath, idxLabelsSize)
 	if err != nil {
 		return nil, err
 	}
@@ -51,6 +51,27 @@ func ReadIDX(imagesPath, labelsPath string) (*Dataset, error) {
 		d.NumClasses = max(d.NumClasses, int(l)+1)
 	}
 	return d, nil
+}
+
+// idxImagesSize is the size an IDX images header claims: 16 bytes and N
+// rows x cols pixels.
+func idxImagesSize(h []byte) (int64, bool) {
+	if len(h) < 16 || binary.BigEndian.Uint32(h) != idxImagesMagic {
+		return 0, false
+	}
+	hi, n := bits.Mul64(uint64(binary.BigEndian.Uint32(h[4:])), uint64(binary.BigEndian.Uint32(h[8:]))*uint64(binary.BigEndian.Uint32(h[12:])))
+	if hi != 0 || n > 1<<62 {
+		return 1 << 62, true
+	}
+	return 16 + int64(n), true
+}
+
+// idxLabelsSize is the size an IDX labels header claims: 8 bytes and N labels.
+func idxLabelsSize(h []byte) (int64, bool) {
+	if len(h) < 8 || binary.BigEndian.Uint32(h) != idxLabelsMagic {
+		return 0, false
+	}
+	return 8 + int64(binary.BigEndian.Uint32(h[4:])), true
 }
 
 // checkIDXMagic checks the magic number at the start of an IDX file.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -134,5 +135,20 @@ func TestFileError(t *testing.T) {
 	var fe *FileError
 	if !errors.As(err, &fe) || fe.Path != "y" {
 		t.Errorf("errors.As gives %v", fe)
+	}
+}
+
+// A small gzip file that inflates far beyond what its header claims stops
+// inflating at the claim: the error comes without reading the rest.
+func TestIDXBombStopsAtTheClaimedSize(t *testing.T) {
+	body := append(idxImages(1, 2, 2, []byte{1, 2, 3, 4}), make([]byte, 256<<20)...) // 256 MiB of zeros
+	path := filepath.Join(t.TempDir(), "train-images-idx3-ubyte.gz")
+	writeFile(t, path, gzipBytes(t, body))
+	b, gz, err := readFile(path, idxImagesSize)
+	if err != nil || !gz || len(b) != 16+4+1 {
+		t.Fatalf("read %d bytes (gzip %v, %v), want the claimed 20 and one more", len(b), gz, err)
+	}
+	if _, err := ReadIDX(path, ""); err == nil || !strings.Contains(err.Error(), "header says 1 images of 2x2") {
+		t.Errorf("ReadIDX = %v", err)
 	}
 }
