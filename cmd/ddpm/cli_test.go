@@ -321,3 +321,32 @@ func TestUsageErrorsAreOneLine(t *testing.T) {
 		}
 	}
 }
+
+// Resume falls back from a truncated newest checkpoint to the one before;
+// a run directory in use by another training is refused; a non-PNG output
+// name is refused before sampling.
+func TestRunDirectoryFaults(t *testing.T) {
+	run := tinyRun(t) // checkpoints at steps 6 and 12
+	newest := filepath.Join(run, "ckpt-00000012.safetensors")
+	b, err := os.ReadFile(newest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(newest, b[:len(b)/2], 0o644)
+	code, out, errOut := ddpm(t, "train", "--resume", run, "--steps", "14")
+	if code != 0 || !strings.Contains(out, "skipped an unreadable checkpoint") || !strings.Contains(out, "resumed from "+filepath.Join(run, "ckpt-00000006.safetensors")) {
+		t.Errorf("resume past a truncated checkpoint: exit %d\n%s%s", code, out, errOut)
+	}
+	unlock, err := lockRunDir(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = ddpm(t, "train", "--resume", run, "--steps", "16", "-q")
+	unlock()
+	if code == 0 || !strings.Contains(errOut, "another ddpm train is writing") {
+		t.Errorf("a locked run: exit %d, %s", code, errOut)
+	}
+	if code, _, errOut := ddpm(t, "sample", "--run", run, "--out", filepath.Join(t.TempDir(), "x.jpg")); code == 0 || !strings.Contains(errOut, ".png") {
+		t.Errorf("--out x.jpg: exit %d, %s", code, errOut)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
@@ -178,6 +179,9 @@ func runSample(c *cli.Context) error {
 		return fmt.Errorf("nothing to write: give --out, --out-dir or --trajectory")
 	}
 	for _, p := range []string{out, traj} {
+		if p != "" && !strings.EqualFold(filepath.Ext(p), ".png") {
+			return fmt.Errorf("%s: images are written as PNG; give a .png file name", p)
+		}
 		if p != "" {
 			if err := checkWritableDir(filepath.Dir(p)); err != nil {
 				return err

@@ -171,6 +171,9 @@ func runTrain(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Train.Precision == diffusion.FP16 && dev.Type != torch.DeviceCUDA {
+		return fmt.Errorf("--precision fp16 needs a CUDA device (this run is on %s); on the CPU use bf16", dev)
+	}
 	pg, err := joinProcessGroup(c, &dev, c.App.Writer)
 	if err != nil {
 		return err
@@ -201,6 +204,11 @@ func runTrain(c *cli.Context) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("cannot create the run directory: %w", err)
 	}
+	unlock, err := lockRunDir(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if resume == "" {
 		if err := writeRunConfig(dir, cfg); err != nil {
 			return err
@@ -222,6 +230,9 @@ func runTrain(c *cli.Context) error {
 	tr.Data = ds.Path
 	if cfg.Train.NumClasses > 0 {
 		tr.ClassNames = ds.ClassNames
+	}
+	for _, sk := range rt.skipped {
+		fmt.Fprintf(out, "ddpm: skipped an unreadable checkpoint: %s\n", sk)
 	}
 	if rt.resumed != "" {
 		if tr.Step() > cfg.Train.Steps {
@@ -310,7 +321,8 @@ type runTrainer struct {
 	model   *unet.UNet
 	tr      *train.Trainer
 	loader  *data.Loader
-	resumed string // the checkpoint resumed from, "" for a new run
+	resumed string   // the checkpoint resumed from, "" for a new run
+	skipped []string // newer checkpoints that could not be resumed
 }
 
 func newRunTrainer(cfg runConfig, dir string, resume bool, dev torch.Device, trainSet *data.Dataset, pg *torch.ProcessGroup) (rt *runTrainer, err error) {
@@ -336,14 +348,30 @@ func newRunTrainer(cfg runConfig, dir string, resume bool, dev torch.Device, tra
 	}
 	rt.tr.Dist = pg
 	if resume {
-		ckpt, err := checkpoint.Latest(dir)
+		// The newest checkpoint that loads: one cut short by a crash or a
+		// full disk falls back to the one before it (Resume changes nothing
+		// when it fails).
+		all, err := checkpoint.List(dir)
+		if err == nil && len(all) == 0 {
+			err = fmt.Errorf("%w in %s", checkpoint.ErrNone, dir)
+		}
 		if err != nil {
 			return rt, fmt.Errorf("cannot resume: %w", err)
 		}
-		if err := rt.tr.Resume(ckpt); err != nil {
-			return rt, fmt.Errorf("cannot resume from %s: %w", ckpt, err)
+		var first error
+		for i := len(all) - 1; i >= 0 && rt.resumed == ""; i-- {
+			if err := rt.tr.Resume(all[i]); err != nil {
+				if first == nil {
+					first = fmt.Errorf("cannot resume from %s: %w", all[i], err)
+				}
+				rt.skipped = append(rt.skipped, fmt.Sprintf("%s (%v)", all[i], err))
+				continue
+			}
+			rt.resumed = all[i]
 		}
-		rt.resumed = ckpt
+		if rt.resumed == "" {
+			return rt, first
+		}
 	}
 	rt.loader, err = data.NewLoader(trainSet, shardOptions(data.LoaderOptions{BatchSize: cfg.Train.BatchSize,
 		Seed: cfg.Train.Seed, Shuffle: true, FlipHorizontal: cfg.Flip}, pg))
@@ -532,4 +560,19 @@ func checkNewRunDir(dir string) error {
 		return fmt.Errorf("--out %s already holds checkpoints; continue with --resume %s, or choose another --out", dir, dir)
 	}
 	return nil
+}
+
+// lockRunDir takes an exclusive lock on the run directory (a lock file held
+// with flock), so that two trainings cannot write into one run: the second
+// fails at once. The lock goes with the process, however it ends.
+func lockRunDir(dir string) (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("cannot lock the run directory: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("another ddpm train is writing to %s (%v)", dir, err)
+	}
+	return func() { f.Close() }, nil
 }
