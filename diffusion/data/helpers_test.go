@@ -33,7 +33,7 @@ func idxLabels(labels []byte) []byte {
 	return append(b, labels...)
 }
 
-func gzipBytes(t *testing.T, b []byte) []byte {
+func gzipBytes(t testing.TB, b []byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	w := gzip.NewWriter(&buf)

@@ -77,14 +77,23 @@ func ReadUNetConfig(path string) (UNetConfig, error) {
 	if err != nil {
 		return UNetConfig{}, fmt.Errorf("diffusers: %w", err)
 	}
+	c, err := ParseUNetConfig(b)
+	if err != nil {
+		return UNetConfig{}, fmt.Errorf("%w (in %s)", err, path)
+	}
+	return c, nil
+}
+
+// ParseUNetConfig is ReadUNetConfig on the bytes of a config.json.
+func ParseUNetConfig(b []byte) (UNetConfig, error) {
 	c := unetDefaults()
 	dec := json.NewDecoder(strings.NewReader(string(b)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
-		return UNetConfig{}, fmt.Errorf("diffusers: %s: %w", path, err)
+		return UNetConfig{}, fmt.Errorf("diffusers: UNet2DModel config: %w", err)
 	}
 	if c.ClassName != "UNet2DModel" {
-		return UNetConfig{}, fmt.Errorf("diffusers: %s: _class_name %q is not a UNet2DModel", path, c.ClassName)
+		return UNetConfig{}, fmt.Errorf("diffusers: _class_name %q is not a UNet2DModel", c.ClassName)
 	}
 	return c, nil
 }
