@@ -127,3 +127,31 @@ func lastLine(s, sub string) string {
 	}
 	return last
 }
+
+// Ranks started with other flags fail together, in one line naming what
+// differs, before any weights move (a different model used to abort inside
+// the collective library).
+func TestDistRanksWithOtherConfigsFail(t *testing.T) {
+	needDist(t)
+	dataDir, runDir := t.TempDir(), filepath.Join(t.TempDir(), "run")
+	writeIDX(t, dataDir, 48)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	common := []string{"train", "--preset", "tiny", "--data", dataDir, "--steps", "4", "--batch", "4",
+		"--sample-every", "0", "--sample-n", "4", "--threads", "1", "--out", runDir, "--quiet"}
+	ranks := disttest.Start(ctx, t, 2, "TestDistHelperCLI", func(rank int) []string {
+		args := append([]string(nil), common...)
+		if rank == 1 {
+			args = append(args, "--lr", "1e-3", "--base-channels", "8")
+		}
+		return []string{"DIST_ARGS=" + strings.Join(args, "\n")}
+	})
+	for _, r := range ranks {
+		<-r.Done
+	}
+	for i, want := range []string{"rank(s) were started with another configuration", "differs in the model (parameter shapes), optimizer.lr"} {
+		if ranks[i].Err == nil || !strings.Contains(ranks[i].Out.String(), want) {
+			t.Errorf("rank %d: %v, want an error with %q\n%s", i, ranks[i].Err, want, disttest.Describe(ranks))
+		}
+	}
+}

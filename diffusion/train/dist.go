@@ -1,8 +1,10 @@
 package train
 
 import (
+	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/ddpm-go/ddpm/diffusion/nn"
@@ -49,6 +51,9 @@ func (tr *Trainer) writer() bool {
 func (tr *Trainer) syncRanks() error {
 	if tr.Dist == nil {
 		return nil
+	}
+	if err := tr.checkSameConfig(); err != nil {
+		return err
 	}
 	s := torch.NewScope(torch.NoGrad)
 	defer s.Close()
@@ -124,4 +129,124 @@ func (tr *Trainer) GradOverlap() (buckets, early int) {
 		return 0, 0
 	}
 	return tr.gradSync.Overlap()
+}
+
+// rankConfig is what every rank of a run must agree on: the training
+// configuration and the shapes of the parameters (the model).
+type rankConfig struct {
+	Train  Config             `json:"train"`
+	Params map[string][]int64 `json:"params"`
+}
+
+// checkSameConfig compares every rank's training configuration and model
+// with rank 0's before any weights move (ranks built for other models would
+// otherwise abort inside the collective library). Rank 0's configuration is
+// broadcast as JSON; each rank names the fields where it differs; a sum over
+// the ranks makes all of them fail together.
+func (tr *Trainer) checkSameConfig() error {
+	rc := rankConfig{Train: tr.cfg, Params: map[string][]int64{}}
+	for _, p := range tr.params {
+		rc.Params[p.Name] = p.T.Shape()
+	}
+	mine, err := json.Marshal(rc)
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	s := torch.NewScope(torch.NoGrad)
+	defer s.Close()
+	size := s.FromInt64s([]int64{int64(len(mine))}, 1)
+	if err := s.Err(); err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	if err := tr.Dist.Broadcast([]*torch.Tensor{size}, 0); err != nil {
+		return fmt.Errorf("train: comparing the ranks' configurations: %w", err)
+	}
+	n, err := size.Int64s()
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	buf := make([]byte, n[0])
+	copy(buf, mine)
+	root := s.FromBytes(buf, torch.Uint8, n[0])
+	if err := s.Err(); err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	if err := tr.Dist.Broadcast([]*torch.Tensor{root}, 0); err != nil {
+		return fmt.Errorf("train: comparing the ranks' configurations: %w", err)
+	}
+	rootJSON, err := root.Bytes()
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	diff := configDiff(rootJSON, mine)
+	bad := 0.0
+	if len(diff) > 0 {
+		bad = 1
+	}
+	count := s.FromFloat64s([]float64{bad}, 1)
+	if err := s.Err(); err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	if err := tr.Dist.AllReduceSum([]*torch.Tensor{count}); err != nil {
+		return fmt.Errorf("train: comparing the ranks' configurations: %w", err)
+	}
+	total, err := count.Item()
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	switch {
+	case len(diff) > 0:
+		return fmt.Errorf("train: rank %d was started with another configuration than rank 0 (differs in %s); start every rank with the same flags",
+			tr.Dist.Rank(), strings.Join(diff, ", "))
+	case total > 0:
+		return fmt.Errorf("train: %g rank(s) were started with another configuration than rank %d; start every rank with the same flags", total, tr.Dist.Rank())
+	}
+	return nil
+}
+
+// configDiff lists the dotted keys where two JSON objects differ ("" when
+// one cannot be read, reported as "the configuration").
+func configDiff(a, b []byte) []string {
+	var x, y map[string]any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		if string(a) != string(b) {
+			return []string{"the configuration"}
+		}
+		return nil
+	}
+	var out []string
+	var walk func(prefix string, x, y map[string]any)
+	walk = func(prefix string, x, y map[string]any) {
+		keys := map[string]bool{}
+		for k := range x {
+			keys[k] = true
+		}
+		for k := range y {
+			keys[k] = true
+		}
+		sorted := make([]string, 0, len(keys))
+		for k := range keys {
+			sorted = append(sorted, k)
+		}
+		sort.Strings(sorted)
+		for _, k := range sorted {
+			xm, xok := x[k].(map[string]any)
+			ym, yok := y[k].(map[string]any)
+			if xok && yok && prefix == "" && k == "params" {
+				if fmt.Sprint(xm) != fmt.Sprint(ym) {
+					out = append(out, "the model (parameter shapes)")
+				}
+				continue
+			}
+			if xok && yok {
+				walk(prefix+k+".", xm, ym)
+				continue
+			}
+			if fmt.Sprint(x[k]) != fmt.Sprint(y[k]) {
+				out = append(out, strings.TrimPrefix(prefix, "train.")+k)
+			}
+		}
+	}
+	walk("", x, y)
+	return out
 }

@@ -506,3 +506,14 @@ func TestLossScaler(t *testing.T) {
 		t.Errorf("scale %g after %d good steps, want %d", l.scale, growthInterval, initialLossScale)
 	}
 }
+
+func TestConfigDiff(t *testing.T) {
+	a := []byte(`{"train":{"steps":10,"optimizer":{"lr":0.001}},"params":{"w":[2,2]}}`)
+	b := []byte(`{"train":{"steps":10,"optimizer":{"lr":0.002}},"params":{"w":[2,3]}}`)
+	if got := fmt.Sprint(configDiff(a, b)); got != "[the model (parameter shapes) optimizer.lr]" {
+		t.Errorf("configDiff = %s", got)
+	}
+	if d := configDiff(a, a); d != nil {
+		t.Errorf("configDiff of equal configs = %v", d)
+	}
+}
