@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -100,7 +102,16 @@ func loadPipeline(c *cli.Context) (*pipeline.Pipeline, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--weights: %w", err)
 	}
-	return pipeline.Load(path, pipeline.Options{Device: dev, Weights: w})
+	p, err := pipeline.Load(path, pipeline.Options{Device: dev, Weights: w})
+	if errors.Is(err, fs.ErrNotExist) && c.String("run") != "" {
+		// A training writing the run pruned that checkpoint between
+		// listing and loading: take the newest again.
+		if path, err = checkpoint.Latest(c.String("run")); err != nil {
+			return nil, err
+		}
+		p, err = pipeline.Load(path, pipeline.Options{Device: dev, Weights: w})
+	}
+	return p, err
 }
 
 // sampleOptions reads the sampler flags for n images of p's model.

@@ -403,6 +403,9 @@ func resolveRunConfig(c *cli.Context) (runConfig, error) {
 	}
 	if c.IsSet("image-size") {
 		m.ImageSize = c.Int("image-size")
+		if m.ImageSize < 4 || m.ImageSize > 1024 {
+			return cfg, fmt.Errorf("--image-size %d out of range [4, 1024]", m.ImageSize)
+		}
 	}
 	if c.IsSet("channels") {
 		m.InChannels, m.OutChannels = c.Int("channels"), c.Int("channels")
