@@ -245,6 +245,8 @@ func TestRefusesSurprises(t *testing.T) {
 		{[]string{"sample", "--run", run, "--class", "-2", "--out", filepath.Join(t.TempDir(), "x.png")}, "--class -2"},
 		{[]string{"train", "--preset", "tiny", "--steps", "2", "--out", run, "-q"}, "already holds a run"},
 		{[]string{"train", "--resume", run, "--steps", "5", "-q"}, "past --steps 5"},
+		{[]string{"train", "--resume", run, "--preset", "small", "-q"}, "--preset cannot change a run on --resume"},
+		{[]string{"train", "--resume", run, "--out", t.TempDir(), "-q"}, "--out cannot change"},
 		{[]string{"train", "--preset", "tiny", "--image-size", "2048", "--out", filepath.Join(t.TempDir(), "r"), "-q"}, "--image-size 2048 out of range"},
 	} {
 		code, _, errOut := ddpm(t, c.args...)

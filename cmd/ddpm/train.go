@@ -149,6 +149,9 @@ func runTrain(c *cli.Context) error {
 			return err
 		}
 		dir = resume
+		if err := checkResumeFlags(c); err != nil {
+			return err
+		}
 		if c.IsSet("steps") {
 			cfg.Train.Steps = c.Int64("steps")
 		}
@@ -578,4 +581,22 @@ func lockRunDir(dir string) (unlock func(), err error) {
 		return nil, fmt.Errorf("another ddpm train is writing to %s (%v)", dir, err)
 	}
 	return func() { f.Close() }, nil
+}
+
+// resumeFlags are the train flags that may be given with --resume: how far
+// to train and how to run, not what the run is.
+var resumeFlags = map[string]bool{"resume": true, "steps": true, "device": true, "threads": true,
+	"quiet": true, "dist-timeout": true, "eval-n": true, "config": true}
+
+// checkResumeFlags refuses flags that would change a resumed run's stored
+// configuration: they used to be ignored without a word.
+func checkResumeFlags(c *cli.Context) error {
+	for _, f := range trainFlags {
+		name := f.Names()[0]
+		if !resumeFlags[name] && c.IsSet(name) {
+			return fmt.Errorf("--%s cannot change a run on --resume (its configuration is in %s); with --resume give only --steps, --device, --threads or --quiet",
+				name, configFile)
+		}
+	}
+	return nil
 }
