@@ -27,6 +27,7 @@ import (
 	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
 	"github.com/ddpm-go/ddpm/diffusion/diffusers"
 	"github.com/ddpm-go/ddpm/diffusion/images"
+	"github.com/ddpm-go/ddpm/diffusion/nn"
 	"github.com/ddpm-go/ddpm/diffusion/sampler"
 	"github.com/ddpm-go/ddpm/diffusion/unet"
 	"github.com/ddpm-go/ddpm/torch"
@@ -100,6 +101,10 @@ func Load(path string, o Options) (*Pipeline, error) {
 		model.Close()
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
+	if err := checkFinite(model.Params()); err != nil {
+		model.Close()
+		return nil, fmt.Errorf("pipeline: %s: %w", path, err)
+	}
 	cfg := model.Config()
 	info := Info{Channels: cfg.OutChannels, Size: cfg.ImageSize, NumClasses: cfg.NumClasses, NoNullLabel: cfg.NoNullLabel,
 		ClassNames: meta.ClassNames, Target: meta.Target, Step: meta.Step, Data: meta.Data}
@@ -152,6 +157,10 @@ func LoadDiffusers(dir string, o Options) (*Pipeline, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
+	if err := checkFinite(f.UNet.Params()); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("pipeline: %s: %w", dir, err)
+	}
 	sched, err := diffusion.NewSchedule(f.Schedule)
 	if err != nil {
 		f.Close()
@@ -166,6 +175,22 @@ func LoadDiffusers(dir string, o Options) (*Pipeline, error) {
 	}
 	p.owned, p.sampling = f.UNet, f.Sampling
 	return p, nil
+}
+
+// checkFinite fails on the first parameter holding NaN or Inf, naming it.
+func checkFinite(params []nn.Param) error {
+	s := torch.NewScope(torch.Inference)
+	defer s.Close()
+	for _, p := range params {
+		v, err := s.Sum(s.Abs(p.T), nil, false).Item()
+		if err != nil {
+			return err
+		}
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("weight %s is not finite (NaN or Inf): the weights are broken", p.Name)
+		}
+	}
+	return nil
 }
 
 // DefaultSampling is what a zero GenerateOptions.Sampling selects for this
