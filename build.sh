@@ -91,4 +91,6 @@ if [ "$mode" = test ]; then
   # The pipeline is documented as safe for concurrent use: its tests again
   # under the race detector.
   go test -race -count=1 -timeout 20m ./diffusion/pipeline/
+  # So is the serving engine, whose scheduler goroutine meets many callers.
+  go test -race -count=1 -timeout 20m ./diffusion/serve/
 fi

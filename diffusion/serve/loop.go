@@ -1,0 +1,354 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/ddpm-go/ddpm/diffusion/pipeline"
+	"github.com/ddpm-go/ddpm/diffusion/sampler"
+	"github.com/ddpm-go/ddpm/torch"
+)
+
+// job is one request in the engine. The fields below result are touched by
+// the scheduler goroutine only.
+type job struct {
+	ctx         context.Context
+	n, batch    int
+	seed        uint64
+	so          sampler.Options // resolved against the model: Target, NullLabel
+	rows        int             // model rows per image: 2 under guidance
+	steps       int
+	labels      []int64     // the images' labels (Unconditional for none), nil for an unconditional model
+	modelLabels []int64     // the same with the null label substituted
+	result      chan result // capacity 1: the scheduler never blocks on it
+
+	gen       *torch.Generator
+	st        *sampler.Stepper
+	timesteps []int
+	x         *torch.Tensor // the current batch x_t, owned by the job
+	i         int           // the next step of the current batch
+	start, b  int           // the current batch's first image and size
+	pixels    []float32
+}
+
+type result struct {
+	images *pipeline.Images
+	err    error
+}
+
+// release frees the job's tensors and generator.
+func (j *job) release() {
+	if j.st != nil {
+		j.st.Close()
+		j.st = nil
+	}
+	j.x.Close()
+	j.x = nil
+	j.gen.Close()
+	j.gen = nil
+}
+
+// loop is the scheduler goroutine: all torch work of the engine runs here.
+func (e *Engine) loop() {
+	defer close(e.done)
+	var active []*job
+	for {
+		e.mu.Lock()
+		if e.aborting {
+			queued := e.queue
+			e.queue = nil
+			e.stats.Queued = 0
+			e.mu.Unlock()
+			for _, j := range append(active, queued...) {
+				e.finish(j, nil, ErrClosed)
+			}
+			e.setActive(nil)
+			return
+		}
+		e.mu.Unlock()
+		active = e.dropCancelled(active)
+		active = e.admit(active)
+		e.setActive(active)
+		if len(active) == 0 {
+			e.mu.Lock()
+			idle, closing := len(e.queue) == 0, e.closing
+			e.mu.Unlock()
+			if idle && closing {
+				return
+			}
+			if idle {
+				<-e.wake
+			}
+			continue
+		}
+		active = e.step(active)
+	}
+}
+
+// finish hands a job its result, frees it and counts it.
+func (e *Engine) finish(j *job, imgs *pipeline.Images, err error) {
+	j.release()
+	j.result <- result{imgs, err}
+	e.mu.Lock()
+	switch {
+	case err == nil:
+		e.stats.Completed++
+		e.stats.Images += int64(imgs.N)
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		e.stats.Cancelled++
+	default:
+		e.stats.Failed++
+	}
+	e.mu.Unlock()
+}
+
+// dropCancelled retires the jobs whose context is done: their slots leave
+// before the next forward.
+func (e *Engine) dropCancelled(active []*job) []*job {
+	keep := active[:0]
+	for _, j := range active {
+		if err := j.ctx.Err(); err != nil {
+			e.finish(j, nil, fmt.Errorf("serve: %w", err))
+			continue
+		}
+		keep = append(keep, j)
+	}
+	clear(active[len(keep):])
+	return keep
+}
+
+// admit moves queued requests, oldest first, into the batch while their
+// rows fit in MaxBatch, and starts them.
+func (e *Engine) admit(active []*job) []*job {
+	used := 0
+	for _, j := range active {
+		used += j.b * j.rows
+	}
+	var admitted, cancelled []*job
+	e.mu.Lock()
+	for len(e.queue) > 0 {
+		j := e.queue[0]
+		if j.ctx.Err() != nil {
+			cancelled = append(cancelled, j)
+			e.queue = e.queue[1:]
+			continue
+		}
+		need := min(j.batch, j.n) * j.rows
+		if used+need > e.opts.MaxBatch {
+			break
+		}
+		used += need
+		admitted = append(admitted, j)
+		e.queue = e.queue[1:]
+	}
+	e.stats.Queued = len(e.queue)
+	e.mu.Unlock()
+	for _, j := range cancelled {
+		e.finish(j, nil, fmt.Errorf("serve: %w", j.ctx.Err()))
+	}
+	for _, j := range admitted {
+		gen, err := torch.NewGenerator(j.seed, e.p.Device())
+		if err != nil {
+			e.finish(j, nil, fmt.Errorf("serve: %w", err))
+			continue
+		}
+		j.gen = gen
+		j.pixels = make([]float32, 0, j.n*e.info.Channels*e.info.Size*e.info.Size)
+		if err := e.startBatch(j); err != nil {
+			e.finish(j, nil, fmt.Errorf("serve: %w", err))
+			continue
+		}
+		active = append(active, j)
+	}
+	return active
+}
+
+// startBatch begins the job's next batch of images: a fresh sampler state
+// and initial noise x_T drawn from the job's generator, as pipeline.Generate
+// draws it for each of its batches.
+func (e *Engine) startBatch(j *job) error {
+	b := min(j.batch, j.n-j.start)
+	st, err := sampler.NewStepper(e.sched, j.gen, j.so)
+	if err != nil {
+		return err
+	}
+	s := torch.NewScope(torch.Inference)
+	defer s.Close()
+	shape := []int64{int64(b), int64(e.info.Channels), int64(e.info.Size), int64(e.info.Size)}
+	x := s.Randn(shape, torch.Float32, j.gen.Device(), j.gen)
+	if err := s.Err(); err != nil {
+		st.Close()
+		return fmt.Errorf("initial noise: %w", err)
+	}
+	j.st, j.timesteps, j.x, j.i, j.b = st, st.Timesteps(), s.Keep(x), 0, b
+	return nil
+}
+
+// setActive records the gauges of the active jobs.
+func (e *Engine) setActive(active []*job) {
+	slots, rows := 0, 0
+	for _, j := range active {
+		slots += j.b
+		rows += j.b * j.rows
+	}
+	e.mu.Lock()
+	e.stats.ActiveRequests, e.stats.ActiveSlots, e.stats.ActiveRows = len(active), slots, rows
+	e.mu.Unlock()
+}
+
+// step runs one model forward over every active slot, then one sampler step
+// of each job, and returns the jobs still running.
+func (e *Engine) step(active []*job) []*job {
+	s := torch.NewScope(torch.Inference)
+	defer s.Close()
+	dev := e.p.Device()
+	var xs []*torch.Tensor
+	var ts, ls, sizes []int64
+	for _, j := range active {
+		t := int64(j.timesteps[j.i])
+		for range j.rows {
+			xs = append(xs, j.x)
+			sizes = append(sizes, int64(j.b))
+			for k := range j.b {
+				ts = append(ts, t)
+				if j.modelLabels != nil {
+					ls = append(ls, j.modelLabels[j.start+k])
+				}
+			}
+		}
+		if j.rows == 2 && j.modelLabels != nil {
+			// The second copy is the unconditional branch: null labels.
+			for k := range j.b {
+				ls[len(ls)-j.b+k] = int64(e.info.NumClasses)
+			}
+		}
+	}
+	n := int64(len(ts))
+	x := s.Cat(xs, 0)
+	t := s.FromInt64s(ts, n)
+	var labels *torch.Tensor
+	if e.info.NumClasses > 0 {
+		labels = s.FromInt64s(ls, n)
+	}
+	if dev != torch.CPU {
+		t = s.To(t, dev)
+		if labels != nil {
+			labels = s.To(labels, dev)
+		}
+	}
+	var parts []*torch.Tensor
+	if s.Err() == nil {
+		out := e.model.Forward(s, x, t, labels)
+		if out == nil && s.Err() == nil {
+			s.Fail(errors.New("model returned no tensor"))
+		}
+		parts = s.Split(out, sizes, 0)
+	}
+	e.mu.Lock()
+	e.stats.Forwards++
+	e.stats.Rows += n
+	if n < int64(len(e.stats.BatchRows)) {
+		e.stats.BatchRows[n]++
+	}
+	if len(active) > 1 {
+		e.stats.SharedForwards++
+	}
+	e.mu.Unlock()
+	if err := s.Err(); err != nil {
+		for _, j := range active {
+			e.finish(j, nil, fmt.Errorf("serve: model forward over %d rows: %w", n, err))
+		}
+		return nil
+	}
+	keep := active[:0]
+	p := 0
+	for _, j := range active {
+		jp := parts[p : p+j.rows]
+		p += j.rows
+		done, err := e.advance(j, jp)
+		switch {
+		case err != nil:
+			e.finish(j, nil, fmt.Errorf("serve: %w", err))
+		case done:
+			e.finish(j, &pipeline.Images{N: j.n, C: e.info.Channels, H: e.info.Size, W: e.info.Size,
+				Pixels: j.pixels, Labels: j.labels}, nil)
+		default:
+			keep = append(keep, j)
+		}
+	}
+	clear(active[len(keep):])
+	return keep
+}
+
+// advance runs one sampler step of j given its rows of the model output
+// (conditional and unconditional under guidance), in a scope of its own so
+// that one request's failure leaves the others alone. It reports whether
+// the job has all its images.
+func (e *Engine) advance(j *job, parts []*torch.Tensor) (bool, error) {
+	s := torch.NewScope(torch.Inference)
+	defer s.Close()
+	// The job's rows move into its scope: a stepper keeps tensors across
+	// steps (DPM-Solver++'s x0 may be the model output itself) with Keep,
+	// which hands out tensors of its own scope only.
+	s.Adopt(parts...)
+	out := parts[0]
+	if j.rows == 2 {
+		// Classifier-free guidance as the sampler combines it (guidance.go):
+		// out = out(x, t, ∅) + w (out(x, t, c) - out(x, t, ∅)).
+		cond, uncond := parts[0], parts[1]
+		out = s.Add(uncond, s.MulScalar(s.Sub(cond, uncond), j.so.Guidance))
+		if err := s.Err(); err != nil {
+			return false, fmt.Errorf("guidance: %w", err)
+		}
+	}
+	next, _, err := j.st.Step(s, j.i, j.x, out, nil)
+	if err != nil {
+		return false, err
+	}
+	s.Keep(next)
+	if next != j.x {
+		j.x.Close()
+	}
+	j.x = next
+	j.i++
+	if j.i < len(j.timesteps) {
+		return false, nil
+	}
+	pix, err := e.pixels(j.x)
+	if err != nil {
+		return false, err
+	}
+	j.pixels = append(j.pixels, pix...)
+	j.start += j.b
+	j.st.Close()
+	j.st = nil
+	j.x.Close()
+	j.x = nil
+	if j.start == j.n {
+		return true, nil
+	}
+	return false, e.startBatch(j)
+}
+
+// pixels are the finished batch's values in [-1, 1], checked as
+// pipeline.Generate checks them.
+func (e *Engine) pixels(x *torch.Tensor) ([]float32, error) {
+	s := torch.NewScope(torch.Inference)
+	defer s.Close()
+	if e.p.Device() != torch.CPU {
+		x = s.To(x, torch.CPU)
+	}
+	size := s.Sum(s.Abs(x), nil, false)
+	x = s.Clamp(x, -1, 1)
+	if err := s.Err(); err != nil {
+		return nil, err
+	}
+	if v, err := size.Item(); err != nil {
+		return nil, err
+	} else if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil, errors.New("the samples are not finite (NaN or Inf): the model's weights are broken")
+	}
+	return x.Float32s()
+}

@@ -1,0 +1,565 @@
+package serve_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/diffusion/pipeline"
+	"github.com/ddpm-go/ddpm/diffusion/sampler"
+	"github.com/ddpm-go/ddpm/diffusion/serve"
+	"github.com/ddpm-go/ddpm/diffusion/unet"
+	"github.com/ddpm-go/ddpm/torch"
+)
+
+// hookedModel calls hook (if set) before each forward with the forward's
+// number (1 first) and its rows: tests hold the scheduler inside a forward
+// while requests queue up, so that batching is deterministic.
+type hookedModel struct {
+	m     diffusion.Model
+	mu    sync.Mutex
+	calls int
+	hook  func(call int, rows int64)
+}
+
+func (h *hookedModel) Forward(s *torch.Scope, x, t, labels *torch.Tensor) *torch.Tensor {
+	h.mu.Lock()
+	h.calls++
+	c, f := h.calls, h.hook
+	h.mu.Unlock()
+	if f != nil {
+		f(c, x.Shape()[0])
+	}
+	return h.m.Forward(s, x, t, labels)
+}
+
+func (h *hookedModel) setHook(f func(call int, rows int64)) {
+	h.mu.Lock()
+	h.calls, h.hook = 0, f
+	h.mu.Unlock()
+}
+
+type fixture struct {
+	p     *pipeline.Pipeline
+	model *hookedModel
+}
+
+var (
+	fixtures   = map[int]*fixture{}
+	fixturesMu sync.Mutex
+)
+
+// tinyPipeline is a pipeline over the tiny preset U-Net (1×16×16, T = 50)
+// with classes labels (0: unconditional), its weights random and its zero-
+// initialised output layer perturbed, so that every output depends on the
+// input, the timestep and the label. It lives for the whole test binary.
+func tinyPipeline(t *testing.T, classes int) *fixture {
+	t.Helper()
+	fixturesMu.Lock()
+	defer fixturesMu.Unlock()
+	if f := fixtures[classes]; f != nil {
+		f.model.setHook(nil)
+		return f
+	}
+	cfg, err := unet.Preset("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.NumClasses = classes
+	gen, err := torch.NewGenerator(3, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gen.Close()
+	u, err := unet.New(cfg, torch.CPU, torch.Float32, gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := torch.NewScope(torch.NoGrad)
+	for _, p := range u.Params() {
+		s.AddInPlace(p.T, s.MulScalar(s.Randn(p.T.Shape(), torch.Float32, torch.CPU, gen), 0.05))
+	}
+	err = s.Err()
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched, err := diffusion.NewSchedule(diffusion.ScheduleConfig{T: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &hookedModel{m: u}
+	p, err := pipeline.New(m, sched, pipeline.Info{Channels: 1, Size: 16, NumClasses: classes}, pipeline.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{p: p, model: m}
+	fixtures[classes] = f
+	return f
+}
+
+// checkNoLeaks fails the test unless the live tensors are back to start
+// (call it after the engine is closed).
+func checkNoLeaks(t *testing.T, start int64) {
+	t.Helper()
+	if got := torch.LiveTensors(); got != start {
+		t.Errorf("live tensors %d after Close, %d before the engine: the engine leaks %d", got, start, got-start)
+	}
+}
+
+// compare8 compares two sets of images as 8-bit pixels: at most 1/255 on at
+// most 0.1% of the pixels. It returns the largest float difference and the
+// number of pixels whose byte differs.
+func compare8(t *testing.T, what string, a, b *pipeline.Images) (float64, int) {
+	t.Helper()
+	if a.N != b.N || len(a.Pixels) != len(b.Pixels) {
+		t.Fatalf("%s: %d images (%d values) vs %d (%d)", what, a.N, len(a.Pixels), b.N, len(b.Pixels))
+	}
+	toByte := func(v float32) int { return int(max(0, min(255, math.Round((float64(v)+1)*127.5)))) }
+	maxDiff, differ, worst := 0.0, 0, 0
+	for i := range a.Pixels {
+		maxDiff = max(maxDiff, math.Abs(float64(a.Pixels[i]-b.Pixels[i])))
+		d := toByte(a.Pixels[i]) - toByte(b.Pixels[i])
+		if d != 0 {
+			differ++
+			worst = max(worst, d, -d)
+		}
+	}
+	if worst > 1 || float64(differ) > 0.001*float64(len(a.Pixels)) {
+		t.Errorf("%s: %d of %d 8-bit pixels differ (largest by %d/255; float difference %g)", what, differ, len(a.Pixels), worst, maxDiff)
+	}
+	return maxDiff, differ
+}
+
+// requests is a mix of samplers, step counts, spacings and guidance for a
+// model of two classes.
+func requests() []serve.Request {
+	return []serve.Request{
+		{N: 2, Seed: 1, Sampling: sampler.Options{Sampler: sampler.DDPM, Steps: 6, Clip: sampler.ClipStatic}},
+		{N: 3, Seed: 2, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 5}},
+		{N: 2, Seed: 3, Labels: []int64{0, 1}, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 7, Eta: 0.5, Spacing: diffusion.SpacingTrailing}},
+		{N: 2, Seed: 4, Labels: []int64{1, pipeline.Unconditional}, Sampling: sampler.Options{Sampler: sampler.DPMPP2M, Steps: 6}},
+		{N: 3, Seed: 5, Labels: []int64{1, 0, 1}, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 4, Guidance: 3}},
+		{N: 2, Seed: 6, Labels: []int64{0, 0}, Sampling: sampler.Options{Sampler: sampler.DPMPP2M, Steps: 5, Guidance: 2, Clip: sampler.ClipDynamic}},
+		{N: 5, Seed: 7, Batch: 2, Labels: []int64{0, 1, 0, 1, 0}, Sampling: sampler.Options{Sampler: sampler.DDPM, Steps: 4, Guidance: 1.5}},
+		{N: 1, Seed: 8}, // the pipeline's default sampling (DDIM, 50 steps)
+	}
+}
+
+func name(r serve.Request) string {
+	return fmt.Sprintf("%s-%d-steps-w%g-n%d", r.Sampling.Sampler, r.Sampling.Steps, r.Sampling.Guidance, r.N)
+}
+
+// A request alone through the engine gives pipeline.Generate's images.
+func TestAloneEqualsPipeline(t *testing.T) {
+	f := tinyPipeline(t, 2)
+	start := torch.LiveTensors()
+	e, err := serve.New(f.p, serve.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var worst float64
+	for _, r := range requests() {
+		t.Run(name(r), func(t *testing.T) {
+			got, err := e.Generate(ctx, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := f.p.Generate(ctx, r.N, pipeline.GenerateOptions{Seed: r.Seed, Batch: r.Batch, Labels: r.Labels, Sampling: r.Sampling})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, n := compare8(t, "engine vs pipeline.Generate", got, want)
+			t.Logf("largest difference %g, %d 8-bit pixels differ", d, n)
+			worst = max(worst, d)
+			if fmt.Sprint(got.Labels) != fmt.Sprint(want.Labels) {
+				t.Errorf("labels %v, want %v", got.Labels, want.Labels)
+			}
+		})
+	}
+	t.Logf("largest difference to pipeline.Generate over every request: %g", worst)
+	e.Close()
+	checkNoLeaks(t, start)
+}
+
+// The same request alone and under load from concurrent requests with other
+// samplers, steps and guidance gives the same 8-bit pixels, and the load
+// shares forwards.
+func TestUnderLoadSameImages(t *testing.T) {
+	f := tinyPipeline(t, 2)
+	start := torch.LiveTensors()
+	e, err := serve.New(f.p, serve.Options{MaxBatch: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { e.Close(); checkNoLeaks(t, start) }()
+	ctx := context.Background()
+	rs := requests()
+	alone := make([]*pipeline.Images, len(rs))
+	for i, r := range rs {
+		if alone[i], err = e.Generate(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Hold the first forward until every request is queued: they then
+	// all join at the next iteration, at different steps of their own.
+	release := make(chan struct{})
+	var once sync.Once
+	f.model.setHook(func(call int, rows int64) {
+		if call == 1 {
+			<-release
+		}
+	})
+	loaded := make([]*pipeline.Images, len(rs))
+	errs := make([]error, len(rs))
+	var wg sync.WaitGroup
+	for i, r := range rs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			loaded[i], errs[i] = e.Generate(ctx, r)
+		}()
+		if i == 0 {
+			waitFor(t, func() bool { return e.Stats().ActiveRequests == 1 })
+		}
+	}
+	waitFor(t, func() bool { return e.Stats().Queued == len(rs)-1 })
+	once.Do(func() { close(release) })
+	wg.Wait()
+	f.model.setHook(nil)
+	for i := range rs {
+		if errs[i] != nil {
+			t.Fatalf("request %d: %v", i, errs[i])
+		}
+		d, n := compare8(t, name(rs[i])+" alone vs under load", alone[i], loaded[i])
+		t.Logf("%s: largest difference alone vs under load %g, %d 8-bit pixels differ", name(rs[i]), d, n)
+	}
+	st := e.Stats()
+	t.Logf("stats: %d forwards, %d shared by several requests, rows histogram %v", st.Forwards, st.SharedForwards, st.BatchRows)
+	if st.SharedForwards == 0 {
+		t.Error("no forward held slots of more than one request")
+	}
+	if st.Completed != int64(2*len(rs)) || st.Failed != 0 || st.ActiveRequests != 0 || st.Queued != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// waitFor polls cond for up to 20 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 20 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Requests join a running batch at the next iteration, up to MaxBatch rows,
+// and the forwards hold several requests' slots.
+func TestBatching(t *testing.T) {
+	f := tinyPipeline(t, 0)
+	start := torch.LiveTensors()
+	e, err := serve.New(f.p, serve.Options{MaxBatch: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { e.Close(); checkNoLeaks(t, start) }()
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var rows []int64
+	f.model.setHook(func(call int, n int64) {
+		if call == 1 {
+			<-release
+		}
+		mu.Lock()
+		rows = append(rows, n)
+		mu.Unlock()
+	})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make([]error, 6)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = e.Generate(ctx, serve.Request{N: 2, Seed: uint64(i), Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 3 + i}})
+		}()
+		if i == 0 {
+			waitFor(t, func() bool { return e.Stats().ActiveRequests == 1 })
+		}
+	}
+	waitFor(t, func() bool { return e.Stats().Queued == 5 })
+	close(release)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	st := e.Stats()
+	t.Logf("rows per forward %v; stats %+v", rows, st)
+	// The first forward ran request 0 alone; the next held four requests
+	// (8 rows), the rest joined as those finished.
+	if len(rows) < 2 || rows[0] != 2 || rows[1] != 8 {
+		t.Errorf("rows per forward %v, want 2 then 8", rows)
+	}
+	for _, n := range rows {
+		if n > 8 {
+			t.Errorf("a forward of %d rows, above MaxBatch 8", n)
+		}
+	}
+	if st.SharedForwards == 0 || st.Forwards != int64(len(rows)) || st.Images != 12 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// A request whose context is cancelled mid-run returns context.Canceled and
+// leaves the batch at the next step; the others complete.
+func TestCancelMidRun(t *testing.T) {
+	f := tinyPipeline(t, 2)
+	start := torch.LiveTensors()
+	e, err := serve.New(f.p, serve.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { e.Close(); checkNoLeaks(t, start) }()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var rows []int64
+	f.model.setHook(func(call int, n int64) {
+		mu.Lock()
+		rows = append(rows, n)
+		mu.Unlock()
+		if call == 3 {
+			cancel()
+		}
+	})
+	long := serve.Request{N: 3, Seed: 9, Sampling: sampler.Options{Sampler: sampler.DDPM, Steps: 40}}
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.Generate(ctx, long)
+		done <- err
+	}()
+	waitFor(t, func() bool { return e.Stats().ActiveRequests == 1 })
+	others := requests()[:3]
+	errs := make([]error, len(others))
+	var wg sync.WaitGroup
+	for i, r := range others {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = e.Generate(context.Background(), r)
+		}()
+	}
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled request returned %v, want context.Canceled", err)
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("request %d: %v", i, err)
+		}
+	}
+	mu.Lock()
+	n := len(rows)
+	mu.Unlock()
+	if n >= 40 {
+		t.Errorf("%d forwards: the cancelled request ran on", n)
+	}
+	st := e.Stats()
+	if st.Cancelled != 1 || st.Completed != int64(len(others)) {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// A full queue refuses at once with ErrQueueFull; a queued request whose
+// context ends leaves the queue.
+func TestQueueFull(t *testing.T) {
+	f := tinyPipeline(t, 0)
+	start := torch.LiveTensors()
+	e, err := serve.New(f.p, serve.Options{MaxBatch: 2, QueueSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { e.Close(); checkNoLeaks(t, start) }()
+	release := make(chan struct{})
+	f.model.setHook(func(call int, _ int64) {
+		if call == 1 {
+			<-release
+		}
+	})
+	r := serve.Request{N: 2, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 2}}
+	first := make(chan error, 1)
+	go func() { _, err := e.Generate(context.Background(), r); first <- err }()
+	waitFor(t, func() bool { return e.Stats().ActiveRequests == 1 })
+	ctx, cancel := context.WithCancel(context.Background())
+	second := make(chan error, 1)
+	go func() { _, err := e.Generate(ctx, r); second <- err }()
+	waitFor(t, func() bool { return e.Stats().Queued == 1 })
+	t0 := time.Now()
+	if _, err := e.Generate(context.Background(), r); !errors.Is(err, serve.ErrQueueFull) {
+		t.Fatalf("third request: %v, want ErrQueueFull", err)
+	}
+	if d := time.Since(t0); d > time.Second {
+		t.Errorf("ErrQueueFull took %v", d)
+	}
+	cancel()
+	if err := <-second; !errors.Is(err, context.Canceled) {
+		t.Errorf("queued request cancelled: %v", err)
+	}
+	if q := e.Stats().Queued; q != 0 {
+		t.Errorf("queue depth %d after the queued request left", q)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Stats(); st.Rejected != 1 || st.Cancelled != 1 || st.Completed != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// Close cancels in-flight requests with ErrClosed and refuses new ones;
+// Shutdown lets them finish.
+func TestCloseAndShutdown(t *testing.T) {
+	f := tinyPipeline(t, 0)
+	start := torch.LiveTensors()
+	ctx := context.Background()
+	long := serve.Request{N: 1, Sampling: sampler.Options{Sampler: sampler.DDPM, Steps: 50}}
+
+	e, err := serve.New(f.p, serve.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.model.setHook(func(call int, _ int64) { time.Sleep(time.Millisecond) })
+	res := make(chan error, 2)
+	for range 2 {
+		go func() { _, err := e.Generate(ctx, long); res <- err }()
+	}
+	waitFor(t, func() bool { return e.Stats().Forwards >= 2 })
+	e.Close()
+	for range 2 {
+		if err := <-res; !errors.Is(err, serve.ErrClosed) {
+			t.Errorf("in-flight request at Close: %v, want ErrClosed", err)
+		}
+	}
+	if _, err := e.Generate(ctx, long); !errors.Is(err, serve.ErrClosed) {
+		t.Errorf("Generate after Close: %v, want ErrClosed", err)
+	}
+	e.Close() // twice is fine
+	checkNoLeaks(t, start)
+
+	e, err = serve.New(f.p, serve.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		go func() { _, err := e.Generate(ctx, long); res <- err }()
+	}
+	waitFor(t, func() bool { return e.Stats().ActiveRequests == 2 })
+	if err := e.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := <-res; err != nil {
+			t.Errorf("in-flight request at Shutdown: %v", err)
+		}
+	}
+	f.model.setHook(nil)
+	checkNoLeaks(t, start)
+}
+
+// Bad requests fail at once with ErrInvalidRequest and a clear message.
+func TestInvalidRequests(t *testing.T) {
+	f := tinyPipeline(t, 2)
+	u := tinyPipeline(t, 0)
+	start := torch.LiveTensors()
+	e, err := serve.New(f.p, serve.Options{MaxImages: 4, MaxSteps: 30, MaxGuidance: 10, MaxBatch: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eu, err := serve.New(u.p, serve.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ddim := sampler.Options{Sampler: sampler.DDIM, Steps: 3}
+	for _, c := range []struct {
+		e    *serve.Engine
+		r    serve.Request
+		want string
+	}{
+		{e, serve.Request{}, "n 0 out of range [1, 4]"},
+		{e, serve.Request{N: 5}, "n 5 out of range"},
+		{e, serve.Request{N: 1, Labels: []int64{2}, Sampling: ddim}, "label 2 of image 0 out of range [0, 2)"},
+		{e, serve.Request{N: 2, Labels: []int64{1}, Sampling: ddim}, "1 labels for 2 images"},
+		{e, serve.Request{N: 1, Sampling: sampler.Options{Sampler: sampler.DDIM, Guidance: 3}}, "guidance needs labels"},
+		{e, serve.Request{N: 1, Labels: []int64{0}, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 3, Guidance: 11}}, "guidance 11 above the limit 10"},
+		{e, serve.Request{N: 1, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 40}}, "steps 40 above the limit 30"},
+		{e, serve.Request{N: 1, Sampling: sampler.Options{Sampler: sampler.DDPM}}, "steps 50 above the limit 30"},
+		{e, serve.Request{N: 1, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 3, Eta: 2}}, "eta 2 out of range"},
+		{e, serve.Request{N: 1, Sampling: sampler.Options{Sampler: "euler"}}, "unknown sampler"},
+		{e, serve.Request{N: 4, Batch: 3, Labels: []int64{0, 0, 0, 0}, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 3, Guidance: 2}}, "batch 3 out of range [1, 2]"},
+		{eu, serve.Request{N: 1, Labels: []int64{0}}, "the model is unconditional"},
+		{eu, serve.Request{N: 1, Sampling: sampler.Options{Sampler: sampler.DDIM, Guidance: 2}}, "needs a class-conditional model"},
+		{eu, serve.Request{N: 1, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 51}}, "steps 51 out of range [1, 50]"},
+	} {
+		_, err := c.e.Generate(context.Background(), c.r)
+		if !errors.Is(err, serve.ErrInvalidRequest) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Generate(%+v) = %v, want ErrInvalidRequest with %q", c.r, err, c.want)
+		}
+	}
+	e.Close()
+	eu.Close()
+	checkNoLeaks(t, start)
+}
+
+// Options' zero value means the documented defaults; negative values are
+// refused.
+func TestOptions(t *testing.T) {
+	f := tinyPipeline(t, 0)
+	e, err := serve.New(f.p, serve.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	o := e.Options()
+	if o.MaxBatch != serve.DefaultMaxBatch || o.QueueSize != serve.DefaultQueueSize || o.MaxImages != serve.DefaultMaxImages ||
+		o.MaxSteps != serve.DefaultMaxSteps || o.MaxGuidance != serve.DefaultMaxGuidance || o.Timeout != 0 {
+		t.Errorf("defaults %+v", o)
+	}
+	if _, err := serve.New(f.p, serve.Options{MaxBatch: -1}); err == nil {
+		t.Error("MaxBatch -1 accepted")
+	}
+	if _, err := serve.New(nil, serve.Options{}); err == nil {
+		t.Error("nil pipeline accepted")
+	}
+}
+
+// Options.Timeout bounds a request: past it Generate returns
+// context.DeadlineExceeded.
+func TestTimeout(t *testing.T) {
+	f := tinyPipeline(t, 0)
+	start := torch.LiveTensors()
+	e, err := serve.New(f.p, serve.Options{Timeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.model.setHook(func(int, int64) { time.Sleep(5 * time.Millisecond) })
+	_, err = e.Generate(context.Background(), serve.Request{N: 1, Sampling: sampler.Options{Sampler: sampler.DDPM, Steps: 50}})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Generate past Timeout: %v, want context.DeadlineExceeded", err)
+	}
+	e.Close()
+	f.model.setHook(nil)
+	checkNoLeaks(t, start)
+}

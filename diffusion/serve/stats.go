@@ -1,0 +1,37 @@
+package serve
+
+import "slices"
+
+// Stats are an Engine's counters, for metrics: gauges of the moment and
+// totals since New.
+type Stats struct {
+	// Queued is the number of requests waiting for admission.
+	Queued int
+	// ActiveRequests, ActiveSlots and ActiveRows are the requests being
+	// denoised, their images in the current forward and the model rows
+	// these take (two per image under guidance).
+	ActiveRequests, ActiveSlots, ActiveRows int
+	// Forwards is the number of model forwards run; Rows their rows in
+	// all.
+	Forwards, Rows int64
+	// SharedForwards counts the forwards that held slots of more than one
+	// request.
+	SharedForwards int64
+	// BatchRows[r] counts the forwards of r rows (r in [1, MaxBatch]).
+	BatchRows []int64
+	// Completed, Failed, Cancelled and Rejected count requests: done,
+	// failed (model or engine error, Close), stopped by their context,
+	// and refused with ErrQueueFull.
+	Completed, Failed, Cancelled, Rejected int64
+	// Images counts the images returned.
+	Images int64
+}
+
+// Stats returns a snapshot of the engine's counters.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := e.stats
+	st.BatchRows = slices.Clone(e.stats.BatchRows)
+	return st
+}
