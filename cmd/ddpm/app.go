@@ -24,6 +24,7 @@ func newApp() *cli.App {
 			infoCommand,
 			exportCommand,
 			benchCommand,
+			serveCommand,
 			versionCommand,
 		},
 		// Errors are printed once, by main.
