@@ -403,7 +403,17 @@ func (p *Pipeline) generateBatch(ctx context.Context, b int, gen *torch.Generato
 		return nil, err
 	}
 	s.Adopt(x)
-	if p.dev != torch.CPU {
+	return Pixels(x)
+}
+
+// Pixels turns a finished batch of samples (any device) into values in
+// [-1, 1] on the host, failing when a sample is not finite.
+func Pixels(x *torch.Tensor) ([]float32, error) {
+	s := torch.NewScope(torch.Inference)
+	defer s.Close()
+	if m, err := x.Meta(); err != nil {
+		return nil, err
+	} else if m.Device != torch.CPU {
 		x = s.To(x, torch.CPU)
 	}
 	size := s.Sum(s.Abs(x), nil, false)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
 	"github.com/ddpm-go/ddpm/diffusion/sampler"
@@ -334,21 +333,4 @@ func (e *Engine) advance(j *job, parts []*torch.Tensor) (bool, error) {
 
 // pixels are the finished batch's values in [-1, 1], checked as
 // pipeline.Generate checks them.
-func (e *Engine) pixels(x *torch.Tensor) ([]float32, error) {
-	s := torch.NewScope(torch.Inference)
-	defer s.Close()
-	if e.p.Device() != torch.CPU {
-		x = s.To(x, torch.CPU)
-	}
-	size := s.Sum(s.Abs(x), nil, false)
-	x = s.Clamp(x, -1, 1)
-	if err := s.Err(); err != nil {
-		return nil, err
-	}
-	if v, err := size.Item(); err != nil {
-		return nil, err
-	} else if math.IsNaN(v) || math.IsInf(v, 0) {
-		return nil, errors.New("the samples are not finite (NaN or Inf): the model's weights are broken")
-	}
-	return x.Float32s()
-}
+func (e *Engine) pixels(x *torch.Tensor) ([]float32, error) { return pipeline.Pixels(x) }
