@@ -178,6 +178,12 @@ func (c Config) Validate() error {
 		if v != nil && len(v) != c.LatentChannels {
 			bad("%s has %d entries, latent_channels is %d", name, len(v), c.LatentChannels)
 		}
+		for i, x := range v {
+			if math.IsNaN(x) || math.IsInf(x, 0) {
+				bad("%s[%d] is not finite", name, i)
+				break
+			}
+		}
 	}
 	stats("latents_mean", c.LatentsMean)
 	stats("latents_std", c.LatentsStd)
