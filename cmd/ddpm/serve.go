@@ -1,35 +1,25 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	crand "crypto/rand"
-	"encoding/base64"
-	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"image/png"
-	"io"
-	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/urfave/cli/v2"
 
-	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
-	"github.com/ddpm-go/ddpm/diffusion/sampler"
 	"github.com/ddpm-go/ddpm/diffusion/serve"
 )
 
@@ -37,8 +27,11 @@ var serveCommand = &cli.Command{
 	Name:  "serve",
 	Usage: "serve models over HTTP/JSON, batching the denoising steps of concurrent requests",
 	Description: `POST /v1/images/generations {"model", "n", "seed", "sampler", "steps", "eta",
-"spacing", "class", "guidance", "response_format": "png_base64" | "raw_float32_base64"};
-GET /v1/models, /healthz, /readyz. SIGTERM or Ctrl-C stops admitting, lets the
+"spacing", "class", "guidance", "response_format": "png_base64" | "raw_float32_base64" |
+"png" | "npy", "stream": true for server-sent progress events};
+GET /v1/models, /healthz, /readyz, /metrics (Prometheus). With --token (or
+DDPM_SERVE_TOKEN) every endpoint but /healthz and /readyz needs
+"Authorization: Bearer TOKEN". SIGTERM or Ctrl-C stops admitting, lets the
 requests in flight finish (at most --drain-timeout) and exits.`,
 	Flags: []cli.Flag{
 		&cli.StringSliceFlag{Name: "model", Usage: "NAME=PATH, repeatable: a run directory, a checkpoint or a diffusers folder", EnvVars: []string{"DDPM_SERVE_MODEL"}},
@@ -48,6 +41,7 @@ requests in flight finish (at most --drain-timeout) and exits.`,
 		&cli.IntFlag{Name: "max-images", Value: serve.DefaultMaxImages, Usage: "largest n of a request", EnvVars: []string{"DDPM_SERVE_MAX_IMAGES"}},
 		&cli.IntFlag{Name: "max-steps", Value: serve.DefaultMaxSteps, Usage: "most sampler steps of a request", EnvVars: []string{"DDPM_SERVE_MAX_STEPS"}},
 		&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "longest a request may wait and sample (0: no limit)", EnvVars: []string{"DDPM_SERVE_TIMEOUT"}},
+		&cli.StringFlag{Name: "token", Usage: "bearer token required by every endpoint but /healthz and /readyz", EnvVars: []string{"DDPM_SERVE_TOKEN"}},
 		&cli.DurationFlag{Name: "drain-timeout", Value: 30 * time.Second, Usage: "longest shutdown waits for requests in flight", EnvVars: []string{"DDPM_SERVE_DRAIN_TIMEOUT"}},
 		&cli.StringFlag{Name: "weights", Value: "ema", Usage: "ema or model (checkpoints)", EnvVars: []string{"DDPM_WEIGHTS"}},
 		&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto", EnvVars: []string{"DDPM_DEVICE"}},
@@ -83,8 +77,14 @@ func runServe(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics, err := serve.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
 	eo := serve.Options{MaxBatch: c.Int("max-batch"), QueueSize: c.Int("queue"), MaxImages: c.Int("max-images"),
-		MaxSteps: c.Int("max-steps"), Timeout: c.Duration("timeout")}
+		MaxSteps: c.Int("max-steps"), Timeout: c.Duration("timeout"), Metrics: metrics}
 	var models []*servedModel
 	defer func() {
 		for _, m := range models {
@@ -104,6 +104,7 @@ func runServe(c *cli.Context) error {
 		if err != nil {
 			return fmt.Errorf("serve: model %s: %w", name, err)
 		}
+		eo.Name = name
 		e, err := serve.New(p, eo)
 		if err != nil {
 			p.Close()
@@ -111,13 +112,20 @@ func runServe(c *cli.Context) error {
 		}
 		models = append(models, &servedModel{name: name, path: path, p: p, engine: e})
 	}
-	h := newServeHandler(models)
+	served := make([]serve.Model, len(models))
+	for i, m := range models {
+		served[i] = serve.Model{Name: m.name, Engine: m.engine}
+	}
+	h, err := serve.NewHandler(served, serve.HandlerOptions{Token: c.String("token"), Metrics: metrics, Gatherer: reg})
+	if err != nil {
+		return err
+	}
 
 	ln, err := net.Listen("tcp", c.String("addr"))
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv := newHTTPServer(h, 10*time.Second)
 	names := make([]string, len(models))
 	for i, m := range models {
 		names[i] = m.name
@@ -126,16 +134,16 @@ func runServe(c *cli.Context) error {
 
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	stopped := make(chan error, 1)
+	go func() { stopped <- srv.Serve(ln) }()
 	select {
-	case err := <-served:
+	case err := <-stopped:
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 	stop()
 	fmt.Fprintf(c.App.Writer, "ddpm serve: stopping: no new requests, finishing those in flight (at most %s)\n", c.Duration("drain-timeout"))
-	h.draining.Store(true)
+	h.Drain()
 	drain, cancel := context.WithTimeout(context.Background(), c.Duration("drain-timeout"))
 	defer cancel()
 	// Engines first: their requests finish (or are cut at the deadline)
@@ -148,6 +156,13 @@ func runServe(c *cli.Context) error {
 	}
 	fmt.Fprintln(c.App.Writer, "ddpm serve: stopped")
 	return nil
+}
+
+// newHTTPServer is the server over h: a client gets readTimeout to send its
+// headers and three times that for the whole request, so that a slow one
+// holds no connection for long (the handler bounds each write).
+func newHTTPServer(h http.Handler, readTimeout time.Duration) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: readTimeout, ReadTimeout: 3 * readTimeout, IdleTimeout: 2 * time.Minute}
 }
 
 // loadServedModel loads PATH: a diffusers folder (it has a scheduler
@@ -170,324 +185,4 @@ func loadServedModel(path string, o pipeline.Options) (*pipeline.Pipeline, error
 		return nil, err
 	}
 	return pipeline.Load(ckpt, o)
-}
-
-// maxRequestBody bounds a generation request's JSON.
-const maxRequestBody = 64 << 10
-
-// serveHandler is the HTTP API over the engines.
-type serveHandler struct {
-	models   []*servedModel
-	mux      *http.ServeMux
-	draining atomic.Bool
-}
-
-func newServeHandler(models []*servedModel) *serveHandler {
-	h := &serveHandler{models: models, mux: http.NewServeMux()}
-	h.mux.HandleFunc("/v1/images/generations", h.generations)
-	h.mux.HandleFunc("/v1/models", h.listModels)
-	h.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	h.mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if h.draining.Load() {
-			writeError(w, http.StatusServiceUnavailable, "shutting_down", "the server is shutting down")
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-	})
-	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no endpoint %s", r.URL.Path))
-	})
-	return h
-}
-
-func (h *serveHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
-
-// apiError is the body of every error response.
-type apiError struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	var e apiError
-	e.Error.Code, e.Error.Message = code, msg
-	writeJSON(w, status, e)
-}
-
-// servedModelInfo is one entry of GET /v1/models.
-type servedModelInfo struct {
-	ID             string   `json:"id"`
-	Channels       int      `json:"channels"`
-	Size           int      `json:"size"`
-	NumClasses     int      `json:"num_classes"`
-	ClassNames     []string `json:"class_names,omitempty"`
-	Target         string   `json:"target"`
-	T              int      `json:"num_train_timesteps"`
-	DefaultSampler string   `json:"default_sampler"`
-	MaxBatch       int      `json:"max_batch"`
-	MaxImages      int      `json:"max_images"`
-}
-
-func (h *serveHandler) listModels(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", "GET")
-		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
-		return
-	}
-	out := struct {
-		Data []servedModelInfo `json:"data"`
-	}{Data: []servedModelInfo{}}
-	for _, m := range h.models {
-		info, o := m.p.Info(), m.engine.Options()
-		out.Data = append(out.Data, servedModelInfo{ID: m.name, Channels: info.Channels, Size: info.Size, NumClasses: info.NumClasses,
-			ClassNames: info.ClassNames, Target: string(info.Target), T: m.p.Schedule().T(),
-			DefaultSampler: string(m.p.DefaultSampling().Sampler), MaxBatch: o.MaxBatch, MaxImages: o.MaxImages})
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-// generationRequest is the body of POST /v1/images/generations. Absent
-// fields take the model's defaults.
-type generationRequest struct {
-	Model          string   `json:"model"`
-	N              *int     `json:"n"`
-	Seed           *uint64  `json:"seed"`
-	Sampler        string   `json:"sampler"`
-	Steps          int      `json:"steps"`
-	Eta            float64  `json:"eta"`
-	Spacing        string   `json:"spacing"`
-	Class          *int64   `json:"class"`
-	Guidance       *float64 `json:"guidance"`
-	ResponseFormat string   `json:"response_format"`
-}
-
-// generatedImage is one image of a response: a PNG or C×H×W little-endian
-// float32 values in [-1, 1], base64.
-type generatedImage struct {
-	Index      int     `json:"index"`
-	Class      *int64  `json:"class,omitempty"`
-	B64PNG     string  `json:"b64_png,omitempty"`
-	B64Float32 string  `json:"b64_float32,omitempty"`
-	Shape      []int64 `json:"shape,omitempty"`
-}
-
-type generationResponse struct {
-	Model   string           `json:"model"`
-	Created int64            `json:"created"`
-	Seed    uint64           `json:"seed"`
-	Data    []generatedImage `json:"data"`
-}
-
-const (
-	formatPNG     = "png_base64"
-	formatFloat32 = "raw_float32_base64"
-)
-
-func (h *serveHandler) generations(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST")
-		return
-	}
-	if h.draining.Load() {
-		writeError(w, http.StatusServiceUnavailable, "shutting_down", "the server is shutting down")
-		return
-	}
-	var req generationRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("the request body exceeds %d bytes", maxRequestBody))
-			return
-		}
-		writeError(w, http.StatusBadRequest, "invalid_json", "the body is not a valid request: "+err.Error())
-		return
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		writeError(w, http.StatusBadRequest, "invalid_json", "the body holds more than one JSON value")
-		return
-	}
-	m, err := h.pick(req.Model)
-	if err != nil {
-		status, code := http.StatusBadRequest, "invalid_request"
-		if req.Model != "" {
-			status, code = http.StatusNotFound, "unknown_model"
-		}
-		writeError(w, status, code, err.Error())
-		return
-	}
-	sreq, format, err := buildRequest(req, m.p)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
-		return
-	}
-	imgs, err := m.engine.Generate(r.Context(), sreq)
-	switch {
-	case err == nil:
-	case errors.Is(err, serve.ErrInvalidRequest):
-		writeError(w, http.StatusBadRequest, "invalid_request", strings.TrimPrefix(err.Error(), "serve: invalid request: "))
-		return
-	case errors.Is(err, serve.ErrQueueFull):
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusTooManyRequests, "queue_full", fmt.Sprintf("model %s has %d requests waiting; retry later", m.name, m.engine.Options().QueueSize))
-		return
-	case errors.Is(err, serve.ErrClosed):
-		writeError(w, http.StatusServiceUnavailable, "shutting_down", "the server is shutting down")
-		return
-	case errors.Is(err, context.DeadlineExceeded):
-		writeError(w, http.StatusGatewayTimeout, "timeout", "the request ran past the server's time limit")
-		return
-	case errors.Is(err, context.Canceled):
-		return // the client is gone
-	default:
-		writeError(w, http.StatusInternalServerError, "internal_error", err.Error())
-		return
-	}
-	resp, err := encodeImages(imgs, format)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal_error", err.Error())
-		return
-	}
-	resp.Model, resp.Created, resp.Seed = m.name, time.Now().Unix(), sreq.Seed
-	writeJSON(w, http.StatusOK, resp)
-}
-
-// pick finds the requested model; an empty name means the only one.
-func (h *serveHandler) pick(name string) (*servedModel, error) {
-	if name == "" {
-		if len(h.models) == 1 {
-			return h.models[0], nil
-		}
-		names := make([]string, len(h.models))
-		for i, m := range h.models {
-			names[i] = m.name
-		}
-		sort.Strings(names)
-		return nil, fmt.Errorf("model: name one of %s", joinNames(names))
-	}
-	for _, m := range h.models {
-		if m.name == name {
-			return m, nil
-		}
-	}
-	return nil, fmt.Errorf("model %q is not served (GET /v1/models lists them)", name)
-}
-
-// buildRequest turns the JSON request into the engine's, starting from the
-// model's default sampling as ddpm sample does.
-func buildRequest(req generationRequest, p *pipeline.Pipeline) (serve.Request, string, error) {
-	var r serve.Request
-	format := req.ResponseFormat
-	switch format {
-	case "":
-		format = formatPNG
-	case formatPNG, formatFloat32:
-	default:
-		return r, "", fmt.Errorf("response_format %q: want %s or %s", format, formatPNG, formatFloat32)
-	}
-	r.N = 1
-	if req.N != nil {
-		r.N = *req.N
-	}
-	if req.Seed != nil {
-		r.Seed = *req.Seed
-	} else {
-		var b [8]byte
-		crand.Read(b[:])
-		r.Seed = binary.LittleEndian.Uint64(b[:])
-	}
-	so := p.DefaultSampling()
-	if req.Sampler != "" {
-		k, err := sampler.ParseKind(req.Sampler)
-		if err != nil {
-			return r, "", errors.New(strings.TrimPrefix(err.Error(), "sampler: "))
-		}
-		so.Sampler, so.Spacing = k, "" // the new sampler's default spacing
-	}
-	T := p.Schedule().T()
-	if req.Steps != 0 && (req.Steps < 1 || req.Steps > T) {
-		return r, "", fmt.Errorf("steps %d out of range [1, %d] (the model was trained with T=%d)", req.Steps, T, T)
-	}
-	if req.Steps != 0 {
-		so.Steps = req.Steps
-	}
-	if req.Spacing != "" {
-		sp, err := diffusion.ParseSpacing(req.Spacing)
-		if err != nil {
-			return r, "", errors.New(strings.TrimPrefix(err.Error(), "diffusion: "))
-		}
-		so.Spacing = sp
-	}
-	if !(req.Eta >= 0 && req.Eta <= 1) {
-		return r, "", fmt.Errorf("eta %g out of range [0, 1]", req.Eta)
-	}
-	so.Eta = req.Eta
-	if req.Guidance != nil {
-		if g := *req.Guidance; math.IsNaN(g) || g < 0 {
-			return r, "", fmt.Errorf("guidance %g must be >= 0", g)
-		}
-		so.Guidance = *req.Guidance
-	}
-	info := p.Info()
-	if req.Class != nil {
-		class := *req.Class
-		switch {
-		case info.NumClasses == 0:
-			return r, "", errors.New("class: the model is unconditional (trained without classes)")
-		case class < -1 || class >= int64(info.NumClasses):
-			return r, "", fmt.Errorf("class %d out of range [0, %d) (or -1 for none)", class, info.NumClasses)
-		}
-		if r.N >= 1 && r.N <= 1<<16 {
-			r.Labels = make([]int64, r.N)
-			for i := range r.Labels {
-				r.Labels[i] = class
-			}
-		}
-	} else if so.Guidance != 0 && so.Guidance != 1 && info.NumClasses > 0 {
-		return r, "", errors.New("guidance needs a class")
-	}
-	r.Sampling = so
-	return r, format, nil
-}
-
-// encodeImages writes the images in the response format.
-func encodeImages(imgs *pipeline.Images, format string) (*generationResponse, error) {
-	resp := &generationResponse{Data: make([]generatedImage, imgs.N)}
-	per := imgs.C * imgs.H * imgs.W
-	for i := range imgs.N {
-		d := generatedImage{Index: i}
-		if imgs.Labels != nil {
-			l := imgs.Labels[i]
-			d.Class = &l
-		}
-		switch format {
-		case formatFloat32:
-			b := make([]byte, 4*per)
-			for k, v := range imgs.Pixels[i*per : (i+1)*per] {
-				binary.LittleEndian.PutUint32(b[4*k:], math.Float32bits(v))
-			}
-			d.B64Float32 = base64.StdEncoding.EncodeToString(b)
-			d.Shape = []int64{int64(imgs.C), int64(imgs.H), int64(imgs.W)}
-		default:
-			var buf bytes.Buffer
-			if err := png.Encode(&buf, imgs.Image(i)); err != nil {
-				return nil, err
-			}
-			d.B64PNG = base64.StdEncoding.EncodeToString(buf.Bytes())
-		}
-		resp.Data[i] = d
-	}
-	return resp, nil
 }

@@ -1,11 +1,9 @@
 package metrics
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"math"
 	"strconv"
 	"strings"
@@ -328,25 +326,4 @@ func (p *pyParser) integer() (any, error) {
 	}
 	p.i = j
 	return n, nil
-}
-
-// writeNPY writes data, of the given shape in C order, as a version 1.0
-// .npy file of little-endian float64.
-func writeNPY(w io.Writer, shape []int, data []float64) error {
-	header := fmt.Sprintf("{'descr': '<f8', 'fortran_order': False, 'shape': %s, }", shapeString(shape))
-	// magic, 2 version bytes, 2 length bytes, header, padding, '\n'.
-	pre := len(npyMagic) + 4
-	pad := (npyAlign - (pre+len(header)+1)%npyAlign) % npyAlign
-	header += strings.Repeat(" ", pad) + "\n"
-	bw := bufio.NewWriter(w)
-	bw.WriteString(npyMagic)
-	bw.Write([]byte{1, 0})
-	binary.Write(bw, binary.LittleEndian, uint16(len(header)))
-	bw.WriteString(header)
-	var buf [8]byte
-	for _, v := range data {
-		binary.LittleEndian.PutUint64(buf[:], math.Float64bits(v))
-		bw.Write(buf[:])
-	}
-	return bw.Flush()
 }

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ddpm-go/ddpm/internal/npy"
+
 	"gonum.org/v1/gonum/mat"
 )
 
@@ -193,7 +195,7 @@ func writeNPZ(f *os.File, s *Stats) error {
 		if err != nil {
 			return err
 		}
-		if err := writeNPY(w, a.shape, a.data); err != nil {
+		if err := npy.WriteFloat64(w, a.shape, a.data); err != nil {
 			return err
 		}
 	}

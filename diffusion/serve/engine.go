@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
@@ -73,6 +74,9 @@ func New(p *pipeline.Pipeline, o Options) (*Engine, error) {
 	e := &Engine{p: p, model: p.Model(), sched: p.Schedule(), info: p.Info(), opts: o,
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	e.stats.BatchRows = make([]int64, o.MaxBatch+1)
+	if err := o.Metrics.add(e); err != nil {
+		return nil, err
+	}
 	go e.loop()
 	return e, nil
 }
@@ -91,6 +95,7 @@ func (e *Engine) Pipeline() *pipeline.Pipeline { return e.p }
 func (e *Engine) Generate(ctx context.Context, r Request) (*pipeline.Images, error) {
 	j, err := e.prepare(r)
 	if err != nil {
+		e.opts.Metrics.request(e.opts.Name, outcomeInvalid, 0)
 		return nil, err
 	}
 	if e.opts.Timeout > 0 {
@@ -106,12 +111,15 @@ func (e *Engine) Generate(ctx context.Context, r Request) (*pipeline.Images, err
 	switch {
 	case e.closing:
 		e.mu.Unlock()
+		e.opts.Metrics.request(e.opts.Name, outcomeClosed, 0)
 		return nil, ErrClosed
 	case len(e.queue) >= e.opts.QueueSize:
 		e.stats.Rejected++
 		e.mu.Unlock()
+		e.opts.Metrics.request(e.opts.Name, outcomeRejected, 0)
 		return nil, ErrQueueFull
 	}
+	j.enqueued = time.Now()
 	e.queue = append(e.queue, j)
 	e.stats.Queued = len(e.queue)
 	e.mu.Unlock()
@@ -129,6 +137,7 @@ func (e *Engine) Generate(ctx context.Context, r Request) (*pipeline.Images, err
 				e.queue = append(e.queue[:i], e.queue[i+1:]...)
 				e.stats.Queued = len(e.queue)
 				e.stats.Cancelled++
+				e.opts.Metrics.request(e.opts.Name, outcomeOf(ctx.Err()), time.Since(j.enqueued))
 				break
 			}
 		}
@@ -265,7 +274,7 @@ func (e *Engine) prepare(r Request) (*job, error) {
 		}
 	}
 	j := &job{n: r.N, seed: r.Seed, batch: r.Batch, so: so, rows: rows, steps: steps,
-		labels: labels, modelLabels: model, result: make(chan result, 1)}
+		labels: labels, modelLabels: model, progress: r.Progress, result: make(chan result, 1)}
 	return j, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
 	"github.com/ddpm-go/ddpm/diffusion/sampler"
@@ -19,8 +20,10 @@ type job struct {
 	so          sampler.Options // resolved against the model: Target, NullLabel
 	rows        int             // model rows per image: 2 under guidance
 	steps       int
-	labels      []int64     // the images' labels (Unconditional for none), nil for an unconditional model
-	modelLabels []int64     // the same with the null label substituted
+	labels      []int64 // the images' labels (Unconditional for none), nil for an unconditional model
+	modelLabels []int64 // the same with the null label substituted
+	progress    func(Progress)
+	enqueued    time.Time
 	result      chan result // capacity 1: the scheduler never blocks on it
 
 	gen       *torch.Generator
@@ -35,6 +38,13 @@ type job struct {
 type result struct {
 	images *pipeline.Images
 	err    error
+}
+
+// report tells the request's Progress that done steps are done.
+func (j *job) report(done int) {
+	if j.progress != nil {
+		j.progress(Progress{Step: done, Steps: (j.n + j.batch - 1) / j.batch * j.steps, Images: j.start})
+	}
 }
 
 // release frees the job's tensors and generator.
@@ -52,6 +62,7 @@ func (j *job) release() {
 // loop is the scheduler goroutine: all torch work of the engine runs here.
 func (e *Engine) loop() {
 	defer close(e.done)
+	defer e.opts.Metrics.remove(e)
 	var active []*job
 	for {
 		e.mu.Lock()
@@ -101,6 +112,10 @@ func (e *Engine) finish(j *job, imgs *pipeline.Images, err error) {
 		e.stats.Failed++
 	}
 	e.mu.Unlock()
+	e.opts.Metrics.request(e.opts.Name, outcomeOf(err), time.Since(j.enqueued))
+	if err == nil {
+		e.opts.Metrics.images(e.opts.Name, imgs.N)
+	}
 }
 
 // dropCancelled retires the jobs whose context is done: their slots leave
@@ -200,6 +215,7 @@ func (e *Engine) setActive(active []*job) {
 // step runs one model forward over every active slot, then one sampler step
 // of each job, and returns the jobs still running.
 func (e *Engine) step(active []*job) []*job {
+	began := time.Now()
 	s := torch.NewScope(torch.Inference)
 	defer s.Close()
 	dev := e.p.Device()
@@ -225,6 +241,8 @@ func (e *Engine) step(active []*job) []*job {
 		}
 	}
 	n := int64(len(ts))
+	// One iteration's time: the shared forward and every request's step.
+	defer func() { e.opts.Metrics.step(e.opts.Name, int(n), time.Since(began)) }()
 	x := s.Cat(xs, 0)
 	t := s.FromInt64s(ts, n)
 	var labels *torch.Tensor
@@ -313,6 +331,7 @@ func (e *Engine) advance(j *job, parts []*torch.Tensor) (bool, error) {
 	j.x = next
 	j.i++
 	if j.i < len(j.timesteps) {
+		j.report(j.start/j.batch*j.steps + j.i)
 		return false, nil
 	}
 	pix, err := e.pixels(j.x)
@@ -321,6 +340,7 @@ func (e *Engine) advance(j *job, parts []*torch.Tensor) (bool, error) {
 	}
 	j.pixels = append(j.pixels, pix...)
 	j.start += j.b
+	j.report((j.start + j.batch - 1) / j.batch * j.steps)
 	j.st.Close()
 	j.st = nil
 	j.x.Close()

@@ -48,6 +48,11 @@ type Options struct {
 	// (waiting and sampling); past it Generate returns an error wrapping
 	// context.DeadlineExceeded.
 	Timeout time.Duration
+	// Metrics, if not nil, receives the engine's measurements under the
+	// label model=Name (see NewMetrics); one Metrics serves many engines.
+	Metrics *Metrics
+	// Name is the engine's model name in Metrics; default "default".
+	Name string
 }
 
 func (o Options) withDefaults() Options {
@@ -65,6 +70,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxGuidance == 0 {
 		o.MaxGuidance = DefaultMaxGuidance
+	}
+	if o.Name == "" {
+		o.Name = "default"
 	}
 	return o
 }
@@ -92,6 +100,19 @@ type Request struct {
 	// 64 images (pipeline.Generate's default batch); then the request's
 	// batches run one after the other.
 	Batch int
+	// Progress, if not nil, is called after each denoising step of the
+	// request, on the engine's scheduler goroutine: it must return at once
+	// (hand the value to a channel without blocking, say).
+	Progress func(Progress)
+}
+
+// Progress is how far a request has come.
+type Progress struct {
+	// Step is the number of denoising steps done, over all the request's
+	// batches, out of Steps.
+	Step, Steps int
+	// Images is the number of images finished.
+	Images int
 }
 
 var (

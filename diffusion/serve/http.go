@@ -1,0 +1,251 @@
+package serve
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// The HTTP API (Handler):
+//
+//	POST /v1/images/generations  a generation (see generationRequest); with "stream": true,
+//	                             server-sent events: progress, then result (or error)
+//	GET  /v1/models              the models served
+//	GET  /healthz                200 while the process serves
+//	GET  /readyz                 200 while it admits requests, 503 once draining
+//	GET  /metrics                Prometheus metrics (when HandlerOptions.Gatherer is set)
+//
+// Every error is JSON {"error": {"code", "message"}} with one of the stable
+// codes below.
+const (
+	codeInvalidJSON      = "invalid_json"       // 400: the body is not one JSON request
+	codeInvalidRequest   = "invalid_request"    // 400: a field is out of range or does not fit the model
+	codeUnauthorized     = "unauthorized"       // 401: a token is required
+	codeNotFound         = "not_found"          // 404: no such endpoint
+	codeUnknownModel     = "unknown_model"      // 404: no such model
+	codeMethodNotAllowed = "method_not_allowed" // 405
+	codeTooLarge         = "request_too_large"  // 413: the body exceeds HandlerOptions.MaxBodyBytes
+	codeQueueFull        = "queue_full"         // 429: with Retry-After
+	codeInternal         = "internal_error"     // 500: the model or engine failed
+	codeShuttingDown     = "shutting_down"      // 503: draining
+	codeTimeout          = "timeout"            // 504: the request ran past the engine's Timeout
+)
+
+// DefaultMaxBodyBytes is the default limit on a request body.
+const DefaultMaxBodyBytes = 64 << 10
+
+// DefaultWriteTimeout is the default time a client gets to take each
+// response write (a body, or one event of a stream).
+const DefaultWriteTimeout = 30 * time.Second
+
+// Model is one model a Handler serves: requests name it.
+type Model struct {
+	Name   string
+	Engine *Engine
+}
+
+// HandlerOptions configure a Handler; the zero value means the defaults.
+type HandlerOptions struct {
+	// Token, if not empty, is required as "Authorization: Bearer TOKEN" on
+	// every endpoint but /healthz and /readyz (401 without it).
+	Token string
+	// MaxBodyBytes limits a request body; default DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// WriteTimeout bounds each write to a client, so that one that stops
+	// reading is dropped; default DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// Metrics, if not nil, counts the error responses by code.
+	Metrics *Metrics
+	// Gatherer, if not nil, is served at GET /metrics.
+	Gatherer prometheus.Gatherer
+	// RetryAfter is the Retry-After of a 429, in whole seconds; default 1.
+	RetryAfter int
+}
+
+// Handler is the HTTP/JSON API over engines. It is safe for concurrent use.
+type Handler struct {
+	models   []Model
+	opts     HandlerOptions
+	mux      *http.ServeMux
+	draining atomic.Bool
+}
+
+// NewHandler serves models (names unique, without spaces or slashes).
+func NewHandler(models []Model, o HandlerOptions) (*Handler, error) {
+	if len(models) == 0 {
+		return nil, errors.New("serve: no models to serve")
+	}
+	for i, m := range models {
+		switch {
+		case m.Engine == nil:
+			return nil, fmt.Errorf("serve: model %q has no engine", m.Name)
+		case m.Name == "" || strings.ContainsAny(m.Name, " /?#"):
+			return nil, fmt.Errorf("serve: model name %q: want a name without spaces or slashes", m.Name)
+		case slices.ContainsFunc(models[:i], func(o Model) bool { return o.Name == m.Name }):
+			return nil, fmt.Errorf("serve: model %s given twice", m.Name)
+		}
+	}
+	switch {
+	case o.MaxBodyBytes < 0 || o.WriteTimeout < 0 || o.RetryAfter < 0:
+		return nil, errors.New("serve: handler limits must be non-negative")
+	}
+	if o.MaxBodyBytes == 0 {
+		o.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.RetryAfter == 0 {
+		o.RetryAfter = 1
+	}
+	h := &Handler{models: slices.Clone(models), opts: o, mux: http.NewServeMux()}
+	h.mux.HandleFunc("/v1/images/generations", h.authorized(h.generations))
+	h.mux.HandleFunc("/v1/models", h.authorized(h.listModels))
+	h.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		h.writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	h.mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if h.draining.Load() {
+			h.writeError(w, http.StatusServiceUnavailable, codeShuttingDown, "the server is shutting down")
+			return
+		}
+		h.writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	if o.Gatherer != nil {
+		h.mux.Handle("/metrics", h.authorized(promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}).ServeHTTP))
+	}
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		h.writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("no endpoint %s", r.URL.Path))
+	})
+	return h, nil
+}
+
+// ServeHTTP serves the API.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// Drain makes /readyz answer 503 and refuses new generations (503
+// shutting_down), as the first move of a graceful shutdown; the engines'
+// Shutdown then finishes the requests in flight.
+func (h *Handler) Drain() { h.draining.Store(true) }
+
+// authorized wraps f with the bearer-token check.
+func (h *Handler) authorized(f http.HandlerFunc) http.HandlerFunc {
+	if h.opts.Token == "" {
+		return f
+	}
+	want := []byte(h.opts.Token)
+	return func(w http.ResponseWriter, r *http.Request) {
+		// The scheme is case-insensitive (RFC 9110); the token is compared
+		// in constant time.
+		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(token), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ddpm"`)
+			h.writeError(w, http.StatusUnauthorized, codeUnauthorized, "a valid bearer token is required (Authorization: Bearer TOKEN)")
+			return
+		}
+		f(w, r)
+	}
+}
+
+// apiError is the body of every error response.
+type apiError struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func newAPIError(code, msg string) apiError {
+	var e apiError
+	e.Error.Code, e.Error.Message = code, msg
+	return e
+}
+
+// deadline gives the client WriteTimeout for the next write.
+func (h *Handler) deadline(w http.ResponseWriter) {
+	// Not every ResponseWriter supports deadlines (httptest's recorder):
+	// then there is nothing to bound.
+	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(h.opts.WriteTimeout))
+}
+
+func (h *Handler) writeJSON(w http.ResponseWriter, status int, v any) {
+	h.deadline(w)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func (h *Handler) writeError(w http.ResponseWriter, status int, code, msg string) {
+	h.opts.Metrics.httpError(code)
+	if status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", fmt.Sprint(h.opts.RetryAfter))
+	}
+	h.writeJSON(w, status, newAPIError(code, msg))
+}
+
+// modelInfo is one entry of GET /v1/models.
+type modelInfo struct {
+	ID             string   `json:"id"`
+	Channels       int      `json:"channels"`
+	Size           int      `json:"size"`
+	NumClasses     int      `json:"num_classes"`
+	ClassNames     []string `json:"class_names,omitempty"`
+	Target         string   `json:"target"`
+	T              int      `json:"num_train_timesteps"`
+	DefaultSampler string   `json:"default_sampler"`
+	DefaultSteps   int      `json:"default_steps"`
+	MaxBatch       int      `json:"max_batch"`
+	MaxImages      int      `json:"max_images"`
+	MaxSteps       int      `json:"max_steps"`
+}
+
+func (h *Handler) listModels(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		h.writeError(w, http.StatusMethodNotAllowed, codeMethodNotAllowed, "use GET")
+		return
+	}
+	out := struct {
+		Data []modelInfo `json:"data"`
+	}{Data: []modelInfo{}}
+	for _, m := range h.models {
+		p, o := m.Engine.Pipeline(), m.Engine.Options()
+		info, def := p.Info(), p.DefaultSampling()
+		out.Data = append(out.Data, modelInfo{ID: m.Name, Channels: info.Channels, Size: info.Size, NumClasses: info.NumClasses,
+			ClassNames: info.ClassNames, Target: string(info.Target), T: p.Schedule().T(),
+			DefaultSampler: string(def.Sampler), DefaultSteps: def.Steps,
+			MaxBatch: o.MaxBatch, MaxImages: o.MaxImages, MaxSteps: o.MaxSteps})
+	}
+	h.writeJSON(w, http.StatusOK, out)
+}
+
+// pick finds the requested model; an empty name means the only one.
+func (h *Handler) pick(name string) (Model, error) {
+	if name == "" {
+		if len(h.models) == 1 {
+			return h.models[0], nil
+		}
+		names := make([]string, len(h.models))
+		for i, m := range h.models {
+			names[i] = m.Name
+		}
+		sort.Strings(names)
+		return Model{}, fmt.Errorf("model: name one of %s", strings.Join(names, ", "))
+	}
+	for _, m := range h.models {
+		if m.Name == name {
+			return m, nil
+		}
+	}
+	return Model{}, fmt.Errorf("model %q is not served (GET /v1/models lists them)", name)
+}

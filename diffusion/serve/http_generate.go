@@ -1,0 +1,290 @@
+package serve
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image/png"
+	"io"
+	"math"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/ddpm-go/ddpm/diffusion/pipeline"
+	"github.com/ddpm-go/ddpm/internal/npy"
+)
+
+// generatedImage is one image of a JSON response.
+type generatedImage struct {
+	Index      int     `json:"index"`
+	Class      *int64  `json:"class,omitempty"`
+	B64PNG     string  `json:"b64_png,omitempty"`
+	B64Float32 string  `json:"b64_float32,omitempty"`
+	Shape      []int64 `json:"shape,omitempty"`
+}
+
+// generationResponse is the JSON response (and a stream's result event).
+type generationResponse struct {
+	Model   string           `json:"model"`
+	Created int64            `json:"created"`
+	Seed    uint64           `json:"seed"`
+	Data    []generatedImage `json:"data"`
+}
+
+// progressEvent is the data of a stream's progress event.
+type progressEvent struct {
+	Step   int `json:"step"`
+	Steps  int `json:"steps"`
+	Images int `json:"images"`
+}
+
+func (h *Handler) generations(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		h.writeError(w, http.StatusMethodNotAllowed, codeMethodNotAllowed, "use POST")
+		return
+	}
+	if h.draining.Load() {
+		h.writeError(w, http.StatusServiceUnavailable, codeShuttingDown, "the server is shutting down")
+		return
+	}
+	var req generationRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			h.writeError(w, http.StatusRequestEntityTooLarge, codeTooLarge, fmt.Sprintf("the request body exceeds %d bytes", h.opts.MaxBodyBytes))
+			return
+		}
+		h.writeError(w, http.StatusBadRequest, codeInvalidJSON, "the body is not a valid request: "+err.Error())
+		return
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		h.writeError(w, http.StatusBadRequest, codeInvalidJSON, "the body holds more than one JSON value")
+		return
+	}
+	m, err := h.pick(req.Model)
+	if err != nil {
+		status, code := http.StatusBadRequest, codeInvalidRequest
+		if req.Model != "" {
+			status, code = http.StatusNotFound, codeUnknownModel
+		}
+		h.writeError(w, status, code, err.Error())
+		return
+	}
+	sreq, format, err := parseRequest(req, m.Engine.Pipeline())
+	if err != nil {
+		h.writeError(w, http.StatusBadRequest, codeInvalidRequest, err.Error())
+		return
+	}
+	if req.Stream {
+		h.stream(w, r, m, sreq, format)
+		return
+	}
+	imgs, err := m.Engine.Generate(r.Context(), sreq)
+	if err != nil {
+		if status, e, ok := h.failure(m, err); ok {
+			h.writeError(w, status, e.Error.Code, e.Error.Message)
+		}
+		return
+	}
+	switch format {
+	case formatPNG, formatNPY:
+		h.writeRaw(w, m, sreq.Seed, imgs, format)
+	default:
+		resp, err := encodeJSON(imgs, format)
+		if err != nil {
+			h.writeError(w, http.StatusInternalServerError, codeInternal, err.Error())
+			return
+		}
+		resp.Model, resp.Created, resp.Seed = m.Name, time.Now().Unix(), sreq.Seed
+		h.writeJSON(w, http.StatusOK, resp)
+	}
+}
+
+// failure maps an error of Generate to its response; ok is false when the
+// client is gone and nothing is to be written.
+func (h *Handler) failure(m Model, err error) (status int, e apiError, ok bool) {
+	switch {
+	case errors.Is(err, ErrInvalidRequest):
+		return http.StatusBadRequest, newAPIError(codeInvalidRequest, strings.TrimPrefix(err.Error(), "serve: invalid request: ")), true
+	case errors.Is(err, ErrQueueFull):
+		return http.StatusTooManyRequests, newAPIError(codeQueueFull,
+			fmt.Sprintf("model %s has %d requests waiting; retry later", m.Name, m.Engine.Options().QueueSize)), true
+	case errors.Is(err, ErrClosed):
+		return http.StatusServiceUnavailable, newAPIError(codeShuttingDown, "the server is shutting down"), true
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, newAPIError(codeTimeout, "the request ran past the server's time limit"), true
+	case errors.Is(err, context.Canceled):
+		return 0, apiError{}, false // the client is gone
+	}
+	return http.StatusInternalServerError, newAPIError(codeInternal, err.Error()), true
+}
+
+// stream answers with server-sent events: "progress" after each denoising
+// step (the latest only, if the client reads slower than the engine steps),
+// then "result" with the JSON response or "error". An error before the
+// first step (a full queue, an invalid request) is a plain JSON error
+// with its status, as without streaming.
+func (h *Handler) stream(w http.ResponseWriter, r *http.Request, m Model, req Request, format string) {
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		h.writeError(w, http.StatusInternalServerError, codeInternal, "this connection cannot stream")
+		return
+	}
+	// The engine calls Progress on its scheduler goroutine, which must not
+	// wait for a slow client: a one-slot mailbox that keeps the latest.
+	progress := make(chan Progress, 1)
+	req.Progress = func(p Progress) {
+		for {
+			select {
+			case progress <- p:
+				return
+			default:
+				select {
+				case <-progress:
+				default:
+				}
+			}
+		}
+	}
+	type outcome struct {
+		imgs *pipeline.Images
+		err  error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		imgs, err := m.Engine.Generate(r.Context(), req)
+		done <- outcome{imgs, err}
+	}()
+	started := false
+	event := func(name string, v any) error {
+		if !started {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.Header().Set("Cache-Control", "no-cache")
+			w.WriteHeader(http.StatusOK)
+			started = true
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		h.deadline(w)
+		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", name, b); err != nil {
+			return err
+		}
+		flusher.Flush()
+		return nil
+	}
+	for {
+		select {
+		case p := <-progress:
+			if err := event("progress", progressEvent{Step: p.Step, Steps: p.Steps, Images: p.Images}); err != nil {
+				// The client stopped reading: the request's context ends
+				// with the handler, and its slots leave the batch.
+				return
+			}
+		case o := <-done:
+			// The last step's progress may still wait in the mailbox.
+			select {
+			case p := <-progress:
+				if err := event("progress", progressEvent{Step: p.Step, Steps: p.Steps, Images: p.Images}); err != nil {
+					return
+				}
+			default:
+			}
+			if o.err != nil {
+				status, e, ok := h.failure(m, o.err)
+				switch {
+				case !ok:
+				case !started:
+					h.writeError(w, status, e.Error.Code, e.Error.Message)
+				default:
+					h.opts.Metrics.httpError(e.Error.Code)
+					event("error", e)
+				}
+				return
+			}
+			resp, err := encodeJSON(o.imgs, format)
+			if err != nil {
+				h.opts.Metrics.httpError(codeInternal)
+				event("error", newAPIError(codeInternal, err.Error()))
+				return
+			}
+			resp.Model, resp.Created, resp.Seed = m.Name, time.Now().Unix(), req.Seed
+			event("result", resp)
+			return
+		}
+	}
+}
+
+// encodeJSON encodes the images for a JSON response.
+func encodeJSON(imgs *pipeline.Images, format string) (*generationResponse, error) {
+	resp := &generationResponse{Data: make([]generatedImage, imgs.N)}
+	per := imgs.C * imgs.H * imgs.W
+	for i := range imgs.N {
+		d := generatedImage{Index: i}
+		if imgs.Labels != nil {
+			l := imgs.Labels[i]
+			d.Class = &l
+		}
+		switch format {
+		case formatF32Base64:
+			b := make([]byte, 4*per)
+			for k, v := range imgs.Pixels[i*per : (i+1)*per] {
+				binary.LittleEndian.PutUint32(b[4*k:], math.Float32bits(v))
+			}
+			d.B64Float32 = base64.StdEncoding.EncodeToString(b)
+			d.Shape = []int64{int64(imgs.C), int64(imgs.H), int64(imgs.W)}
+		default:
+			var buf bytes.Buffer
+			if err := png.Encode(&buf, imgs.Image(i)); err != nil {
+				return nil, err
+			}
+			d.B64PNG = base64.StdEncoding.EncodeToString(buf.Bytes())
+		}
+		resp.Data[i] = d
+	}
+	return resp, nil
+}
+
+// writeRaw answers with the images as the body: one PNG (a grid of
+// ceil(sqrt n) columns when n > 1, 2 pixels apart) or a .npy array. The
+// seed and count travel in headers.
+func (h *Handler) writeRaw(w http.ResponseWriter, m Model, seed uint64, imgs *pipeline.Images, format string) {
+	var buf bytes.Buffer
+	var err error
+	ctype := "image/png"
+	switch format {
+	case formatNPY:
+		ctype = "application/x-npy"
+		err = npy.WriteFloat32(&buf, []int{imgs.N, imgs.C, imgs.H, imgs.W}, imgs.Pixels)
+	default:
+		img := imgs.Image(0)
+		if imgs.N > 1 {
+			cols := int(math.Ceil(math.Sqrt(float64(imgs.N))))
+			img, err = imgs.Grid(cols, 2)
+		}
+		if err == nil {
+			err = png.Encode(&buf, img)
+		}
+	}
+	if err != nil {
+		h.writeError(w, http.StatusInternalServerError, codeInternal, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", ctype)
+	w.Header().Set("X-Ddpm-Model", m.Name)
+	w.Header().Set("X-Ddpm-Seed", fmt.Sprint(seed))
+	w.Header().Set("X-Ddpm-Images", fmt.Sprint(imgs.N))
+	w.Header().Set("Content-Length", fmt.Sprint(buf.Len()))
+	h.deadline(w)
+	w.WriteHeader(http.StatusOK)
+	w.Write(buf.Bytes())
+}

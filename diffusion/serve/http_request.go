@@ -1,0 +1,124 @@
+package serve
+
+import (
+	crand "crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/diffusion/pipeline"
+	"github.com/ddpm-go/ddpm/diffusion/sampler"
+)
+
+// generationRequest is the body of POST /v1/images/generations. Absent
+// fields take the model's defaults (its default sampler, steps, spacing);
+// unknown fields are an error.
+type generationRequest struct {
+	Model          string   `json:"model"`           // default: the only model served
+	N              *int     `json:"n"`               // images; default 1
+	Seed           *uint64  `json:"seed"`            // default: random, returned in the response
+	Sampler        string   `json:"sampler"`         // ddpm, ddim, dpmpp-2m
+	Steps          int      `json:"steps"`           // in [1, T]
+	Eta            float64  `json:"eta"`             // DDIM's η in [0, 1]
+	Spacing        string   `json:"spacing"`         // linspace, leading, trailing, logsnr, karras, ...
+	Class          *int64   `json:"class"`           // every image's class, or -1 for none
+	Guidance       *float64 `json:"guidance"`        // classifier-free guidance weight
+	ResponseFormat string   `json:"response_format"` // see the format* constants
+	Stream         bool     `json:"stream"`          // server-sent progress events
+}
+
+// Response formats. The JSON ones hold every image base64-encoded; the raw
+// ones are the response body themselves.
+const (
+	formatPNGBase64 = "png_base64"         // JSON: data[i].b64_png (the default)
+	formatF32Base64 = "raw_float32_base64" // JSON: data[i].b64_float32, C×H×W little-endian float32 in [-1, 1]
+	formatPNG       = "png"                // image/png: the image, or a grid of all n
+	formatNPY       = "npy"                // application/x-npy: float32 [n, C, H, W] in [-1, 1]
+)
+
+var formats = []string{formatPNGBase64, formatF32Base64, formatPNG, formatNPY}
+
+// parseRequest turns a JSON request into the engine's, starting from the
+// model's default sampling as ddpm sample does. Limits that depend on the
+// engine (n, steps, guidance) are checked by Generate.
+func parseRequest(req generationRequest, p *pipeline.Pipeline) (Request, string, error) {
+	var r Request
+	format := req.ResponseFormat
+	switch {
+	case format == "":
+		format = formatPNGBase64
+	case !slices.Contains(formats, format):
+		return r, "", fmt.Errorf("response_format %q: want one of %s", format, strings.Join(formats, ", "))
+	}
+	if req.Stream && format != formatPNGBase64 && format != formatF32Base64 {
+		return r, "", fmt.Errorf("stream needs a JSON response_format (%s or %s), not %s", formatPNGBase64, formatF32Base64, format)
+	}
+	r.N = 1
+	if req.N != nil {
+		r.N = *req.N
+	}
+	if req.Seed != nil {
+		r.Seed = *req.Seed
+	} else {
+		var b [8]byte
+		crand.Read(b[:])
+		r.Seed = binary.LittleEndian.Uint64(b[:])
+	}
+	so := p.DefaultSampling()
+	if req.Sampler != "" {
+		k, err := sampler.ParseKind(req.Sampler)
+		if err != nil {
+			return r, "", errors.New(strings.TrimPrefix(err.Error(), "sampler: "))
+		}
+		so.Sampler, so.Spacing = k, "" // the new sampler's default spacing
+	}
+	T := p.Schedule().T()
+	if req.Steps != 0 && (req.Steps < 1 || req.Steps > T) {
+		return r, "", fmt.Errorf("steps %d out of range [1, %d] (the model was trained with T=%d)", req.Steps, T, T)
+	}
+	if req.Steps != 0 {
+		so.Steps = req.Steps
+	}
+	if req.Spacing != "" {
+		sp, err := diffusion.ParseSpacing(req.Spacing)
+		if err != nil {
+			return r, "", errors.New(strings.TrimPrefix(err.Error(), "diffusion: "))
+		}
+		so.Spacing = sp
+	}
+	if !(req.Eta >= 0 && req.Eta <= 1) {
+		return r, "", fmt.Errorf("eta %g out of range [0, 1]", req.Eta)
+	}
+	so.Eta = req.Eta
+	if req.Guidance != nil {
+		if g := *req.Guidance; math.IsNaN(g) || g < 0 {
+			return r, "", fmt.Errorf("guidance %g must be >= 0", g)
+		}
+		so.Guidance = *req.Guidance
+	}
+	info := p.Info()
+	if req.Class != nil {
+		class := *req.Class
+		switch {
+		case info.NumClasses == 0:
+			return r, "", errors.New("class: the model is unconditional (trained without classes)")
+		case class < -1 || class >= int64(info.NumClasses):
+			return r, "", fmt.Errorf("class %d out of range [0, %d) (or -1 for none)", class, info.NumClasses)
+		}
+		// Generate checks n; the labels are only made for a sane one.
+		if r.N >= 1 && r.N <= 1<<16 {
+			r.Labels = make([]int64, r.N)
+			for i := range r.Labels {
+				r.Labels[i] = class
+			}
+		}
+	} else if so.Guidance != 0 && so.Guidance != 1 && info.NumClasses > 0 {
+		return r, "", errors.New("guidance needs a class")
+	}
+	r.Sampling = so
+	return r, format, nil
+}
