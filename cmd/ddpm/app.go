@@ -25,6 +25,7 @@ func newApp() *cli.App {
 			exportCommand,
 			benchCommand,
 			serveCommand,
+			loadtestCommand,
 			versionCommand,
 		},
 		// Errors are printed once, by main.

@@ -1,0 +1,382 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
+	"github.com/ddpm-go/ddpm/diffusion/pipeline"
+	"github.com/ddpm-go/ddpm/diffusion/sampler"
+	"github.com/ddpm-go/ddpm/diffusion/serve"
+	"github.com/ddpm-go/ddpm/diffusion/unet"
+	"github.com/ddpm-go/ddpm/torch"
+)
+
+var loadtestCommand = &cli.Command{
+	Name:  "loadtest",
+	Usage: "load a sampling server with concurrent clients: images/s and latency percentiles, step-level batching against one request at a time",
+	Description: `Without --url it serves the model itself on loopback twice, in one run: with
+step-level batching (--max-batch rows per forward) and one request at a time (the
+baseline), and times a direct pipeline call for the same request. With --url it
+loads that server only. Each client sends its next request when the last is
+answered, for --duration at each --clients level.`,
+	Flags: []cli.Flag{
+		&cli.StringFlag{Name: "model", Usage: "a run directory, checkpoint or diffusers folder (default: --preset with random weights)"},
+		&cli.StringFlag{Name: "preset", Value: "small", Usage: "model preset when no --model: " + joinNames(unet.PresetNames())},
+		&cli.StringFlag{Name: "url", Usage: "load this server (http://HOST:PORT) instead of serving the model here"},
+		&cli.StringFlag{Name: "token", Usage: "bearer token for --url", EnvVars: []string{"DDPM_SERVE_TOKEN"}},
+		&cli.StringFlag{Name: "clients", Value: "1,4,16,64", Usage: "concurrent clients, comma-separated levels"},
+		&cli.DurationFlag{Name: "duration", Value: 20 * time.Second, Usage: "time at each level"},
+		&cli.IntFlag{Name: "n", Value: 1, Usage: "images per request"},
+		&cli.StringFlag{Name: "sampler", Value: "ddim", Usage: "sampler of every request"},
+		&cli.IntFlag{Name: "steps", Value: 20, Usage: "sampler steps of every request"},
+		&cli.IntFlag{Name: "max-batch", Value: serve.DefaultMaxBatch, Usage: "model rows per forward of the batching server"},
+		&cli.BoolFlag{Name: "no-baseline", Usage: "skip the one-request-at-a-time server"},
+		&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto"},
+		&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads (default: every CPU, or OMP_NUM_THREADS)"},
+		&cli.BoolFlag{Name: "json", Usage: "print one JSON object"},
+	},
+	Action: runLoadtest,
+}
+
+// loadLevel is the result of one level of load.
+type loadLevel struct {
+	Server     string     `json:"server"` // "batched", "one-at-a-time" or the URL
+	Clients    int        `json:"clients"`
+	Requests   int        `json:"requests"`
+	Errors     int        `json:"errors"`
+	FirstError string     `json:"first_error,omitempty"`
+	ImagesPerS float64    `json:"images_per_s"`
+	P50        float64    `json:"p50_s"`
+	P95        float64    `json:"p95_s"`
+	P99        float64    `json:"p99_s"`
+	RSSMiB     [2]float64 `json:"rss_mib_first_minute_end,omitempty"`
+}
+
+type loadReport struct {
+	Request string      `json:"request"`
+	Threads int         `json:"threads"`
+	DirectS float64     `json:"direct_pipeline_s,omitempty"`
+	Levels  []loadLevel `json:"levels"`
+}
+
+func runLoadtest(c *cli.Context) error {
+	levels, err := parseLevels(c.String("clients"))
+	if err != nil {
+		return err
+	}
+	if c.Duration("duration") <= 0 || c.Int("n") < 1 || c.Int("steps") < 1 || c.Int("max-batch") < 1 {
+		return errors.New("loadtest: --duration, --n, --steps and --max-batch must be positive")
+	}
+	kind, err := sampler.ParseKind(c.String("sampler"))
+	if err != nil {
+		return fmt.Errorf("--sampler: %w", err)
+	}
+	body := fmt.Sprintf(`{"n": %d, "sampler": %q, "steps": %d, "seed": %%d}`, c.Int("n"), kind, c.Int("steps"))
+	rep := loadReport{Request: fmt.Sprintf("n=%d, %s, %d steps", c.Int("n"), kind, c.Int("steps"))}
+	run := func(server, url, token string) error {
+		for _, clients := range levels {
+			l, err := loadAt(c.Context, url, token, body, clients, c.Int("n"), c.Duration("duration"))
+			if err != nil {
+				return err
+			}
+			l.Server = server
+			rep.Levels = append(rep.Levels, l)
+			if !c.Bool("json") {
+				fmt.Fprintf(c.App.ErrWriter, "loadtest: %s, %d clients: %.2f images/s\n", server, clients, l.ImagesPerS)
+			}
+		}
+		return nil
+	}
+	if url := c.String("url"); url != "" {
+		if c.IsSet("model") {
+			return errors.New("loadtest: give --url or --model, not both")
+		}
+		if err := run(url, strings.TrimRight(url, "/"), c.String("token")); err != nil {
+			return err
+		}
+		return printLoad(c, rep)
+	}
+
+	dev, err := setupDevice(c.String("device"), c.Int("threads"))
+	if err != nil {
+		return err
+	}
+	rep.Threads = torch.NumThreads()
+	p, closeModel, err := loadtestPipeline(c, dev)
+	if err != nil {
+		return err
+	}
+	defer closeModel()
+	so := p.DefaultSampling()
+	so.Sampler, so.Spacing, so.Steps = kind, "", c.Int("steps")
+	// The direct call: what a request costs without a server (median of 3
+	// after one warm-up).
+	var times []float64
+	for i := range 4 {
+		t0 := time.Now()
+		if _, err := p.Generate(c.Context, c.Int("n"), pipeline.GenerateOptions{Seed: uint64(i), Sampling: so}); err != nil {
+			return fmt.Errorf("loadtest: %w", err)
+		}
+		if i > 0 {
+			times = append(times, time.Since(t0).Seconds())
+		}
+	}
+	slices.Sort(times)
+	rep.DirectS = times[1]
+
+	servers := []struct {
+		name     string
+		maxBatch int
+	}{{"batched", c.Int("max-batch")}}
+	if !c.Bool("no-baseline") {
+		// One request's rows per forward: the engine admits one request at
+		// a time, which is serving them one after the other.
+		servers = append([]struct {
+			name     string
+			maxBatch int
+		}{{"one-at-a-time", c.Int("n")}}, servers...)
+	}
+	for _, s := range servers {
+		url, stop, err := serveLoopback(p, serve.Options{MaxBatch: s.maxBatch, QueueSize: 4 * slices.Max(levels)})
+		if err != nil {
+			return err
+		}
+		err = run(s.name, url, "")
+		stop()
+		if err != nil {
+			return err
+		}
+	}
+	return printLoad(c, rep)
+}
+
+// loadtestPipeline is --model's pipeline, or --preset's U-Net with random
+// weights (the speed of a forward does not depend on them).
+func loadtestPipeline(c *cli.Context, dev torch.Device) (*pipeline.Pipeline, func(), error) {
+	if path := c.String("model"); path != "" {
+		p, err := loadServedModel(path, pipeline.Options{Device: dev, Weights: checkpoint.EMA})
+		if err != nil {
+			return nil, nil, fmt.Errorf("loadtest: %w", err)
+		}
+		return p, func() { p.Close() }, nil
+	}
+	cfg, err := unet.Preset(c.String("preset"))
+	if err != nil {
+		return nil, nil, err
+	}
+	u, err := unet.New(cfg, dev, torch.Float32, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	sched, err := diffusion.NewSchedule(diffusion.DefaultScheduleConfig())
+	if err != nil {
+		u.Close()
+		return nil, nil, err
+	}
+	p, err := pipeline.New(u, sched, pipeline.Info{Channels: cfg.InChannels, Size: cfg.ImageSize}, pipeline.Options{Device: dev})
+	if err != nil {
+		u.Close()
+		return nil, nil, err
+	}
+	return p, func() { p.Close(); u.Close() }, nil
+}
+
+// serveLoopback serves p on a loopback port and returns its URL and the
+// function that stops it.
+func serveLoopback(p *pipeline.Pipeline, o serve.Options) (string, func(), error) {
+	e, err := serve.New(p, o)
+	if err != nil {
+		return "", nil, err
+	}
+	h, err := serve.NewHandler([]serve.Model{{Name: "m", Engine: e}}, serve.HandlerOptions{})
+	if err != nil {
+		e.Close()
+		return "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.Close()
+		return "", nil, fmt.Errorf("loadtest: %w", err)
+	}
+	srv := newHTTPServer(h, 10*time.Second)
+	go srv.Serve(ln)
+	return "http://" + ln.Addr().String(), func() { srv.Close(); e.Close() }, nil
+}
+
+// loadAt runs clients concurrent clients against url for d, each sending
+// its next request when the last is answered, and measures.
+func loadAt(ctx context.Context, url, token, body string, clients, n int, d time.Duration) (loadLevel, error) {
+	l := loadLevel{Clients: clients}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: 0}}
+	defer client.CloseIdleConnections()
+	var mu sync.Mutex
+	var lat []float64
+	seed := 0
+	rssAt := min(time.Minute, d/2)
+	var rss [2]float64
+	start := time.Now()
+	end := start.Add(d)
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(end) && ctx.Err() == nil {
+				mu.Lock()
+				seed++
+				s := seed
+				mu.Unlock()
+				t0 := time.Now()
+				err := postOnce(ctx, client, url, token, fmt.Sprintf(body, s))
+				dt := time.Since(t0).Seconds()
+				mu.Lock()
+				l.Requests++
+				if err != nil {
+					l.Errors++
+					if l.FirstError == "" {
+						l.FirstError = err.Error()
+					}
+				} else {
+					lat = append(lat, dt)
+				}
+				if rss[0] == 0 && time.Since(start) >= rssAt {
+					rss[0] = float64(currentRSS()) / (1 << 20)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return l, err
+	}
+	elapsed := time.Since(start).Seconds()
+	rss[1] = float64(currentRSS()) / (1 << 20)
+	l.RSSMiB = rss
+	l.ImagesPerS = float64(len(lat)*n) / elapsed
+	slices.Sort(lat)
+	l.P50, l.P95, l.P99 = percentile(lat, 0.50), percentile(lat, 0.95), percentile(lat, 0.99)
+	return l, nil
+}
+
+// postOnce sends one generation and reads the answer.
+func postOnce(ctx context.Context, client *http.Client, url, token, body string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/images/generations", strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		json.Unmarshal(b, &e)
+		return fmt.Errorf("%d %s: %s", resp.StatusCode, e.Error.Code, e.Error.Message)
+	}
+	return nil
+}
+
+// percentile is the q-quantile of sorted values (nearest rank), 0 if none.
+func percentile(sorted []float64, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(q*float64(len(sorted))+0.999999) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+// currentRSS is the process's resident memory now, in bytes (0 where
+// /proc is missing).
+func currentRSS() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseInt(f[1], 10, 64)
+	return pages * int64(os.Getpagesize())
+}
+
+func parseLevels(s string) ([]int, error) {
+	var levels []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 4096 {
+			return nil, fmt.Errorf("--clients %q: want comma-separated counts in [1, 4096]", s)
+		}
+		levels = append(levels, n)
+	}
+	return levels, nil
+}
+
+func printLoad(c *cli.Context, rep loadReport) error {
+	if c.Bool("json") {
+		return json.NewEncoder(c.App.Writer).Encode(rep)
+	}
+	w := c.App.Writer
+	fmt.Fprintf(w, "request: %s", rep.Request)
+	if rep.Threads > 0 {
+		fmt.Fprintf(w, "; %d threads", rep.Threads)
+	}
+	fmt.Fprintln(w)
+	if rep.DirectS > 0 {
+		fmt.Fprintf(w, "direct pipeline call: %.3f s\n", rep.DirectS)
+	}
+	base := map[int]float64{}
+	for _, l := range rep.Levels {
+		if l.Server == "one-at-a-time" {
+			base[l.Clients] = l.ImagesPerS
+		}
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "server\tclients\trequests\terrors\timages/s\tvs one-at-a-time\tp50 s\tp95 s\tp99 s\tp50 vs direct\tRSS MiB (1st min, end)")
+	for _, l := range rep.Levels {
+		vs, direct := "-", "-"
+		if b := base[l.Clients]; b > 0 {
+			vs = fmt.Sprintf("%.2fx", l.ImagesPerS/b)
+		}
+		if rep.DirectS > 0 && l.P50 > 0 {
+			direct = fmt.Sprintf("%.2fx", l.P50/rep.DirectS)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.2f\t%s\t%.3f\t%.3f\t%.3f\t%s\t%.0f, %.0f\n", l.Server, l.Clients, l.Requests, l.Errors,
+			l.ImagesPerS, vs, l.P50, l.P95, l.P99, direct, l.RSSMiB[0], l.RSSMiB[1])
+	}
+	tw.Flush()
+	for _, l := range rep.Levels {
+		if l.Errors > 0 {
+			return fmt.Errorf("loadtest: %s, %d clients: %d of %d requests failed; first: %s", l.Server, l.Clients, l.Errors, l.Requests, l.FirstError)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// The load generator runs both servers at each level, counts every request
+// and fails none.
+func TestLoadtest(t *testing.T) {
+	code, out, errOut := ddpm(t, "loadtest", "--preset", "tiny", "--clients", "1,3", "--duration", "400ms", "--steps", "2", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var rep loadReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if len(rep.Levels) != 4 || rep.DirectS <= 0 {
+		t.Fatalf("report %+v", rep)
+	}
+	for i, l := range rep.Levels {
+		wantServer, wantClients := []string{"one-at-a-time", "one-at-a-time", "batched", "batched"}[i], []int{1, 3, 1, 3}[i]
+		if l.Server != wantServer || l.Clients != wantClients || l.Requests < 1 || l.Errors != 0 || l.ImagesPerS <= 0 ||
+			!(l.P50 > 0 && l.P50 <= l.P95 && l.P95 <= l.P99) {
+			t.Errorf("level %d: %+v", i, l)
+		}
+	}
+	for _, args := range [][]string{
+		{"loadtest", "--clients", "0"},
+		{"loadtest", "--clients", "1,x"},
+		{"loadtest", "--duration", "0s"},
+		{"loadtest", "--sampler", "euler"},
+		{"loadtest", "--url", "http://127.0.0.1:1", "--model", "x"},
+	} {
+		code, _, errOut := ddpm(t, args...)
+		if code != 1 || strings.Count(errOut, "\n") != 1 {
+			t.Errorf("%v: exit %d, %q", args, code, errOut)
+		}
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	v := []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	for q, want := range map[float64]float64{0.5: 5, 0.95: 10, 0.99: 10, 0.1: 1, 0.11: 2} {
+		if got := percentile(v, q); got != want {
+			t.Errorf("q %g: %g, want %g", q, got, want)
+		}
+	}
+	if percentile(nil, 0.5) != 0 {
+		t.Error("empty")
+	}
+}
