@@ -137,7 +137,7 @@ func newLevel(b *nn.Builder, in, out int64, layers int, groups int64, samplerNam
 	return l
 }
 
-// down runs an encoder level: its resnets, then diffusers' Downsample2D
+// down runs an encoder level on h, which it frees: its resnets, then diffusers' Downsample2D
 // with padding 0, which pads one row and one column of zeros at the bottom
 // and right (F.pad (0, 1, 0, 1)) before its stride-2 convolution.
 func (l level) down(s *torch.Scope, h *torch.Tensor) *torch.Tensor {
@@ -157,7 +157,7 @@ func (l level) down(s *torch.Scope, h *torch.Tensor) *torch.Tensor {
 	}))
 }
 
-// up runs a decoder level: its resnets, then diffusers' Upsample2D:
+// up runs a decoder level on h, which it frees: its resnets, then diffusers' Upsample2D:
 // nearest-neighbour x2, then a 3x3 convolution.
 func (l level) up(s *torch.Scope, h *torch.Tensor) *torch.Tensor {
 	for _, r := range l.resnets {
@@ -193,7 +193,9 @@ func scoped(s *torch.Scope, f func(s *torch.Scope) *torch.Tensor) *torch.Tensor 
 }
 
 // replace frees old, an intermediate result that next was computed from,
-// and returns next. Tensors the caller passed in are never replaced.
+// and returns next. The model's inputs are never passed as old: level.down
+// and level.up consume (free) the h they are given, which is always an
+// intermediate of the pass.
 func replace(old, next *torch.Tensor) *torch.Tensor {
 	old.Close()
 	return next
