@@ -353,3 +353,23 @@ func TestRunDirectoryFaults(t *testing.T) {
 		t.Errorf("--out x.jpg: exit %d, %s", code, errOut)
 	}
 }
+
+// A --config file may give an integer for a float flag (lr: 1), and a key
+// the file cannot set (out, resume) or a value of the wrong type is one line
+// naming the file and the key: out used to be dropped without a word, and a
+// wrong type was altsrc's message without the file.
+func TestConfigFileValues(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ body, want string }{
+		{"out: elsewhere\n", `key "out" can only be given on the command line (--out)`},
+		{"steps: many\n", `key "steps" wants an integer, not "many"`},
+		{"lr: 1\nema-decay: 2\n", "--ema-decay 2 out of range"},
+	} {
+		path := filepath.Join(dir, "c.yaml")
+		os.WriteFile(path, []byte(c.body), 0o644)
+		code, out, errOut := ddpm(t, "train", "--config", path, "--out", filepath.Join(dir, "run"), "-q")
+		if code != 1 || out != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, c.want) {
+			t.Errorf("config %q: exit %d, %q%q; want one line with %q", c.body, code, out, errOut, c.want)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -104,7 +105,7 @@ var trainCommand = &cli.Command{
 	Action: runTrain,
 }
 
-// configSource reads --config as YAML (which JSON also is), when given.
+// configSource reads --config, when given.
 func configSource(c *cli.Context) (altsrc.InputSourceContext, error) {
 	path := c.String("config")
 	if path == "" {
@@ -114,29 +115,112 @@ func configSource(c *cli.Context) (altsrc.InputSourceContext, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config file: %w", err)
 	}
+	return parseTrainConfig(path, b)
+}
+
+// parseTrainConfig reads the bytes of a --config file, YAML (which JSON also
+// is) mapping flag names of ddpm train to values, into the values the flags
+// take from it. An empty file, a key that is no such flag (or a flag only the
+// command line gives) and a value of the wrong type are errors naming the
+// file and the key.
+func parseTrainConfig(path string, b []byte) (*altsrc.MapInputSource, error) {
 	var keys map[string]any
 	if err := yaml.Unmarshal(b, &keys); err != nil {
-		return nil, fmt.Errorf("config file %s: %w", path, err)
+		return nil, fmt.Errorf("config file %s is not a YAML or JSON mapping of flag names to values: %s",
+			path, strings.ReplaceAll(err.Error(), "\n", ";"))
 	}
 	if len(keys) == 0 {
 		return nil, fmt.Errorf("config file %s sets nothing (an empty file would mean every default)", path)
 	}
-	known := map[string]bool{}
+	flags := map[string]cli.Flag{}
 	for _, f := range trainFlags {
 		for _, n := range f.Names() {
-			known[n] = true
+			flags[n] = f
 		}
 	}
-	for k := range keys {
-		if !known[k] || k == "config" {
+	values := map[any]any{}
+	for k, v := range keys {
+		f, ok := flags[k]
+		if !ok {
 			return nil, fmt.Errorf("config file %s: unknown key %q (keys are the flag names of ddpm train, e.g. steps, batch, preset)", path, k)
 		}
+		if _, ok := f.(altsrc.FlagInputSourceExtension); !ok {
+			return nil, fmt.Errorf("config file %s: key %q can only be given on the command line (--%s)", path, k, k)
+		}
+		val, want := configValue(f, v)
+		if want != "" {
+			return nil, fmt.Errorf("config file %s: key %q wants %s, not %s", path, k, want, describeYAML(v))
+		}
+		values[k] = val
 	}
-	src, err := altsrc.NewYamlSourceFromFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("config file %s: %w", path, err)
+	return altsrc.NewMapInputSource(path, values), nil
+}
+
+// configValue converts a decoded YAML value to the type the flag's input
+// source expects, or says what the flag wants instead.
+func configValue(f cli.Flag, v any) (any, string) {
+	switch f.(type) {
+	case *altsrc.StringFlag:
+		if s, ok := v.(string); ok {
+			return s, ""
+		}
+		return nil, "a string (quote it)"
+	case *altsrc.BoolFlag:
+		if b, ok := v.(bool); ok {
+			return b, ""
+		}
+		return nil, "true or false"
+	case *altsrc.IntFlag, *altsrc.Int64Flag:
+		if i, ok := v.(int); ok {
+			return i, ""
+		}
+		return nil, "an integer"
+	case *altsrc.Uint64Flag:
+		if i, ok := v.(int); ok && i >= 0 {
+			return uint64(i), ""
+		}
+		if u, ok := v.(uint64); ok {
+			return u, ""
+		}
+		return nil, "a non-negative integer"
+	case *altsrc.Float64Flag:
+		switch x := v.(type) {
+		case float64:
+			return x, ""
+		case int:
+			return float64(x), ""
+		}
+		return nil, "a number"
+	case *altsrc.IntSliceFlag:
+		list, ok := v.([]any)
+		for _, e := range list {
+			if _, isInt := e.(int); !isInt {
+				ok = false
+			}
+		}
+		if ok && len(list) > 0 {
+			return list, ""
+		}
+		return nil, "a list of integers, e.g. [1, 2, 2]"
 	}
-	return src, nil
+	return nil, "a value this file cannot give"
+}
+
+// describeYAML names a decoded YAML value for an error message.
+func describeYAML(v any) string {
+	switch v.(type) {
+	case nil:
+		return "an empty value"
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "a mapping"
+	}
+	s := fmt.Sprint(v)
+	if len(s) > 40 {
+		s = s[:40] + "..."
+	}
+	return fmt.Sprintf("%q", s)
 }
 
 func runTrain(c *cli.Context) error {

@@ -1,12 +1,8 @@
 package data
 
 import (
-	"bytes"
-	"encoding/binary"
-	"hash/crc32"
 	"image"
 	"image/color"
-	"image/png"
 	"os"
 	"path/filepath"
 	"strings"
@@ -243,15 +239,7 @@ func TestReadImageFolderErrors(t *testing.T) {
 // A PNG whose header declares a huge size (a decompression bomb of a few
 // hundred bytes) is refused by name before it is decoded.
 func TestReadImageFolderRefusesBombs(t *testing.T) {
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, image.NewGray(image.Rect(0, 0, 1, 1))); err != nil {
-		t.Fatal(err)
-	}
-	b := buf.Bytes()
-	// IHDR: length (8..12), type (12..16), width (16..20), height (20..24), ..., CRC (29..33).
-	binary.BigEndian.PutUint32(b[16:], 100000)
-	binary.BigEndian.PutUint32(b[20:], 100000)
-	binary.BigEndian.PutUint32(b[29:], crc32.ChecksumIEEE(b[12:29]))
+	b := pngDeclaring(t, 100000, 100000)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "bomb.png"), b, 0o644); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"image"
 	"image/color"
 	"image/jpeg"
@@ -131,4 +132,18 @@ func checkLowercase(t *testing.T, err error) {
 func near(a, b, tol float32) bool {
 	d := a - b
 	return d <= tol && d >= -tol
+}
+
+// pngDeclaring is a 1x1 grey PNG whose header claims w x h pixels.
+func pngDeclaring(t testing.TB, w, h uint32) []byte {
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, image.NewGray(image.Rect(0, 0, 1, 1))); err != nil {
+		t.Fatal(err)
+	}
+	b := buf.Bytes()
+	// IHDR: length (8..12), type (12..16), width (16..20), height (20..24), ..., CRC (29..33).
+	binary.BigEndian.PutUint32(b[16:], w)
+	binary.BigEndian.PutUint32(b[20:], h)
+	binary.BigEndian.PutUint32(b[29:], crc32.ChecksumIEEE(b[12:29]))
+	return b
 }
