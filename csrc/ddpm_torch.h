@@ -386,8 +386,10 @@ enum { DDPM_DIST_SUM = 0, DDPM_DIST_MEAN = 1 };
 /* *out = 1 when this build has distributed support, else 0. */
 ddpm_error ddpm_dist_available(int32_t* out);
 /* Joins the group as rank (0 <= rank < world). Waits up to timeout_s for all
- * ranks to arrive; the same timeout bounds every later collective, so a dead
- * or stuck peer makes calls fail instead of hanging. */
+ * ranks to arrive, then fails with one line naming the rank, the address and
+ * how many ranks came ("rank 0: no peer joined at ADDR:PORT within 30s (world
+ * size 2)"); the same timeout bounds every later collective, so a dead or
+ * stuck peer makes calls fail instead of hanging. */
 ddpm_error ddpm_dist_init(const char* master_addr, int32_t port, int32_t rank,
                           int32_t world, double timeout_s, ddpm_dist* out);
 /* Leaves the group; NULL is accepted. After a failed collective the group's

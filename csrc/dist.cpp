@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <string>
+#include <thread>
 #endif
 
 #ifdef DDPM_WITH_C10D_GLOO
@@ -105,6 +106,12 @@ void unflatten(const at::Tensor& buf, const std::vector<at::Tensor>& ts, const s
   }
 }
 
+// The group's timeout as Go writes a duration: "30s", or "1500ms".
+std::string timeout_text(ddpm_dist d) {
+  auto ms = d->timeout.count();
+  return ms % 1000 == 0 ? std::to_string(ms / 1000) + "s" : std::to_string(ms) + "ms";
+}
+
 void wait(ddpm_dist d, const c10::intrusive_ptr<c10d::Work>& w) {
   bool done = false;
   try {
@@ -113,10 +120,7 @@ void wait(ddpm_dist d, const c10::intrusive_ptr<c10d::Work>& w) {
     d->broken = true;
     std::string msg = e.what_without_backtrace();
     if (msg.find("timed out") != std::string::npos)
-      msg += " (no answer from every other rank within " +
-             (d->timeout.count() % 1000 == 0 ? std::to_string(d->timeout.count() / 1000) + " s"
-                                             : std::to_string(d->timeout.count()) + " ms") +
-             "; a peer is dead or stuck)";
+      msg += " (no answer from every other rank within " + timeout_text(d) + "; a peer is dead or stuck)";
     throw std::runtime_error(msg);
   } catch (...) {
     d->broken = true;
@@ -125,6 +129,25 @@ void wait(ddpm_dist d, const c10::intrusive_ptr<c10d::Work>& w) {
   if (!done) {
     d->broken = true;
     throw std::runtime_error("timed out waiting for the other ranks");
+  }
+}
+
+// Every rank adds itself to a counter in the store, then waits until all
+// world ranks have, or fails at deadline naming how many came.
+void wait_for_ranks(ddpm_dist d, const std::string& at, std::chrono::steady_clock::time_point deadline) {
+  const std::string key = "ddpm/joined";
+  int64_t joined = d->store->add(key, 1);
+  while (joined < d->world) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      std::string who = "rank " + std::to_string(d->rank) + ": ";
+      if (joined <= 1)
+        throw std::runtime_error(who + "no peer joined at " + at + " within " + timeout_text(d) + " (world size " +
+                                 std::to_string(d->world) + ")");
+      throw std::runtime_error(who + "only " + std::to_string(joined) + " of " + std::to_string(d->world) +
+                               " ranks joined at " + at + " within " + timeout_text(d));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    joined = d->store->add(key, 0);
   }
 }
 
@@ -281,15 +304,20 @@ ddpm_error ddpm_dist_init(const char* master_addr, int32_t port, int32_t rank, i
     so.port = static_cast<std::uint16_t>(port);
     so.isServer = rank == 0;
     so.numWorkers = static_cast<std::size_t>(world);
-    so.waitWorkers = true;
+    // The store's own wait for the workers gives up silently after the
+    // timeout (and Gloo's rendezvous then waits as long again to say only
+    // "Socket Timeout"), so the ranks count themselves in instead.
+    so.waitWorkers = false;
     so.timeout = d->timeout;
+    const auto deadline = std::chrono::steady_clock::now() + d->timeout;
+    const std::string at = host + ":" + std::to_string(port);
     try {
       d->store = c10::make_intrusive<c10d::TCPStore>(host, so);
     } catch (const std::exception& e) {
       throw std::runtime_error("rank " + std::to_string(rank) + " of " + std::to_string(world) +
-                               ": rendezvous at " + host + ":" + std::to_string(port) +
-                               " failed: " + e.what());
+                               ": rendezvous at " + at + " failed: " + e.what());
     }
+    wait_for_ranks(d.get(), at, deadline);
     auto opts = c10d::ProcessGroupGloo::Options::create(d->timeout);
     opts->devices.push_back(make_device(host));
     d->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(d->store, rank, world, opts);

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -153,5 +155,31 @@ func TestDistRanksWithOtherConfigsFail(t *testing.T) {
 		if ranks[i].Err == nil || !strings.Contains(ranks[i].Out.String(), want) {
 			t.Errorf("rank %d: %v, want an error with %q\n%s", i, ranks[i].Err, want, disttest.Describe(ranks))
 		}
+	}
+}
+
+// Rank 0 alone (no peer ever connects) waits --dist-timeout once, not twice,
+// and says in one line what it waited for.
+func TestDistRankZeroAloneTimesOut(t *testing.T) {
+	needDist(t)
+	port := disttest.FreePort(t)
+	for k, v := range map[string]string{"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0",
+		"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": strconv.Itoa(port)} {
+		t.Setenv(k, v)
+	}
+	runDir := filepath.Join(t.TempDir(), "run")
+	start := time.Now()
+	code, out, errOut := ddpm(t, "train", "--preset", "tiny", "--steps", "2", "--threads", "1",
+		"--dist-timeout", "1500ms", "--out", runDir, "--quiet")
+	took := time.Since(start)
+	want := fmt.Sprintf("ddpm: rank 0: no peer joined at 127.0.0.1:%d within 1500ms (world size 2)\n", port)
+	if code != 1 || out+errOut != want {
+		t.Fatalf("exit %d, output %q, want %q", code, out+errOut, want)
+	}
+	if took > 2900*time.Millisecond {
+		t.Errorf("took %v, want about the 1.5 s timeout once", took)
+	}
+	if _, err := os.Stat(runDir); err == nil {
+		t.Errorf("a failed join created %s", runDir)
 	}
 }

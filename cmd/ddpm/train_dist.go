@@ -42,6 +42,13 @@ func joinProcessGroup(c *cli.Context, dev *torch.Device, out io.Writer) (*torch.
 	}
 	pg, err := torch.NewProcessGroup(env.Addr, env.Port, env.Rank, env.World, timeout)
 	if err != nil {
+		// The shim's message names the rank, the rendezvous address and
+		// what it waited for.
+		var te *torch.Error
+		if errors.As(err, &te) {
+			first, _, _ := strings.Cut(te.Msg, "\n")
+			return nil, errors.New(first)
+		}
 		return nil, fmt.Errorf("joining the distributed job: %w", err)
 	}
 	fmt.Fprintf(out, "ddpm: rank %d of %d (local rank %d, rendezvous %s:%d), device %s\n",
