@@ -31,25 +31,21 @@ ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w, ddpm_tensor
 
 ddpm_error ddpm_group_norm(ddpm_mode mode, ddpm_tensor x, int64_t groups, ddpm_tensor weight,
                            ddpm_tensor bias, double eps, ddpm_tensor* out) {
-  DDPM_TRY(mode, {
-    at::Tensor in = ref(x), w = ddpm::optional(weight), b = ddpm::optional(bias);
-    // Under autocast GroupNorm stays in float32 on every device (CUDA's
-    // autocast does this itself; libtorch 1.13's CPU autocast does not).
-    if ((mode & (DDPM_AUTOCAST_BF16 | DDPM_AUTOCAST_FP16)) && in.is_floating_point()) {
-      in = in.to(at::kFloat);
-      if (w.defined()) w = w.to(at::kFloat);
-      if (b.defined()) b = b.to(at::kFloat);
-    }
-    *out = wrap(at::group_norm(in, groups, w, b, eps));
-  });
+  // Under autocast GroupNorm runs in float32 on every device: its input
+  // arrives in the lower precision from a convolution while its weights are
+  // float32, a mix libtorch 1.13's CPU kernel refuses.
+  DDPM_TRY(mode, *out = wrap(at::group_norm(ddpm::fp32_if_autocast(mode, ref(x)), groups,
+                                            ddpm::fp32_if_autocast(mode, ddpm::optional(weight)),
+                                            ddpm::fp32_if_autocast(mode, ddpm::optional(bias)),
+                                            eps)));
 }
 
 ddpm_error ddpm_softmax(ddpm_mode mode, ddpm_tensor a, int64_t dim, ddpm_tensor* out) {
-  DDPM_TRY(mode, *out = wrap(at::softmax(ref(a), dim)));
+  DDPM_TRY(mode, *out = wrap(at::softmax(ddpm::fp32_if_autocast(mode, ref(a)), dim)));
 }
 
 ddpm_error ddpm_log_softmax(ddpm_mode mode, ddpm_tensor a, int64_t dim, ddpm_tensor* out) {
-  DDPM_TRY(mode, *out = wrap(at::log_softmax(ref(a), dim)));
+  DDPM_TRY(mode, *out = wrap(at::log_softmax(ddpm::fp32_if_autocast(mode, ref(a)), dim)));
 }
 
 ddpm_error ddpm_attention(ddpm_mode mode, ddpm_tensor q, ddpm_tensor k, ddpm_tensor v,
@@ -70,7 +66,8 @@ ddpm_error ddpm_attention(ddpm_mode mode, ddpm_tensor q, ddpm_tensor k, ddpm_ten
 #else
     (void)allow_fused;
 #endif
-    at::Tensor w = at::softmax(at::matmul(Q, K.transpose(-2, -1)) * s, -1);
+    // The products run in the autocast precision, the softmax in float32.
+    at::Tensor w = at::softmax(ddpm::fp32_if_autocast(mode, at::matmul(Q, K.transpose(-2, -1))) * s, -1);
     *out = wrap(at::matmul(w, V));
     *fused = 0;
   });
@@ -101,8 +98,8 @@ static int64_t reduction(int32_t r) {
 ddpm_error ddpm_mse_loss(ddpm_mode mode, ddpm_tensor a, ddpm_tensor b, int32_t red,
                          ddpm_tensor* out) {
   DDPM_TRY(mode, {
-    const at::Tensor& A = ref(a);
-    const at::Tensor& B = ref(b);
+    at::Tensor A = ddpm::fp32_if_autocast(mode, ref(a));
+    at::Tensor B = ddpm::fp32_if_autocast(mode, ref(b));
     TORCH_CHECK(A.sizes() == B.sizes(), "mse_loss: input shape ", A.sizes(),
                 " differs from target shape ", B.sizes());
     *out = wrap(at::mse_loss(A, B, reduction(red)));
@@ -111,8 +108,8 @@ ddpm_error ddpm_mse_loss(ddpm_mode mode, ddpm_tensor a, ddpm_tensor b, int32_t r
 
 ddpm_error ddpm_cross_entropy(ddpm_mode mode, ddpm_tensor logits, ddpm_tensor targets,
                               int32_t red, ddpm_tensor* out) {
-  DDPM_TRY(mode, *out = wrap(at::cross_entropy_loss(ref(logits), ref(targets), {},
-                                                    reduction(red))));
+  DDPM_TRY(mode, *out = wrap(at::cross_entropy_loss(ddpm::fp32_if_autocast(mode, ref(logits)),
+                                                    ref(targets), {}, reduction(red))));
 }
 
 }  // extern "C"

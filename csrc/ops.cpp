@@ -123,7 +123,10 @@ ddpm_error ddpm_where(ddpm_mode mode, ddpm_tensor cond, ddpm_tensor a, ddpm_tens
 ddpm_error ddpm_reduce(ddpm_mode mode, int32_t op, ddpm_tensor a, const int64_t* dims,
                        int64_t ndims, int32_t keepdim, ddpm_tensor* out) {
   DDPM_TRY(mode, {
-    const at::Tensor& t = ref(a);
+    // Under autocast the accumulating reductions run in float32; min, max
+    // and argmax are exact in any precision.
+    bool exact = op == DDPM_AMAX || op == DDPM_AMIN || op == DDPM_ARGMAX;
+    at::Tensor t = exact ? ref(a) : ddpm::fp32_if_autocast(mode, ref(a));
     at::IntArrayRef d = ddpm::dims(dims, ndims);
     bool k = keepdim != 0;
     bool all = ndims == 0;

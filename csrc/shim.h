@@ -98,6 +98,23 @@ class AutocastGuard {
   at::ScalarType prev_gpu_dtype_ = at::kHalf, prev_cpu_dtype_ = at::kBFloat16;
 };
 
+// Whether mode asks for autocast (either flag).
+inline bool autocasting(ddpm_mode mode) {
+  return (mode & (DDPM_AUTOCAST_BF16 | DDPM_AUTOCAST_FP16)) != 0;
+}
+
+// t in float32 when the call autocasts and t holds bfloat16 or float16, else
+// t itself: the shim's autocast policy for the ops that must not run in the
+// lower precision (GroupNorm, softmax, losses, accumulating reductions). It
+// is explicit rather than left to libtorch's autocast lists, which differ
+// between devices and versions (1.13's CPU list runs softmax and sums in
+// bfloat16, and casts nothing for group_norm).
+inline at::Tensor fp32_if_autocast(ddpm_mode mode, const at::Tensor& t) {
+  if (!autocasting(mode) || !t.defined()) return t;
+  auto st = t.scalar_type();
+  return st == at::kBFloat16 || st == at::kHalf ? t.to(at::kFloat) : t;
+}
+
 // Sets grad, inference and autocast mode for one shim call and restores the
 // calling thread's previous modes on exit, so no mode ever leaks between
 // calls.

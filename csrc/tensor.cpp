@@ -6,6 +6,10 @@
 
 #include <mutex>
 
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
+
 #include "shim.h"
 
 using ddpm::ref;
@@ -38,6 +42,19 @@ int32_t ddpm_cuda_available(void) {
   } catch (...) {
     return 0;
   }
+}
+
+int32_t ddpm_cpu_has_bf16(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  // __builtin_cpu_supports also checks that the OS saves the registers.
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16") ? 1 : 0;
+#elif defined(__aarch64__) && defined(__linux__)
+  const unsigned long hwcap2_bf16 = 1UL << 14;  // HWCAP2_BF16 in <asm/hwcap.h>
+  return (getauxval(AT_HWCAP2) & hwcap2_bf16) != 0 ? 1 : 0;
+#else
+  return 0;
+#endif
 }
 
 ddpm_error ddpm_set_num_threads(int32_t n) {

@@ -1,14 +1,18 @@
 package diffusion
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/ddpm-go/ddpm/internal/enum"
 	"github.com/ddpm-go/ddpm/torch"
 )
 
-// Precision is the arithmetic a model runs in. Weights, optimizer state,
-// GroupNorm, the loss and the sampler's update stay float32 whatever it is.
+// Precision is the arithmetic a model runs in. Under BF16 and FP16 the
+// convolutions, linear layers and attention products run in the lower
+// precision (torch.NewAutocastScope), while GroupNorm, softmax, the loss,
+// every accumulating reduction, the weights, the optimizer state, the EMA and
+// the sampler's update stay float32 (the schedule's coefficients float64).
 type Precision string
 
 const (
@@ -47,4 +51,23 @@ func (p Precision) Autocast() (torch.DType, bool) {
 		return torch.Float16, true
 	}
 	return torch.Float32, false
+}
+
+// cpuHasBF16 is torch.CPUHasBF16; tests replace it.
+var cpuHasBF16 = torch.CPUHasBF16
+
+// Check reports, in one line, why p cannot run on dev: FP16 needs a CUDA
+// device, and BF16 on the CPU needs bfloat16 instructions (x86 AVX512_BF16
+// or AMX-BF16, ARM BF16), checked on the CPU at hand; without them libtorch
+// emulates bfloat16 more slowly than float32 runs. Float32 runs everywhere.
+func (p Precision) Check(dev torch.Device) error {
+	switch {
+	case !p.Valid():
+		return fmt.Errorf("diffusion: unknown precision %q (valid: %s, %s, %s)", p, Float32, BF16, FP16)
+	case p == FP16 && dev.Type != torch.DeviceCUDA:
+		return fmt.Errorf("diffusion: precision fp16 needs a CUDA device (this run is on %s); on the CPU use bf16", dev)
+	case p == BF16 && dev.Type == torch.DeviceCPU && !cpuHasBF16():
+		return errors.New("diffusion: precision bf16 needs a CPU with bfloat16 instructions (x86 avx512_bf16 or amx_bf16, arm64 bf16), and this one has none; use float32")
+	}
+	return nil
 }

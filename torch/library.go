@@ -26,6 +26,11 @@ func Version() string {
 // CUDAAvailable reports whether libtorch has CUDA and at least one GPU.
 func CUDAAvailable() bool { return C.ddpm_cuda_available() != 0 }
 
+// CPUHasBF16 reports whether this CPU has bfloat16 arithmetic instructions
+// (x86 AVX512_BF16 or AMX-BF16, ARM BF16). Without them bfloat16 still
+// computes, by conversion through float32, but more slowly than float32.
+func CPUHasBF16() bool { return C.ddpm_cpu_has_bf16() != 0 }
+
 // CUDADeviceCount is the number of usable GPUs (0 on a CPU-only libtorch).
 func CUDADeviceCount() int { return int(C.ddpm_cuda_device_count()) }
 

@@ -82,6 +82,24 @@ func NewAutocastScope(mode Mode, dt DType) (*Scope, error) {
 // Mode is the scope's autograd mode.
 func (s *Scope) Mode() Mode { return Mode(s.mode & 3) }
 
+// Autocast is the dtype the scope autocasts to, and false when it does not.
+func (s *Scope) Autocast() (DType, bool) {
+	switch {
+	case s.mode&C.DDPM_AUTOCAST_BF16 != 0:
+		return BFloat16, true
+	case s.mode&C.DDPM_AUTOCAST_FP16 != 0:
+		return Float16, true
+	}
+	return Float32, false
+}
+
+// Child returns a new, empty scope that runs in s's mode and autocast
+// setting, for the intermediates of a block that should be freed before s
+// closes. It does not close with s.
+func (s *Scope) Child() *Scope {
+	return &Scope{mode: s.mode, owned: make(map[*Tensor]struct{})}
+}
+
 // Err is the first error of the scope's operations, or nil.
 func (s *Scope) Err() error {
 	s.mu.Lock()

@@ -134,11 +134,11 @@ func New(model Model, sched *diffusion.Schedule, cfg Config, dev torch.Device, s
 	if cfg.Sampling == LossAware {
 		tr.history = newLossHistory(sched.T())
 	}
+	if err := cfg.Precision.Check(dev); err != nil {
+		tr.Close()
+		return nil, fmt.Errorf("train: %w", err)
+	}
 	if cfg.Precision == diffusion.FP16 {
-		if dev.Type != torch.DeviceCUDA {
-			tr.Close()
-			return nil, fmt.Errorf("train: fp16 training needs a CUDA device; on the CPU use bf16")
-		}
 		tr.scaler = newLossScaler()
 	}
 	return tr, nil
@@ -175,7 +175,8 @@ func (tr *Trainer) Close() {
 type NonFiniteLossError struct {
 	Step       int64
 	Loss       float64
-	Checkpoint string // last good checkpoint, "" if none
+	Checkpoint string              // last good checkpoint, "" if none
+	Precision  diffusion.Precision // the run's precision
 }
 
 func (e *NonFiniteLossError) Error() string {
@@ -183,7 +184,12 @@ func (e *NonFiniteLossError) Error() string {
 	if e.Checkpoint != "" {
 		where = "the last good checkpoint is " + e.Checkpoint
 	}
-	return fmt.Sprintf("train: loss became %v at step %d; stopped without updating the weights (%s); try a lower learning rate or stronger gradient clipping", e.Loss, e.Step, where)
+	in, try := "", "try a lower learning rate or stronger gradient clipping"
+	if e.Precision != "" && e.Precision != diffusion.Float32 {
+		in = " in " + string(e.Precision)
+		try = "try a lower learning rate, stronger gradient clipping or precision float32"
+	}
+	return fmt.Sprintf("train: loss became %v at step %d%s; stopped without updating the weights (%s); %s", e.Loss, e.Step, in, where, try)
 }
 
 // Run trains until cfg.Steps. When ctx is cancelled it writes a checkpoint
@@ -364,7 +370,7 @@ func (tr *Trainer) trainStep(b data.Batch) (stepResult, error) {
 		lv /= float64(global)
 	}
 	if math.IsNaN(lv) || math.IsInf(lv, 0) {
-		return stepResult{}, &NonFiniteLossError{Step: tr.step + 1, Loss: lv, Checkpoint: tr.lastCheckpoint}
+		return stepResult{}, &NonFiniteLossError{Step: tr.step + 1, Loss: lv, Checkpoint: tr.lastCheckpoint, Precision: tr.cfg.Precision}
 	}
 	if tr.scaler != nil {
 		s.Backward(s.MulScalar(loss, tr.scaler.scale))

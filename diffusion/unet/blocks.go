@@ -116,7 +116,7 @@ func (a *attnBlock) forward(s *torch.Scope, x *torch.Tensor, n, ch, h, w int64) 
 	})
 }
 
-// scoped runs f in a child scope of s (same mode) and hands only its result
+// scoped runs f in a child scope of s (same mode and autocast) and hands only its result
 // to s, so the intermediates of a block are freed when the block is done
 // rather than when the whole pass is (autograd keeps its own references to
 // what backward needs). Freeing early lets the allocator reuse memory within
@@ -127,7 +127,7 @@ func scoped(s *torch.Scope, f func(s *torch.Scope) *torch.Tensor) *torch.Tensor 
 	if s.Err() != nil {
 		return nil
 	}
-	c := torch.NewScope(s.Mode())
+	c := s.Child()
 	defer c.Close()
 	out := f(c)
 	if err := c.Err(); err != nil {

@@ -194,7 +194,8 @@ func (u *UNet) FLOPs() int64 { return u.cfg.FLOPs() }
 // in AttentionResolutions. labels (int64, N) are class labels in
 // [0, NumClasses] for a class-conditional model, NumClasses being the null
 // label; nil means the null label for every image. An unconditional model
-// takes nil labels. The result belongs to s; the intermediates are freed
+// takes nil labels. The result is in the model's dtype, in an autocast
+// scope too (see torch.NewAutocastScope). The result belongs to s; the intermediates are freed
 // as soon as they have been used (autograd keeps what backward needs).
 // Failures are recorded in s.
 func (u *UNet) Forward(s *torch.Scope, x, t, labels *torch.Tensor) *torch.Tensor {
@@ -275,7 +276,11 @@ func (u *UNet) Forward(s *torch.Scope, x, t, labels *torch.Tensor) *torch.Tensor
 		}
 	}
 	return replace(h, scoped(s, func(s *torch.Scope) *torch.Tensor {
-		return u.convOut.Forward(s, s.SiLU(u.normOut.Forward(s, h)))
+		out := u.convOut.Forward(s, s.SiLU(u.normOut.Forward(s, h)))
+		if _, ok := s.Autocast(); ok {
+			out = s.ToDType(out, u.dtype) // under autocast conv_out returns the lower precision
+		}
+		return out
 	}))
 }
 
