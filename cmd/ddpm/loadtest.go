@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -56,16 +57,38 @@ answered, for --duration at each --clients level.`,
 
 // loadLevel is the result of one level of load.
 type loadLevel struct {
-	Server     string     `json:"server"` // "batched", "one-at-a-time" or the URL
-	Clients    int        `json:"clients"`
-	Requests   int        `json:"requests"`
-	Errors     int        `json:"errors"`
-	FirstError string     `json:"first_error,omitempty"`
-	ImagesPerS float64    `json:"images_per_s"`
-	P50        float64    `json:"p50_s"`
-	P95        float64    `json:"p95_s"`
-	P99        float64    `json:"p99_s"`
-	RSSMiB     [2]float64 `json:"rss_mib_first_minute_end,omitempty"`
+	Server     string  `json:"server"` // "batched", "one-at-a-time" or the URL
+	Clients    int     `json:"clients"`
+	Requests   int     `json:"requests"`
+	Errors     int     `json:"errors"`
+	FirstError string  `json:"first_error,omitempty"`
+	ImagesPerS float64 `json:"images_per_s"`
+	P50        float64 `json:"p50_s"`
+	P95        float64 `json:"p95_s"`
+	P99        float64 `json:"p99_s"`
+	// Memory after the first minute (or half the level, if shorter) and
+	// at the end.
+	Memory [2]memSnapshot `json:"memory"`
+}
+
+// memSnapshot is the process's memory, MiB: resident, libtorch's CPU
+// tensors in use and the freed blocks its cache keeps, and the Go heap.
+type memSnapshot struct {
+	RSS         float64 `json:"rss_mib"`
+	TensorsUsed float64 `json:"tensors_in_use_mib"`
+	CachedFree  float64 `json:"cached_free_blocks_mib"`
+	GoHeap      float64 `json:"go_heap_mib"`
+}
+
+func snapshotMemory() memSnapshot {
+	const mib = 1 << 20
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	m := memSnapshot{RSS: float64(currentRSS()) / mib, GoHeap: float64(ms.HeapInuse) / mib}
+	if c, err := torch.CPUCache(); err == nil {
+		m.TensorsUsed, m.CachedFree = float64(c.InUseBytes)/mib, float64(c.CachedBytes)/mib
+	}
+	return m
 }
 
 type loadReport struct {
@@ -228,8 +251,8 @@ func loadAt(ctx context.Context, url, token, body string, clients, n int, d time
 	var mu sync.Mutex
 	var lat []float64
 	seed := 0
-	rssAt := min(time.Minute, d/2)
-	var rss [2]float64
+	memAt := min(time.Minute, d/2)
+	memTaken := false
 	start := time.Now()
 	end := start.Add(d)
 	var wg sync.WaitGroup
@@ -255,8 +278,8 @@ func loadAt(ctx context.Context, url, token, body string, clients, n int, d time
 				} else {
 					lat = append(lat, dt)
 				}
-				if rss[0] == 0 && time.Since(start) >= rssAt {
-					rss[0] = float64(currentRSS()) / (1 << 20)
+				if !memTaken && time.Since(start) >= memAt {
+					l.Memory[0], memTaken = snapshotMemory(), true
 				}
 				mu.Unlock()
 			}
@@ -267,8 +290,7 @@ func loadAt(ctx context.Context, url, token, body string, clients, n int, d time
 		return l, err
 	}
 	elapsed := time.Since(start).Seconds()
-	rss[1] = float64(currentRSS()) / (1 << 20)
-	l.RSSMiB = rss
+	l.Memory[1] = snapshotMemory()
 	l.ImagesPerS = float64(len(lat)*n) / elapsed
 	slices.Sort(lat)
 	l.P50, l.P95, l.P99 = percentile(lat, 0.50), percentile(lat, 0.95), percentile(lat, 0.99)
@@ -370,9 +392,15 @@ func printLoad(c *cli.Context, rep loadReport) error {
 			direct = fmt.Sprintf("%.2fx", l.P50/rep.DirectS)
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.2f\t%s\t%.3f\t%.3f\t%.3f\t%s\t%.0f, %.0f\n", l.Server, l.Clients, l.Requests, l.Errors,
-			l.ImagesPerS, vs, l.P50, l.P95, l.P99, direct, l.RSSMiB[0], l.RSSMiB[1])
+			l.ImagesPerS, vs, l.P50, l.P95, l.P99, direct, l.Memory[0].RSS, l.Memory[1].RSS)
 	}
 	tw.Flush()
+	fmt.Fprintln(w, "memory MiB (1st min -> end): tensors in use, freed blocks cached for reuse, Go heap")
+	for _, l := range rep.Levels {
+		a, b := l.Memory[0], l.Memory[1]
+		fmt.Fprintf(w, "  %s, %d clients: %.0f -> %.0f, %.0f -> %.0f, %.0f -> %.0f\n", l.Server, l.Clients,
+			a.TensorsUsed, b.TensorsUsed, a.CachedFree, b.CachedFree, a.GoHeap, b.GoHeap)
+	}
 	for _, l := range rep.Levels {
 		if l.Errors > 0 {
 			return fmt.Errorf("loadtest: %s, %d clients: %d of %d requests failed; first: %s", l.Server, l.Clients, l.Errors, l.Requests, l.FirstError)

@@ -100,7 +100,8 @@ func (e *Engine) loop() {
 // finish hands a job its result, frees it and counts it.
 func (e *Engine) finish(j *job, imgs *pipeline.Images, err error) {
 	j.release()
-	j.result <- result{imgs, err}
+	// Counted before the caller hears, so that Stats after Generate
+	// returns include the request.
 	e.mu.Lock()
 	switch {
 	case err == nil:
@@ -116,6 +117,7 @@ func (e *Engine) finish(j *job, imgs *pipeline.Images, err error) {
 	if err == nil {
 		e.opts.Metrics.images(e.opts.Name, imgs.N)
 	}
+	j.result <- result{imgs, err}
 }
 
 // dropCancelled retires the jobs whose context is done: their slots leave
