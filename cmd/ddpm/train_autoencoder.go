@@ -24,7 +24,7 @@ var trainAutoencoderFlags = []cli.Flag{
 	&cli.StringFlag{Name: "data", Usage: "training images: an IDX or CIFAR-10 file or folder, or a folder of PNG/JPEG images (default: Debian's Fashion-MNIST)", EnvVars: []string{"DDPM_DATA"}},
 	&cli.IntFlag{Name: "image-size", Value: 32, Usage: "image size the data is brought to (sample_size)", EnvVars: []string{"DDPM_IMAGE_SIZE"}},
 	&cli.IntFlag{Name: "channels", Value: 1, Usage: "image channels, 1 or 3", EnvVars: []string{"DDPM_CHANNELS"}},
-	&cli.IntSliceFlag{Name: "block-channels", Value: cli.NewIntSlice(32, 64), Usage: "width per level (block_out_channels); each level but the last halves the resolution", EnvVars: []string{"DDPM_BLOCK_CHANNELS"}},
+	&cli.IntSliceFlag{Name: "block-channels", Value: cli.NewIntSlice(32, 64, 64), Usage: "width per level (block_out_channels); each level but the last halves the resolution (default: 32x32 images to 8x8 latents)", EnvVars: []string{"DDPM_BLOCK_CHANNELS"}},
 	&cli.IntFlag{Name: "latent-channels", Value: 4, Usage: "channels of a latent", EnvVars: []string{"DDPM_LATENT_CHANNELS"}},
 	&cli.IntFlag{Name: "layers-per-block", Value: 1, Usage: "residual blocks per encoder level (the decoder has one more)", EnvVars: []string{"DDPM_LAYERS_PER_BLOCK"}},
 	&cli.IntFlag{Name: "norm-groups", Value: 8, Usage: "GroupNorm groups (must divide every width)", EnvVars: []string{"DDPM_NORM_GROUPS"}},
