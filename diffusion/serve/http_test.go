@@ -314,12 +314,8 @@ func TestHTTPBadRequests(t *testing.T) {
 
 func TestHTTPQueueFull(t *testing.T) {
 	a := newAPI(t, serve.Options{QueueSize: 1, MaxBatch: 1}, serve.HandlerOptions{RetryAfter: 3})
-	release := make(chan struct{})
-	a.f.model.setHook(func(call int, _ int64) {
-		if call == 1 {
-			<-release
-		}
-	})
+	release := holdFirstForward(a.f.model, nil)
+	defer release()
 	results := make(chan int, 2)
 	send := func() {
 		status, _, _ := a.post(t, `{"steps": 2}`)
@@ -334,7 +330,7 @@ func TestHTTPQueueFull(t *testing.T) {
 	if status != http.StatusTooManyRequests || hdr.Get("Retry-After") != "3" || !strings.Contains(string(body), `"code":"queue_full"`) {
 		t.Errorf("full queue: %d %v %s, want 429 with Retry-After 3 and queue_full", status, hdr, body)
 	}
-	close(release)
+	release()
 	for range 2 {
 		if s := <-results; s != 200 {
 			t.Errorf("queued request: %d", s)

@@ -210,13 +210,8 @@ func TestUnderLoadSameImages(t *testing.T) {
 	}
 	// Hold the first forward until every request is queued: they then
 	// all join at the next iteration, at different steps of their own.
-	release := make(chan struct{})
-	var once sync.Once
-	f.model.setHook(func(call int, rows int64) {
-		if call == 1 {
-			<-release
-		}
-	})
+	release := holdFirstForward(f.model, nil)
+	defer release()
 	loaded := make([]*pipeline.Images, len(rs))
 	errs := make([]error, len(rs))
 	var wg sync.WaitGroup
@@ -231,7 +226,7 @@ func TestUnderLoadSameImages(t *testing.T) {
 		}
 	}
 	waitFor(t, func() bool { return e.Stats().Queued == len(rs)-1 })
-	once.Do(func() { close(release) })
+	release()
 	wg.Wait()
 	f.model.setHook(nil)
 	for i := range rs {
@@ -249,6 +244,23 @@ func TestUnderLoadSameImages(t *testing.T) {
 	if st.Completed != int64(2*len(rs)) || st.Failed != 0 || st.ActiveRequests != 0 || st.Queued != 0 {
 		t.Errorf("stats %+v", st)
 	}
+}
+
+// holdFirstForward makes the model's next first forward wait until release
+// is called (release may be called more than once: defer it, so that a
+// failing test never leaves the scheduler blocked and Close waiting).
+func holdFirstForward(m *hookedModel, each func(rows int64)) (release func()) {
+	gate := make(chan struct{})
+	var once sync.Once
+	m.setHook(func(call int, rows int64) {
+		if call == 1 {
+			<-gate
+		}
+		if each != nil {
+			each(rows)
+		}
+	})
+	return func() { once.Do(func() { close(gate) }) }
 }
 
 // waitFor polls cond for up to 20 s.
@@ -273,17 +285,14 @@ func TestBatching(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { e.Close(); checkNoLeaks(t, start) }()
-	release := make(chan struct{})
 	var mu sync.Mutex
 	var rows []int64
-	f.model.setHook(func(call int, n int64) {
-		if call == 1 {
-			<-release
-		}
+	release := holdFirstForward(f.model, func(n int64) {
 		mu.Lock()
 		rows = append(rows, n)
 		mu.Unlock()
 	})
+	defer release()
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	errs := make([]error, 6)
@@ -298,7 +307,7 @@ func TestBatching(t *testing.T) {
 		}
 	}
 	waitFor(t, func() bool { return e.Stats().Queued == 5 })
-	close(release)
+	release()
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
@@ -392,12 +401,8 @@ func TestQueueFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { e.Close(); checkNoLeaks(t, start) }()
-	release := make(chan struct{})
-	f.model.setHook(func(call int, _ int64) {
-		if call == 1 {
-			<-release
-		}
-	})
+	release := holdFirstForward(f.model, nil)
+	defer release()
 	r := serve.Request{N: 2, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 2}}
 	first := make(chan error, 1)
 	go func() { _, err := e.Generate(context.Background(), r); first <- err }()
@@ -420,7 +425,7 @@ func TestQueueFull(t *testing.T) {
 	if q := e.Stats().Queued; q != 0 {
 		t.Errorf("queue depth %d after the queued request left", q)
 	}
-	close(release)
+	release()
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
