@@ -63,35 +63,32 @@ func checkShape(shape []int, n int) error {
 // WriteFloat32 writes data, of the given shape in C order, as a .npy
 // array of float32.
 func WriteFloat32(w io.Writer, shape []int, data []float32) error {
-	if err := checkShape(shape, len(data)); err != nil {
-		return err
-	}
-	bw := bufio.NewWriter(w)
-	if err := writeHeader(bw, "<f4", shape); err != nil {
-		return err
-	}
-	var buf [4]byte
-	for _, v := range data {
-		binary.LittleEndian.PutUint32(buf[:], math.Float32bits(v))
-		bw.Write(buf[:])
-	}
-	return bw.Flush()
+	return write(w, "<f4", shape, data, func(b []byte, v float32) []byte {
+		return binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+	})
 }
 
 // WriteFloat64 writes data, of the given shape in C order, as a .npy
 // array of float64.
 func WriteFloat64(w io.Writer, shape []int, data []float64) error {
+	return write(w, "<f8", shape, data, func(b []byte, v float64) []byte {
+		return binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
+	})
+}
+
+// write writes the header for descr and the values, each appended
+// little-endian by put.
+func write[T any](w io.Writer, descr string, shape []int, data []T, put func([]byte, T) []byte) error {
 	if err := checkShape(shape, len(data)); err != nil {
 		return err
 	}
 	bw := bufio.NewWriter(w)
-	if err := writeHeader(bw, "<f8", shape); err != nil {
+	if err := writeHeader(bw, descr, shape); err != nil {
 		return err
 	}
 	var buf [8]byte
 	for _, v := range data {
-		binary.LittleEndian.PutUint64(buf[:], math.Float64bits(v))
-		bw.Write(buf[:])
+		bw.Write(put(buf[:0], v))
 	}
 	return bw.Flush()
 }
