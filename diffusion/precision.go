@@ -71,3 +71,44 @@ func (p Precision) Check(dev torch.Device) error {
 	}
 	return nil
 }
+
+// Wrap returns m running its forward passes in p: for BF16 and FP16 in an
+// autocast scope of the caller's mode, the result cast back to float32 and
+// handed to the caller's scope, so that a sampler's own arithmetic on it
+// stays float32 (its schedule coefficients float64). For Float32 it is m.
+func (p Precision) Wrap(m Model) Model {
+	dt, ok := p.Autocast()
+	if !ok {
+		return m
+	}
+	return autocastModel{m: m, dt: dt}
+}
+
+// autocastModel is a Model whose forward runs under autocast.
+type autocastModel struct {
+	m  Model
+	dt torch.DType
+}
+
+func (a autocastModel) Forward(s *torch.Scope, x, t, labels *torch.Tensor) *torch.Tensor {
+	if s.Err() != nil {
+		return nil
+	}
+	c, err := torch.NewAutocastScope(s.Mode(), a.dt)
+	if err != nil {
+		s.Fail(err)
+		return nil
+	}
+	defer c.Close()
+	out := a.m.Forward(c, x, t, labels)
+	if out != nil && out.DType() != torch.Float32 {
+		out = c.ToDType(out, torch.Float32)
+	}
+	if err := c.Err(); err != nil {
+		s.Fail(err)
+		return nil
+	}
+	c.Keep(out)
+	s.Adopt(out)
+	return out
+}

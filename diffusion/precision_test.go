@@ -36,3 +36,44 @@ func TestPrecisionCheck(t *testing.T) {
 		}
 	}
 }
+
+// recordingModel returns x in bfloat16 and records its scope's autocast.
+type recordingModel struct{ autocast *torch.DType }
+
+func (r recordingModel) Forward(s *torch.Scope, x, t, labels *torch.Tensor) *torch.Tensor {
+	if dt, ok := s.Autocast(); ok {
+		*r.autocast = dt
+	}
+	return s.ToDType(s.MulScalar(x, 3), torch.BFloat16)
+}
+
+// Wrap runs the forward under autocast and hands a float32 result to the
+// caller's scope; Float32 leaves the model alone.
+func TestPrecisionWrap(t *testing.T) {
+	var seen torch.DType
+	m := recordingModel{&seen}
+	if _, ok := Float32.Wrap(m).(recordingModel); !ok {
+		t.Error("Float32.Wrap changed the model")
+	}
+	s := torch.NewScope(torch.Inference)
+	defer s.Close()
+	before := s.Len()
+	x := s.FromFloat32s([]float32{0.5, -1, 2}, 3)
+	out := BF16.Wrap(m).Forward(s, x, nil, nil)
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if seen != torch.BFloat16 {
+		t.Errorf("the forward ran with autocast %q, want bfloat16", seen)
+	}
+	got, err := out.Float32s()
+	if err != nil || out.DType() != torch.Float32 {
+		t.Fatalf("result %s, %v", out.DType(), err)
+	}
+	if got[0] != 1.5 || got[1] != -3 || got[2] != 6 {
+		t.Errorf("result %v, want [1.5 -3 6]", got)
+	}
+	if n := s.Len() - before; n != 2 { // x and the result; the forward's own tensors are freed
+		t.Errorf("the caller's scope gained %d tensors, want 2", n)
+	}
+}

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ddpm-go/ddpm/torch"
@@ -12,4 +15,26 @@ func TestTrainBF16(t *testing.T) {
 		t.Skip("this CPU has no bfloat16 instructions")
 	}
 	tinyRun(t, "--precision", "bf16")
+}
+
+// --precision bf16 samples and evaluates from a run; a precision the device
+// cannot run is one line.
+func TestSampleBF16(t *testing.T) {
+	if !torch.CPUHasBF16() {
+		t.Skip("this CPU has no bfloat16 instructions")
+	}
+	run := tinyRun(t)
+	out := filepath.Join(t.TempDir(), "grid.png")
+	if code, so, se := ddpm(t, "sample", "--run", run, "--n", "4", "--steps", "5", "--precision", "bf16", "--out", out, "-q"); code != 0 {
+		t.Fatalf("sample --precision bf16 failed (%d): %s %s", code, so, se)
+	}
+	if _, err := os.Stat(out); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"fp16", "fp8"} {
+		code, _, se := ddpm(t, "sample", "--run", run, "--n", "4", "--precision", bad, "--device", "cpu", "--out", out, "-q")
+		if code == 0 || strings.Count(strings.TrimSpace(se), "\n") != 0 || !strings.Contains(se, "precision") {
+			t.Errorf("--precision %s: exit %d, stderr %q; want one line naming the precision", bad, code, se)
+		}
+	}
 }

@@ -27,6 +27,7 @@ var modelFlags = []cli.Flag{
 	&cli.StringFlag{Name: "weights", Value: "ema", Usage: "ema or model", EnvVars: []string{"DDPM_WEIGHTS"}},
 	&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto", EnvVars: []string{"DDPM_DEVICE"}},
 	&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads (default: every CPU, or OMP_NUM_THREADS; a CPU share per rank in distributed runs)", EnvVars: []string{"DDPM_THREADS"}},
+	&cli.StringFlag{Name: "precision", Value: "float32", Usage: "the model's arithmetic: float32, bf16 (autocast, CPU with bfloat16 instructions or CUDA) or fp16 (autocast, CUDA); the sampler stays float32", EnvVars: []string{"DDPM_PRECISION"}},
 }
 
 // samplerFlags are the sampler settings shared by sample and eval.
@@ -78,38 +79,54 @@ func checkpointPath(c *cli.Context) (string, error) {
 	return "", fmt.Errorf("which model? give --run RUN_DIR, --checkpoint FILE or --model DIFFUSERS_DIR")
 }
 
+// pipelineOptions reads --device, --threads and --precision; a precision
+// the device cannot run is refused before any model is read.
+func pipelineOptions(c *cli.Context) (pipeline.Options, error) {
+	precision, err := diffusion.ParsePrecision(c.String("precision"))
+	if err != nil {
+		return pipeline.Options{}, fmt.Errorf("--precision: %w", err)
+	}
+	dev, err := setupDevice(c.String("device"), c.Int("threads"))
+	if err != nil {
+		return pipeline.Options{}, err
+	}
+	if err := precision.Check(dev); err != nil {
+		return pipeline.Options{}, err
+	}
+	return pipeline.Options{Device: dev, Precision: precision}, nil
+}
+
 // loadPipeline loads the model named by the model flags.
 func loadPipeline(c *cli.Context) (*pipeline.Pipeline, error) {
 	if dir := c.String("model"); dir != "" {
 		if c.String("run") != "" || c.String("checkpoint") != "" {
 			return nil, fmt.Errorf("give --model, --run or --checkpoint, not several")
 		}
-		dev, err := setupDevice(c.String("device"), c.Int("threads"))
+		o, err := pipelineOptions(c)
 		if err != nil {
 			return nil, err
 		}
-		return pipeline.LoadDiffusers(dir, pipeline.Options{Device: dev})
+		return pipeline.LoadDiffusers(dir, o)
 	}
 	path, err := checkpointPath(c)
 	if err != nil {
 		return nil, err
 	}
-	dev, err := setupDevice(c.String("device"), c.Int("threads"))
+	o, err := pipelineOptions(c)
 	if err != nil {
 		return nil, err
 	}
-	w, err := checkpoint.ParseWeights(c.String("weights"))
-	if err != nil {
+	if o.Weights, err = checkpoint.ParseWeights(c.String("weights")); err != nil {
 		return nil, fmt.Errorf("--weights: %w", err)
 	}
-	p, err := pipeline.Load(path, pipeline.Options{Device: dev, Weights: w})
+	p, err := pipeline.Load(path, o)
 	if errors.Is(err, fs.ErrNotExist) && c.String("run") != "" {
 		// A training writing the run pruned that checkpoint between
 		// listing and loading: take the newest again.
 		if path, err = checkpoint.Latest(c.String("run")); err != nil {
 			return nil, err
 		}
-		p, err = pipeline.Load(path, pipeline.Options{Device: dev, Weights: w})
+		p, err = pipeline.Load(path, o)
 	}
 	return p, err
 }

@@ -39,6 +39,12 @@ type Options struct {
 	Device torch.Device
 	// Weights picks the checkpoint's weights (Load only); default EMA.
 	Weights checkpoint.Weights
+	// Precision is the arithmetic of the model's forward passes
+	// (diffusion.Precision.Wrap): bf16 (CPU with bfloat16 instructions, or CUDA) or
+	// fp16 (CUDA) autocast the convolutions, linear layers and attention
+	// products; the weights and the sampler's arithmetic stay float32.
+	// Default float32.
+	Precision diffusion.Precision
 	// MaxConcurrent is how many Generate calls run at once; the others
 	// wait their turn (or for their context). Default 1: on a CPU one call
 	// already uses every core, and two would only slow each other down.
@@ -66,6 +72,8 @@ type Pipeline struct {
 	info  Info
 	dev   torch.Device
 	gate  chan struct{}
+	// precision is the arithmetic of model's forward (model is wrapped).
+	precision diffusion.Precision
 	// sampling is what a zero GenerateOptions.Sampling selects.
 	sampling sampler.Options
 }
@@ -131,13 +139,19 @@ func New(model diffusion.Model, sched *diffusion.Schedule, info Info, o Options)
 	case o.MaxConcurrent < 0:
 		return nil, fmt.Errorf("pipeline: MaxConcurrent %d must be non-negative", o.MaxConcurrent)
 	}
+	if o.Precision == "" {
+		o.Precision = diffusion.Float32
+	}
+	if err := o.Precision.Check(o.Device); err != nil {
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
 	if info.Target == "" {
 		info.Target = diffusion.Epsilon
 	}
 	if !info.Target.Valid() {
 		return nil, fmt.Errorf("pipeline: unknown target %q", info.Target)
 	}
-	return &Pipeline{model: model, sched: sched, info: info, dev: o.Device,
+	return &Pipeline{model: o.Precision.Wrap(model), sched: sched, info: info, dev: o.Device, precision: o.Precision,
 		gate: make(chan struct{}, max(o.MaxConcurrent, 1)), sampling: DefaultSampling()}, nil
 }
 
@@ -210,6 +224,9 @@ func (p *Pipeline) Schedule() *diffusion.Schedule { return p.sched }
 
 // Device is where the model runs.
 func (p *Pipeline) Device() torch.Device { return p.dev }
+
+// Precision is the arithmetic of the model's forward passes.
+func (p *Pipeline) Precision() diffusion.Precision { return p.precision }
 
 // Close frees a model that Load built; it must not run while Generate does.
 func (p *Pipeline) Close() {
