@@ -20,12 +20,13 @@ import (
 
 var benchCommand = &cli.Command{
 	Name:  "bench",
-	Usage: "time a training step and a denoising step of a preset",
+	Usage: "time a training step and a denoising step of a preset, with the GFLOP/s they reach next to the machine's GEMM peak",
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "preset", Value: "small", Usage: "model preset: " + joinNames(unet.PresetNames())},
 		&cli.IntFlag{Name: "batch", Value: 64, Usage: "images per step"},
 		&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto"},
 		&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads (default: every CPU, or OMP_NUM_THREADS; a CPU share per rank in distributed runs)"},
+		&cli.StringFlag{Name: "precision", Value: "float32", Usage: "the model's arithmetic: float32, bf16 or fp16 (CUDA)"},
 		&cli.IntFlag{Name: "iters", Value: 5, Usage: "timed iterations of each step"},
 		&cli.IntFlag{Name: "warmup", Value: 2, Usage: "untimed iterations first"},
 		&cli.BoolFlag{Name: "json", Usage: "print one JSON object"},
@@ -34,19 +35,32 @@ var benchCommand = &cli.Command{
 }
 
 // benchResult is what bench prints; --json is read by scripts.
+// GFLOP/s count two operations per multiply-add of the convolutions,
+// linear layers and attention products (unet.Config.FLOPs); a training step
+// is counted as three forwards (the backward computes two products per
+// forward product). The GEMM peaks are a square matmul of gemmSize through
+// libtorch, in float32 and in the step's low precision.
 type benchResult struct {
 	Preset           string  `json:"preset"`
 	Batch            int     `json:"batch"`
 	Device           string  `json:"device"`
 	Threads          int     `json:"threads"`
 	Libtorch         string  `json:"libtorch"`
+	Precision        string  `json:"precision"`
 	Params           int64   `json:"params"`
 	TrainStepS       float64 `json:"train_step_s"`
 	SampleStepS      float64 `json:"sample_step_s"`
 	TrainImagesPerS  float64 `json:"train_images_per_s"`
 	SampleImagesPerS float64 `json:"sample_images_per_s"`
+	TrainGFLOPS      float64 `json:"train_gflops"`
+	SampleGFLOPS     float64 `json:"sample_gflops"`
+	GEMMGFLOPS       float64 `json:"gemm_float32_gflops"`
+	LowGEMMGFLOPS    float64 `json:"gemm_low_precision_gflops,omitempty"` // bf16 or fp16, as Precision
 	PeakRSSBytes     int64   `json:"peak_rss_bytes"`
 }
+
+// gemmSize is the side of the square matrices of the GEMM peak.
+const gemmSize = 2048
 
 func runBench(c *cli.Context) error {
 	batch, iters, warm := c.Int("batch"), c.Int("iters"), c.Int("warmup")
@@ -57,8 +71,15 @@ func runBench(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	precision, err := diffusion.ParsePrecision(c.String("precision"))
+	if err != nil {
+		return fmt.Errorf("--precision: %w", err)
+	}
 	dev, err := setupDevice(c.String("device"), c.Int("threads"))
 	if err != nil {
+		return err
+	}
+	if err := precision.Check(dev); err != nil {
 		return err
 	}
 	model, err := unet.New(cfg, dev, torch.Float32, nil)
@@ -67,7 +88,7 @@ func runBench(c *cli.Context) error {
 	}
 	defer model.Close()
 	res := benchResult{Preset: c.String("preset"), Batch: batch, Device: dev.String(), Threads: torch.NumThreads(),
-		Libtorch: torch.Version(), Params: cfg.NumParams()}
+		Libtorch: torch.Version(), Precision: string(precision), Params: cfg.NumParams()}
 
 	sched, err := diffusion.NewSchedule(diffusion.DefaultScheduleConfig())
 	if err != nil {
@@ -76,7 +97,7 @@ func runBench(c *cli.Context) error {
 	shape := []int64{int64(cfg.InChannels), int64(cfg.ImageSize), int64(cfg.ImageSize)}
 	// The training step is the trainer's own, fed random images.
 	tr, err := train.New(model, sched, train.Config{Steps: int64(warm + iters), BatchSize: batch,
-		LogEvery: 1 << 30, CheckpointEvery: 1 << 30}, dev, shape)
+		LogEvery: 1 << 30, CheckpointEvery: 1 << 30, Precision: precision}, dev, shape)
 	if err != nil {
 		return err
 	}
@@ -97,13 +118,15 @@ func runBench(c *cli.Context) error {
 	}
 	res.TrainStepS = time.Since(start).Seconds() / float64(iters)
 
-	// The sampling step is one denoising forward in inference mode.
+	// The sampling step is one denoising forward in inference mode, in the
+	// precision a pipeline would run it.
+	denoiser := precision.Wrap(model)
 	step := func() error {
 		s := torch.NewScope(torch.Inference)
 		defer s.Close()
 		x := s.Randn(append([]int64{int64(batch)}, shape...), torch.Float32, dev, nil)
 		t := s.Full([]int64{int64(batch)}, 500, torch.Int64, dev)
-		out := model.Forward(s, x, t, nil)
+		out := denoiser.Forward(s, x, t, nil)
 		if err := s.Err(); err != nil {
 			return err
 		}
@@ -124,6 +147,17 @@ func runBench(c *cli.Context) error {
 	res.SampleStepS = time.Since(start).Seconds() / float64(iters)
 	res.TrainImagesPerS = float64(batch) / res.TrainStepS
 	res.SampleImagesPerS = float64(batch) / res.SampleStepS
+	flops := float64(cfg.FLOPs()) * float64(batch)
+	res.TrainGFLOPS = 3 * flops / res.TrainStepS / 1e9
+	res.SampleGFLOPS = flops / res.SampleStepS / 1e9
+	if res.GEMMGFLOPS, err = gemmGFLOPS(dev, torch.Float32); err != nil {
+		return err
+	}
+	if dt, ok := precision.Autocast(); ok {
+		if res.LowGEMMGFLOPS, err = gemmGFLOPS(dev, dt); err != nil {
+			return err
+		}
+	}
 	res.PeakRSSBytes = peakRSS()
 
 	w := c.App.Writer
@@ -132,13 +166,41 @@ func runBench(c *cli.Context) error {
 		fmt.Fprintln(w, string(b))
 		return nil
 	}
-	fmt.Fprintf(w, "preset %s, batch %d, device %s, %d threads, libtorch %s, %s params\n",
-		res.Preset, res.Batch, res.Device, res.Threads, res.Libtorch, humanCount(res.Params))
-	fmt.Fprintf(w, "%-26s %12s %12s\n", "", "s/step", "images/s")
-	fmt.Fprintf(w, "%-26s %12.4f %12.1f\n", "train (fwd+bwd+AdamW+EMA)", res.TrainStepS, res.TrainImagesPerS)
-	fmt.Fprintf(w, "%-26s %12.4f %12.1f\n", "denoise (one forward)", res.SampleStepS, res.SampleImagesPerS)
+	fmt.Fprintf(w, "preset %s, batch %d, device %s, %d threads, libtorch %s, %s params, precision %s\n",
+		res.Preset, res.Batch, res.Device, res.Threads, res.Libtorch, humanCount(res.Params), res.Precision)
+	fmt.Fprintf(w, "%-26s %12s %12s %12s\n", "", "s/step", "images/s", "GFLOP/s")
+	fmt.Fprintf(w, "%-26s %12.4f %12.1f %12.1f\n", "train (fwd+bwd+AdamW+EMA)", res.TrainStepS, res.TrainImagesPerS, res.TrainGFLOPS)
+	fmt.Fprintf(w, "%-26s %12.4f %12.1f %12.1f\n", "denoise (one forward)", res.SampleStepS, res.SampleImagesPerS, res.SampleGFLOPS)
+	fmt.Fprintf(w, "%-26s %12s %12s %12.1f\n", fmt.Sprintf("GEMM float32 %d", gemmSize), "", "", res.GEMMGFLOPS)
+	if res.LowGEMMGFLOPS > 0 {
+		fmt.Fprintf(w, "%-26s %12s %12s %12.1f\n", fmt.Sprintf("GEMM %s %d", res.Precision, gemmSize), "", "", res.LowGEMMGFLOPS)
+	}
 	fmt.Fprintf(w, "peak RSS %.1f MiB\n", float64(res.PeakRSSBytes)/(1<<20))
 	return nil
+}
+
+// gemmGFLOPS is the rate of a gemmSize x gemmSize matmul in dt on dev
+// (2n^3 operations), the best of a few after a warm-up.
+func gemmGFLOPS(dev torch.Device, dt torch.DType) (float64, error) {
+	s := torch.NewScope(torch.Inference)
+	defer s.Close()
+	n := int64(gemmSize)
+	a := s.ToDType(s.Randn([]int64{n, n}, torch.Float32, dev, nil), dt)
+	b := s.ToDType(s.Randn([]int64{n, n}, torch.Float32, dev, nil), dt)
+	best := 0.0
+	for i := range 3 {
+		start := time.Now()
+		p := s.Matmul(a, b)
+		_, err := s.Sum(s.Narrow(s.Narrow(p, 0, 0, 1), 1, 0, 1), nil, false).Item() // waits for the device
+		if err != nil {
+			return 0, fmt.Errorf("gemm %s: %w", dt, err)
+		}
+		p.Close()
+		if i > 0 {
+			best = max(best, 2*float64(n*n*n)/time.Since(start).Seconds()/1e9)
+		}
+	}
+	return best, s.Err()
 }
 
 // randomBatches feeds the benchmark's trainer with uniform noise images.

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/ddpm-go/ddpm/diffusion/unet"
 	"github.com/ddpm-go/ddpm/torch"
 )
 
@@ -36,5 +39,28 @@ func TestSampleBF16(t *testing.T) {
 		if code == 0 || strings.Count(strings.TrimSpace(se), "\n") != 0 || !strings.Contains(se, "precision") {
 			t.Errorf("--precision %s: exit %d, stderr %q; want one line naming the precision", bad, code, se)
 		}
+	}
+}
+
+// bench --precision bf16 reports its rates: GFLOP/s from the preset's FLOP
+// count and the step times, and both GEMM peaks.
+func TestBenchBF16(t *testing.T) {
+	if !torch.CPUHasBF16() {
+		t.Skip("this CPU has no bfloat16 instructions")
+	}
+	code, out, errOut := ddpm(t, "bench", "--preset", "tiny", "--batch", "2", "--iters", "1", "--warmup", "0", "--precision", "bf16", "--json")
+	if code != 0 {
+		t.Fatalf("bench failed (%d): %s", code, errOut)
+	}
+	var r benchResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("%v: %q", err, out)
+	}
+	cfg, _ := unet.Preset("tiny")
+	flops := float64(cfg.FLOPs()) * 2
+	near := func(a, b float64) bool { return math.Abs(a-b) <= 1e-9*b }
+	if r.Precision != "bf16" || !near(r.TrainGFLOPS, 3*flops/r.TrainStepS/1e9) || !near(r.SampleGFLOPS, flops/r.SampleStepS/1e9) ||
+		!(r.GEMMGFLOPS > 0) || !(r.LowGEMMGFLOPS > 0) {
+		t.Errorf("bench result %+v", r)
 	}
 }
