@@ -20,7 +20,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ddpm-go/ddpm/diffusion"
-	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
 	"github.com/ddpm-go/ddpm/diffusion/sampler"
 	"github.com/ddpm-go/ddpm/diffusion/serve"
@@ -50,6 +49,7 @@ answered, for --duration at each --clients level.`,
 		&cli.BoolFlag{Name: "no-baseline", Usage: "skip the one-request-at-a-time server"},
 		&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto"},
 		&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads (default: every CPU, or OMP_NUM_THREADS)"},
+		precisionFlag,
 		&cli.BoolFlag{Name: "json", Usage: "print one JSON object"},
 	},
 	Action: runLoadtest,
@@ -92,10 +92,11 @@ func snapshotMemory() memSnapshot {
 }
 
 type loadReport struct {
-	Request string      `json:"request"`
-	Threads int         `json:"threads"`
-	DirectS float64     `json:"direct_pipeline_s,omitempty"`
-	Levels  []loadLevel `json:"levels"`
+	Request   string      `json:"request"`
+	Threads   int         `json:"threads"`
+	Precision string      `json:"precision,omitempty"`
+	DirectS   float64     `json:"direct_pipeline_s,omitempty"`
+	Levels    []loadLevel `json:"levels"`
 }
 
 func runLoadtest(c *cli.Context) error {
@@ -136,12 +137,12 @@ func runLoadtest(c *cli.Context) error {
 		return printLoad(c, rep)
 	}
 
-	dev, err := setupDevice(c.String("device"), c.Int("threads"))
+	po, err := pipelineOptions(c)
 	if err != nil {
 		return err
 	}
-	rep.Threads = torch.NumThreads()
-	p, closeModel, err := loadtestPipeline(c, dev)
+	rep.Threads, rep.Precision = torch.NumThreads(), string(po.Precision)
+	p, closeModel, err := loadtestPipeline(c, po)
 	if err != nil {
 		return err
 	}
@@ -191,9 +192,9 @@ func runLoadtest(c *cli.Context) error {
 
 // loadtestPipeline is --model's pipeline, or --preset's U-Net with random
 // weights (the speed of a forward does not depend on them).
-func loadtestPipeline(c *cli.Context, dev torch.Device) (*pipeline.Pipeline, func(), error) {
+func loadtestPipeline(c *cli.Context, o pipeline.Options) (*pipeline.Pipeline, func(), error) {
 	if path := c.String("model"); path != "" {
-		p, err := loadServedModel(path, pipeline.Options{Device: dev, Weights: checkpoint.EMA})
+		p, err := loadServedModel(path, o)
 		if err != nil {
 			return nil, nil, fmt.Errorf("loadtest: %w", err)
 		}
@@ -203,7 +204,7 @@ func loadtestPipeline(c *cli.Context, dev torch.Device) (*pipeline.Pipeline, fun
 	if err != nil {
 		return nil, nil, err
 	}
-	u, err := unet.New(cfg, dev, torch.Float32, nil)
+	u, err := unet.New(cfg, o.Device, torch.Float32, nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -212,7 +213,7 @@ func loadtestPipeline(c *cli.Context, dev torch.Device) (*pipeline.Pipeline, fun
 		u.Close()
 		return nil, nil, err
 	}
-	p, err := pipeline.New(u, sched, pipeline.Info{Channels: cfg.InChannels, Size: cfg.ImageSize}, pipeline.Options{Device: dev})
+	p, err := pipeline.New(u, sched, pipeline.Info{Channels: cfg.InChannels, Size: cfg.ImageSize}, o)
 	if err != nil {
 		u.Close()
 		return nil, nil, err
@@ -369,7 +370,7 @@ func printLoad(c *cli.Context, rep loadReport) error {
 	w := c.App.Writer
 	fmt.Fprintf(w, "request: %s", rep.Request)
 	if rep.Threads > 0 {
-		fmt.Fprintf(w, "; %d threads", rep.Threads)
+		fmt.Fprintf(w, "; %d threads, %s", rep.Threads, rep.Precision)
 	}
 	fmt.Fprintln(w)
 	if rep.DirectS > 0 {

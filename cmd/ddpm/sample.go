@@ -27,7 +27,7 @@ var modelFlags = []cli.Flag{
 	&cli.StringFlag{Name: "weights", Value: "ema", Usage: "ema or model", EnvVars: []string{"DDPM_WEIGHTS"}},
 	&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto", EnvVars: []string{"DDPM_DEVICE"}},
 	&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads (default: every CPU, or OMP_NUM_THREADS; a CPU share per rank in distributed runs)", EnvVars: []string{"DDPM_THREADS"}},
-	&cli.StringFlag{Name: "precision", Value: "float32", Usage: "the model's arithmetic: float32, bf16 (autocast, CPU with bfloat16 instructions or CUDA) or fp16 (autocast, CUDA); the sampler stays float32", EnvVars: []string{"DDPM_PRECISION"}},
+	precisionFlag,
 }
 
 // samplerFlags are the sampler settings shared by sample and eval.
@@ -78,6 +78,9 @@ func checkpointPath(c *cli.Context) (string, error) {
 	}
 	return "", fmt.Errorf("which model? give --run RUN_DIR, --checkpoint FILE or --model DIFFUSERS_DIR")
 }
+
+// precisionFlag is --precision of the commands that sample.
+var precisionFlag = &cli.StringFlag{Name: "precision", Value: "float32", Usage: "the model's arithmetic: float32, bf16 (autocast, CPU with bfloat16 instructions or CUDA) or fp16 (autocast, CUDA); the sampler stays float32", EnvVars: []string{"DDPM_PRECISION"}}
 
 // pipelineOptions reads --device, --threads and --precision; a precision
 // the device cannot run is refused before any model is read.

@@ -46,6 +46,7 @@ requests in flight finish (at most --drain-timeout) and exits.`,
 		&cli.StringFlag{Name: "weights", Value: "ema", Usage: "ema or model (checkpoints)", EnvVars: []string{"DDPM_WEIGHTS"}},
 		&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto", EnvVars: []string{"DDPM_DEVICE"}},
 		&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads (default: every CPU, or OMP_NUM_THREADS)", EnvVars: []string{"DDPM_THREADS"}},
+		precisionFlag,
 	},
 	Action: runServe,
 }
@@ -73,10 +74,11 @@ func runServe(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--weights: %w", err)
 	}
-	dev, err := setupDevice(c.String("device"), c.Int("threads"))
+	po, err := pipelineOptions(c)
 	if err != nil {
 		return err
 	}
+	po.Weights = w
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics, err := serve.NewMetrics(reg)
@@ -100,7 +102,7 @@ func runServe(c *cli.Context) error {
 		if slices.ContainsFunc(models, func(m *servedModel) bool { return m.name == name }) {
 			return fmt.Errorf("serve: --model %s given twice", name)
 		}
-		p, err := loadServedModel(path, pipeline.Options{Device: dev, Weights: w})
+		p, err := loadServedModel(path, po)
 		if err != nil {
 			return fmt.Errorf("serve: model %s: %w", name, err)
 		}

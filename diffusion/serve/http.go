@@ -201,6 +201,7 @@ type modelInfo struct {
 	NumClasses     int      `json:"num_classes"`
 	ClassNames     []string `json:"class_names,omitempty"`
 	Target         string   `json:"target"`
+	Precision      string   `json:"precision"`
 	T              int      `json:"num_train_timesteps"`
 	DefaultSampler string   `json:"default_sampler"`
 	DefaultSteps   int      `json:"default_steps"`
@@ -222,7 +223,7 @@ func (h *Handler) listModels(w http.ResponseWriter, r *http.Request) {
 		p, o := m.Engine.Pipeline(), m.Engine.Options()
 		info, def := p.Info(), p.DefaultSampling()
 		out.Data = append(out.Data, modelInfo{ID: m.Name, Channels: info.Channels, Size: info.Size, NumClasses: info.NumClasses,
-			ClassNames: info.ClassNames, Target: string(info.Target), T: p.Schedule().T(),
+			ClassNames: info.ClassNames, Target: string(info.Target), Precision: string(p.Precision()), T: p.Schedule().T(),
 			DefaultSampler: string(def.Sampler), DefaultSteps: def.Steps,
 			MaxBatch: o.MaxBatch, MaxImages: o.MaxImages, MaxSteps: o.MaxSteps})
 	}

@@ -568,3 +568,69 @@ func TestTimeout(t *testing.T) {
 	f.model.setHook(nil)
 	checkNoLeaks(t, start)
 }
+
+// The engine runs the pipeline's precision: a bf16 pipeline's request
+// alone gives what its pipeline.Generate gives, and under load from other
+// requests the same 8-bit pixels.
+func TestBF16(t *testing.T) {
+	if err := diffusion.BF16.Check(torch.CPU); err != nil {
+		t.Skip(err)
+	}
+	f := tinyPipeline(t, 2)
+	p, err := pipeline.New(f.model, f.p.Schedule(), f.p.Info(), pipeline.Options{Precision: diffusion.BF16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := torch.LiveTensors()
+	e, err := serve.New(p, serve.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { e.Close(); checkNoLeaks(t, start) }()
+	ctx := context.Background()
+	r := serve.Request{N: 2, Seed: 4, Labels: []int64{0, 1}, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 6, Guidance: 2}}
+	alone, err := e.Generate(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := p.Generate(ctx, r.N, pipeline.GenerateOptions{Seed: r.Seed, Labels: r.Labels, Sampling: r.Sampling})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, n := compare8(t, "bf16 engine vs pipeline.Generate", alone, want)
+	t.Logf("bf16 alone vs pipeline.Generate: largest difference %g, %d 8-bit pixels differ", d, n)
+	// The request starts alone; the others join it at its second step.
+	release := holdFirstForward(f.model, nil)
+	defer release()
+	var loaded *pipeline.Images
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		loaded, err = e.Generate(ctx, r)
+		done <- err
+	}()
+	waitFor(t, func() bool { return e.Stats().ActiveRequests == 1 })
+	var wg sync.WaitGroup
+	others := requests()
+	for i, other := range others {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := e.Generate(ctx, other); err != nil {
+				t.Errorf("other request %d: %v", i, err)
+			}
+		}()
+	}
+	waitFor(t, func() bool { return e.Stats().Queued == len(others) })
+	shared := e.Stats().SharedForwards
+	release()
+	wg.Wait()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if e.Stats().SharedForwards == shared {
+		t.Error("no forward was shared")
+	}
+	d, n = compare8(t, "bf16 alone vs under load", alone, loaded)
+	t.Logf("bf16 alone vs under load: largest difference %g, %d 8-bit pixels differ", d, n)
+}
