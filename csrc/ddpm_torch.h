@@ -37,8 +37,13 @@ typedef char* ddpm_error;                         /* NULL = ok; else free() it *
 
 /* Autograd mode applied for the duration of one call: one of the three
  * values below, optionally OR-ed with one autocast flag (mixed precision, as
- * torch.autocast: matmuls and convolutions in the lower precision, reductions,
- * norms and losses in float32). */
+ * torch.autocast). Under autocast, on every device and libtorch version:
+ * matmul, bmm, linear, conv2d and the products of ddpm_attention run in the
+ * lower precision (float32 inputs, weights included, are cast for the call);
+ * group_norm, softmax, log_softmax, mse_loss, cross_entropy, the softmax of
+ * ddpm_attention and the accumulating reductions of ddpm_reduce take their
+ * bfloat16/float16 inputs in float32 and return float32. Elementwise ops
+ * follow type promotion (bfloat16 + float32 is float32). */
 typedef int32_t ddpm_mode;
 enum {
   DDPM_MODE_GRAD = 0,      /* record operations for autograd */
@@ -88,6 +93,11 @@ void ddpm_version(char* buf, size_t cap);
 int64_t ddpm_cuda_device_count(void);
 /* Whether the CUDA backend is compiled in and a device is present. */
 int32_t ddpm_cuda_available(void);
+/* Whether this CPU has bfloat16 arithmetic instructions (x86 AVX512_BF16 or
+ * AMX-BF16, ARM BF16), checked at run time. Without them libtorch still
+ * computes in bfloat16, by converting to float32 and back, which is slower
+ * than float32 itself. */
+int32_t ddpm_cpu_has_bf16(void);
 /* Intra-op thread count (OpenBLAS follows it unless OPENBLAS_NUM_THREADS is
  * set). libtorch's OpenMP keeps it per OS thread; the shim
  * makes it process-wide by applying the last value set here on whichever
@@ -290,7 +300,7 @@ ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w,
                        const int64_t* padding, const int64_t* dilation,
                        int64_t groups, ddpm_tensor* out);
 /* GroupNorm over (N, C, ...); weight/bias may be NULL. Under autocast it
- * computes in float32 and returns float32. */
+ * computes in float32 and returns float32 (see ddpm_mode). */
 ddpm_error ddpm_group_norm(ddpm_mode mode, ddpm_tensor x, int64_t groups,
                            ddpm_tensor weight, ddpm_tensor bias, double eps,
                            ddpm_tensor* out);
