@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/diffusion/data"
 	"github.com/ddpm-go/ddpm/diffusion/train"
 	"github.com/ddpm-go/ddpm/diffusion/unet"
@@ -27,17 +28,29 @@ func BenchmarkTrainStepVsPyTorch(b *testing.B) {
 		{"small", 64, 3, 5},
 		{"cifar10", 8, 1, 3},
 	} {
-		b.Run(fmt.Sprintf("%s-batch%d", c.preset, c.batch), func(b *testing.B) {
-			trainStepVsPyTorch(b, c.preset, c.batch, c.stepsPerRound, c.rounds)
-		})
+		for _, p := range []diffusion.Precision{diffusion.Float32, diffusion.BF16} {
+			b.Run(fmt.Sprintf("%s-batch%d-%s", c.preset, c.batch, p), func(b *testing.B) {
+				trainStepVsPyTorch(b, c.preset, c.batch, c.stepsPerRound, c.rounds, p)
+			})
+		}
 	}
 }
 
-func trainStepVsPyTorch(b *testing.B, presetName string, batch, stepsPerRound, rounds int) {
+// trainStepVsPyTorch times the Go trainer in precision against PyTorch
+// eager float32 (the baseline a user runs today).
+func trainStepVsPyTorch(b *testing.B, presetName string, batch, stepsPerRound, rounds int, precision diffusion.Precision) {
+	if err := precision.Check(torch.CPU); err != nil {
+		b.Skip(err)
+	}
 	py := pyref.Python(b)
 	u, _ := unet.BenchModel(b, presetName)
 	cfg := u.Config()
 	imageShape := []int64{int64(cfg.InChannels), int64(cfg.ImageSize), int64(cfg.ImageSize)}
+	// The thread count a user gets (every CPU), on both sides, before the
+	// first case's trainer or sampler would set it half-way.
+	if err := torch.UseDefaultThreads(); err != nil {
+		b.Fatal(err)
+	}
 	threads := torch.NumThreads()
 
 	rng := rand.New(rand.NewPCG(5, 6))
@@ -54,7 +67,7 @@ func trainStepVsPyTorch(b *testing.B, presetName string, batch, stepsPerRound, r
 	// Start PyTorch before training moves the weights.
 	ref := unet.StartCompareReference(b, py, b.TempDir(), u, map[string]*torch.Tensor{"x0": x0}, "train", threads)
 
-	tr, err := train.New(u, unet.LinearSchedule(b), train.Config{Steps: math.MaxInt64, BatchSize: batch, Seed: 7}, torch.CPU, imageShape)
+	tr, err := train.New(u, unet.LinearSchedule(b), train.Config{Steps: math.MaxInt64, BatchSize: batch, Seed: 7, Precision: precision}, torch.CPU, imageShape)
 	if err != nil {
 		b.Fatal(err)
 	}
