@@ -235,6 +235,9 @@ func runSample(c *cli.Context) error {
 	}
 	info := p.Info()
 	ch, size := info.Channels, info.Size
+	if traj != "" && (info.LatentChannels != ch || info.LatentSize != size) {
+		return errors.New("--trajectory draws x_t, which a latent model samples as latents, not images")
+	}
 	bar := newProgress(c.App.Writer, c.Bool("quiet"), "sample", int64(n))
 	o.OnBatch = func(done, total int) { bar.update(int64(done), "images") }
 	var strip trajectory

@@ -38,6 +38,9 @@ type runConfig struct {
 	Flip        bool                     `json:"flip"`
 	SampleEvery int64                    `json:"sample_every"`
 	SampleN     int                      `json:"sample_n"`
+	// Autoencoder is the autoencoder of a latent diffusion run (nil for
+	// pixels); Model is then at its latent shape.
+	Autoencoder *checkpoint.Autoencoder `json:"autoencoder,omitempty"`
 }
 
 // runConfigFormat is the version of config.json.
@@ -53,6 +56,7 @@ const (
 var trainFlags = []cli.Flag{
 	&cli.StringFlag{Name: "config", Usage: "read flag values from a YAML or JSON file (keys are flag names)", EnvVars: []string{"DDPM_CONFIG"}},
 	altsrc.NewStringFlag(&cli.StringFlag{Name: "data", Usage: "training images: an IDX or CIFAR-10 file or folder, or a folder of PNG/JPEG images (default: Debian's Fashion-MNIST)", EnvVars: []string{"DDPM_DATA"}}),
+	altsrc.NewStringFlag(&cli.StringFlag{Name: "autoencoder", Usage: "train on the latents of this autoencoder: a checkpoint or run directory of ddpm train-autoencoder, or a diffusers AutoencoderKL folder", EnvVars: []string{"DDPM_AUTOENCODER"}}),
 	altsrc.NewStringFlag(&cli.StringFlag{Name: "preset", Value: "small", Usage: "model preset: " + joinNames(unet.PresetNames()), EnvVars: []string{"DDPM_PRESET"}}),
 	altsrc.NewIntFlag(&cli.IntFlag{Name: "image-size", Usage: "model image size (default: the preset's)", EnvVars: []string{"DDPM_IMAGE_SIZE"}}),
 	altsrc.NewIntFlag(&cli.IntFlag{Name: "channels", Usage: "image channels, 1 or 3 (default: the preset's)", EnvVars: []string{"DDPM_CHANNELS"}}),
@@ -269,8 +273,14 @@ func runTrain(c *cli.Context) error {
 		defer pg.Close()
 	}
 	rank0 := pg == nil || pg.Rank() == 0 // writes the run directory
+	lat, err := openLatent(c, &cfg, dir, resume != "", dev, pg != nil)
+	if err != nil {
+		return err
+	}
+	defer lat.close()
 
-	ds, err := openDataset(cfg.Data, cfg.Model.ImageSize, cfg.Model.InChannels)
+	size, channels := dataShape(cfg)
+	ds, err := openDataset(cfg.Data, size, channels)
 	if err != nil {
 		return err
 	}
@@ -283,6 +293,9 @@ func runTrain(c *cli.Context) error {
 		return fmt.Errorf("the data has %d classes, the model %d", ds.NumClasses, cfg.Train.NumClasses)
 	}
 	trainSet, held := ds.Split(min(1000, ds.N/10), cfg.Train.Seed)
+	if err := lat.prepare(&cfg, trainSet, c.App.Writer); err != nil {
+		return err
+	}
 
 	if !rank0 {
 		// Only rank 0 writes; the other ranks train quietly.
@@ -313,8 +326,10 @@ func runTrain(c *cli.Context) error {
 	defer rt.close()
 	tr, loader := rt.tr, rt.loader
 	tr.Dir = dir
-	tr.Held = held
-	tr.Data = ds.Path
+	if tr.Held, err = lat.held(held); err != nil {
+		return err
+	}
+	tr.Data, tr.Autoencoder = ds.Path, cfg.Autoencoder
 	if cfg.Train.NumClasses > 0 {
 		tr.ClassNames = ds.ClassNames
 	}
@@ -336,7 +351,7 @@ func runTrain(c *cli.Context) error {
 	}
 	defer log.close()
 
-	ema, err := newEMASampler(cfg, dev, rt.sched, tr.EMA())
+	ema, err := newEMASampler(cfg, dev, rt.sched, tr.EMA(), lat.latent())
 	if err != nil {
 		return err
 	}
@@ -383,7 +398,7 @@ func runTrain(c *cli.Context) error {
 	}
 
 	runStart := time.Now()
-	err = tr.Run(ctx, loader)
+	err = tr.Run(ctx, lat.source(loader))
 	bar.finish()
 	reportComm(out, pg, tr, time.Since(runStart))
 	if errors.Is(err, context.Canceled) {
@@ -579,7 +594,7 @@ func resolveRunConfig(c *cli.Context) (runConfig, error) {
 		CheckpointEvery: c.Int64("checkpoint-every"), KeepCheckpoints: c.Int("keep"),
 		LogEvery: c.Int64("log-every"), EvalEvery: c.Int64("eval-every"),
 	}
-	if err := m.Validate(); err != nil {
+	if err := m.Validate(); err != nil && c.String("autoencoder") == "" { // a latent U-Net is checked at its latent shape
 		return cfg, err
 	}
 	cfg.Model = m.WithDefaults()

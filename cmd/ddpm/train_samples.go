@@ -25,14 +25,12 @@ type emaSampler struct {
 	p     *pipeline.Pipeline
 }
 
-func newEMASampler(cfg runConfig, dev torch.Device, sched *diffusion.Schedule, ema *optim.EMA) (*emaSampler, error) {
+func newEMASampler(cfg runConfig, dev torch.Device, sched *diffusion.Schedule, ema *optim.EMA, lat *pipeline.Latent) (*emaSampler, error) {
 	model, err := unet.New(cfg.Model, dev, torch.Float32, nil)
 	if err != nil {
 		return nil, err
 	}
-	m := cfg.Model
-	p, err := pipeline.New(model, sched, pipeline.Info{Channels: m.OutChannels, Size: m.ImageSize,
-		NumClasses: m.NumClasses, Target: cfg.Train.Target}, pipeline.Options{Device: dev})
+	p, err := pipeline.New(model, sched, samplerInfo(cfg), pipeline.Options{Device: dev, Latent: lat})
 	if err != nil {
 		model.Close()
 		return nil, err

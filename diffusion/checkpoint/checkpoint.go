@@ -48,10 +48,11 @@ const (
 	keyData       = "data_path"
 	keyDataLegacy = "data_source" // display text written before data_path
 	keyLossScale  = "loss_scale"
+	keyLatent     = "autoencoder"
 )
 
 var ownKeys = []string{keyFormat, keyStep, keyEMAUpdates, keyTrain, keySchedule, keyTarget, keyModel,
-	keyClassNames, keyData, keyDataLegacy, keyLossScale}
+	keyClassNames, keyData, keyDataLegacy, keyLossScale, keyLatent}
 
 // Tensor names and prefixes.
 const (
@@ -85,6 +86,9 @@ type Meta struct {
 	Train json.RawMessage
 	// LossScale is the fp16 loss scaler's state, "" without one.
 	LossScale string
+	// Autoencoder is the autoencoder whose latents a latent diffusion
+	// model was trained on, nil for a model of pixels.
+	Autoencoder *Autoencoder
 	// Extra holds any other metadata, kept as it is.
 	Extra map[string]string
 }
@@ -205,6 +209,13 @@ func (m Meta) encode() (map[string]string, error) {
 	if m.LossScale != "" {
 		out[keyLossScale] = m.LossScale
 	}
+	if m.Autoencoder != nil {
+		if err := m.Autoencoder.Validate(); err != nil {
+			return nil, err
+		}
+		b, _ := json.Marshal(m.Autoencoder)
+		out[keyLatent] = string(b)
+	}
 	return out, nil
 }
 
@@ -273,6 +284,15 @@ func ReadMeta(path string) (Meta, error) {
 		m.Data = legacyDataPath(raw[keyDataLegacy])
 	}
 	m.LossScale = raw[keyLossScale]
+	if v := raw[keyLatent]; v != "" {
+		m.Autoencoder = new(Autoencoder)
+		if err := json.Unmarshal([]byte(v), m.Autoencoder); err != nil {
+			return bad("autoencoder", err)
+		}
+		if err := m.Autoencoder.Validate(); err != nil {
+			return bad("autoencoder", err)
+		}
+	}
 	for k, v := range raw {
 		if !enum.Valid(k, ownKeys) {
 			if m.Extra == nil {

@@ -49,6 +49,10 @@ type Options struct {
 	// wait their turn (or for their context). Default 1: on a CPU one call
 	// already uses every core, and two would only slow each other down.
 	MaxConcurrent int
+	// Latent, for New, decodes the samples of a latent diffusion model;
+	// the caller keeps it alive while the pipeline is used. Load reads it
+	// from the checkpoint.
+	Latent *Latent
 }
 
 // Info describes the model a Pipeline samples.
@@ -60,6 +64,10 @@ type Info struct {
 	Target         diffusion.Target // what the model predicts
 	Step           int64            // training steps of the weights (Load)
 	Data           string           // the training data's path, if known (Load)
+	// LatentChannels and LatentSize are the shape the sampler runs at: a
+	// latent model's latents, else the images' (zero in New's Info means
+	// Channels and Size).
+	LatentChannels, LatentSize int
 }
 
 // Pipeline is a model ready to sample. It is safe for concurrent use by
@@ -68,10 +76,14 @@ type Info struct {
 type Pipeline struct {
 	model diffusion.Model
 	owned *unet.UNet // closed by Close (Load), nil for New
-	sched *diffusion.Schedule
-	info  Info
-	dev   torch.Device
-	gate  chan struct{}
+	// latent decodes a latent model's samples, nil for pixels; ownsLatent
+	// says Close frees its model (Load).
+	latent     *Latent
+	ownsLatent bool
+	sched      *diffusion.Schedule
+	info       Info
+	dev        torch.Device
+	gate       chan struct{}
 	// precision is the arithmetic of model's forward (model is wrapped).
 	precision diffusion.Precision
 	// sampling is what a zero GenerateOptions.Sampling selects.
@@ -79,7 +91,9 @@ type Pipeline struct {
 }
 
 // Load reads a checkpoint (package checkpoint; whoever wrote it) and builds
-// its U-Net on o.Device with the chosen weights.
+// its U-Net on o.Device with the chosen weights. A latent model's
+// checkpoint names its autoencoder, which Load loads too (see
+// LoadAutoencoder), so that Generate returns decoded images.
 func Load(path string, o Options) (*Pipeline, error) {
 	meta, err := checkpoint.ReadMeta(path)
 	if err != nil {
@@ -116,12 +130,29 @@ func Load(path string, o Options) (*Pipeline, error) {
 	cfg := model.Config()
 	info := Info{Channels: cfg.OutChannels, Size: cfg.ImageSize, NumClasses: cfg.NumClasses, NoNullLabel: cfg.NoNullLabel,
 		ClassNames: meta.ClassNames, Target: meta.Target, Step: meta.Step, Data: meta.Data}
+	o.Latent = nil
+	if ref := meta.Autoencoder; ref != nil {
+		if ref.LatentChannels != cfg.InChannels || ref.LatentChannels != cfg.OutChannels || ref.LatentSize != cfg.ImageSize {
+			model.Close()
+			return nil, fmt.Errorf("pipeline: %s records latents %dx%dx%d, but its U-Net has in_channels %d, out_channels %d, sample size %d",
+				path, ref.LatentChannels, ref.LatentSize, ref.LatentSize, cfg.InChannels, cfg.OutChannels, cfg.ImageSize)
+		}
+		if o.Latent, err = LoadLatent(path, *ref, o.Device); err != nil {
+			model.Close()
+			return nil, err
+		}
+		info.Channels, info.Size = ref.ImageChannels, ref.ImageSize
+		info.LatentChannels, info.LatentSize = cfg.OutChannels, cfg.ImageSize
+	}
 	p, err := New(model, sched, info, o)
 	if err != nil {
 		model.Close()
+		if o.Latent != nil {
+			o.Latent.Model.Close()
+		}
 		return nil, err
 	}
-	p.owned = model
+	p.owned, p.ownsLatent = model, o.Latent != nil
 	return p, nil
 }
 
@@ -145,13 +176,24 @@ func New(model diffusion.Model, sched *diffusion.Schedule, info Info, o Options)
 	if err := o.Precision.Check(o.Device); err != nil {
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
+	if info.LatentChannels == 0 && info.LatentSize == 0 {
+		info.LatentChannels, info.LatentSize = info.Channels, info.Size
+	}
+	if o.Latent != nil {
+		if err := checkLatent(o.Latent, info); err != nil {
+			return nil, err
+		}
+	} else if info.LatentChannels != info.Channels || info.LatentSize != info.Size {
+		return nil, fmt.Errorf("pipeline: latent shape %dx%dx%d differs from the image shape %dx%dx%d, but no autoencoder decodes it",
+			info.LatentChannels, info.LatentSize, info.LatentSize, info.Channels, info.Size, info.Size)
+	}
 	if info.Target == "" {
 		info.Target = diffusion.Epsilon
 	}
 	if !info.Target.Valid() {
 		return nil, fmt.Errorf("pipeline: unknown target %q", info.Target)
 	}
-	return &Pipeline{model: o.Precision.Wrap(model), sched: sched, info: info, dev: o.Device, precision: o.Precision,
+	return &Pipeline{model: o.Precision.Wrap(model), sched: sched, info: info, latent: o.Latent, dev: o.Device, precision: o.Precision,
 		gate: make(chan struct{}, max(o.MaxConcurrent, 1)), sampling: DefaultSampling()}, nil
 }
 
@@ -228,11 +270,16 @@ func (p *Pipeline) Device() torch.Device { return p.dev }
 // Precision is the arithmetic of the model's forward passes.
 func (p *Pipeline) Precision() diffusion.Precision { return p.precision }
 
-// Close frees a model that Load built; it must not run while Generate does.
+// Close frees a model (and an autoencoder) that Load built; it must not run
+// while Generate does.
 func (p *Pipeline) Close() {
 	if p.owned != nil {
 		p.owned.Close()
 		p.owned = nil
+	}
+	if p.ownsLatent {
+		p.latent.Model.Close()
+		p.ownsLatent = false
 	}
 }
 
@@ -414,13 +461,13 @@ func (p *Pipeline) generateBatch(ctx context.Context, b int, gen *torch.Generato
 			return nil, err
 		}
 	}
-	shape := []int64{int64(b), int64(p.info.Channels), int64(p.info.Size), int64(p.info.Size)}
+	shape := []int64{int64(b), int64(p.info.LatentChannels), int64(p.info.LatentSize), int64(p.info.LatentSize)}
 	x, err := sampler.SampleShape(ctx, p.model, shape, torch.Float32, p.sched, gen, so)
 	if err != nil {
 		return nil, err
 	}
 	s.Adopt(x)
-	return Pixels(x)
+	return p.Pixels(x)
 }
 
 // Pixels turns a finished batch of samples (any device) into values in

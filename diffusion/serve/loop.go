@@ -192,7 +192,7 @@ func (e *Engine) startBatch(j *job) error {
 	}
 	s := torch.NewScope(torch.Inference)
 	defer s.Close()
-	shape := []int64{int64(b), int64(e.info.Channels), int64(e.info.Size), int64(e.info.Size)}
+	shape := []int64{int64(b), int64(e.info.LatentChannels), int64(e.info.LatentSize), int64(e.info.LatentSize)}
 	x := s.Randn(shape, torch.Float32, j.gen.Device(), j.gen)
 	if err := s.Err(); err != nil {
 		st.Close()
@@ -355,4 +355,4 @@ func (e *Engine) advance(j *job, parts []*torch.Tensor) (bool, error) {
 
 // pixels are the finished batch's values in [-1, 1], checked as
 // pipeline.Generate checks them.
-func (e *Engine) pixels(x *torch.Tensor) ([]float32, error) { return pipeline.Pixels(x) }
+func (e *Engine) pixels(x *torch.Tensor) ([]float32, error) { return e.p.Pixels(x) }

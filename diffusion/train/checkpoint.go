@@ -53,7 +53,7 @@ func (tr *Trainer) SaveCheckpoint() (string, error) {
 	}
 	meta := checkpoint.Meta{
 		Step: tr.step, EMAUpdates: tr.ema.Updates(), Schedule: tr.sched.Config(), Target: tr.cfg.Target,
-		ClassNames: tr.ClassNames, Data: tr.Data, Train: trainJSON,
+		ClassNames: tr.ClassNames, Data: tr.Data, Train: trainJSON, Autoencoder: tr.Autoencoder,
 	}
 	if m, ok := tr.model.(unetConfigured); ok {
 		cfg := m.Config()

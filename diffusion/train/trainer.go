@@ -82,6 +82,9 @@ type Trainer struct {
 	// Data is the path the training data was opened from (data.Dataset's
 	// Path), recorded in every checkpoint so evaluation can find it.
 	Data string
+	// Autoencoder, for a model trained on an autoencoder's latents, is
+	// recorded in every checkpoint so that the pipeline decodes.
+	Autoencoder *checkpoint.Autoencoder
 	// OnLog receives every metrics record.
 	OnLog func(Metrics)
 	// AfterStep runs after every step, with the path of the checkpoint
