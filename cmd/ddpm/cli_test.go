@@ -358,8 +358,9 @@ func TestRunDirectoryFaults(t *testing.T) {
 
 // A --config file may give an integer for a float flag (lr: 1), and a key
 // the file cannot set (out, resume) or a value of the wrong type is one line
-// naming the file and the key: out used to be dropped without a word, and a
-// wrong type was altsrc's message without the file.
+// starting with the file and naming the key: out used to be dropped without
+// a word, a wrong type was altsrc's message without the file, and every
+// config error came wrapped in altsrc's "Unable to create input source".
 func TestConfigFileValues(t *testing.T) {
 	dir := t.TempDir()
 	for _, c := range []struct{ body, want string }{
@@ -370,7 +371,8 @@ func TestConfigFileValues(t *testing.T) {
 		path := filepath.Join(dir, "c.yaml")
 		os.WriteFile(path, []byte(c.body), 0o644)
 		code, out, errOut := ddpm(t, "train", "--config", path, "--out", filepath.Join(dir, "run"), "-q")
-		if code != 1 || out != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, c.want) {
+		if code != 1 || out != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, c.want) ||
+			(c.want[0] == 'k' && !strings.HasPrefix(errOut, "ddpm: config file "+path+": ")) {
 			t.Errorf("config %q: exit %d, %q%q; want one line with %q", c.body, code, out, errOut, c.want)
 		}
 	}
@@ -427,5 +429,14 @@ func TestTrainingIsBitReproducible(t *testing.T) {
 		if differ > 0 {
 			t.Errorf("run %s: %d of %d tensors differ from run a", other, differ, len(a))
 		}
+	}
+}
+
+// --dist-timeout is checked in every run, not only in distributed ones: a
+// zero timeout used to start a single-process training.
+func TestDistTimeoutChecked(t *testing.T) {
+	code, out, errOut := ddpm(t, "train", "--preset", "tiny", "--dist-timeout", "0s", "--out", filepath.Join(t.TempDir(), "run"))
+	if code != 1 || out != "" || errOut != "ddpm: --dist-timeout 0s must be positive\n" {
+		t.Errorf("exit %d, %q%q", code, out, errOut)
 	}
 }

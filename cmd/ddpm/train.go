@@ -105,21 +105,28 @@ var trainCommand = &cli.Command{
 	Description: "Writes a run directory with config.json, checkpoints (safetensors), sample grids,\n" +
 		"metrics.jsonl and loss.png. Ctrl-C saves a checkpoint; --resume RUN_DIR continues.",
 	Flags:  trainFlags,
-	Before: altsrc.InitInputSourceWithContext(trainFlags, configSource),
+	Before: applyConfigFile,
 	Action: runTrain,
 }
 
-// configSource reads --config, when given.
-func configSource(c *cli.Context) (altsrc.InputSourceContext, error) {
+// applyConfigFile gives the flags not set on the command line or in the
+// environment their values from --config, when given. Its errors are
+// parseTrainConfig's own lines (altsrc's wrapper would bury them in
+// "Unable to create input source with context: inner error").
+func applyConfigFile(c *cli.Context) error {
 	path := c.String("config")
 	if path == "" {
-		return &altsrc.MapInputSource{}, nil
+		return nil
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("config file: %w", err)
+		return fmt.Errorf("config file: %w", err)
 	}
-	return parseTrainConfig(path, b)
+	src, err := parseTrainConfig(path, b)
+	if err != nil {
+		return err
+	}
+	return altsrc.ApplyInputSourceValues(c, src, trainFlags)
 }
 
 // parseTrainConfig reads the bytes of a --config file, YAML (which JSON also

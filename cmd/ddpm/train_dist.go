@@ -29,13 +29,13 @@ import (
 // returns nil when there is none. dev is adjusted to the rank's GPU
 // (LOCAL_RANK) when the device was not pinned to one.
 func joinProcessGroup(c *cli.Context, dev *torch.Device, out io.Writer) (*torch.ProcessGroup, error) {
-	env, ok, err := torch.DistEnv()
-	if err != nil || !ok {
-		return nil, err
-	}
 	timeout := c.Duration("dist-timeout")
 	if timeout <= 0 {
 		return nil, fmt.Errorf("--dist-timeout %v must be positive", timeout)
+	}
+	env, ok, err := torch.DistEnv()
+	if err != nil || !ok {
+		return nil, err
 	}
 	if dev.Type == torch.DeviceCUDA && !strings.Contains(c.String("device"), ":") {
 		*dev = torch.CUDA(env.LocalRank)
