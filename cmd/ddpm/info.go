@@ -36,6 +36,8 @@ type modelInfo struct {
 	Schedule      json.RawMessage `json:"schedule,omitempty"`
 	Data          string          `json:"data,omitempty"`
 	ClassNames    []string        `json:"class_names,omitempty"`
+	// Autoencoder decodes a latent model's samples (nil for pixels).
+	Autoencoder *checkpoint.Autoencoder `json:"autoencoder,omitempty"`
 }
 
 func runInfo(c *cli.Context) error {
@@ -78,7 +80,7 @@ func runInfo(c *cli.Context) error {
 		}
 		info.Source, info.Model, info.Step = path, *meta.Model, &meta.Step
 		info.Train, info.Schedule = meta.Train, sched
-		info.Data, info.ClassNames = meta.Data, meta.ClassNames
+		info.Data, info.ClassNames, info.Autoencoder = meta.Data, meta.ClassNames, meta.Autoencoder
 	}
 	if err := info.Model.Validate(); err != nil {
 		return err
@@ -95,7 +97,12 @@ func runInfo(c *cli.Context) error {
 	}
 	m := info.Model
 	fmt.Fprintf(w, "source        %s\n", info.Source)
-	fmt.Fprintf(w, "image         %dx%dx%d\n", m.InChannels, m.ImageSize, m.ImageSize)
+	if a := info.Autoencoder; a != nil {
+		fmt.Fprintf(w, "image         %dx%dx%d, decoded by the autoencoder %s\n", a.ImageChannels, a.ImageSize, a.ImageSize, a.Path)
+		fmt.Fprintf(w, "latent        %dx%dx%d (scaling factor %.5g, shift %g)\n", m.InChannels, m.ImageSize, m.ImageSize, a.ScalingFactor, a.ShiftFactor)
+	} else {
+		fmt.Fprintf(w, "image         %dx%dx%d\n", m.InChannels, m.ImageSize, m.ImageSize)
+	}
 	fmt.Fprintf(w, "u-net         base %d, mult %v, %d res blocks, attention at %v, %d heads, dropout %g, %d groups\n",
 		m.BaseChannels, m.ChannelMult, m.NumResBlocks, m.AttentionResolutions, m.NumHeads, m.Dropout, m.NormGroups)
 	if m.NumClasses > 0 {

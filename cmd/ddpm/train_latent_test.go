@@ -73,6 +73,10 @@ func TestTrainLatent(t *testing.T) {
 		t.Fatalf("resumed checkpoint records %+v (%v), want %+v", m.Autoencoder, err, a)
 	}
 
+	if code, out, _ := ddpm(t, "info", "--run", runDir); code != 0 || !strings.Contains(out, "image         1x16x16, decoded by the autoencoder") ||
+		!strings.Contains(out, "latent        2x8x8 (scaling factor") {
+		t.Errorf("info: %s", out)
+	}
 	outDir := t.TempDir()
 	if code, out, errOut := ddpm(t, "sample", "--run", runDir, "--steps", "2", "--n", "2", "--out", "", "--out-dir", outDir, "--device", "cpu", "--quiet"); code != 0 {
 		t.Fatalf("sample: exit %d: %s%s", code, out, errOut)
