@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -33,36 +34,42 @@ func readMetrics(path string) ([]train.Metrics, error) {
 	return out, sc.Err()
 }
 
-// metricsLog appends training metrics to a JSON-lines file and redraws the
-// loss plot from everything logged so far.
+// metricsLog appends training metrics (one JSON object per line, each
+// with "step" and "loss") to a file and redraws the loss plot from
+// everything logged so far. It takes any record type: the U-Net's
+// train.Metrics and the autoencoder's records share it.
 type metricsLog struct {
 	path, plotPath string
 	f              *os.File
 	steps, losses  []float64
 }
 
+// loggedStep is what the log reads of every record.
+type loggedStep struct {
+	Step *int64  `json:"step"`
+	Loss float64 `json:"loss"`
+}
+
 // openMetricsLog opens the log of a run whose training state is at step
-// upTo. A resumed run keeps its records up to that step and drops the rest
-// (steps logged after the checkpoint it resumes from, and a line cut short
-// by a crash), rewriting the file atomically, so the log reads as one run.
+// upTo. A resumed run keeps its records up to that step, byte for byte,
+// and drops the rest (steps logged after the checkpoint it resumes from,
+// and a line cut short by a crash), rewriting the file atomically, so the
+// log reads as one run.
 func openMetricsLog(path, plotPath string, upTo int64) (*metricsLog, error) {
 	l := &metricsLog{path: path, plotPath: plotPath}
-	records, err := readMetrics(path)
+	old, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		return nil, fmt.Errorf("cannot read the metrics log: %w", err)
 	}
 	var keep []byte
-	for _, m := range records {
-		if m.Step > upTo {
+	for _, line := range bytes.Split(old, []byte("\n")) {
+		var r loggedStep
+		if json.Unmarshal(line, &r) != nil || r.Step == nil || *r.Step > upTo {
 			continue
 		}
-		b, err := json.Marshal(m)
-		if err != nil {
-			return nil, err
-		}
-		keep = append(append(keep, b...), '\n')
-		l.steps = append(l.steps, float64(m.Step))
-		l.losses = append(l.losses, m.Loss)
+		keep = append(append(keep, line...), '\n')
+		l.steps = append(l.steps, float64(*r.Step))
+		l.losses = append(l.losses, r.Loss)
 	}
 	if err == nil {
 		tmp := path + ".tmp"
@@ -101,16 +108,22 @@ func removeStaleTemps(dir string) error {
 	return nil
 }
 
-func (l *metricsLog) write(m train.Metrics) error {
-	b, err := json.Marshal(m)
+// write appends record, which must marshal to an object holding the step
+// and the loss.
+func (l *metricsLog) write(record any) error {
+	b, err := json.Marshal(record)
 	if err != nil {
 		return err
+	}
+	var r loggedStep
+	if err := json.Unmarshal(b, &r); err != nil || r.Step == nil {
+		return fmt.Errorf("metrics record %s has no step", b)
 	}
 	if _, err := l.f.Write(append(b, '\n')); err != nil {
 		return fmt.Errorf("writing %s: %w", l.path, err)
 	}
-	l.steps = append(l.steps, float64(m.Step))
-	l.losses = append(l.losses, m.Loss)
+	l.steps = append(l.steps, float64(*r.Step))
+	l.losses = append(l.losses, r.Loss)
 	return nil
 }
 

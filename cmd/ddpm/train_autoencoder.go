@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/ddpm-go/ddpm/diffusion/autoencoder"
 	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
-	"github.com/ddpm-go/ddpm/diffusion/data"
 	"github.com/ddpm-go/ddpm/diffusion/nn"
 	"github.com/ddpm-go/ddpm/diffusion/optim"
 	"github.com/ddpm-go/ddpm/torch"
@@ -41,7 +39,9 @@ var trainAutoencoderFlags = []cli.Flag{
 	&cli.Uint64Flag{Name: "seed", Usage: "random seed", EnvVars: []string{"DDPM_SEED"}},
 	&cli.Int64Flag{Name: "checkpoint-every", Value: 500, Usage: "steps between checkpoints", EnvVars: []string{"DDPM_CHECKPOINT_EVERY"}},
 	&cli.IntFlag{Name: "keep", Value: 3, Usage: "checkpoints kept", EnvVars: []string{"DDPM_KEEP"}},
-	&cli.IntFlag{Name: "eval-n", Value: 1000, Usage: "held-out images for the reconstruction PSNR at the end (0: none)", EnvVars: []string{"DDPM_EVAL_N"}},
+	&cli.Int64Flag{Name: "log-every", Value: 50, Usage: "steps between metrics.jsonl records", EnvVars: []string{"DDPM_LOG_EVERY"}},
+	&cli.Int64Flag{Name: "eval-every", Value: 500, Usage: "steps between held-out PSNR measurements and reconstruction grids (0: only at the end)", EnvVars: []string{"DDPM_EVAL_EVERY"}},
+	&cli.IntFlag{Name: "eval-n", Value: 1000, Usage: "held-out images for the reconstruction PSNR: the test split beside --data when there is one, else images held out of it (0: none)", EnvVars: []string{"DDPM_EVAL_N"}},
 	&cli.StringFlag{Name: "resume", Usage: "continue the run in `RUN_DIR` from its last checkpoint", EnvVars: []string{"DDPM_RESUME"}},
 	&cli.StringFlag{Name: "out", Usage: "run directory (default: runs/vae-<date-time>)", EnvVars: []string{"DDPM_OUT"}},
 	&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto", EnvVars: []string{"DDPM_DEVICE"}},
@@ -52,8 +52,10 @@ var trainAutoencoderFlags = []cli.Flag{
 var trainAutoencoderCommand = &cli.Command{
 	Name:  "train-autoencoder",
 	Usage: "train a KL autoencoder (diffusers' AutoencoderKL) for latent diffusion",
-	Description: "Writes checkpoints (safetensors) to a run directory and reports the held-out\n" +
-		"reconstruction PSNR at the end. Ctrl-C saves a checkpoint; --resume RUN_DIR continues.",
+	Description: "Writes checkpoints (safetensors), metrics.jsonl, loss.png and reconstruction grids\n" +
+		"(samples/step-N.png: held-out images over their reconstructions) to a run directory, and\n" +
+		"reports the held-out reconstruction PSNR at the end. Ctrl-C saves a checkpoint;\n" +
+		"--resume RUN_DIR continues.",
 	Flags:  trainAutoencoderFlags,
 	Action: runTrainAutoencoder,
 }
@@ -61,7 +63,7 @@ var trainAutoencoderCommand = &cli.Command{
 // autoencoderResumeFlags may be given with --resume: how far to train and
 // how to run, not what the run is.
 var autoencoderResumeFlags = map[string]bool{"resume": true, "steps": true, "device": true, "threads": true,
-	"quiet": true, "eval-n": true, "data": true}
+	"quiet": true, "eval-n": true, "eval-every": true, "log-every": true, "data": true}
 
 // autoencoderRun is what a run trains: the model and its training
 // configuration, new or read from the run's last checkpoint.
@@ -77,13 +79,16 @@ type autoencoderRun struct {
 
 func resolveAutoencoderRun(c *cli.Context) (autoencoderRun, string, error) {
 	r := autoencoderRun{data: c.String("data"), every: c.Int64("checkpoint-every"), keep: c.Int("keep")}
-	if r.every <= 0 || r.keep <= 0 {
-		return r, "", fmt.Errorf("--checkpoint-every (%d) and --keep (%d) must be positive", r.every, r.keep)
+	if r.every <= 0 || r.keep <= 0 || c.Int64("log-every") <= 0 {
+		return r, "", fmt.Errorf("--checkpoint-every (%d), --keep (%d) and --log-every (%d) must be positive", r.every, r.keep, c.Int64("log-every"))
+	}
+	if c.Int64("eval-every") < 0 || c.Int("eval-n") < 0 {
+		return r, "", fmt.Errorf("--eval-every (%d) and --eval-n (%d) must not be negative", c.Int64("eval-every"), c.Int("eval-n"))
 	}
 	if dir := c.String("resume"); dir != "" {
 		for _, f := range trainAutoencoderFlags {
 			if name := f.Names()[0]; !autoencoderResumeFlags[name] && c.IsSet(name) {
-				return r, "", fmt.Errorf("--%s cannot change a run on --resume (its configuration is in its checkpoints); with --resume give only --steps, --data, --device, --threads, --eval-n or --quiet", name)
+				return r, "", fmt.Errorf("--%s cannot change a run on --resume (its configuration is in its checkpoints); with --resume give only --steps, --data, --device, --threads, --log-every, --eval-every, --eval-n or --quiet", name)
 			}
 		}
 		path, err := checkpoint.Latest(dir)
@@ -162,7 +167,6 @@ func runTrainAutoencoder(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	trainSet, held := ds.Split(min(c.Int("eval-n"), ds.N/10), r.train.Seed)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("cannot create the run directory: %w", err)
 	}
@@ -184,6 +188,11 @@ func runTrainAutoencoder(c *cli.Context) error {
 		return err
 	}
 	defer m.Close()
+	trainSet, eval, err := newAutoencoderEval(ds, c.Int("eval-n"), r.train.Seed, m, r.train.EMADecay > 0)
+	if err != nil {
+		return err
+	}
+	defer eval.close()
 	tr, err := autoencoder.NewTrainer(m, trainSet, r.train)
 	if err != nil {
 		return err
@@ -201,9 +210,21 @@ func runTrainAutoencoder(c *cli.Context) error {
 		fmt.Fprintf(out, "ddpm: resumed from %s (step %d of %d)\n", r.resume, tr.Steps(), r.train.Steps)
 	}
 
+	if err := removeStaleTemps(dir); err != nil {
+		return err
+	}
+	log, err := openMetricsLog(filepath.Join(dir, metricsFile), filepath.Join(dir, lossPlot), tr.Steps())
+	if err != nil {
+		return err
+	}
+	defer log.close()
+
 	save := func() (string, error) {
 		path := filepath.Join(dir, checkpoint.Name(tr.Steps()))
 		if err := tr.Save(path); err != nil {
+			return "", err
+		}
+		if err := log.plot(); err != nil {
 			return "", err
 		}
 		return path, checkpoint.Prune(dir, r.keep)
@@ -211,6 +232,10 @@ func runTrainAutoencoder(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	bar := newProgress(out, c.Bool("quiet"), "train-autoencoder", r.train.Steps)
+	logEvery, evalEvery := c.Int64("log-every"), c.Int64("eval-every")
+	var sum autoencoderMetrics
+	var summed int64
+	since := time.Now()
 	var last string
 	for tr.Steps() < r.train.Steps {
 		st, err := tr.Step(ctx)
@@ -227,8 +252,29 @@ func runTrainAutoencoder(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		bar.update(tr.Steps(), fmt.Sprintf("loss %.4f (rec %.4f, kl %.3g)", st.Loss, st.Reconstruction, st.KL))
-		if tr.Steps()%r.every == 0 || tr.Steps() == r.train.Steps {
+		step := tr.Steps()
+		sum.Loss, sum.Reconstruction, sum.KL, sum.LR = sum.Loss+st.Loss, sum.Reconstruction+st.Reconstruction, sum.KL+st.KL, st.LR
+		summed++
+		rate := float64(summed*int64(r.train.BatchSize)) / time.Since(since).Seconds()
+		bar.update(step, fmt.Sprintf("loss %.4f (rec %.4f, kl %.3g)  %.1f img/s", st.Loss, st.Reconstruction, st.KL, rate))
+		end := step == r.train.Steps
+		evalNow := eval.held != nil && (end || (evalEvery > 0 && step%evalEvery == 0))
+		if step%logEvery == 0 || end || evalNow {
+			rec := autoencoderMetrics{Step: step, Loss: sum.Loss / float64(summed), Reconstruction: sum.Reconstruction / float64(summed),
+				KL: sum.KL / float64(summed), LR: sum.LR, ImagesPerSec: rate}
+			if evalNow {
+				p, err := eval.measure(m, tr.EMA(), dir, step)
+				if err != nil {
+					return err
+				}
+				rec.EvalPSNR = &p
+			}
+			if err := log.write(rec); err != nil {
+				return err
+			}
+			sum, summed, since = autoencoderMetrics{}, 0, time.Now()
+		}
+		if step%r.every == 0 || end {
 			if last, err = save(); err != nil {
 				return err
 			}
@@ -236,35 +282,8 @@ func runTrainAutoencoder(c *cli.Context) error {
 	}
 	bar.finish()
 	fmt.Fprintf(out, "ddpm: done: %d steps; checkpoint %s\n", tr.Steps(), last)
-	if held.N == 0 {
+	if eval.held == nil {
 		return nil
 	}
-	return reportPSNR(out, m, tr.EMA(), held)
-}
-
-// reportPSNR prints the held-out reconstruction PSNR of the trained
-// weights and, when the run keeps them, of the EMA weights.
-func reportPSNR(w io.Writer, m *autoencoder.Model, ema []nn.Param, held *data.Dataset) error {
-	const batch = 64
-	p, err := autoencoder.ReconstructionPSNR(m, held, batch)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(w, "ddpm: held-out reconstruction PSNR %.2f dB (%d images, training weights)\n", p, held.N)
-	if ema == nil {
-		return nil
-	}
-	e, err := autoencoder.New(m.Config(), m.Device(), m.DType(), nil)
-	if err != nil {
-		return err
-	}
-	defer e.Close()
-	if err := nn.LoadStateDict(e.Params(), nn.StateDict(ema)); err != nil {
-		return err
-	}
-	if p, err = autoencoder.ReconstructionPSNR(e, held, batch); err != nil {
-		return err
-	}
-	fmt.Fprintf(w, "ddpm: held-out reconstruction PSNR %.2f dB (%d images, EMA weights)\n", p, held.N)
-	return nil
+	return eval.report(out, m, tr.EMA())
 }

@@ -1,7 +1,11 @@
 package main
 
 import (
+	"encoding/json"
+	"image/png"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -9,8 +13,8 @@ import (
 	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
 )
 
-// train-autoencoder trains, checkpoints, reports the held-out PSNR and
-// resumes; flags that would change a resumed run, bad values and a U-Net
+// train-autoencoder trains, checkpoints, logs metrics with the held-out
+// PSNR, writes reconstruction grids, reports the PSNR and resumes; flags that would change a resumed run, bad values and a U-Net
 // run directory are one error line each.
 func TestTrainAutoencoder(t *testing.T) {
 	dataDir, runDir := t.TempDir(), filepath.Join(t.TempDir(), "vae")
@@ -18,12 +22,13 @@ func TestTrainAutoencoder(t *testing.T) {
 	common := []string{"--device", "cpu", "--threads", "1", "--quiet"}
 	args := append([]string{"train-autoencoder", "--data", dataDir, "--image-size", "16", "--block-channels", "8,16",
 		"--norm-groups", "4", "--latent-channels", "2", "--batch", "8", "--steps", "4", "--checkpoint-every", "2",
-		"--eval-n", "8", "--out", runDir}, common...)
+		"--eval-n", "8", "--eval-every", "2", "--log-every", "1", "--out", runDir}, common...)
 	code, out, errOut := ddpm(t, args...)
 	if code != 0 {
 		t.Fatalf("exit %d: %s%s", code, out, errOut)
 	}
-	for _, want := range []string{"held-out reconstruction PSNR", "training weights", "EMA weights", "ckpt-00000004.safetensors"} {
+	for _, want := range []string{"reconstruction PSNR", "on 4 images (held out of the training data), training weights",
+		"EMA weights", "ckpt-00000004.safetensors"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output does not say %q:\n%s", want, out)
 		}
@@ -40,9 +45,73 @@ func TestTrainAutoencoder(t *testing.T) {
 		t.Errorf("checkpoint metadata %+v", meta)
 	}
 
-	code, out, errOut = ddpm(t, append([]string{"train-autoencoder", "--resume", runDir, "--steps", "6"}, common...)...)
+	// A grid of the 4 held-out 16x16 images over their reconstructions,
+	// in 4 columns with a 2-pixel border.
+	for _, step := range []string{"00000002", "00000004"} {
+		f, err := os.Open(filepath.Join(runDir, samplesDir, "step-"+step+".png"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := png.DecodeConfig(f)
+		f.Close()
+		if err != nil || cfg.Width != 4*18+2 || cfg.Height != 2*18+2 {
+			t.Errorf("grid of step %s: %dx%d, %v; want 74x38", step, cfg.Width, cfg.Height, err)
+		}
+	}
+
+	// Cut the last record (step 4) short, as a crash during its write
+	// would: resuming from step 4 keeps steps 1 to 3, drops the cut line
+	// and goes on from there.
+	checkLog := func(wantSteps []int64) {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(runDir, metricsFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var steps []int64
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var m autoencoderMetrics
+			if err := json.Unmarshal([]byte(line), &m); err != nil {
+				t.Fatalf("metrics line %q: %v", line, err)
+			}
+			if m.Loss <= 0 || m.ImagesPerSec <= 0 || m.LR <= 0 || (m.Step%2 == 0) != (m.EvalPSNR != nil) {
+				t.Errorf("metrics record %s", line)
+			}
+			steps = append(steps, m.Step)
+		}
+		if !slices.Equal(steps, wantSteps) {
+			t.Errorf("logged steps %v, want %v", steps, wantSteps)
+		}
+	}
+	checkLog([]int64{1, 2, 3, 4})
+	b, err := os.ReadFile(filepath.Join(runDir, metricsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(runDir, metricsFile), b[:len(b)-10], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = ddpm(t, append([]string{"train-autoencoder", "--resume", runDir, "--steps", "6", "--log-every", "1"}, common...)...)
 	if code != 0 || !strings.Contains(out, "resumed from") || !strings.Contains(out, "step 4 of 6") {
 		t.Fatalf("resume: exit %d: %s%s", code, out, errOut)
+	}
+	checkLog([]int64{1, 2, 3, 5, 6})
+
+	// With a test split beside the data, the held-out images are its own.
+	for _, name := range []string{"images", "labels"} {
+		b, err := os.ReadFile(filepath.Join(dataDir, "train-"+name+"-idx"+map[string]string{"images": "3", "labels": "1"}[name]+"-ubyte.gz"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dataDir, "t10k-"+name+"-idx"+map[string]string{"images": "3", "labels": "1"}[name]+"-ubyte.gz"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, out, errOut = ddpm(t, append([]string{"train-autoencoder", "--data", dataDir, "--image-size", "16", "--block-channels", "8,16",
+		"--norm-groups", "4", "--latent-channels", "2", "--batch", "8", "--steps", "1", "--eval-n", "5",
+		"--out", filepath.Join(t.TempDir(), "vae")}, common...)...)
+	if code != 0 || !strings.Contains(out, "on 5 images (test split)") {
+		t.Fatalf("with a test split: exit %d: %s%s", code, out, errOut)
 	}
 	for _, c := range []struct {
 		args []string
