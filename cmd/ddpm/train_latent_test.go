@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
+	"github.com/ddpm-go/ddpm/diffusion/diffusers"
 )
 
 // trainTinyAutoencoder trains a 16x16 -> 2x8x8 autoencoder two steps and
@@ -90,6 +92,46 @@ func TestTrainLatent(t *testing.T) {
 	f.Close()
 	if err != nil || img.Bounds().Dx() != 16 || img.Bounds().Dy() != 16 {
 		t.Fatalf("sampled image %v, %v: want 16x16 (the image size, not the latent size 8)", img.Bounds(), err)
+	}
+
+	// Exported as a diffusers folder, the latent model carries its
+	// autoencoder as vae/ with the run's scaling factor, samples the same
+	// pixels as the run, and its vae/ alone is an AutoencoderKL folder that
+	// train --autoencoder takes. The autoencoder run exports too.
+	folder := filepath.Join(t.TempDir(), "latent-diffusers")
+	if code, out, errOut := ddpm(t, "export", "--run", runDir, "--out", folder); code != 0 || !strings.Contains(out, "with its AutoencoderKL as vae/") {
+		t.Fatalf("export: exit %d: %s%s", code, out, errOut)
+	}
+	vaeCfg, err := diffusers.ReadAutoencoderConfig(filepath.Join(folder, "vae", "config.json"))
+	if err != nil || vaeCfg.ScalingFactor != a.ScalingFactor || vaeCfg.Shift() != 0 || vaeCfg.LatentChannels != 2 {
+		t.Fatalf("vae/config.json: %+v, %v; want scaling factor %g", vaeCfg, err, a.ScalingFactor)
+	}
+	samplePNG := func(args ...string) []byte {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), "x.png")
+		args = append(append([]string{"sample"}, args...), "--sampler", "ddim", "--steps", "3", "--clip", "none", "--n", "4",
+			"--seed", "5", "--out", path, "--device", "cpu", "--threads", "1", "--quiet")
+		if code, out, errOut := ddpm(t, args...); code != 0 {
+			t.Fatalf("%v: exit %d: %s%s", args, code, out, errOut)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	if !bytes.Equal(samplePNG("--run", runDir), samplePNG("--model", folder)) {
+		t.Error("the exported folder samples other pixels than its run")
+	}
+	vaeFolder := filepath.Join(t.TempDir(), "vae-diffusers")
+	if code, out, errOut := ddpm(t, "export", "--run", aeRun, "--out", vaeFolder); code != 0 || !strings.Contains(out, "diffusers AutoencoderKL") {
+		t.Fatalf("export of the autoencoder: exit %d: %s%s", code, out, errOut)
+	}
+	for _, ae := range []string{vaeFolder, filepath.Join(folder, "vae")} {
+		if code, out, errOut := ddpm(t, append([]string{"train", "--preset", "tiny", "--data", dataDir, "--autoencoder", ae, "--steps", "1",
+			"--batch", "8", "--sample-every", "0", "--out", filepath.Join(t.TempDir(), "run")}, common...)...); code != 0 {
+			t.Errorf("train --autoencoder %s: exit %d: %s%s", ae, code, out, errOut)
+		}
 	}
 
 	// The autoencoder replaced by one of other latents, then corrupt, then gone.

@@ -219,6 +219,17 @@ func (m Meta) encode() (map[string]string, error) {
 	return out, nil
 }
 
+// FormatOf is the "format" metadata of a safetensors file: Format for a
+// U-Net checkpoint, another value for the other checkpoints of the
+// project (the autoencoder's), "" for a file without one.
+func FormatOf(path string) (string, error) {
+	h, err := safetensors.ReadHeader(path)
+	if err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	return h.Metadata[keyFormat], nil
+}
+
 // ReadMeta reads a checkpoint's metadata without loading any tensor. It
 // fails clearly on a file that is not a checkpoint of this tool. Checkpoints
 // written before the prediction_type and data_path keys existed are read

@@ -184,15 +184,20 @@ func LoadAutoencoderWeights(path string, m *autoencoder.Model) error {
 	return nil
 }
 
-// WriteAutoencoder writes m as an AutoencoderKL folder: dir/config.json
-// (every field, with _class_name and _diffusers_version) and
-// dir/diffusion_pytorch_model.safetensors (its state dict in float32 under
-// diffusers' names).
-func WriteAutoencoder(dir string, m *autoencoder.Model) error {
+// WriteAutoencoder writes an AutoencoderKL folder: dir/config.json (every
+// field of cfg, with _class_name and _diffusers_version) and
+// dir/diffusion_pytorch_model.safetensors (params, an autoencoder's of
+// that config, in float32 under diffusers' names). cfg may differ from the
+// model's own in its scaling and shift factors: a latent model's folder
+// records the factors it was trained with.
+func WriteAutoencoder(dir string, cfg autoencoder.Config, params []nn.Param) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("diffusers: %w", err)
+	}
 	s := torch.NewScope(torch.NoGrad)
 	defer s.Close()
 	tensors := make(map[string]*torch.Tensor)
-	for _, p := range m.Params() {
+	for _, p := range params {
 		tensors[p.Name] = s.Contiguous(s.ToDType(s.To(p.T, torch.CPU), torch.Float32))
 	}
 	if err := s.Err(); err != nil {
@@ -205,5 +210,5 @@ func WriteAutoencoder(dir string, m *autoencoder.Model) error {
 		return fmt.Errorf("diffusers: %w", err)
 	}
 	return WriteJSON(filepath.Join(dir, "config.json"),
-		autoencoderFile{ClassName: AutoencoderClass, DiffusersVersion: Version, Config: m.Config()})
+		autoencoderFile{ClassName: AutoencoderClass, DiffusersVersion: Version, Config: cfg})
 }

@@ -90,7 +90,7 @@ func TestAutoencoderExportLikeDiffusers(t *testing.T) {
 	}
 	defer m.Close()
 	dir := t.TempDir()
-	if err := WriteAutoencoder(dir, m); err != nil {
+	if err := WriteAutoencoder(dir, m.Config(), m.Params()); err != nil {
 		t.Fatal(err)
 	}
 	read := func(p string) map[string]any {
@@ -158,7 +158,7 @@ func TestAutoencoderRoundTrip(t *testing.T) {
 			}
 			defer m.Close()
 			dir := t.TempDir()
-			if err := WriteAutoencoder(dir, m); err != nil {
+			if err := WriteAutoencoder(dir, m.Config(), m.Params()); err != nil {
 				t.Fatal(err)
 			}
 			back, err := LoadAutoencoder(dir, torch.CPU)

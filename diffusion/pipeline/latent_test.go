@@ -69,6 +69,11 @@ func TestLatentGenerateDecodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Scaled latents are not bounded to [-1, 1]: the default sampling of a
+	// latent pipeline leaves x_0 unclipped (a pixel pipeline clips it).
+	if c := p.DefaultSampling().Clip; c != sampler.ClipNone {
+		t.Errorf("a latent pipeline's default clipping is %q, want none", c)
+	}
 	if imgs.N != 2 || imgs.C != 1 || imgs.H != 16 || imgs.W != 16 || len(imgs.Pixels) != 2*256 {
 		t.Fatalf("images %dx%dx%dx%d (%d values), want 2x1x16x16", imgs.N, imgs.C, imgs.H, imgs.W, len(imgs.Pixels))
 	}
@@ -157,7 +162,7 @@ func TestLoadLatentCheckpoint(t *testing.T) {
 	defer ae.Close()
 	root := t.TempDir()
 	aeDir := filepath.Join(root, "vae")
-	if err := diffusers.WriteAutoencoder(aeDir, ae); err != nil {
+	if err := diffusers.WriteAutoencoder(aeDir, ae.Config(), ae.Params()); err != nil {
 		t.Fatal(err)
 	}
 	ref := ckpt.Autoencoder{Path: aeDir, ImageChannels: 1, ImageSize: 16, LatentChannels: 2, LatentSize: 8,
@@ -226,13 +231,13 @@ func TestLoadLatentCheckpoint(t *testing.T) {
 	}
 
 	corrupt := filepath.Join(root, "corrupt")
-	if err := diffusers.WriteAutoencoder(corrupt, ae); err != nil {
+	if err := diffusers.WriteAutoencoder(corrupt, ae.Config(), ae.Params()); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(corrupt, "diffusion_pytorch_model.safetensors"), []byte("not safetensors"), 0o644)
 	other := tinyAutoencoder(t, 3)
 	otherDir := filepath.Join(root, "other")
-	err = diffusers.WriteAutoencoder(otherDir, other)
+	err = diffusers.WriteAutoencoder(otherDir, other.Config(), other.Params())
 	other.Close()
 	if err != nil {
 		t.Fatal(err)

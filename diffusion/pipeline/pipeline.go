@@ -193,8 +193,15 @@ func New(model diffusion.Model, sched *diffusion.Schedule, info Info, o Options)
 	if !info.Target.Valid() {
 		return nil, fmt.Errorf("pipeline: unknown target %q", info.Target)
 	}
+	sampling := DefaultSampling()
+	if o.Latent != nil {
+		// Scaled latents have unit variance, not the data's range [-1, 1]:
+		// clipping the predicted x_0 to it would cut about a third of the
+		// values (Stable Diffusion's schedulers set clip_sample false too).
+		sampling.Clip = sampler.ClipNone
+	}
 	return &Pipeline{model: o.Precision.Wrap(model), sched: sched, info: info, latent: o.Latent, dev: o.Device, precision: o.Precision,
-		gate: make(chan struct{}, max(o.MaxConcurrent, 1)), sampling: DefaultSampling()}, nil
+		gate: make(chan struct{}, max(o.MaxConcurrent, 1)), sampling: sampling}, nil
 }
 
 // LoadDiffusers reads a diffusers DDPMPipeline folder (a UNet2DModel and a
@@ -223,13 +230,25 @@ func LoadDiffusers(dir string, o Options) (*Pipeline, error) {
 		return nil, fmt.Errorf("pipeline: %s: %w", dir, err)
 	}
 	cfg := f.UNet.Config()
-	p, err := New(f.UNet, sched, Info{Channels: cfg.OutChannels, Size: cfg.ImageSize, NumClasses: cfg.NumClasses,
-		NoNullLabel: cfg.NoNullLabel, Target: f.Target}, o)
+	info := Info{Channels: cfg.OutChannels, Size: cfg.ImageSize, NumClasses: cfg.NumClasses,
+		NoNullLabel: cfg.NoNullLabel, Target: f.Target}
+	o.Latent = nil
+	if f.VAE != nil {
+		v := f.VAE.Config()
+		if err := checkFinite(f.VAE.Params()); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("pipeline: %s: vae: %w", dir, err)
+		}
+		o.Latent = &Latent{Model: f.VAE, ScalingFactor: v.ScalingFactor, ShiftFactor: v.Shift()}
+		info.Channels, info.Size = v.OutChannels, cfg.ImageSize*int(v.Downscale())
+		info.LatentChannels, info.LatentSize = cfg.OutChannels, cfg.ImageSize
+	}
+	p, err := New(f.UNet, sched, info, o)
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	p.owned, p.sampling = f.UNet, f.Sampling
+	p.owned, p.ownsLatent, p.sampling = f.UNet, f.VAE != nil, f.Sampling
 	return p, nil
 }
 

@@ -201,7 +201,7 @@ func TestConcurrentGenerate(t *testing.T) {
 func TestDiffusersFolderMatchesCheckpoint(t *testing.T) {
 	ckpt := checkpoint(t, 2)
 	dir := filepath.Join(t.TempDir(), "exported")
-	if err := diffusers.Export(ckpt, dir, ""); err != nil {
+	if err := diffusers.Export(ckpt, dir, "", nil); err != nil {
 		t.Fatal(err)
 	}
 	a, err := pipeline.Load(ckpt, pipeline.Options{})
