@@ -163,32 +163,20 @@ func (t *Trainer) Resume(path string) error {
 	if err != nil {
 		return fmt.Errorf("autoencoder: %w", err)
 	}
-	pick := func(prefix string, strip bool) map[string]*torch.Tensor {
-		out := map[string]*torch.Tensor{}
-		for k, v := range all {
-			if name, ok := strings.CutPrefix(k, prefix); ok {
-				if !strip {
-					name = k
-				}
-				out[name] = v
-			}
-		}
-		return out
-	}
 	parts := []struct {
 		what   string
 		params []nn.Param
 		src    map[string]*torch.Tensor
 	}{
-		{"model", t.model.params, pick(checkpoint.ModelPrefix, true)},
-		{"optimizer state", t.opt.Buffers(), pick("adamw.", false)},
+		{"model", t.model.params, checkpoint.Part(all, checkpoint.ModelPrefix, false)},
+		{"optimizer state", t.opt.Buffers(), checkpoint.Part(all, checkpoint.OptimizerPrefix, true)},
 	}
 	if t.ema != nil {
 		parts = append(parts, struct {
 			what   string
 			params []nn.Param
 			src    map[string]*torch.Tensor
-		}{"ema", t.ema.Params(), pick(checkpoint.EMAPrefix, true)})
+		}{"ema", t.ema.Params(), checkpoint.Part(all, checkpoint.EMAPrefix, false)})
 	}
 	for _, p := range parts {
 		if err := nn.CheckStateDict(p.params, p.src); err != nil {

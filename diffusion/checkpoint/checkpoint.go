@@ -58,10 +58,27 @@ var ownKeys = []string{keyFormat, keyStep, keyEMAUpdates, keyTrain, keySchedule,
 const (
 	ModelPrefix     = "model."
 	EMAPrefix       = "ema."
+	OptimizerPrefix = "adamw." // AdamW's buffers, stored under their own full names (optim.AdamW.Buffers)
 	RNGState        = "rng.state"
 	ResamplerLosses = "resampler.losses"
 	ResamplerCounts = "resampler.counts"
 )
+
+// Part returns the tensors of all whose names start with prefix: under
+// their names without it (the model's and EMA's parameter names), or with
+// whole set under their full names (the optimizer's buffers).
+func Part(all map[string]*torch.Tensor, prefix string, whole bool) map[string]*torch.Tensor {
+	out := map[string]*torch.Tensor{}
+	for k, v := range all {
+		if name, ok := strings.CutPrefix(k, prefix); ok {
+			if whole {
+				name = k
+			}
+			out[name] = v
+		}
+	}
+	return out
+}
 
 // Meta is what a checkpoint says about itself.
 type Meta struct {

@@ -44,9 +44,9 @@ func (f *Folder) Close() {
 
 // modelIndex is model_index.json (the parts read here).
 type modelIndex struct {
-	ClassName string    `json:"_class_name"`
-	UNet      [2]string `json:"unet"`
-	Scheduler [2]string `json:"scheduler"`
+	ClassName string     `json:"_class_name"`
+	UNet      [2]string  `json:"unet"`
+	Scheduler [2]string  `json:"scheduler"`
 	VAE       *[2]string `json:"vae"`
 }
 

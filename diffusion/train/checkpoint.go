@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
 
 	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
 	"github.com/ddpm-go/ddpm/diffusion/nn"
@@ -91,20 +90,8 @@ func (tr *Trainer) Resume(path string) error {
 		return fmt.Errorf("train: %w", err)
 	}
 	// 1. Check every part against this trainer.
-	pick := func(prefix string, strip bool) map[string]*torch.Tensor {
-		out := map[string]*torch.Tensor{}
-		for k, v := range all {
-			if name, ok := strings.CutPrefix(k, prefix); ok {
-				if !strip {
-					name = k
-				}
-				out[name] = v
-			}
-		}
-		return out
-	}
-	model, ema := pick(checkpoint.ModelPrefix, true), pick(checkpoint.EMAPrefix, true)
-	opt := pick("adamw.", false) // the optimizer's buffers keep their full names
+	model, ema := checkpoint.Part(all, checkpoint.ModelPrefix, false), checkpoint.Part(all, checkpoint.EMAPrefix, false)
+	opt := checkpoint.Part(all, checkpoint.OptimizerPrefix, true)
 	for _, part := range []struct {
 		what   string
 		params []nn.Param
