@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/ddpm-go/ddpm/diffusion/train"
+	"github.com/ddpm-go/ddpm/internal/atomicfile"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
@@ -72,11 +73,7 @@ func openMetricsLog(path, plotPath string, upTo int64) (*metricsLog, error) {
 		l.losses = append(l.losses, r.Loss)
 	}
 	if err == nil {
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, keep, 0o644); err != nil {
-			return nil, fmt.Errorf("cannot write the metrics log: %w", err)
-		}
-		if err := os.Rename(tmp, path); err != nil {
+		if err := atomicfile.Write(path, keep); err != nil {
 			return nil, fmt.Errorf("cannot write the metrics log: %w", err)
 		}
 	}

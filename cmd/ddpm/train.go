@@ -18,6 +18,7 @@ import (
 	"github.com/ddpm-go/ddpm/diffusion/optim"
 	"github.com/ddpm-go/ddpm/diffusion/train"
 	"github.com/ddpm-go/ddpm/diffusion/unet"
+	"github.com/ddpm-go/ddpm/internal/atomicfile"
 	"github.com/ddpm-go/ddpm/torch"
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
@@ -638,11 +639,10 @@ func writeRunConfig(dir string, cfg runConfig) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, configFile+".tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, configFile), append(b, '\n')); err != nil {
 		return fmt.Errorf("cannot write the run configuration: %w", err)
 	}
-	return os.Rename(tmp, filepath.Join(dir, configFile))
+	return nil
 }
 
 func readRunConfig(dir string) (runConfig, error) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ddpm-go/ddpm/diffusion/nn"
 	"github.com/ddpm-go/ddpm/diffusion/unet"
+	"github.com/ddpm-go/ddpm/internal/atomicfile"
 	"github.com/ddpm-go/ddpm/torch"
 )
 
@@ -92,11 +93,7 @@ func WriteJSON(path string, v any) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("diffusers: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("diffusers: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.Write(path, append(b, '\n')); err != nil {
 		return fmt.Errorf("diffusers: %w", err)
 	}
 	return nil
