@@ -367,10 +367,8 @@ func runTrain(c *cli.Context) error {
 	fid := newTrainFID(cfg, c.Int("eval-n"), ds, ema, out, c.Bool("quiet"))
 	defer fid.close()
 	bar := newProgress(out, c.Bool("quiet"), "train", cfg.Train.Steps)
-	var lastLoss, lastRate float64
 	var logErr error
 	tr.OnLog = func(m train.Metrics) {
-		lastLoss, lastRate = m.Loss, m.ImagesPerSec
 		if err := log.write(m); err != nil && logErr == nil {
 			logErr = err
 		}
@@ -384,7 +382,8 @@ func runTrain(c *cli.Context) error {
 		if logErr != nil {
 			return nil, logErr
 		}
-		bar.update(step, fmt.Sprintf("loss %.4f  %.1f img/s", lastLoss, lastRate))
+		loss, rate := tr.Latest()
+		bar.update(step, fmt.Sprintf("loss %.4f  %.1f img/s", loss, rate))
 		if ckpt != "" {
 			if err := log.plot(); err != nil {
 				return nil, err

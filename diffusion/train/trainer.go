@@ -102,6 +102,11 @@ type Trainer struct {
 	commTime time.Duration   // spent waiting for the gradient all-reduce
 
 	lastCheckpoint string
+	// What Latest reports: the last step's loss, and the images and time
+	// of the steps Run has taken so far.
+	lastLoss  float64
+	runImages int
+	runStart  time.Time
 	extra          map[string]float64
 }
 
@@ -160,6 +165,16 @@ func (tr *Trainer) EMA() *optim.EMA { return tr.ema }
 // LastCheckpoint is the path of the newest checkpoint written or resumed.
 func (tr *Trainer) LastCheckpoint() string { return tr.lastCheckpoint }
 
+// Latest returns the loss of the last step and the images per second that
+// Run has trained so far (what a progress line shows from the first step;
+// the metrics records average over their interval).
+func (tr *Trainer) Latest() (loss, imagesPerSec float64) {
+	if tr.runImages == 0 {
+		return tr.lastLoss, 0
+	}
+	return tr.lastLoss, float64(tr.runImages) / time.Since(tr.runStart).Seconds()
+}
+
 // Close frees the optimizer state, the EMA and the generator.
 func (tr *Trainer) Close() {
 	if tr.gradSync != nil {
@@ -213,6 +228,7 @@ func (tr *Trainer) Run(ctx context.Context, src BatchSource) error {
 	defer tr.model.SetTraining(false, nil)
 	var acc window
 	start := time.Now()
+	tr.runImages, tr.runStart = 0, start
 	for tr.step < tr.cfg.Steps {
 		if err := ctx.Err(); err != nil {
 			return tr.interrupted(err)
@@ -228,6 +244,7 @@ func (tr *Trainer) Run(ctx context.Context, src BatchSource) error {
 		if err != nil {
 			return err
 		}
+		tr.lastLoss, tr.runImages = r.loss, tr.runImages+r.images
 		acc.add(r, tr.sched.T())
 		ckpt := ""
 		if tr.step%tr.cfg.CheckpointEvery == 0 || tr.step == tr.cfg.Steps {

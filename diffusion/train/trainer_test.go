@@ -517,3 +517,33 @@ func TestConfigDiff(t *testing.T) {
 		t.Errorf("configDiff of equal configs = %v", d)
 	}
 }
+
+// Latest gives the last step's loss and the images per second from the
+// first step on, long before the first metrics record; the first record's
+// loss averages the steps Latest saw.
+func TestLatestFromTheFirstStep(t *testing.T) {
+	tr, m := newTestTrainer(t, "", Config{Steps: 4, BatchSize: 3, LogEvery: 4})
+	defer m.Close()
+	defer tr.Close()
+	if loss, rate := tr.Latest(); loss != 0 || rate != 0 {
+		t.Errorf("before any step: Latest = %g, %g", loss, rate)
+	}
+	var losses []float64
+	tr.AfterStep = func(step int64, _ string) (map[string]float64, error) {
+		loss, rate := tr.Latest()
+		if !(loss > 0) || !(rate > 0) {
+			t.Errorf("step %d: Latest = %g, %g img/s", step, loss, rate)
+		}
+		losses = append(losses, loss)
+		return nil, nil
+	}
+	var logged []Metrics
+	tr.OnLog = func(m Metrics) { logged = append(logged, m) }
+	if err := tr.Run(context.Background(), &fakeSource{n: 3, shape: [3]int{1, 8, 8}}); err != nil {
+		t.Fatal(err)
+	}
+	mean := (losses[0] + losses[1] + losses[2] + losses[3]) / 4
+	if len(logged) != 1 || math.Abs(logged[0].Loss-mean) > 1e-12*mean {
+		t.Errorf("records %+v; want one of loss %g", logged, mean)
+	}
+}
