@@ -3,6 +3,13 @@
 #   ./build.sh         install what is missing (Debian, as root), build the
 #                      libtorch shim into lib/ and the CLI into bin/ddpm
 #   ./build.sh test    build, then run every test
+#   ./build.sh gpu-check [REPORT.json]
+#                      on a machine with a GPU and a CUDA libtorch: the shim
+#                      against it, the CUDA tests and benchmarks, one JSON
+#                      report (see gpu-check.sh); installs nothing
+#   ./build.sh gpu-prepare
+#                      build, plus the test binaries gpu-check runs on a GPU
+#                      machine without Go (carry bin/ there)
 #
 # Another libtorch (a PyTorch wheel's, with CUDA) is chosen with
 #   LIBTORCH=/path/to/libtorch ./build.sh       (a folder holding share/cmake/Torch)
@@ -13,8 +20,9 @@ cd "$(dirname "$0")"
 root=$(pwd)
 mode=${1:-build}
 case "$mode" in
-  build | test) ;;
-  *) echo "usage: ./build.sh [test]" >&2; exit 2 ;;
+  build | test | gpu-prepare) ;;
+  gpu-check) exec ./gpu-check.sh "${@:2}" ;;
+  *) echo "usage: ./build.sh [test | gpu-check [REPORT.json] | gpu-prepare]" >&2; exit 2 ;;
 esac
 
 say() { printf 'build.sh: %s\n' "$*"; }
@@ -83,6 +91,12 @@ fi
 # ---- the CLI ------------------------------------------------------------------
 go build -trimpath -o bin/ddpm ./cmd/ddpm
 say "built bin/ddpm (shim: lib/libddpmtorch.so)"
+
+if [ "$mode" = gpu-prepare ]; then
+  go test -c -o bin/torch.test ./torch
+  go test -c -o bin/unet.test ./diffusion/unet
+  say "built bin/torch.test and bin/unet.test for ./build.sh gpu-check"
+fi
 
 if [ "$mode" = test ]; then
   say "running tests"
