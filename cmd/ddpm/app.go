@@ -29,6 +29,13 @@ func newApp() *cli.App {
 			loadtestCommand,
 			versionCommand,
 		},
+		// No command: the help; an unknown one: one line.
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 && c.Args().First() != "help" {
+				return fmt.Errorf("unknown command %q (see ddpm --help)", c.Args().First())
+			}
+			return cli.ShowAppHelp(c)
+		},
 		// Errors are printed once, by main.
 		ExitErrHandler: func(*cli.Context, error) {},
 		// A bad flag is one line, not the whole help.

@@ -316,10 +316,11 @@ func TestConfigFileKeys(t *testing.T) {
 	}
 }
 
-// A bad flag or environment value is one line on stderr, not the help.
+// A bad flag, environment value or command is one line on stderr, not the
+// help.
 func TestUsageErrorsAreOneLine(t *testing.T) {
 	t.Setenv("DDPM_STEPS", "abc")
-	for _, args := range [][]string{{"train", "--stpes", "3"}, {"train", "-q"}, {"sample", "--bogus"}} {
+	for _, args := range [][]string{{"train", "--stpes", "3"}, {"train", "-q"}, {"sample", "--bogus"}, {"frobnicate"}} {
 		code, out, errOut := ddpm(t, args...)
 		if code != 1 || out != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "--help") {
 			t.Errorf("ddpm %v: exit %d, stdout %q, stderr %q", args, code, out, errOut)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/ddpm-go/ddpm/diffusion/autoencoder"
 	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
 	"github.com/ddpm-go/ddpm/diffusion/diffusers"
 	"github.com/ddpm-go/ddpm/diffusion/unet"
@@ -14,7 +15,7 @@ import (
 
 var infoCommand = &cli.Command{
 	Name:  "info",
-	Usage: "describe a checkpoint, run, diffusers folder or preset: configuration, parameters, FLOPs, step",
+	Usage: "describe a checkpoint, run, diffusers folder or preset: configuration, parameters, FLOPs, step (autoencoder runs too)",
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "run", Usage: "run directory (its newest checkpoint)"},
 		&cli.StringFlag{Name: "model", Usage: "diffusers DDPMPipeline folder"},
@@ -66,6 +67,11 @@ func runInfo(c *cli.Context) error {
 		path, err := checkpointPath(c)
 		if err != nil {
 			return fmt.Errorf("%w (or --preset NAME)", err)
+		}
+		if format, err := checkpoint.FormatOf(path); err != nil {
+			return err
+		} else if format == autoencoder.CheckpointFormat {
+			return printAutoencoderInfo(c.App.Writer, path, c.Bool("json"))
 		}
 		meta, err := checkpoint.ReadMeta(path)
 		if err != nil {

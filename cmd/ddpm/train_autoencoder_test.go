@@ -45,6 +45,11 @@ func TestTrainAutoencoder(t *testing.T) {
 		t.Errorf("checkpoint metadata %+v", meta)
 	}
 
+	if code, out, errOut := ddpm(t, "info", "--run", runDir); code != 0 || !strings.Contains(out, "1x16x16 images to 2x8x8 latents") ||
+		!strings.Contains(out, "step          4 (EMA weights: true)") {
+		t.Errorf("info: exit %d: %s%s", code, out, errOut)
+	}
+
 	// A grid of the 4 held-out 16x16 images over their reconstructions,
 	// in 4 columns with a 2-pixel border.
 	for _, step := range []string{"00000002", "00000004"} {
