@@ -11,6 +11,12 @@
 // allocator keeps freed blocks of 64 KiB and more, keyed by their size
 // rounded up to a page, and hands them out again: after the first step no
 // tensor memory comes from the kernel. Smaller blocks go to malloc as before.
+// A request takes the smallest idle block of at least its size and at most
+// a quarter larger (best fit, exact sizes first): a loop whose batches vary
+// in size, as the serving engine's forwards of 1 to 16 rows do, then reuses
+// the blocks of its larger batches instead of caching blocks of every size
+// (measured: the cache of a 16-client server grew from 350 to 485 MiB
+// between its first and tenth minute with exact sizes only).
 //
 // Like PyTorch's CUDA caching allocator, the cache keeps what the program
 // used; the memory it holds idle is capped by a limit, a quarter of the
@@ -27,6 +33,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstdio>
+#include <map>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -99,21 +106,25 @@ class CachingCPUAllocator final : public c10::Allocator {
     return {p, p, &release, cpu};
   }
 
-  // A cached block of exactly size, already recorded as in use, or nullptr.
+  // The smallest cached block of at least size bytes and at most a
+  // quarter more, already recorded as in use, or nullptr.
   void* reuse(size_t size) {
     std::lock_guard<std::mutex> lock(mu_);
-    SizeClass& c = classes_[size];
-    c.last_use = ++tick_;
-    if (c.idle.empty()) {
-      misses_++;
-      return nullptr;
+    auto it = classes_.try_emplace(size).first;
+    it->second.last_use = ++tick_;
+    for (; it != classes_.end() && it->first <= size + size / 4; ++it) {
+      SizeClass& c = it->second;
+      if (c.idle.empty()) continue;
+      void* p = c.idle.back();
+      c.idle.pop_back();
+      c.last_use = tick_;
+      cached_ -= static_cast<int64_t>(it->first);
+      hits_++;
+      record_locked(p, it->first);
+      return p;
     }
-    void* p = c.idle.back();
-    c.idle.pop_back();
-    cached_ -= static_cast<int64_t>(size);
-    hits_++;
-    record_locked(p, size);
-    return p;
+    misses_++;
+    return nullptr;
   }
 
   void record_locked(void* p, size_t size) {
@@ -168,7 +179,7 @@ class CachingCPUAllocator final : public c10::Allocator {
   };
 
   std::mutex mu_;
-  std::unordered_map<size_t, SizeClass> classes_;
+  std::map<size_t, SizeClass> classes_;  // by block size, for best fit
   std::unordered_map<void*, size_t> sizes_;  // blocks in use
   int64_t limit_;
   int64_t in_use_ = 0, cached_ = 0, peak_in_use_ = 0, hits_ = 0, misses_ = 0;

@@ -129,7 +129,8 @@ func TestCPUCacheEvictsLeastRecentlyUsed(t *testing.T) {
 	if err := EmptyCPUCache(); err != nil {
 		t.Fatal(err)
 	}
-	a, b, c := []int64{mib}, []int64{mib + 1024}, []int64{mib + 2048} // three page-distinct sizes
+	// Three sizes more than a quarter apart, so that none serves another.
+	a, b, c := []int64{mib}, []int64{mib * 3 / 2}, []int64{mib * 5 / 8}
 	use := func(shape []int64) {
 		s := NewScope(NoGrad)
 		s.Ones(shape, Float32, CPU)
@@ -141,7 +142,7 @@ func TestCPUCacheEvictsLeastRecentlyUsed(t *testing.T) {
 	use(a)
 	use(b)
 	use(a) // a is now newer than b
-	use(c) // 3 MiB would be idle: b, the oldest, goes
+	use(c) // 3.125 MiB would be idle: b, the oldest, goes
 	before := cacheStats(t)
 	use(a)
 	mid := cacheStats(t)
@@ -152,6 +153,36 @@ func TestCPUCacheEvictsLeastRecentlyUsed(t *testing.T) {
 	}
 	if after.Misses != mid.Misses+1 {
 		t.Errorf("the least recently used size is still cached: %+v -> %+v", mid, after)
+	}
+}
+
+// A request takes the smallest idle block of at least its size and at most
+// a quarter larger: a freed 1 MiB block serves 0.9 MiB, not 0.7 MiB.
+func TestCPUCacheBestFit(t *testing.T) {
+	const mib = 1 << 18 // float32 elements in 1 MiB
+	withCacheLimit(t, 64<<20)
+	if err := EmptyCPUCache(); err != nil {
+		t.Fatal(err)
+	}
+	use := func(elems int64) {
+		s := NewScope(NoGrad)
+		x := s.Full([]int64{elems}, 2, Float32, CPU)
+		if v, err := s.Sum(x, nil, false).Item(); err != nil || v != float64(2*elems) {
+			t.Fatalf("sum %g, %v; want %d", v, err, 2*elems)
+		}
+		s.Close()
+	}
+	use(mib)
+	before := cacheStats(t)
+	use(mib * 9 / 10)
+	mid := cacheStats(t)
+	use(mib * 7 / 10)
+	after := cacheStats(t)
+	if mid.Hits != before.Hits+1 || mid.Misses != before.Misses {
+		t.Errorf("0.9 MiB did not take the idle 1 MiB block: %+v -> %+v", before, mid)
+	}
+	if after.Misses != mid.Misses+1 {
+		t.Errorf("0.7 MiB took a block more than a quarter larger: %+v -> %+v", mid, after)
 	}
 }
 
