@@ -73,6 +73,11 @@ func openError(err error) error {
 	return errorf("cannot read the zip archive: %v", err)
 }
 
+// maxNPYEntry bounds an entry's uncompressed size (1 GiB: the covariance
+// of 11,585 float64 features), so a small archive cannot inflate without
+// limit.
+const maxNPYEntry = 1 << 30
+
 // readNPYEntry decodes the .npy entry name of an archive.
 func readNPYEntry(zr *zip.Reader, name string) (*npyArray, error) {
 	var f *zip.File
@@ -91,12 +96,20 @@ func readNPYEntry(zr *zip.Reader, name string) (*npyArray, error) {
 		}
 		return nil, errorf("missing %s (entries: %s)", name, strings.Join(names, ", "))
 	}
+	if f.UncompressedSize64 > maxNPYEntry {
+		return nil, errorf("%s: %d bytes uncompressed, more than the %d accepted", name, f.UncompressedSize64, maxNPYEntry)
+	}
 	rc, err := f.Open()
 	if err != nil {
 		return nil, errorf("%s: %v", name, err)
 	}
 	defer rc.Close()
-	b, err := io.ReadAll(rc)
+	// The size in the archive's directory can lie: read one byte past the
+	// limit at most.
+	b, err := io.ReadAll(io.LimitReader(rc, maxNPYEntry+1))
+	if err == nil && len(b) > maxNPYEntry {
+		return nil, errorf("%s: more than %d bytes uncompressed", name, maxNPYEntry)
+	}
 	if err != nil {
 		var corrupt flate.CorruptInputError
 		switch {

@@ -303,6 +303,7 @@ func TestReadNPZErrors(t *testing.T) {
 		{"not symmetric", zipBytes(t, mu2, zipEntry{"sigma.npy", npyBytes("<f8", "(2, 2)", []float64{1, 0.5, 0, 1}, nil)}), "sigma.npy is not symmetric", false},
 		{"non-finite", zipBytes(t, zipEntry{"mu.npy", npyBytes("<f8", "(2,)", []float64{1, math.NaN()}, nil)}, sigma2), "mu.npy holds non-finite values", false},
 		{"checksum", corrupt, "mu.npy: corrupt entry (checksum mismatch)", false},
+		{"inflates past the limit", bombNPZ(t), "sigma.npy: 2147483648 bytes uncompressed, more than the 1073741824 accepted", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -351,6 +352,27 @@ func TestReadNPZErrors(t *testing.T) {
 			t.Errorf("read %v %v", s.Mu, s.Sigma)
 		}
 	})
+}
+
+// bombNPZ is an archive whose sigma.npy claims 2 GiB uncompressed (its
+// data is a few bytes): it must be refused before anything inflates.
+func bombNPZ(t *testing.T) []byte {
+	var b bytes.Buffer
+	zw := zip.NewWriter(&b)
+	w, err := zw.Create("mu.npy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(npyBytes("<f8", "(2,)", []float64{1, 2}, nil))
+	raw, err := zw.CreateRaw(&zip.FileHeader{Name: "sigma.npy", Method: zip.Store, CompressedSize64: 4, UncompressedSize64: 2 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.Write([]byte("\x93NUM"[:4]))
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
 }
 
 func TestParseNPYHeader(t *testing.T) {
