@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"github.com/ddpm-go/ddpm/diffusion/autoencoder"
@@ -63,6 +64,12 @@ func runInfo(c *cli.Context) error {
 			return err
 		}
 		info.Source, info.Model, info.Schedule = dir, f.UNet.Config(), sched
+		if f.VAE != nil { // a latent model: its vae/ decodes the samples
+			v, u := f.VAE.Config(), f.UNet.Config()
+			info.Autoencoder = &checkpoint.Autoencoder{Path: filepath.Join(dir, "vae"), ImageChannels: v.OutChannels,
+				ImageSize: u.ImageSize * int(v.Downscale()), LatentChannels: v.LatentChannels, LatentSize: u.ImageSize,
+				ScalingFactor: v.ScalingFactor, ShiftFactor: v.Shift()}
+		}
 	} else {
 		path, err := checkpointPath(c)
 		if err != nil {

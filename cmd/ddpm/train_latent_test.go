@@ -123,6 +123,10 @@ func TestTrainLatent(t *testing.T) {
 	if !bytes.Equal(samplePNG("--run", runDir), samplePNG("--model", folder)) {
 		t.Error("the exported folder samples other pixels than its run")
 	}
+	if code, out, _ := ddpm(t, "info", "--model", folder); code != 0 || !strings.Contains(out, "image         1x16x16, decoded by the autoencoder "+filepath.Join(folder, "vae")) ||
+		!strings.Contains(out, "latent        2x8x8") {
+		t.Errorf("info --model of a latent folder: %s", out)
+	}
 	vaeFolder := filepath.Join(t.TempDir(), "vae-diffusers")
 	if code, out, errOut := ddpm(t, "export", "--run", aeRun, "--out", vaeFolder); code != 0 || !strings.Contains(out, "diffusers AutoencoderKL") {
 		t.Fatalf("export of the autoencoder: exit %d: %s%s", code, out, errOut)
