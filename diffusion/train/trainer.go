@@ -107,7 +107,7 @@ type Trainer struct {
 	lastLoss  float64
 	runImages int
 	runStart  time.Time
-	extra          map[string]float64
+	extra     map[string]float64
 }
 
 // New prepares training of model on images of shape (C, H, W). It applies
