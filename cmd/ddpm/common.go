@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"strings"
 
@@ -45,3 +47,13 @@ func humanCount(n int64) string {
 
 // gridColumns makes grids as square as possible (64 images: 8x8).
 func gridColumns(n int) int { return int(math.Ceil(math.Sqrt(float64(n)))) }
+
+// printJSON writes v as one indented JSON object (what --json prints).
+func printJSON(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}

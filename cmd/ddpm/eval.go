@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -424,12 +423,7 @@ func (e *evaluation) inceptionMetrics(res *evalResult, ext *features.TorchScript
 // printEval writes one metric a line, or one JSON object.
 func printEval(w io.Writer, r *evalResult, asJSON bool) error {
 	if asJSON {
-		b, err := json.MarshalIndent(r, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(w, "%s\n", b)
-		return err
+		return printJSON(w, r)
 	}
 	var b strings.Builder
 	line := func(name string, v *float64, format string) {

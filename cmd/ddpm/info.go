@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	"github.com/ddpm-go/ddpm/diffusion/autoencoder"
@@ -64,12 +63,7 @@ func runInfo(c *cli.Context) error {
 			return err
 		}
 		info.Source, info.Model, info.Schedule = dir, f.UNet.Config(), sched
-		if f.VAE != nil { // a latent model: its vae/ decodes the samples
-			v, u := f.VAE.Config(), f.UNet.Config()
-			info.Autoencoder = &checkpoint.Autoencoder{Path: filepath.Join(dir, "vae"), ImageChannels: v.OutChannels,
-				ImageSize: u.ImageSize * int(v.Downscale()), LatentChannels: v.LatentChannels, LatentSize: u.ImageSize,
-				ScalingFactor: v.ScalingFactor, ShiftFactor: v.Shift()}
-		}
+		info.Autoencoder = f.Autoencoder() // a latent model: its vae/ decodes the samples
 	} else {
 		path, err := checkpointPath(c)
 		if err != nil {
@@ -101,12 +95,7 @@ func runInfo(c *cli.Context) error {
 	info.Params, info.FLOPsPerImage = info.Model.NumParams(), info.Model.FLOPs()
 	w := c.App.Writer
 	if c.Bool("json") {
-		b, err := json.MarshalIndent(info, "", "  ")
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(w, string(b))
-		return nil
+		return printJSON(w, info)
 	}
 	m := info.Model
 	fmt.Fprintf(w, "source        %s\n", info.Source)

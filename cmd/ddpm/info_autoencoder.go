@@ -38,12 +38,7 @@ func printAutoencoderInfo(w io.Writer, path string, asJSON bool) error {
 		EMA: meta.HasEMA, Train: meta.Train, Data: meta.Data}
 	m.Close()
 	if asJSON {
-		b, err := json.MarshalIndent(info, "", "  ")
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(w, string(b))
-		return nil
+		return printJSON(w, info)
 	}
 	a := info.Autoencoder
 	side := int64(a.SampleSize) / a.Downscale()

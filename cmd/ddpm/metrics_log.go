@@ -1,39 +1,17 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 
-	"github.com/ddpm-go/ddpm/diffusion/train"
 	"github.com/ddpm-go/ddpm/internal/atomicfile"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 )
-
-// readMetrics reads the records of a metrics log, skipping lines that are
-// not one (a line cut short by a crash).
-func readMetrics(path string) ([]train.Metrics, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []train.Metrics
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var m train.Metrics
-		if json.Unmarshal(sc.Bytes(), &m) == nil {
-			out = append(out, m)
-		}
-	}
-	return out, sc.Err()
-}
 
 // metricsLog appends training metrics (one JSON object per line, each
 // with "step" and "loss") to a file and redraws the loss plot from
@@ -51,13 +29,14 @@ type loggedStep struct {
 	Loss float64 `json:"loss"`
 }
 
-// openMetricsLog opens the log of a run whose training state is at step
-// upTo. A resumed run keeps its records up to that step, byte for byte,
+// openMetricsLog opens the log (metrics.jsonl, with loss.png) of the run
+// in dir, whose training state is at step upTo. A resumed run keeps its records up to that step, byte for byte,
 // and drops the rest (steps logged after the checkpoint it resumes from,
 // and a line cut short by a crash), rewriting the file atomically, so the
 // log reads as one run.
-func openMetricsLog(path, plotPath string, upTo int64) (*metricsLog, error) {
-	l := &metricsLog{path: path, plotPath: plotPath}
+func openMetricsLog(dir string, upTo int64) (*metricsLog, error) {
+	path := filepath.Join(dir, metricsFile)
+	l := &metricsLog{path: path, plotPath: filepath.Join(dir, lossPlot)}
 	old, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		return nil, fmt.Errorf("cannot read the metrics log: %w", err)

@@ -353,7 +353,7 @@ func runTrain(c *cli.Context) error {
 	if err := removeStaleTemps(dir); err != nil {
 		return err
 	}
-	log, err := openMetricsLog(filepath.Join(dir, metricsFile), filepath.Join(dir, lossPlot), tr.Step())
+	log, err := openMetricsLog(dir, tr.Step())
 	if err != nil {
 		return err
 	}

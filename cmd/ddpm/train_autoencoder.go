@@ -213,7 +213,7 @@ func runTrainAutoencoder(c *cli.Context) error {
 	if err := removeStaleTemps(dir); err != nil {
 		return err
 	}
-	log, err := openMetricsLog(filepath.Join(dir, metricsFile), filepath.Join(dir, lossPlot), tr.Steps())
+	log, err := openMetricsLog(dir, tr.Steps())
 	if err != nil {
 		return err
 	}
@@ -237,6 +237,7 @@ func runTrainAutoencoder(c *cli.Context) error {
 	var summed int64
 	since := time.Now()
 	var last string
+	var served float64 // the held-out PSNR of the last evaluation
 	for tr.Steps() < r.train.Steps {
 		st, err := tr.Step(ctx)
 		if errors.Is(err, context.Canceled) {
@@ -263,11 +264,10 @@ func runTrainAutoencoder(c *cli.Context) error {
 			rec := autoencoderMetrics{Step: step, Loss: sum.Loss / float64(summed), Reconstruction: sum.Reconstruction / float64(summed),
 				KL: sum.KL / float64(summed), LR: sum.LR, ImagesPerSec: rate}
 			if evalNow {
-				p, err := eval.measure(m, tr.EMA(), dir, step)
-				if err != nil {
+				if served, err = eval.measure(m, tr.EMA(), dir, step); err != nil {
 					return err
 				}
-				rec.EvalPSNR = &p
+				rec.EvalPSNR = &served
 			}
 			if err := log.write(rec); err != nil {
 				return err
@@ -285,5 +285,6 @@ func runTrainAutoencoder(c *cli.Context) error {
 	if eval.held == nil {
 		return nil
 	}
-	return eval.report(out, m, tr.EMA())
+	// The last step was evaluated: the loop ends on it.
+	return eval.report(out, m, served)
 }

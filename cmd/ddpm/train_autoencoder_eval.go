@@ -106,31 +106,25 @@ func (e *autoencoderEval) measure(m *autoencoder.Model, emaWeights []nn.Param, d
 	if err != nil {
 		return 0, err
 	}
-	path := filepath.Join(dir, samplesDir, fmt.Sprintf("step-%08d.png", step))
-	if err := images.SavePNG(path, img); err != nil {
+	if err := images.SavePNG(gridPath(filepath.Join(dir, samplesDir), step), img); err != nil {
 		return 0, fmt.Errorf("writing the reconstruction grid: %w", err)
 	}
 	return p, nil
 }
 
-// report prints the held-out PSNR of the training weights and, when the
-// run keeps them, of the EMA weights.
-func (e *autoencoderEval) report(w io.Writer, m *autoencoder.Model, emaWeights []nn.Param) error {
+// report prints the held-out PSNR of the weights the checkpoints serve,
+// served (measured at the last step), and, when those are the EMA
+// weights, the PSNR of the training weights beside it.
+func (e *autoencoderEval) report(w io.Writer, m *autoencoder.Model, served float64) error {
+	if e.ema == nil {
+		fmt.Fprintf(w, "ddpm: reconstruction PSNR %.2f dB on %d images (%s), training weights\n", served, e.held.N, e.what)
+		return nil
+	}
 	p, err := autoencoder.ReconstructionPSNR(m, e.held, 64)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "ddpm: reconstruction PSNR %.2f dB on %d images (%s), training weights\n", p, e.held.N, e.what)
-	if e.ema == nil {
-		return nil
-	}
-	em, err := e.served(m, emaWeights)
-	if err != nil {
-		return err
-	}
-	if p, err = autoencoder.ReconstructionPSNR(em, e.held, 64); err != nil {
-		return err
-	}
-	fmt.Fprintf(w, "ddpm: reconstruction PSNR %.2f dB on %d images (%s), EMA weights\n", p, e.held.N, e.what)
+	fmt.Fprintf(w, "ddpm: reconstruction PSNR %.2f dB on %d images (%s), EMA weights\n", served, e.held.N, e.what)
 	return nil
 }

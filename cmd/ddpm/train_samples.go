@@ -53,7 +53,12 @@ func (e *emaSampler) writeGrid(ctx context.Context, dir string, step int64) erro
 	if err != nil {
 		return fmt.Errorf("sample grid at step %d: %w", step, err)
 	}
-	return saveGrid(filepath.Join(dir, fmt.Sprintf("step-%08d.png", step)), imgs)
+	return saveGrid(gridPath(dir, step), imgs)
+}
+
+// gridPath is the file of a run's grid of step in its samples folder dir.
+func gridPath(dir string, step int64) string {
+	return filepath.Join(dir, fmt.Sprintf("step-%08d.png", step))
 }
 
 func (e *emaSampler) close() { e.model.Close() }

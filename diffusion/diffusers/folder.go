@@ -26,12 +26,25 @@ type Folder struct {
 	// VAE.Decode(z/scaling_factor + shift_factor), with the factors of
 	// its config. Nil for a pixel model.
 	VAE       *autoencoder.Model
+	vaeDir    string // where VAE was read
 	Scheduler SchedulerConfig
 	Schedule  diffusion.ScheduleConfig
 	Target    diffusion.Target
 	// Sampling is the scheduler's sampler with its settings (variance,
 	// clipping, spacing); Steps is left to the sampler's default.
 	Sampling sampler.Options
+}
+
+// Autoencoder describes the folder's VAE as a latent model's checkpoint
+// records its autoencoder: its folder, the image and latent shapes, and the
+// scaling and shift factors of its config. Nil for a pixel model.
+func (f *Folder) Autoencoder() *checkpoint.Autoencoder {
+	if f.VAE == nil {
+		return nil
+	}
+	v, u := f.VAE.Config(), f.UNet.Config()
+	return &checkpoint.Autoencoder{Path: f.vaeDir, ImageChannels: v.OutChannels, ImageSize: u.ImageSize * int(v.Downscale()),
+		LatentChannels: v.LatentChannels, LatentSize: u.ImageSize, ScalingFactor: v.ScalingFactor, ShiftFactor: v.Shift()}
 }
 
 // Close frees the U-Net and the VAE.
@@ -44,10 +57,9 @@ func (f *Folder) Close() {
 
 // modelIndex is model_index.json (the parts read here).
 type modelIndex struct {
-	ClassName string     `json:"_class_name"`
-	UNet      [2]string  `json:"unet"`
-	Scheduler [2]string  `json:"scheduler"`
-	VAE       *[2]string `json:"vae"`
+	ClassName string    `json:"_class_name"`
+	UNet      [2]string `json:"unet"`
+	Scheduler [2]string `json:"scheduler"`
 }
 
 // schedulerFile finds the scheduler config of either layout.
@@ -108,8 +120,10 @@ func Load(dir string, dev torch.Device) (*Folder, error) {
 	if f.UNet, err = LoadUNet(dir, dev); err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(filepath.Join(dir, "vae", "config.json")); err == nil {
-		if f.VAE, err = LoadAutoencoder(filepath.Join(dir, "vae"), dev); err != nil {
+	vd := filepath.Join(dir, "vae")
+	if _, err := os.Stat(filepath.Join(vd, "config.json")); err == nil {
+		f.vaeDir = vd
+		if f.VAE, err = LoadAutoencoder(vd, dev); err != nil {
 			f.UNet.Close()
 			return nil, err
 		}

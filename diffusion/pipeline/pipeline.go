@@ -233,15 +233,11 @@ func LoadDiffusers(dir string, o Options) (*Pipeline, error) {
 	info := Info{Channels: cfg.OutChannels, Size: cfg.ImageSize, NumClasses: cfg.NumClasses,
 		NoNullLabel: cfg.NoNullLabel, Target: f.Target}
 	o.Latent = nil
-	if f.VAE != nil {
-		v := f.VAE.Config()
-		if err := checkFinite(f.VAE.Params()); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("pipeline: %s: vae: %w", dir, err)
-		}
-		o.Latent = &Latent{Model: f.VAE, ScalingFactor: v.ScalingFactor, ShiftFactor: v.Shift()}
-		info.Channels, info.Size = v.OutChannels, cfg.ImageSize*int(v.Downscale())
-		info.LatentChannels, info.LatentSize = cfg.OutChannels, cfg.ImageSize
+	if a := f.Autoencoder(); a != nil {
+		// diffusers.Load checked every VAE weight finite as it loaded it.
+		o.Latent = &Latent{Model: f.VAE, ScalingFactor: a.ScalingFactor, ShiftFactor: a.ShiftFactor}
+		info.Channels, info.Size = a.ImageChannels, a.ImageSize
+		info.LatentChannels, info.LatentSize = a.LatentChannels, a.LatentSize
 	}
 	p, err := New(f.UNet, sched, info, o)
 	if err != nil {
