@@ -21,20 +21,28 @@ var exportCommand = &cli.Command{
 		"as vae/ (AutoencoderKL, with the run's scaling_factor and shift_factor). A run or checkpoint of\n" +
 		"ddpm train-autoencoder is written as an AutoencoderKL folder (config.json and\n" +
 		"diffusion_pytorch_model.safetensors): AutoencoderKL.from_pretrained reads it, and so does\n" +
-		"ddpm train --autoencoder.",
+		"ddpm train --autoencoder.\n" +
+		"--format checkpoint writes one .safetensors file instead: the chosen weights (in --dtype) and the\n" +
+		"checkpoint's metadata, without what resuming needs; ddpm sample, eval, serve and info take it as\n" +
+		"--checkpoint (how the model under models/ is made).",
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "run", Usage: "run directory (its newest checkpoint)", EnvVars: []string{"DDPM_RUN"}},
 		&cli.StringFlag{Name: "checkpoint", Usage: "checkpoint file (.safetensors)", EnvVars: []string{"DDPM_CHECKPOINT"}},
 		&cli.StringFlag{Name: "weights", Value: "ema", Usage: "ema or model", EnvVars: []string{"DDPM_WEIGHTS"}},
-		&cli.StringFlag{Name: "format", Value: "diffusers", Usage: "output format (diffusers)"},
-		&cli.StringFlag{Name: "out", Usage: "folder to write (must not exist or be empty)", Required: true},
+		&cli.StringFlag{Name: "format", Value: "diffusers", Usage: "output format: diffusers (a folder) or checkpoint (one file to sample from)"},
+		&cli.StringFlag{Name: "dtype", Value: "float32", Usage: "--format checkpoint: how the weights are stored: float32, bf16 or fp16"},
+		&cli.StringFlag{Name: "out", Usage: "folder to write (must not exist or be empty), or with --format checkpoint the file (must not exist)", Required: true},
 	},
 	Action: runExport,
 }
 
 func runExport(c *cli.Context) error {
-	if f := c.String("format"); f != "diffusers" {
-		return fmt.Errorf("--format %q: the only export format is diffusers", f)
+	format := c.String("format")
+	if format != "diffusers" && format != "checkpoint" {
+		return fmt.Errorf("--format %q: export writes diffusers or checkpoint", format)
+	}
+	if c.IsSet("dtype") && format != "checkpoint" {
+		return fmt.Errorf("--dtype is for --format checkpoint (a diffusers folder stores the weights as float32)")
 	}
 	path, err := checkpointPath(c)
 	if err != nil {
@@ -45,6 +53,9 @@ func runExport(c *cli.Context) error {
 		return fmt.Errorf("--weights: %w", err)
 	}
 	out := c.String("out")
+	if format == "checkpoint" {
+		return exportWeights(c, path, w, out)
+	}
 	if entries, err := os.ReadDir(out); err == nil && len(entries) > 0 {
 		return fmt.Errorf("--out %s is not empty; nothing was written", out)
 	}
@@ -90,5 +101,30 @@ func exportAutoencoder(c *cli.Context, path string, w checkpoint.Weights, out st
 		return err
 	}
 	fmt.Fprintf(c.App.Writer, "ddpm: wrote %s (diffusers AutoencoderKL from %s, %s weights)\n", out, path, w)
+	return nil
+}
+
+// exportWeights writes the weights file of --format checkpoint.
+func exportWeights(c *cli.Context, path string, w checkpoint.Weights, out string) error {
+	dt, err := torch.ParseDType(c.String("dtype"))
+	if err != nil || !(dt == torch.Float32 || dt == torch.BFloat16 || dt == torch.Float16) {
+		return fmt.Errorf("--dtype %q: want float32, bf16 or fp16", c.String("dtype"))
+	}
+	if _, err := os.Stat(out); err == nil {
+		return fmt.Errorf("--out %s exists; nothing was written", out)
+	}
+	if format, err := checkpoint.FormatOf(path); err != nil {
+		return err
+	} else if format != checkpoint.Format {
+		return fmt.Errorf("%s is not a U-Net checkpoint of ddpm train; --format checkpoint writes those", path)
+	}
+	if err := checkpoint.WriteWeights(path, out, w, dt); err != nil {
+		return err
+	}
+	st, err := os.Stat(out)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "ddpm: wrote %s (%s weights of %s as %s, %.1f MB)\n", out, w, path, dt, float64(st.Size())/1e6)
 	return nil
 }

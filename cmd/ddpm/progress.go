@@ -16,9 +16,13 @@ type progress struct {
 	quiet    bool
 	label    string
 	total    int64
-	start    time.Time
 	lastLine time.Time
-	every    time.Duration
+	// The first update's count and time: the pace, and so the eta, is
+	// measured from there, leaving out the first unit's warm-up and, on a
+	// resumed run, the steps done before.
+	firstDone int64
+	firstAt   time.Time
+	every     time.Duration
 }
 
 func isTerminal(w io.Writer) bool {
@@ -31,8 +35,7 @@ func isTerminal(w io.Writer) bool {
 }
 
 func newProgress(w io.Writer, quiet bool, label string, total int64) *progress {
-	return &progress{w: w, tty: isTerminal(w), quiet: quiet, label: label, total: total,
-		start: time.Now(), every: 10 * time.Second}
+	return &progress{w: w, tty: isTerminal(w), quiet: quiet, label: label, total: total, every: 10 * time.Second}
 }
 
 // update reports that done of total units are finished, with a status text.
@@ -41,10 +44,12 @@ func (p *progress) update(done int64, status string) {
 		return
 	}
 	now := time.Now()
-	elapsed := now.Sub(p.start)
+	if p.firstAt.IsZero() {
+		p.firstDone, p.firstAt = done, now
+	}
 	eta := ""
-	if done > 0 && done < p.total {
-		left := time.Duration(float64(elapsed) / float64(done) * float64(p.total-done))
+	if done > p.firstDone && done < p.total {
+		left := time.Duration(float64(now.Sub(p.firstAt)) / float64(done-p.firstDone) * float64(p.total-done))
 		eta = " eta " + left.Round(time.Second).String()
 	}
 	if p.tty {
@@ -58,6 +63,18 @@ func (p *progress) update(done int64, status string) {
 		p.lastLine = now
 		fmt.Fprintf(p.w, "%s %d/%d %s%s\n", p.label, done, p.total, status, eta)
 	}
+}
+
+// println prints line between the bar's redraws.
+func (p *progress) println(line string) {
+	if p.quiet {
+		return
+	}
+	if p.tty {
+		fmt.Fprintf(p.w, "\r%s\x1b[K\n", line)
+		return
+	}
+	fmt.Fprintln(p.w, line)
 }
 
 // finish ends the bar's line on a terminal.

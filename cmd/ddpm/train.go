@@ -74,8 +74,9 @@ var trainFlags = []cli.Flag{
 	altsrc.NewStringFlag(&cli.StringFlag{Name: "timestep-sampling", Value: "uniform", Usage: "uniform or loss-aware (importance sampling)", EnvVars: []string{"DDPM_TIMESTEP_SAMPLING"}}),
 	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "min-snr", Usage: "min-SNR-γ loss weighting (e.g. 5; 0 = off)", EnvVars: []string{"DDPM_MIN_SNR"}}),
 	altsrc.NewIntFlag(&cli.IntFlag{Name: "batch", Value: train.DefaultBatchSize, Usage: "images per step", EnvVars: []string{"DDPM_BATCH"}}),
-	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "steps", Value: train.DefaultSteps, Usage: "optimizer steps", EnvVars: []string{"DDPM_STEPS"}}),
-	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "lr", Value: 2e-4, Usage: "peak learning rate", EnvVars: []string{"DDPM_LR"}}),
+	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "steps", Usage: "optimizer steps", DefaultText: "4000 on a CPU, 20000 on CUDA", EnvVars: []string{"DDPM_STEPS"}}),
+	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "lr", Usage: "peak learning rate", DefaultText: "4e-4 on a CPU, 2e-4 on CUDA", EnvVars: []string{"DDPM_LR"}}),
+	altsrc.NewStringFlag(&cli.StringFlag{Name: "lr-decay", Usage: "learning rate after the warm-up: constant, or cosine or linear down to 0 at --steps", DefaultText: "cosine on a CPU, constant on CUDA", EnvVars: []string{"DDPM_LR_DECAY"}}),
 	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "warmup", Value: optim.DefaultWarmupSteps, Usage: "learning-rate warm-up steps (0: none)", EnvVars: []string{"DDPM_WARMUP"}}),
 	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "weight-decay", Usage: "AdamW decoupled weight decay", EnvVars: []string{"DDPM_WEIGHT_DECAY"}}),
 	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "ema-decay", Value: train.DefaultEMADecay, Usage: "EMA decay of the weights used for sampling (with warm-up)", EnvVars: []string{"DDPM_EMA_DECAY"}}),
@@ -84,7 +85,7 @@ var trainFlags = []cli.Flag{
 	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "label-dropout", Value: 0.1, Usage: "probability of the null label with --classes", EnvVars: []string{"DDPM_LABEL_DROPOUT"}}),
 	altsrc.NewBoolFlag(&cli.BoolFlag{Name: "flip", Usage: "random horizontal flips", EnvVars: []string{"DDPM_FLIP"}}),
 	altsrc.NewStringFlag(&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto", EnvVars: []string{"DDPM_DEVICE"}}),
-	altsrc.NewStringFlag(&cli.StringFlag{Name: "precision", Value: "float32", Usage: "float32, bf16 (autocast, CPU or CUDA) or fp16 (autocast with loss scaling, CUDA)", EnvVars: []string{"DDPM_PRECISION"}}),
+	altsrc.NewStringFlag(&cli.StringFlag{Name: "precision", Usage: "float32, bf16 (autocast, CPU or CUDA) or fp16 (autocast with loss scaling, CUDA)", DefaultText: "bf16 on a CPU with bfloat16 instructions, else float32", EnvVars: []string{"DDPM_PRECISION"}}),
 	altsrc.NewIntFlag(&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads (default: every CPU, or OMP_NUM_THREADS; a CPU share per rank in distributed runs)", EnvVars: []string{"DDPM_THREADS"}}),
 	altsrc.NewUint64Flag(&cli.Uint64Flag{Name: "seed", Usage: "random seed", EnvVars: []string{"DDPM_SEED"}}),
 	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "checkpoint-every", Value: train.DefaultCheckpointEvery, Usage: "steps between checkpoints", EnvVars: []string{"DDPM_CHECKPOINT_EVERY"}}),
@@ -94,6 +95,7 @@ var trainFlags = []cli.Flag{
 	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "log-every", Value: train.DefaultLogEvery, Usage: "steps between metrics records", EnvVars: []string{"DDPM_LOG_EVERY"}}),
 	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "eval-every", Usage: "steps between held-out evaluations (0 = off)", EnvVars: []string{"DDPM_EVAL_EVERY"}}),
 	altsrc.NewIntFlag(&cli.IntFlag{Name: "eval-n", Value: 256, Usage: "samples for the offline FID (fid_classifier in the metrics log) at each evaluation (0 = none)", EnvVars: []string{"DDPM_EVAL_N"}}),
+	altsrc.NewIntFlag(&cli.IntFlag{Name: "final-eval", Value: 1000, Usage: "samples scored with the offline FID (fid-classifier) after the last step, printed and logged (0 = none)", EnvVars: []string{"DDPM_FINAL_EVAL"}}),
 	&cli.StringFlag{Name: "resume", Usage: "continue the run in `RUN_DIR` from its last checkpoint", EnvVars: []string{"DDPM_RESUME"}},
 	&cli.StringFlag{Name: "out", Usage: "run directory (default: runs/<date-time>)", EnvVars: []string{"DDPM_OUT"}},
 	&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output", EnvVars: []string{"DDPM_QUIET"}},
@@ -254,8 +256,17 @@ func runTrain(c *cli.Context) error {
 		if err := cfg.Train.Validate(); err != nil {
 			return err
 		}
-	} else {
-		var err error
+	}
+	dev, err := setupDevice(c.String("device"), c.Int("threads"))
+	if err != nil {
+		return err
+	}
+	rec := recipeFor(dev)
+	var fromRecipe []string
+	if resume == "" {
+		if fromRecipe, err = rec.apply(c); err != nil {
+			return err
+		}
 		if cfg, err = resolveRunConfig(c); err != nil {
 			return err
 		}
@@ -266,9 +277,9 @@ func runTrain(c *cli.Context) error {
 			return err
 		}
 	}
-	dev, err := setupDevice(c.String("device"), c.Int("threads"))
-	if err != nil {
-		return err
+	finalEval := c.Int("final-eval")
+	if finalEval < 0 {
+		return fmt.Errorf("--final-eval %d must be non-negative", finalEval)
 	}
 	if cfg.Train.Precision == diffusion.FP16 && dev.Type != torch.DeviceCUDA {
 		return fmt.Errorf("--precision fp16 needs a CUDA device (this run is on %s); on the CPU use bf16", dev)
@@ -326,6 +337,9 @@ func runTrain(c *cli.Context) error {
 	fmt.Fprintf(out, "ddpm: training %s (%s params) on %s (%d images), device %s\n", cfg.Preset,
 		humanCount(cfg.Model.NumParams()), ds.Source, trainSet.N, dev)
 	fmt.Fprintf(out, "ddpm: writing to %s\n", dir)
+	if resume == "" {
+		fmt.Fprintln(out, planLine(cfg, rec, fromRecipe, finalEval))
+	}
 
 	rt, err := newRunTrainer(cfg, dir, resume != "", dev, trainSet, pg)
 	if err != nil {
@@ -364,9 +378,11 @@ func runTrain(c *cli.Context) error {
 		return err
 	}
 	defer ema.close()
-	fid := newTrainFID(cfg, c.Int("eval-n"), ds, ema, out, c.Bool("quiet"))
+	fid := newTrainFID(cfg, c.Int("eval-n"), finalEval, ds, ema, out, c.Bool("quiet"))
 	defer fid.close()
 	bar := newProgress(out, c.Bool("quiet"), "train", cfg.Train.Steps)
+	eta := newETANote(c.Bool("quiet"), cfg.Train.Steps)
+	finalFID := ""
 	var logErr error
 	tr.OnLog = func(m train.Metrics) {
 		if err := log.write(m); err != nil && logErr == nil {
@@ -384,6 +400,9 @@ func runTrain(c *cli.Context) error {
 		}
 		loss, rate := tr.Latest()
 		bar.update(step, fmt.Sprintf("loss %.4f  %.1f img/s", loss, rate))
+		if line := eta.step(step); line != "" {
+			bar.println(line)
+		}
 		if ckpt != "" {
 			if err := log.plot(); err != nil {
 				return nil, err
@@ -394,10 +413,13 @@ func runTrain(c *cli.Context) error {
 				return nil, err
 			}
 		}
-		if fid.due(step) {
-			v, err := fid.measure(ctx, step)
+		if n := fid.samplesAt(step); n > 0 {
+			v, err := fid.measure(ctx, step, n)
 			if err != nil {
 				return nil, err
+			}
+			if step == cfg.Train.Steps && fid.final > 0 {
+				finalFID = fmt.Sprintf("ddpm: fid-classifier %.4f (%d samples of the EMA weights, DDIM 50 steps, against the training data; ddpm eval --run %s --n %d measures it again)", v, n, dir, n)
 			}
 			return map[string]float64{"fid_classifier": v}, nil
 		}
@@ -417,6 +439,9 @@ func runTrain(c *cli.Context) error {
 		return err
 	}
 	fmt.Fprintf(out, "ddpm: done: %d steps; checkpoint %s\n", tr.Step(), tr.LastCheckpoint())
+	if finalFID != "" {
+		fmt.Fprintln(out, finalFID)
+	}
 	fmt.Fprintf(out, "ddpm: sample with: ddpm sample --run %s --sampler ddim --steps 50 --n 64 --out grid.png\n", dir)
 	return nil
 }
@@ -589,6 +614,10 @@ func resolveRunConfig(c *cli.Context) (runConfig, error) {
 	if warmup == 0 {
 		warmup = -1 // the library's "none" (0 selects its default)
 	}
+	decay, err := optim.ParseLRDecay(c.String("lr-decay"))
+	if err != nil {
+		return cfg, err
+	}
 	if d := c.Float64("ema-decay"); !(d > 0 && d <= 1) {
 		return cfg, fmt.Errorf("--ema-decay %g out of range (0, 1]", d)
 	}
@@ -596,7 +625,7 @@ func resolveRunConfig(c *cli.Context) (runConfig, error) {
 		Steps: c.Int64("steps"), BatchSize: c.Int("batch"), Seed: c.Uint64("seed"),
 		Target: target, Sampling: sampling, MinSNRGamma: c.Float64("min-snr"), Precision: precision,
 		Optimizer: optim.AdamWConfig{LR: c.Float64("lr"), WeightDecay: c.Float64("weight-decay"),
-			WarmupSteps: warmup},
+			WarmupSteps: warmup, Decay: decay},
 		GradClip: c.Float64("grad-clip"), EMADecay: c.Float64("ema-decay"),
 		CheckpointEvery: c.Int64("checkpoint-every"), KeepCheckpoints: c.Int("keep"),
 		LogEvery: c.Int64("log-every"), EvalEvery: c.Int64("eval-every"),
@@ -691,7 +720,7 @@ func lockRunDir(dir string) (unlock func(), err error) {
 // resumeFlags are the train flags that may be given with --resume: how far
 // to train and how to run, not what the run is.
 var resumeFlags = map[string]bool{"resume": true, "steps": true, "device": true, "threads": true,
-	"quiet": true, "dist-timeout": true, "eval-n": true, "config": true}
+	"quiet": true, "dist-timeout": true, "eval-n": true, "final-eval": true, "config": true}
 
 // checkResumeFlags refuses flags that would change a resumed run's stored
 // configuration: they used to be ignored without a word.

@@ -10,16 +10,19 @@ import (
 )
 
 // trainFID measures the offline FID (fid_classifier) during training: it
-// samples n images with the EMA weights (DDIM, 50 steps, the same noise
-// every time) and compares their features in the space of the data's
-// cached feature classifier with those of the training data, exactly as
-// ddpm eval does.
+// samples images with the EMA weights (DDIM, 50 steps, the same noise every
+// time) and compares their features in the space of the data's cached
+// feature classifier with those of the training data, exactly as ddpm eval
+// does: evalN samples every evalEvery steps, and final samples after the
+// last step.
 type trainFID struct {
-	n     int
-	data  *data.Dataset // the whole dataset, as ddpm eval reads it
-	ema   *emaSampler   // the EMA model copy and the run's settings
-	out   io.Writer
-	quiet bool
+	evalEvery int64
+	evalN     int
+	final     int
+	data      *data.Dataset // the whole dataset, as ddpm eval reads it
+	ema       *emaSampler   // the EMA model copy and the run's settings
+	out       io.Writer
+	quiet     bool
 
 	clf *features.Classifier
 	ref *features.Reference
@@ -27,31 +30,45 @@ type trainFID struct {
 
 // newTrainFID returns nil, after saying why, when the offline FID cannot
 // be measured: no evaluations asked for, or data without labels.
-func newTrainFID(cfg runConfig, n int, ds *data.Dataset, ema *emaSampler, out io.Writer, quiet bool) *trainFID {
-	if cfg.Train.EvalEvery <= 0 || n <= 0 {
+func newTrainFID(cfg runConfig, evalN, final int, ds *data.Dataset, ema *emaSampler, out io.Writer, quiet bool) *trainFID {
+	if cfg.Train.EvalEvery <= 0 || evalN <= 0 {
+		evalN = 0
+	} else {
+		evalN = max(evalN, 2)
+	}
+	if evalN == 0 && final <= 0 {
 		return nil
 	}
 	if ds.Labels == nil || ds.NumClasses < 2 {
 		fmt.Fprintf(out, "ddpm: no fid_classifier: %s has no labels to train the feature classifier on\n", ds.Source)
 		return nil
 	}
-	return &trainFID{n: max(n, 2), data: ds, ema: ema, out: out, quiet: quiet}
+	return &trainFID{evalEvery: cfg.Train.EvalEvery, evalN: evalN, final: max(final, 0), data: ds, ema: ema, out: out, quiet: quiet}
 }
 
-// due reports whether step is an evaluation step.
-func (f *trainFID) due(step int64) bool {
-	return f != nil && step%f.ema.cfg.Train.EvalEvery == 0
+// samplesAt is how many samples the evaluation of step scores: the final
+// evaluation's at the last step, evalN at multiples of evalEvery, else 0.
+func (f *trainFID) samplesAt(step int64) int {
+	switch {
+	case f == nil:
+		return 0
+	case f.final > 0 && step == f.ema.cfg.Train.Steps:
+		return max(f.final, 2)
+	case f.evalN > 0 && step%f.evalEvery == 0:
+		return f.evalN
+	}
+	return 0
 }
 
-// measure returns the offline FID of the EMA weights now; ctx (the
-// training run's) stops it.
-func (f *trainFID) measure(ctx context.Context, step int64) (float64, error) {
+// measure returns the offline FID of n samples of the EMA weights now; ctx
+// (the training run's) stops it.
+func (f *trainFID) measure(ctx context.Context, step int64, n int) (float64, error) {
 	if f.ref == nil {
 		if err := f.prepare(ctx); err != nil {
 			return 0, fmt.Errorf("fid_classifier: %w", err)
 		}
 	}
-	imgs, err := f.ema.sample(ctx, f.n)
+	imgs, err := f.ema.sample(ctx, n)
 	if err != nil {
 		return 0, fmt.Errorf("fid_classifier at step %d: %w", step, err)
 	}

@@ -5,13 +5,15 @@ import (
 	"math"
 
 	"github.com/ddpm-go/ddpm/diffusion/nn"
+	"github.com/ddpm-go/ddpm/internal/enum"
 	"github.com/ddpm-go/ddpm/torch"
 )
 
 // AdamWConfig holds the optimizer's hyper-parameters. Zero values take the
 // defaults in brackets: Adam at 2e-4 as in Ho et al. 2020 (who warm up over
 // 5000 steps; the default here is 500, which suits the short CPU runs this
-// package is mostly used for), decoupled weight decay off.
+// package is mostly used for), decoupled weight decay off, and the learning
+// rate flat after the warm-up.
 type AdamWConfig struct {
 	LR          float64 `json:"lr"`           // peak learning rate [2e-4]
 	Beta1       float64 `json:"beta1"`        // [0.9]
@@ -19,9 +21,35 @@ type AdamWConfig struct {
 	Eps         float64 `json:"eps"`          // [1e-8]
 	WeightDecay float64 `json:"weight_decay"` // decoupled, as in AdamW [0]
 	WarmupSteps int64   `json:"warmup_steps"` // linear warm-up from 0; < 0: none [500]
+	// Decay is the learning rate's course after the warm-up: flat, or down to
+	// 0 at step DecaySteps along a half cosine or a line (diffusers'
+	// get_scheduler "cosine" and "linear"). [constant]
+	Decay      LRDecay `json:"decay,omitempty"`
+	DecaySteps int64   `json:"decay_steps,omitempty"` // where a decay reaches 0; the trainer sets its step count
 	// PerTensor runs a per-tensor loop instead of libtorch's multi-tensor
 	// kernels (see BenchmarkAdamW). Not part of the saved configuration.
 	PerTensor bool `json:"-"`
+}
+
+// LRDecay is how the learning rate falls after the warm-up.
+type LRDecay string
+
+// Learning-rate decays.
+const (
+	ConstantLR LRDecay = "constant"
+	CosineLR   LRDecay = "cosine"
+	LinearLR   LRDecay = "linear"
+)
+
+var lrDecays = []LRDecay{ConstantLR, CosineLR, LinearLR}
+
+// ParseLRDecay parses "constant", "cosine" or "linear".
+func ParseLRDecay(s string) (LRDecay, error) {
+	v, err := enum.Parse("learning-rate decay", s, lrDecays, map[string]LRDecay{"flat": ConstantLR})
+	if err != nil {
+		return "", fmt.Errorf("optim: %w", err)
+	}
+	return v, nil
 }
 
 // DefaultWarmupSteps is the warm-up of a zero AdamWConfig.WarmupSteps.
@@ -44,6 +72,9 @@ func (c AdamWConfig) WithDefaults() AdamWConfig {
 	if c.WarmupSteps == 0 {
 		c.WarmupSteps = DefaultWarmupSteps
 	}
+	if c.Decay == "" {
+		c.Decay = ConstantLR
+	}
 	return c
 }
 
@@ -61,6 +92,10 @@ func (c AdamWConfig) Validate() error {
 		return fmt.Errorf("optim: eps %g must be positive", c.Eps)
 	case !(c.WeightDecay >= 0):
 		return fmt.Errorf("optim: weight decay %g must be non-negative", c.WeightDecay)
+	case !enum.Valid(c.Decay, lrDecays):
+		return fmt.Errorf("optim: unknown learning-rate decay %q (valid: %s)", c.Decay, enum.List(lrDecays))
+	case c.Decay != ConstantLR && c.DecaySteps < 1:
+		return fmt.Errorf("optim: a %s decay needs its end step (decay steps %d)", c.Decay, c.DecaySteps)
 	}
 	return nil
 }
@@ -106,12 +141,23 @@ func (o *AdamW) Config() AdamWConfig { return o.cfg }
 // Steps is the number of steps taken.
 func (o *AdamW) Steps() int64 { return o.step }
 
-// LR is the learning rate of step n (1-based): linear warm-up, then flat.
+// LR is the learning rate of step n (1-based): linear warm-up, then flat or
+// decaying to 0 at DecaySteps (and 0 past it). A run no longer than its
+// warm-up never decays.
 func (o *AdamW) LR(n int64) float64 {
-	if o.cfg.WarmupSteps > 0 && n < o.cfg.WarmupSteps {
-		return o.cfg.LR * float64(n) / float64(o.cfg.WarmupSteps)
+	c := o.cfg
+	if c.WarmupSteps > 0 && n < c.WarmupSteps {
+		return c.LR * float64(n) / float64(c.WarmupSteps)
 	}
-	return o.cfg.LR
+	if c.Decay == ConstantLR {
+		return c.LR
+	}
+	start := max(c.WarmupSteps, 0)
+	frac := min(float64(n-start)/float64(max(c.DecaySteps-start, 1)), 1)
+	if c.Decay == CosineLR {
+		return c.LR * 0.5 * (1 + math.Cos(math.Pi*frac))
+	}
+	return c.LR * (1 - frac)
 }
 
 // Step applies one update from the parameters' gradients and returns the

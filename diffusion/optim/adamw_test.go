@@ -2,6 +2,7 @@ package optim
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/ddpm-go/ddpm/diffusion/nn"
@@ -103,7 +104,30 @@ func TestAdamWWarmup(t *testing.T) {
 			t.Errorf("LR(%d) = %g, want %g", n, got, want)
 		}
 	}
-	for _, bad := range []AdamWConfig{{LR: -1}, {Beta1: 1}, {Beta2: -0.5}, {Eps: -1}, {WeightDecay: -1}} {
+	// Decays start at the warm-up's end and reach 0 at DecaySteps (closed
+	// form: cosine lr/2 (1 + cos(pi f)), linear lr (1 - f), f the fraction
+	// of the decay done).
+	cos := &AdamW{cfg: AdamWConfig{LR: 1e-3, WarmupSteps: 10, Decay: CosineLR, DecaySteps: 110}.WithDefaults()}
+	lin := &AdamW{cfg: AdamWConfig{LR: 1e-3, WarmupSteps: -1, Decay: LinearLR, DecaySteps: 100}.WithDefaults()}
+	short := &AdamW{cfg: AdamWConfig{LR: 1e-3, WarmupSteps: 10, Decay: CosineLR, DecaySteps: 8}.WithDefaults()} // ends in its warm-up
+	for _, c := range []struct {
+		o    *AdamW
+		n    int64
+		want float64
+	}{{cos, 5, 5e-4}, {cos, 10, 1e-3}, {cos, 35, 1e-3 * 0.5 * (1 + math.Sqrt(0.5))}, {cos, 60, 5e-4}, {cos, 110, 0}, {cos, 200, 0},
+		{lin, 1, 0.99e-3}, {lin, 50, 5e-4}, {lin, 100, 0}, {lin, 150, 0}, {short, 8, 8e-4}} {
+		if got := c.o.LR(c.n); math.Abs(got-c.want) > 1e-15 {
+			t.Errorf("%s LR(%d) = %g, want %g", c.o.cfg.Decay, c.n, got, c.want)
+		}
+	}
+	if d, err := ParseLRDecay("Cosine"); err != nil || d != CosineLR {
+		t.Errorf("ParseLRDecay(Cosine) = %q, %v", d, err)
+	}
+	if _, err := ParseLRDecay("step"); err == nil || !strings.Contains(err.Error(), "constant, cosine, linear") {
+		t.Errorf("ParseLRDecay(step) = %v, want the valid names", err)
+	}
+	for _, bad := range []AdamWConfig{{LR: -1}, {Beta1: 1}, {Beta2: -0.5}, {Eps: -1}, {WeightDecay: -1},
+		{Decay: "step"}, {Decay: CosineLR}} {
 		if bad.Validate() == nil {
 			t.Errorf("%+v accepted", bad)
 		}

@@ -120,6 +120,17 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
+// optimizer is the optimizer's configuration with a learning-rate decay
+// that names no end ending at Steps (so a resumed run given more steps
+// stretches its decay to them).
+func (c Config) optimizer() optim.AdamWConfig {
+	o := c.Optimizer
+	if o.DecaySteps == 0 {
+		o.DecaySteps = c.Steps
+	}
+	return o
+}
+
 // Validate reports the first out-of-range field, naming it.
 func (c Config) Validate() error {
 	c = c.WithDefaults()
@@ -155,7 +166,7 @@ func (c Config) Validate() error {
 	case c.EvalEvery < 0:
 		return fmt.Errorf("train: eval interval %d must be non-negative", c.EvalEvery)
 	}
-	if err := c.Optimizer.Validate(); err != nil {
+	if err := c.optimizer().Validate(); err != nil {
 		return fmt.Errorf("train: %w", err)
 	}
 	return nil

@@ -132,7 +132,7 @@ func New(model Model, sched *diffusion.Schedule, cfg Config, dev torch.Device, s
 	if tr.gen, err = torch.NewGenerator(cfg.Seed, dev); err != nil {
 		return nil, err
 	}
-	if tr.opt, err = optim.NewAdamW(tr.params, cfg.Optimizer); err != nil {
+	if tr.opt, err = optim.NewAdamW(tr.params, cfg.optimizer()); err != nil {
 		tr.Close()
 		return nil, fmt.Errorf("train: %w", err)
 	}
