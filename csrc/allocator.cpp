@@ -23,13 +23,18 @@
 // machine's (or the cgroup's) memory unless DDPM_CPU_CACHE_MB says
 // otherwise at load time or ddpm_cpu_cache_set_limit later (0 turns caching
 // off). Over the limit, the sizes used least recently go first.
-// ddpm_cpu_cache_empty gives everything idle back.
+// ddpm_cpu_cache_empty gives everything idle back; ddpm_cpu_cache_trim gives
+// back the blocks of the sizes nobody asked for lately, then malloc's free
+// pages (a long-running server calls it now and then, so that its resident
+// memory follows its working set instead of its history).
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
 #include <dlfcn.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstdint>
 #include <cstdio>
@@ -82,6 +87,27 @@ class CachingCPUAllocator final : public c10::Allocator {
     evict_locked(0);
   }
 
+  // Frees the idle blocks of every size last asked for more than idle ago
+  // and forgets those sizes; returns the bytes freed.
+  int64_t trim(std::chrono::steady_clock::duration idle) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto cutoff = std::chrono::steady_clock::now() - idle;
+    int64_t freed = 0;
+    for (auto it = classes_.begin(); it != classes_.end();) {
+      SizeClass& c = it->second;
+      if (c.last_time > cutoff) {
+        ++it;
+        continue;
+      }
+      for (void* p : c.idle) c10::free_cpu(p);
+      const int64_t bytes = static_cast<int64_t>(it->first * c.idle.size());
+      cached_ -= bytes;
+      freed += bytes;
+      it = classes_.erase(it);
+    }
+    return freed;
+  }
+
  private:
   static size_t rounded(size_t n) { return (n + kPage - 1) / kPage * kPage; }
 
@@ -112,12 +138,14 @@ class CachingCPUAllocator final : public c10::Allocator {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = classes_.try_emplace(size).first;
     it->second.last_use = ++tick_;
+    it->second.last_time = std::chrono::steady_clock::now();
     for (; it != classes_.end() && it->first <= size + size / 4; ++it) {
       SizeClass& c = it->second;
       if (c.idle.empty()) continue;
       void* p = c.idle.back();
       c.idle.pop_back();
       c.last_use = tick_;
+      c.last_time = std::chrono::steady_clock::now();
       cached_ -= static_cast<int64_t>(it->first);
       hits_++;
       record_locked(p, it->first);
@@ -176,6 +204,7 @@ class CachingCPUAllocator final : public c10::Allocator {
   struct SizeClass {
     std::vector<void*> idle;  // blocks ready for reuse
     uint64_t last_use = 0;    // tick of the last request for this size
+    std::chrono::steady_clock::time_point last_time = std::chrono::steady_clock::now();  // and its time
   };
 
   std::mutex mu_;
@@ -234,6 +263,13 @@ const bool installed = [] {
   return true;
 }();
 
+// Hands malloc's free pages back to the system, where malloc can.
+void trim_malloc() {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+}
+
 }  // namespace
 
 namespace ddpm {
@@ -252,5 +288,11 @@ ddpm_error ddpm_cpu_cache_set_limit(int64_t bytes) {
 }
 
 ddpm_error ddpm_cpu_cache_empty(void) { DDPM_TRY_PLAIN(the_allocator()->empty()); }
+
+ddpm_error ddpm_cpu_cache_trim(int64_t idle_ms, int64_t* freed) {
+  DDPM_TRY_PLAIN(TORCH_CHECK(idle_ms >= 0, "idle time must be at least 0 ms, got ", idle_ms);
+                 int64_t n = the_allocator()->trim(std::chrono::milliseconds(idle_ms));
+                 if (freed != nullptr) *freed = n; trim_malloc());
+}
 
 }  // extern "C"

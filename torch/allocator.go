@@ -3,6 +3,8 @@ package torch
 // #include "ddpm_torch.h"
 import "C"
 
+import "time"
+
 // CPUCacheStats describes the shim's caching allocator for CPU tensor
 // memory. Blocks of 64 KiB and more are kept when their tensors are freed
 // and handed out again for the next tensor of the same size (rounded up to
@@ -50,4 +52,16 @@ func SetCPUCacheLimit(bytes int64) error {
 // torch.cuda.empty_cache for the GPU.
 func EmptyCPUCache() error {
 	return takeError("cpu_cache_empty", C.ddpm_cpu_cache_empty())
+}
+
+// TrimCPUCache gives back the idle blocks of the sizes nobody asked for in
+// the last idle, and returns their bytes; then it hands malloc's free pages
+// back to the system (glibc's malloc_trim). A long-running process that
+// varies its shapes, such as a sampling server whose batches change size,
+// calls it now and then, so that its resident memory follows what it uses
+// now rather than everything it ever used. Blocks of sizes in use stay.
+func TrimCPUCache(idle time.Duration) (int64, error) {
+	var freed C.int64_t
+	err := takeError("cpu_cache_trim", C.ddpm_cpu_cache_trim(C.int64_t(idle.Milliseconds()), &freed))
+	return int64(freed), err
 }

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 )
 
 func cacheStats(t *testing.T) CPUCacheStats {
@@ -223,5 +224,42 @@ func TestCPUCacheConcurrent(t *testing.T) {
 	}
 	if end := cacheStats(t); end.InUseBytes != start.InUseBytes {
 		t.Errorf("in use %d bytes before, %d after every tensor was freed", start.InUseBytes, end.InUseBytes)
+	}
+}
+
+// TrimCPUCache frees the idle blocks of the sizes not asked for within its
+// idle time and keeps those of the sizes asked for since.
+func TestCPUCacheTrim(t *testing.T) {
+	withCacheLimit(t, math.MaxInt64)
+	if err := EmptyCPUCache(); err != nil {
+		t.Fatal(err)
+	}
+	const mib = 1 << 18 // float32 elements in 1 MiB
+	use := func(n int64) {
+		s := NewScope(NoGrad)
+		s.Ones([]int64{n}, Float32, CPU)
+		if err := s.Err(); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+	use(mib) // 1 MiB, then idle
+	time.Sleep(200 * time.Millisecond)
+	use(mib * 3 / 2) // 1.5 MiB, asked for just now
+	if c := cacheStats(t).CachedBytes; c != 5<<19 {
+		t.Fatalf("%d bytes cached, want 2.5 MiB", c)
+	}
+	freed, err := TrimCPUCache(100 * time.Millisecond)
+	if err != nil || freed != 1<<20 {
+		t.Fatalf("trim freed %d bytes (%v), want the 1 MiB block idle for 200 ms", freed, err)
+	}
+	if c := cacheStats(t).CachedBytes; c != 3<<19 {
+		t.Errorf("%d bytes cached after the trim, want the recent 1.5 MiB", c)
+	}
+	if freed, err := TrimCPUCache(0); err != nil || freed != 3<<19 {
+		t.Errorf("trim of everything freed %d bytes (%v), want 1.5 MiB", freed, err)
+	}
+	if _, err := TrimCPUCache(-time.Second); err == nil {
+		t.Error("a negative idle time was accepted")
 	}
 }

@@ -69,6 +69,9 @@ type loadLevel struct {
 	// Memory after the first minute (or half the level, if shorter) and
 	// at the end.
 	Memory [2]memSnapshot `json:"memory"`
+	// RSSByMinute is the resident memory at the end of each whole minute,
+	// MiB: whether a long level's memory levels off or keeps growing.
+	RSSByMinute []float64 `json:"rss_mib_by_minute,omitempty"`
 }
 
 // memSnapshot is the process's memory, MiB: resident, libtorch's CPU
@@ -282,6 +285,9 @@ func loadAt(ctx context.Context, url, token, body string, clients, n int, d time
 				if !memTaken && time.Since(start) >= memAt {
 					l.Memory[0], memTaken = snapshotMemory(), true
 				}
+				if time.Since(start) >= time.Duration(len(l.RSSByMinute)+1)*time.Minute {
+					l.RSSByMinute = append(l.RSSByMinute, float64(currentRSS())/(1<<20))
+				}
 				mu.Unlock()
 			}
 		}()
@@ -401,6 +407,13 @@ func printLoad(c *cli.Context, rep loadReport) error {
 		a, b := l.Memory[0], l.Memory[1]
 		fmt.Fprintf(w, "  %s, %d clients: %.0f -> %.0f, %.0f -> %.0f, %.0f -> %.0f\n", l.Server, l.Clients,
 			a.TensorsUsed, b.TensorsUsed, a.CachedFree, b.CachedFree, a.GoHeap, b.GoHeap)
+		if len(l.RSSByMinute) > 1 {
+			fmt.Fprintf(w, "  %s, %d clients, RSS MiB at each minute:", l.Server, l.Clients)
+			for _, r := range l.RSSByMinute {
+				fmt.Fprintf(w, " %.0f", r)
+			}
+			fmt.Fprintln(w)
+		}
 	}
 	for _, l := range rep.Levels {
 		if l.Errors > 0 {

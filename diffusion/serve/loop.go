@@ -64,7 +64,12 @@ func (e *Engine) loop() {
 	defer close(e.done)
 	defer e.opts.Metrics.remove(e)
 	var active []*job
+	lastTrim := time.Now()
 	for {
+		if e.opts.TrimEvery > 0 && time.Since(lastTrim) >= e.opts.TrimEvery {
+			e.trim()
+			lastTrim = time.Now()
+		}
 		e.mu.Lock()
 		if e.aborting {
 			queued := e.queue
@@ -89,12 +94,42 @@ func (e *Engine) loop() {
 				return
 			}
 			if idle {
-				<-e.wake
+				e.waitIdle(lastTrim)
 			}
 			continue
 		}
 		active = e.step(active)
 	}
+}
+
+// waitIdle waits for a request, or, when the engine trims its memory,
+// until the next trim is due: an idle server gives back what its last
+// requests left.
+func (e *Engine) waitIdle(lastTrim time.Time) {
+	if e.opts.TrimEvery <= 0 {
+		<-e.wake
+		return
+	}
+	t := time.NewTimer(time.Until(lastTrim.Add(e.opts.TrimEvery)))
+	defer t.Stop()
+	select {
+	case <-e.wake:
+	case <-t.C:
+	}
+}
+
+// trim gives back the cached memory of the tensor sizes no forward or step
+// has used in the last TrimEvery. A failure costs nothing but the memory:
+// it is not the requests' business.
+func (e *Engine) trim() {
+	freed, err := torch.TrimCPUCache(e.opts.TrimEvery)
+	if err != nil {
+		return
+	}
+	e.mu.Lock()
+	e.stats.Trims++
+	e.stats.TrimmedBytes += freed
+	e.mu.Unlock()
 }
 
 // finish hands a job its result, frees it and counts it.

@@ -24,6 +24,9 @@ const (
 	// DefaultMaxGuidance is the default limit on a request's guidance
 	// weight.
 	DefaultMaxGuidance = 50
+	// DefaultTrimEvery is how often an engine gives back the cached CPU
+	// memory of tensor sizes it has not used for as long.
+	DefaultTrimEvery = time.Minute
 )
 
 // Options configures an Engine. The zero value means the documented
@@ -53,6 +56,12 @@ type Options struct {
 	Metrics *Metrics
 	// Name is the engine's model name in Metrics; default "default".
 	Name string
+	// TrimEvery is how often the engine gives the memory of the tensor
+	// sizes it has not run for that long back to the system
+	// (torch.TrimCPUCache): batches of changing sizes leave blocks of
+	// sizes that may not come back. Default DefaultTrimEvery; negative:
+	// never.
+	TrimEvery time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -73,6 +82,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Name == "" {
 		o.Name = "default"
+	}
+	if o.TrimEvery == 0 {
+		o.TrimEvery = DefaultTrimEvery
 	}
 	return o
 }

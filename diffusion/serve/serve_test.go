@@ -539,7 +539,8 @@ func TestOptions(t *testing.T) {
 	defer e.Close()
 	o := e.Options()
 	if o.MaxBatch != serve.DefaultMaxBatch || o.QueueSize != serve.DefaultQueueSize || o.MaxImages != serve.DefaultMaxImages ||
-		o.MaxSteps != serve.DefaultMaxSteps || o.MaxGuidance != serve.DefaultMaxGuidance || o.Timeout != 0 {
+		o.MaxSteps != serve.DefaultMaxSteps || o.MaxGuidance != serve.DefaultMaxGuidance || o.Timeout != 0 ||
+		o.TrimEvery != serve.DefaultTrimEvery {
 		t.Errorf("defaults %+v", o)
 	}
 	if _, err := serve.New(f.p, serve.Options{MaxBatch: -1}); err == nil {
@@ -547,6 +548,29 @@ func TestOptions(t *testing.T) {
 	}
 	if _, err := serve.New(nil, serve.Options{}); err == nil {
 		t.Error("nil pipeline accepted")
+	}
+}
+
+// The engine gives unused memory back every TrimEvery, busy or idle, and
+// never with a negative TrimEvery; requests are served the same either way.
+func TestTrimEvery(t *testing.T) {
+	f := tinyPipeline(t, 0)
+	for _, every := range []time.Duration{20 * time.Millisecond, -1} {
+		e, err := serve.New(f.p, serve.Options{TrimEvery: every})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			if _, err := e.Generate(context.Background(), serve.Request{N: 2, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 5}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(100 * time.Millisecond) // idle: trims still come
+		st := e.Stats()
+		e.Close()
+		if every > 0 && st.Trims < 3 || every < 0 && st.Trims != 0 {
+			t.Errorf("TrimEvery %v: %d trims", every, st.Trims)
+		}
 	}
 }
 

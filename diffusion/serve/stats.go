@@ -25,6 +25,9 @@ type Stats struct {
 	Completed, Failed, Cancelled, Rejected int64
 	// Images counts the images returned.
 	Images int64
+	// Trims counts the times the engine gave unused CPU memory back
+	// (Options.TrimEvery), TrimmedBytes the cached bytes it gave.
+	Trims, TrimmedBytes int64
 }
 
 // Stats returns a snapshot of the engine's counters.
