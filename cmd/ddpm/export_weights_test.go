@@ -52,6 +52,10 @@ func TestExportWeights(t *testing.T) {
 			t.Errorf("info --checkpoint %s: exit %d\n%s", dt, code, out)
 		}
 	}
+	slim := filepath.Join(dir, "float32.safetensors")
+	if code, _, errOut := ddpm(t, "sample", "--checkpoint", slim, "--weights", "model", "--n", "1", "--out", filepath.Join(dir, "m.png")); code == 0 || !strings.Contains(errOut, "try the other --weights") {
+		t.Errorf("--weights model of an EMA weights file: exit %d, %q", code, errOut)
+	}
 	for _, c := range []struct {
 		args []string
 		want string

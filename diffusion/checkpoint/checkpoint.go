@@ -459,6 +459,9 @@ func CheckModel(path string, w Weights, cfg unet.Config) error {
 			stored += n
 		}
 	}
+	if stored == 0 {
+		return fmt.Errorf("checkpoint: %s stores no weights under %q (a weights file written by ddpm export holds one kind: try the other --weights)", path, w.Prefix())
+	}
 	if want := cfg.NumParams(); want != stored {
 		return fmt.Errorf("checkpoint: %s: model_config describes %d parameters, but the file stores %d under %q: the metadata does not match the weights",
 			path, want, stored, w.Prefix())
