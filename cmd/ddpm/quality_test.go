@@ -13,8 +13,12 @@ import (
 var shippedModel = filepath.Join("..", "..", "models", "fashion-mnist-small.safetensors")
 
 // qualityThreshold bounds the fid-classifier of 256 samples of the shipped
-// model; docs/experiments.md gives the measurements it was set from.
-const qualityThreshold float64 = 0
+// model. Measured: 1.99 with seed 0 (the test's), 2.12 with seed 1, 2.41
+// with seed 2 (1,000 samples: 0.966); the threshold leaves 25% above the
+// worst of these for another CPU's rounding. A sampler or schedule that is
+// off scores far higher: the model after 2,500 of its 10,000 steps scored
+// 3.15.
+const qualityThreshold = 3.0
 
 // The shipped model still samples as well as it was measured to: 256
 // samples with the default sampler (DDIM, 50 steps, seed 0) scored against
