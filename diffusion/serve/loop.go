@@ -32,6 +32,7 @@ type job struct {
 	x         *torch.Tensor // the current batch x_t, owned by the job
 	i         int           // the next step of the current batch
 	start, b  int           // the current batch's first image and size
+	active    bool          // counted in the active gauges (admitted)
 	pixels    []float32
 }
 
@@ -138,6 +139,12 @@ func (e *Engine) finish(j *job, imgs *pipeline.Images, err error) {
 	// Counted before the caller hears, so that Stats after Generate
 	// returns include the request.
 	e.mu.Lock()
+	if j.active {
+		// The gauges drop before the caller hears, like the counters.
+		e.stats.ActiveRequests--
+		e.stats.ActiveSlots -= j.b
+		e.stats.ActiveRows -= j.b * j.rows
+	}
 	switch {
 	case err == nil:
 		e.stats.Completed++
@@ -241,6 +248,7 @@ func (e *Engine) startBatch(j *job) error {
 func (e *Engine) setActive(active []*job) {
 	slots, rows := 0, 0
 	for _, j := range active {
+		j.active = true
 		slots += j.b
 		rows += j.b * j.rows
 	}
