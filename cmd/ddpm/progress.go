@@ -48,9 +48,8 @@ func (p *progress) update(done int64, status string) {
 		p.firstDone, p.firstAt = done, now
 	}
 	eta := ""
-	if done > p.firstDone && done < p.total {
-		left := time.Duration(float64(now.Sub(p.firstAt)) / float64(done-p.firstDone) * float64(p.total-done))
-		eta = " eta " + left.Round(time.Second).String()
+	if per, n := p.pace(done, now); n > 0 && done < p.total {
+		eta = " eta " + (per * time.Duration(p.total-done)).Round(time.Second).String()
 	}
 	if p.tty {
 		const width = 24
@@ -63,6 +62,16 @@ func (p *progress) update(done int64, status string) {
 		p.lastLine = now
 		fmt.Fprintf(p.w, "%s %d/%d %s%s\n", p.label, done, p.total, status, eta)
 	}
+}
+
+// pace is the time a unit took, on average, over the n units done since
+// the first update (none before the second update, or with --quiet).
+func (p *progress) pace(done int64, now time.Time) (per time.Duration, n int64) {
+	n = done - p.firstDone
+	if p.firstAt.IsZero() || n <= 0 {
+		return 0, 0
+	}
+	return now.Sub(p.firstAt) / time.Duration(n), n
 }
 
 // println prints line between the bar's redraws.

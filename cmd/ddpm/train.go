@@ -381,7 +381,7 @@ func runTrain(c *cli.Context) error {
 	fid := newTrainFID(cfg, c.Int("eval-n"), finalEval, ds, ema, out, c.Bool("quiet"))
 	defer fid.close()
 	bar := newProgress(out, c.Bool("quiet"), "train", cfg.Train.Steps)
-	eta := newETANote(c.Bool("quiet"), cfg.Train.Steps)
+	var end endNote
 	finalFID := ""
 	var logErr error
 	tr.OnLog = func(m train.Metrics) {
@@ -400,7 +400,7 @@ func runTrain(c *cli.Context) error {
 		}
 		loss, rate := tr.Latest()
 		bar.update(step, fmt.Sprintf("loss %.4f  %.1f img/s", loss, rate))
-		if line := eta.step(step); line != "" {
+		if line := end.line(bar, step); line != "" {
 			bar.println(line)
 		}
 		if ckpt != "" {
@@ -418,7 +418,7 @@ func runTrain(c *cli.Context) error {
 			if err != nil {
 				return nil, err
 			}
-			if step == cfg.Train.Steps && fid.final > 0 {
+			if fid.finalAt(step) {
 				finalFID = fmt.Sprintf("ddpm: fid-classifier %.4f (%d samples of the EMA weights, DDIM 50 steps, against the training data; ddpm eval --run %s --n %d measures it again)", v, n, dir, n)
 			}
 			return map[string]float64{"fid_classifier": v}, nil

@@ -43,6 +43,9 @@ func newTrainFID(cfg runConfig, evalN, final int, ds *data.Dataset, ema *emaSamp
 		fmt.Fprintf(out, "ddpm: no fid_classifier: %s has no labels to train the feature classifier on\n", ds.Source)
 		return nil
 	}
+	if final > 0 {
+		final = max(final, 2)
+	}
 	return &trainFID{evalEvery: cfg.Train.EvalEvery, evalN: evalN, final: max(final, 0), data: ds, ema: ema, out: out, quiet: quiet}
 }
 
@@ -52,12 +55,17 @@ func (f *trainFID) samplesAt(step int64) int {
 	switch {
 	case f == nil:
 		return 0
-	case f.final > 0 && step == f.ema.cfg.Train.Steps:
-		return max(f.final, 2)
+	case f.finalAt(step):
+		return f.final
 	case f.evalN > 0 && step%f.evalEvery == 0:
 		return f.evalN
 	}
 	return 0
+}
+
+// finalAt reports whether step's evaluation is the final one.
+func (f *trainFID) finalAt(step int64) bool {
+	return f != nil && f.final > 0 && step == f.ema.cfg.Train.Steps
 }
 
 // measure returns the offline FID of n samples of the EMA weights now; ctx

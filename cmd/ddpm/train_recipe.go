@@ -8,6 +8,7 @@ import (
 
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/diffusion/optim"
+	"github.com/ddpm-go/ddpm/diffusion/train"
 	"github.com/ddpm-go/ddpm/torch"
 	"github.com/urfave/cli/v2"
 )
@@ -31,8 +32,8 @@ type recipe struct {
 
 // recipeFor is the recipe of dev.
 func recipeFor(dev torch.Device) recipe {
-	if dev.Type == torch.DeviceCUDA {
-		return recipe{device: "CUDA", steps: 20000, lr: 2e-4, decay: optim.ConstantLR, precision: diffusion.Float32}
+	if dev.Type == torch.DeviceCUDA { // the library's defaults
+		return recipe{device: "CUDA", steps: train.DefaultSteps, lr: optim.DefaultLR, decay: optim.ConstantLR, precision: diffusion.Float32}
 	}
 	r := recipe{device: "a CPU", steps: 4000, lr: 4e-4, decay: optim.CosineLR, precision: diffusion.BF16}
 	if diffusion.BF16.Check(dev) != nil {
@@ -83,43 +84,23 @@ func planLine(cfg runConfig, r recipe, fromRecipe []string, finalEval int) strin
 	return s
 }
 
-// etaNote prints, once, how long the run is expected to take, from the pace
-// of its first steps after the first (which pays for warm-up).
-type etaNote struct {
-	total      int64
-	firstStep  int64
-	firstAt    time.Time
-	afterSteps int64
-	done       bool
-}
+// endNote foretells, once, when the training ends, from the bar's pace
+// over the 20 steps after the first (which pays for warm-up): the line to
+// print after step, "" until then, after it was said, and when nothing is
+// left to foretell.
+type endNote struct{ said bool }
 
-func newETANote(quiet bool, total int64) *etaNote {
-	return &etaNote{total: total, afterSteps: 20, done: quiet}
-}
-
-// step is called after each step; it returns the line to print, once.
-func (e *etaNote) step(step int64) string {
-	if e.done {
-		return ""
-	}
+func (e *endNote) line(bar *progress, step int64) string {
+	const after = 20
 	now := time.Now()
-	if e.firstAt.IsZero() {
-		e.firstStep, e.firstAt = step, now
+	per, n := bar.pace(step, now)
+	if e.said || n < after || step >= bar.total {
 		return ""
 	}
-	n := step - e.firstStep
-	if step >= e.total {
-		e.done = true // nothing left to foretell
-		return ""
-	}
-	if n < e.afterSteps {
-		return ""
-	}
-	e.done = true
-	per := now.Sub(e.firstAt) / time.Duration(n)
-	left := per * time.Duration(e.total-step)
+	e.said = true
+	left := per * time.Duration(bar.total-step)
 	return fmt.Sprintf("ddpm: %.2f s a step over steps %d-%d: the training ends in about %s (at %s), evaluations aside",
-		per.Seconds(), e.firstStep+1, step, roughDuration(left), now.Add(left).Format("15:04"))
+		per.Seconds(), bar.firstDone+1, step, roughDuration(left), now.Add(left).Format("15:04"))
 }
 
 // roughDuration writes d to the minute ("1h5m"), or to the second under a

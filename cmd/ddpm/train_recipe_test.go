@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,22 +67,29 @@ func TestTrainPlanAndFinalEval(t *testing.T) {
 	}
 }
 
-func TestETANote(t *testing.T) {
-	e := newETANote(false, 100)
-	var lines []int64
-	for step := int64(1); step <= 100; step++ {
-		if e.step(step) != "" {
-			lines = append(lines, step)
+// The end is foretold once, 20 steps after the first, from the bar's pace;
+// never for a run too short for that, nor with --quiet.
+func TestEndNote(t *testing.T) {
+	run := func(quiet bool, total int64) []int64 {
+		bar := newProgress(io.Discard, quiet, "train", total)
+		var end endNote
+		var at []int64
+		for step := int64(1); step <= total; step++ {
+			bar.update(step, "")
+			if end.line(bar, step) != "" {
+				at = append(at, step)
+			}
 		}
+		return at
 	}
-	if len(lines) != 1 || lines[0] != 21 {
-		t.Errorf("notes at steps %v, want one at 21 (20 steps after the first)", lines)
+	if at := run(false, 100); len(at) != 1 || at[0] != 21 {
+		t.Errorf("notes at steps %v, want one at 21 (20 steps after the first)", at)
 	}
-	short, quiet := newETANote(false, 10), newETANote(true, 100)
-	for step := int64(1); step <= 100; step++ {
-		if (step <= 10 && short.step(step) != "") || quiet.step(step) != "" {
-			t.Fatalf("a note at step %d of a 10-step or quiet run", step)
-		}
+	if at := run(false, 10); len(at) != 0 {
+		t.Errorf("a 10-step run foretold its end at steps %v", at)
+	}
+	if at := run(true, 100); len(at) != 0 {
+		t.Errorf("a quiet run foretold its end at steps %v", at)
 	}
 	if got := roughDuration(3723e9); got != "1h2m" {
 		t.Errorf("roughDuration = %q", got)

@@ -52,13 +52,16 @@ func ParseLRDecay(s string) (LRDecay, error) {
 	return v, nil
 }
 
+// DefaultLR is the learning rate of a zero AdamWConfig.LR.
+const DefaultLR = 2e-4
+
 // DefaultWarmupSteps is the warm-up of a zero AdamWConfig.WarmupSteps.
 const DefaultWarmupSteps = 500
 
 // WithDefaults returns c with every zero field set to its default.
 func (c AdamWConfig) WithDefaults() AdamWConfig {
 	if c.LR == 0 {
-		c.LR = 2e-4
+		c.LR = DefaultLR
 	}
 	if c.Beta1 == 0 {
 		c.Beta1 = 0.9

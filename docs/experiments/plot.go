@@ -63,7 +63,10 @@ func readPoints(path string) ([]point, error) {
 		}
 		pts = append(pts, p)
 	}
-	return pts, sc.Err()
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return pts, nil
 }
 
 // draw plots one line per run (points in the table's order of time),

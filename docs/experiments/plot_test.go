@@ -45,3 +45,19 @@ func TestExperimentsTable(t *testing.T) {
 		t.Errorf("the plot is missing: go run ./docs/experiments")
 	}
 }
+
+// Whatever the table holds, readPoints returns points or an error naming
+// the file, never panics.
+func FuzzReadPoints(f *testing.F) {
+	f.Add([]byte("run\tsteps\tminutes\tfid_classifier\tsamples\na\t1\t2\t3\t4\n"))
+	f.Add([]byte("h\nx\t\t\t\t\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		path := filepath.Join(t.TempDir(), "e.tsv")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := readPoints(path); err != nil && !strings.Contains(err.Error(), "e.tsv") {
+			t.Errorf("error %q does not name the file", err)
+		}
+	})
+}
