@@ -72,6 +72,34 @@ type loadLevel struct {
 	// RSSByMinute is the resident memory at the end of each whole minute,
 	// MiB: whether a long level's memory levels off or keeps growing.
 	RSSByMinute []float64 `json:"rss_mib_by_minute,omitempty"`
+	// Engine is where the served model's time went (a server of this
+	// process only).
+	Engine *engineLoad `json:"engine,omitempty"`
+}
+
+// engineLoad is what the engine did over a level: model rows per forward,
+// the mean forward and iteration (forward and sampler steps) times, and
+// the share of the level it spent iterating.
+type engineLoad struct {
+	RowsPerForward float64 `json:"rows_per_forward"`
+	ForwardMS      float64 `json:"forward_ms"`
+	IterationMS    float64 `json:"iteration_ms"`
+	Busy           float64 `json:"busy"`
+}
+
+// engineLoadBetween is the engine's work between two of its Stats, over
+// elapsed.
+func engineLoadBetween(a, b serve.Stats, elapsed time.Duration) *engineLoad {
+	f := float64(b.Forwards - a.Forwards)
+	if f == 0 {
+		return &engineLoad{}
+	}
+	return &engineLoad{
+		RowsPerForward: float64(b.Rows-a.Rows) / f,
+		ForwardMS:      1000 * (b.ForwardTime - a.ForwardTime).Seconds() / f,
+		IterationMS:    1000 * (b.StepTime - a.StepTime).Seconds() / f,
+		Busy:           (b.StepTime - a.StepTime).Seconds() / elapsed.Seconds(),
+	}
 }
 
 // memSnapshot is the process's memory, MiB: resident, libtorch's CPU
@@ -116,11 +144,21 @@ func runLoadtest(c *cli.Context) error {
 	}
 	body := fmt.Sprintf(`{"n": %d, "sampler": %q, "steps": %d, "seed": %%d}`, c.Int("n"), kind, c.Int("steps"))
 	rep := loadReport{Request: fmt.Sprintf("n=%d, %s, %d steps", c.Int("n"), kind, c.Int("steps"))}
-	run := func(server, url, token string) error {
+	// run loads url at each level; engine, if not nil, is the engine
+	// behind it.
+	run := func(server, url, token string, engine *serve.Engine) error {
 		for _, clients := range levels {
+			var before serve.Stats
+			if engine != nil {
+				before = engine.Stats()
+			}
+			t0 := time.Now()
 			l, err := loadAt(c.Context, url, token, body, clients, c.Int("n"), c.Duration("duration"))
 			if err != nil {
 				return err
+			}
+			if engine != nil {
+				l.Engine = engineLoadBetween(before, engine.Stats(), time.Since(t0))
 			}
 			l.Server = server
 			rep.Levels = append(rep.Levels, l)
@@ -134,7 +172,7 @@ func runLoadtest(c *cli.Context) error {
 		if c.IsSet("model") {
 			return errors.New("loadtest: give --url or --model, not both")
 		}
-		if err := run(url, strings.TrimRight(url, "/"), c.String("token")); err != nil {
+		if err := run(url, strings.TrimRight(url, "/"), c.String("token"), nil); err != nil {
 			return err
 		}
 		return printLoad(c, rep)
@@ -180,11 +218,11 @@ func runLoadtest(c *cli.Context) error {
 		}{{"one-at-a-time", c.Int("n")}}, servers...)
 	}
 	for _, s := range servers {
-		url, stop, err := serveLoopback(p, serve.Options{MaxBatch: s.maxBatch, QueueSize: 4 * slices.Max(levels)})
+		e, url, stop, err := serveLoopback(p, serve.Options{MaxBatch: s.maxBatch, QueueSize: 4 * slices.Max(levels)})
 		if err != nil {
 			return err
 		}
-		err = run(s.name, url, "")
+		err = run(s.name, url, "", e)
 		stop()
 		if err != nil {
 			return err
@@ -224,26 +262,26 @@ func loadtestPipeline(c *cli.Context, o pipeline.Options) (*pipeline.Pipeline, f
 	return p, func() { p.Close(); u.Close() }, nil
 }
 
-// serveLoopback serves p on a loopback port and returns its URL and the
-// function that stops it.
-func serveLoopback(p *pipeline.Pipeline, o serve.Options) (string, func(), error) {
+// serveLoopback serves p on a loopback port and returns its engine, its
+// URL and the function that stops it.
+func serveLoopback(p *pipeline.Pipeline, o serve.Options) (*serve.Engine, string, func(), error) {
 	e, err := serve.New(p, o)
 	if err != nil {
-		return "", nil, err
+		return nil, "", nil, err
 	}
 	h, err := serve.NewHandler([]serve.Model{{Name: "m", Engine: e}}, serve.HandlerOptions{})
 	if err != nil {
 		e.Close()
-		return "", nil, err
+		return nil, "", nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		e.Close()
-		return "", nil, fmt.Errorf("loadtest: %w", err)
+		return nil, "", nil, fmt.Errorf("loadtest: %w", err)
 	}
 	srv := newHTTPServer(h, 10*time.Second)
 	go srv.Serve(ln)
-	return "http://" + ln.Addr().String(), func() { srv.Close(); e.Close() }, nil
+	return e, "http://" + ln.Addr().String(), func() { srv.Close(); e.Close() }, nil
 }
 
 // loadAt runs clients concurrent clients against url for d, each sending
@@ -402,6 +440,13 @@ func printLoad(c *cli.Context, rep loadReport) error {
 			l.ImagesPerS, vs, l.P50, l.P95, l.P99, direct, l.Memory[0].RSS, l.Memory[1].RSS)
 	}
 	tw.Flush()
+	fmt.Fprintln(w, "engine: model rows per forward, mean forward and iteration (forward and sampler steps) ms, share of the time iterating")
+	for _, l := range rep.Levels {
+		if e := l.Engine; e != nil {
+			fmt.Fprintf(w, "  %s, %d clients: %.1f rows, %.1f ms, %.1f ms, %.0f%%\n", l.Server, l.Clients,
+				e.RowsPerForward, e.ForwardMS, e.IterationMS, 100*e.Busy)
+		}
+	}
 	fmt.Fprintln(w, "memory MiB (1st min -> end): tensors in use, freed blocks cached for reuse, Go heap")
 	for _, l := range rep.Levels {
 		a, b := l.Memory[0], l.Memory[1]

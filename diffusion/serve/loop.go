@@ -287,7 +287,13 @@ func (e *Engine) step(active []*job) []*job {
 	}
 	n := int64(len(ts))
 	// One iteration's time: the shared forward and every request's step.
-	defer func() { e.opts.Metrics.step(e.opts.Name, int(n), time.Since(began)) }()
+	defer func() {
+		d := time.Since(began)
+		e.mu.Lock()
+		e.stats.StepTime += d
+		e.mu.Unlock()
+		e.opts.Metrics.step(e.opts.Name, int(n), d)
+	}()
 	x := s.Cat(xs, 0)
 	t := s.FromInt64s(ts, n)
 	var labels *torch.Tensor
@@ -301,6 +307,7 @@ func (e *Engine) step(active []*job) []*job {
 		}
 	}
 	var parts []*torch.Tensor
+	forwardStart := time.Now()
 	if s.Err() == nil {
 		out := e.model.Forward(s, x, t, labels)
 		if out == nil && s.Err() == nil {
@@ -308,7 +315,9 @@ func (e *Engine) step(active []*job) []*job {
 		}
 		parts = s.Split(out, sizes, 0)
 	}
+	forward := time.Since(forwardStart)
 	e.mu.Lock()
+	e.stats.ForwardTime += forward
 	e.stats.Forwards++
 	e.stats.Rows += n
 	if n < int64(len(e.stats.BatchRows)) {

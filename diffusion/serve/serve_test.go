@@ -329,6 +329,10 @@ func TestBatching(t *testing.T) {
 	if st.SharedForwards == 0 || st.Forwards != int64(len(rows)) || st.Images != 12 {
 		t.Errorf("stats %+v", st)
 	}
+	// The forwards' time is part of the iterations'.
+	if !(st.ForwardTime > 0 && st.ForwardTime <= st.StepTime) {
+		t.Errorf("forward time %v, iteration time %v", st.ForwardTime, st.StepTime)
+	}
 }
 
 // A request whose context is cancelled mid-run returns context.Canceled and

@@ -1,6 +1,9 @@
 package serve
 
-import "slices"
+import (
+	"slices"
+	"time"
+)
 
 // Stats are an Engine's counters, for metrics: gauges of the moment and
 // totals since New.
@@ -19,6 +22,11 @@ type Stats struct {
 	SharedForwards int64
 	// BatchRows[r] counts the forwards of r rows (r in [1, MaxBatch]).
 	BatchRows []int64
+	// ForwardTime is the time spent in model forwards, StepTime in whole
+	// iterations (the forward and every request's sampler step): with
+	// Forwards they say where a served image's time goes. (On CUDA a
+	// forward's time is that of queueing its kernels.)
+	ForwardTime, StepTime time.Duration
 	// Completed, Failed, Cancelled and Rejected count requests: done,
 	// failed (model or engine error, Close), stopped by their context,
 	// and refused with ErrQueueFull.
