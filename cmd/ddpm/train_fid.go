@@ -10,8 +10,8 @@ import (
 )
 
 // trainFID measures the offline FID (fid_classifier) during training: it
-// samples images with the EMA weights (DDIM, 50 steps, the same noise every
-// time) and compares their features in the space of the data's cached
+// samples images with the EMA weights (the default sampler, the same noise
+// every time) and compares their features in the space of the data's cached
 // feature classifier with those of the training data, exactly as ddpm eval
 // does: evalN samples every evalEvery steps, and final samples after the
 // last step.

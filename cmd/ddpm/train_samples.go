@@ -14,8 +14,8 @@ import (
 )
 
 // emaSampler samples the EMA weights during training, through the same
-// pipeline as ddpm sample (its default sampler: DDIM, 50 steps, x0
-// clipped), from noise seeded with the run's seed, so that successive calls
+// pipeline as ddpm sample (its default sampler, pipeline.DefaultSampling),
+// from noise seeded with the run's seed, so that successive calls
 // differ only by the weights. Class-conditional models cycle through the
 // classes.
 type emaSampler struct {

@@ -9,7 +9,7 @@
 //	png.Encode(w, imgs.Image(0))
 //
 // Zero-valued options mean the documented defaults: the CPU, the EMA
-// weights, DDIM with 50 steps and x0 clipped to [-1, 1], unconditional
+// weights, DPM-Solver++(2M) in 20 steps with x0 clipped to [-1, 1], unconditional
 // samples. Load applies the library's thread default (every CPU, see
 // torch.UseDefaultThreads); a program that wants another count calls
 // torch.SetNumThreads before it. The caching CPU allocator's default limit
@@ -303,10 +303,14 @@ func (p *Pipeline) Close() {
 const Unconditional = -1
 
 // DefaultSampling is the sampler a zero GenerateOptions.Sampling selects:
-// DDIM (Song et al. 2021) with its default 50 steps, x0 clipped to the data
-// range.
+// DPM-Solver++(2M) (Lu et al. 2022) with its default 20 steps at its
+// default spacing, x0 clipped to the data range. It is the default because
+// it was the best measured: on the shipped Fashion-MNIST model it scores
+// better than DDIM at 50 steps in 40% of the time (fid-classifier on 1,000
+// samples, seeds 0-2: 0.893, 0.906, 0.826 against DDIM's 0.966, 0.962;
+// docs/experiments.md).
 func DefaultSampling() sampler.Options {
-	return sampler.Options{Sampler: sampler.DDIM, Clip: sampler.ClipStatic}
+	return sampler.Options{Sampler: sampler.DPMPP2M, Clip: sampler.ClipStatic}
 }
 
 // GenerateOptions configures Generate. The zero value is usable.

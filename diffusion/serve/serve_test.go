@@ -148,7 +148,7 @@ func requests() []serve.Request {
 		{N: 3, Seed: 5, Labels: []int64{1, 0, 1}, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 4, Guidance: 3}},
 		{N: 2, Seed: 6, Labels: []int64{0, 0}, Sampling: sampler.Options{Sampler: sampler.DPMPP2M, Steps: 5, Guidance: 2, Clip: sampler.ClipDynamic}},
 		{N: 5, Seed: 7, Batch: 2, Labels: []int64{0, 1, 0, 1, 0}, Sampling: sampler.Options{Sampler: sampler.DDPM, Steps: 4, Guidance: 1.5}},
-		{N: 1, Seed: 8}, // the pipeline's default sampling (DDIM, 50 steps)
+		{N: 1, Seed: 8}, // the pipeline's default sampling (DPM-Solver++(2M), 20 steps)
 	}
 }
 

@@ -1,6 +1,7 @@
 // Command generate shows the packages used from Go: it loads a checkpoint
 // written by `ddpm train` (or by package train) and saves a grid of samples
-// made with the pipeline's default sampler (DDIM, 50 steps, x0 clipped).
+// made with the pipeline's default sampler (DPM-Solver++(2M), 20 steps, x0
+// clipped).
 //
 //	go run ./examples/generate -checkpoint runs/X/ckpt-00002000.safetensors -out grid.png
 package main
