@@ -442,7 +442,7 @@ func runTrain(c *cli.Context) error {
 	if finalFID != "" {
 		fmt.Fprintln(out, finalFID)
 	}
-	fmt.Fprintf(out, "ddpm: sample with: ddpm sample --run %s --sampler ddim --steps 50 --n 64 --out grid.png\n", dir)
+	fmt.Fprintf(out, "ddpm: sample with: ddpm sample --run %s --n 64 --out grid.png\n", dir)
 	return nil
 }
 
