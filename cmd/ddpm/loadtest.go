@@ -79,7 +79,9 @@ type loadLevel struct {
 
 // engineLoad is what the engine did over a level: model rows per forward,
 // the mean forward and iteration (forward and sampler steps) times, and
-// the share of the level it spent iterating.
+// the share of the level it spent iterating. An iteration's time is
+// counted once it has answered its finished requests, so a level may be
+// charged the last iteration of the one before.
 type engineLoad struct {
 	RowsPerForward float64 `json:"rows_per_forward"`
 	ForwardMS      float64 `json:"forward_ms"`

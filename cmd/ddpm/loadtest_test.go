@@ -26,11 +26,13 @@ func TestLoadtest(t *testing.T) {
 			!(l.P50 > 0 && l.P50 <= l.P95 && l.P95 <= l.P99) {
 			t.Errorf("level %d: %+v", i, l)
 		}
-		// The one-at-a-time server forwards one row at a time; the
-		// engine's time is within the level's, and a forward within
-		// its iteration.
+		// The one-at-a-time server forwards one row at a time; a
+		// forward is within its iteration, and the engine's time within
+		// the level's (give or take the last iteration of the level
+		// before: an iteration's time is counted after it answered its
+		// finished requests).
 		if e := l.Engine; e == nil || e.RowsPerForward < 1 || (wantServer == "one-at-a-time" && e.RowsPerForward != 1) ||
-			e.RowsPerForward > float64(wantClients) || !(e.ForwardMS > 0 && e.ForwardMS <= e.IterationMS) || !(e.Busy > 0 && e.Busy <= 1) {
+			e.RowsPerForward > float64(wantClients) || !(e.ForwardMS > 0 && e.ForwardMS <= e.IterationMS) || !(e.Busy > 0 && e.Busy <= 1.05) {
 			t.Errorf("level %d: engine %+v", i, l.Engine)
 		}
 	}

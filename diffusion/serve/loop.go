@@ -287,9 +287,13 @@ func (e *Engine) step(active []*job) []*job {
 	}
 	n := int64(len(ts))
 	// One iteration's time: the shared forward and every request's step.
+	var forward time.Duration
 	defer func() {
 		d := time.Since(began)
+		// Both together: a Stats read in between sees neither, so the
+		// forwards' time never exceeds the iterations'.
 		e.mu.Lock()
+		e.stats.ForwardTime += forward
 		e.stats.StepTime += d
 		e.mu.Unlock()
 		e.opts.Metrics.step(e.opts.Name, int(n), d)
@@ -315,9 +319,8 @@ func (e *Engine) step(active []*job) []*job {
 		}
 		parts = s.Split(out, sizes, 0)
 	}
-	forward := time.Since(forwardStart)
+	forward = time.Since(forwardStart)
 	e.mu.Lock()
-	e.stats.ForwardTime += forward
 	e.stats.Forwards++
 	e.stats.Rows += n
 	if n < int64(len(e.stats.BatchRows)) {
