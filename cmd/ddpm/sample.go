@@ -32,7 +32,7 @@ var modelFlags = []cli.Flag{
 
 // samplerFlags are the sampler settings shared by sample and eval.
 var samplerFlags = []cli.Flag{
-	&cli.StringFlag{Name: "sampler", Value: "dpmpp-2m", Usage: "ddpm, ddim or dpmpp-2m (a diffusers folder: its scheduler's)", EnvVars: []string{"DDPM_SAMPLER"}},
+	&cli.StringFlag{Name: "sampler", Value: string(pipeline.DefaultSampling().Sampler), Usage: "ddpm, ddim or dpmpp-2m (a diffusers folder: its scheduler's)", EnvVars: []string{"DDPM_SAMPLER"}},
 	&cli.IntFlag{Name: "steps", Usage: "sampler steps (default: T for ddpm, 50 for ddim, 20 for dpmpp-2m)", EnvVars: []string{"DDPM_SAMPLE_STEPS"}},
 	&cli.StringFlag{Name: "spacing", Usage: "timestep spacing: linspace, leading, trailing, logsnr or karras", EnvVars: []string{"DDPM_SPACING"}},
 	&cli.Float64Flag{Name: "eta", Usage: "DDIM eta in [0, 1]", EnvVars: []string{"DDPM_ETA"}},
