@@ -46,9 +46,10 @@ answered, for --duration at each --clients level.`,
 		&cli.StringFlag{Name: "sampler", Value: "ddim", Usage: "sampler of every request"},
 		&cli.IntFlag{Name: "steps", Value: 20, Usage: "sampler steps of every request"},
 		&cli.IntFlag{Name: "max-batch", Value: serve.DefaultMaxBatch, Usage: "model rows per forward of the batching server"},
+		workersFlag,
 		&cli.BoolFlag{Name: "no-baseline", Usage: "skip the one-request-at-a-time server"},
 		&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto"},
-		&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads (default: every CPU, or OMP_NUM_THREADS)"},
+		&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads of the direct call and the one-at-a-time server, divided among the batching server's workers (default: every CPU, or OMP_NUM_THREADS)"},
 		precisionFlag,
 		&cli.BoolFlag{Name: "json", Usage: "print one JSON object"},
 	},
@@ -58,6 +59,8 @@ answered, for --duration at each --clients level.`,
 // loadLevel is the result of one level of load.
 type loadLevel struct {
 	Server     string  `json:"server"` // "batched", "one-at-a-time" or the URL
+	Workers    int     `json:"workers,omitempty"`
+	Threads    int     `json:"threads,omitempty"` // intra-op threads (of each worker)
 	Clients    int     `json:"clients"`
 	Requests   int     `json:"requests"`
 	Errors     int     `json:"errors"`
@@ -90,7 +93,7 @@ type engineLoad struct {
 }
 
 // engineLoadBetween is the engine's work between two of its Stats, over
-// elapsed.
+// elapsed; Busy is the share of its workers' time.
 func engineLoadBetween(a, b serve.Stats, elapsed time.Duration) *engineLoad {
 	f := float64(b.Forwards - a.Forwards)
 	if f == 0 {
@@ -100,7 +103,7 @@ func engineLoadBetween(a, b serve.Stats, elapsed time.Duration) *engineLoad {
 		RowsPerForward: float64(b.Rows-a.Rows) / f,
 		ForwardMS:      1000 * (b.ForwardTime - a.ForwardTime).Seconds() / f,
 		IterationMS:    1000 * (b.StepTime - a.StepTime).Seconds() / f,
-		Busy:           (b.StepTime - a.StepTime).Seconds() / elapsed.Seconds(),
+		Busy:           (b.StepTime - a.StepTime).Seconds() / elapsed.Seconds() / float64(len(b.WorkerRows)),
 	}
 }
 
@@ -147,8 +150,8 @@ func runLoadtest(c *cli.Context) error {
 	body := fmt.Sprintf(`{"n": %d, "sampler": %q, "steps": %d, "seed": %%d}`, c.Int("n"), kind, c.Int("steps"))
 	rep := loadReport{Request: fmt.Sprintf("n=%d, %s, %d steps", c.Int("n"), kind, c.Int("steps"))}
 	// run loads url at each level; engine, if not nil, is the engine
-	// behind it.
-	run := func(server, url, token string, engine *serve.Engine) error {
+	// behind it, its workers running threads intra-op threads each.
+	run := func(server, url, token string, engine *serve.Engine, threads int) error {
 		for _, clients := range levels {
 			var before serve.Stats
 			if engine != nil {
@@ -163,6 +166,9 @@ func runLoadtest(c *cli.Context) error {
 				l.Engine = engineLoadBetween(before, engine.Stats(), time.Since(t0))
 			}
 			l.Server = server
+			if engine != nil {
+				l.Workers, l.Threads = engine.Options().Workers, threads
+			}
 			rep.Levels = append(rep.Levels, l)
 			if !c.Bool("json") {
 				fmt.Fprintf(c.App.ErrWriter, "loadtest: %s, %d clients: %.2f images/s\n", server, clients, l.ImagesPerS)
@@ -174,7 +180,7 @@ func runLoadtest(c *cli.Context) error {
 		if c.IsSet("model") {
 			return errors.New("loadtest: give --url or --model, not both")
 		}
-		if err := run(url, strings.TrimRight(url, "/"), c.String("token"), nil); err != nil {
+		if err := run(url, strings.TrimRight(url, "/"), c.String("token"), nil, 0); err != nil {
 			return err
 		}
 		return printLoad(c, rep)
@@ -207,24 +213,34 @@ func runLoadtest(c *cli.Context) error {
 	slices.Sort(times)
 	rep.DirectS = times[1]
 
-	servers := []struct {
-		name     string
-		maxBatch int
-	}{{"batched", c.Int("max-batch")}}
+	type server struct {
+		name              string
+		maxBatch, workers int
+	}
+	// The batching server's workers (--workers, or serve's default), each
+	// with its share of the threads.
+	workers, _, err := setupWorkers(c, po.Device)
+	if err != nil {
+		return fmt.Errorf("loadtest: %w", err)
+	}
+	servers := []server{{"batched", c.Int("max-batch"), workers}}
 	if !c.Bool("no-baseline") {
-		// One request's rows per forward: the engine admits one request at
-		// a time, which is serving them one after the other.
-		servers = append([]struct {
-			name     string
-			maxBatch int
-		}{{"one-at-a-time", c.Int("n")}}, servers...)
+		// One request's rows per forward and one worker: the engine admits
+		// one request at a time, which is serving them one after the other.
+		servers = append([]server{{"one-at-a-time", c.Int("n"), 1}}, servers...)
 	}
 	for _, s := range servers {
-		e, url, stop, err := serveLoopback(p, serve.Options{MaxBatch: s.maxBatch, QueueSize: 4 * slices.Max(levels)})
+		// Each worker gets its share of the threads; the one-at-a-time
+		// server has them all, as the direct call had.
+		threads := workerThreads(rep.Threads, s.workers)
+		if err := torch.SetNumThreads(threads); err != nil {
+			return err
+		}
+		e, url, stop, err := serveLoopback(p, serve.Options{MaxBatch: s.maxBatch, Workers: s.workers, QueueSize: 4 * slices.Max(levels)})
 		if err != nil {
 			return err
 		}
-		err = run(s.name, url, "", e)
+		err = run(s.name, url, "", e, threads)
 		stop()
 		if err != nil {
 			return err
@@ -429,7 +445,7 @@ func printLoad(c *cli.Context, rep loadReport) error {
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "server\tclients\trequests\terrors\timages/s\tvs one-at-a-time\tp50 s\tp95 s\tp99 s\tp50 vs direct\tRSS MiB (1st min, end)")
+	fmt.Fprintln(tw, "server\tworkers x threads\tclients\trequests\terrors\timages/s\tvs one-at-a-time\tp50 s\tp95 s\tp99 s\tp50 vs direct\tRSS MiB (1st min, end)")
 	for _, l := range rep.Levels {
 		vs, direct := "-", "-"
 		if b := base[l.Clients]; b > 0 {
@@ -438,7 +454,11 @@ func printLoad(c *cli.Context, rep loadReport) error {
 		if rep.DirectS > 0 && l.P50 > 0 {
 			direct = fmt.Sprintf("%.2fx", l.P50/rep.DirectS)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.2f\t%s\t%.3f\t%.3f\t%.3f\t%s\t%.0f, %.0f\n", l.Server, l.Clients, l.Requests, l.Errors,
+		wt := "-"
+		if l.Workers > 0 {
+			wt = fmt.Sprintf("%d x %d", l.Workers, l.Threads)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.2f\t%s\t%.3f\t%.3f\t%.3f\t%s\t%.0f, %.0f\n", l.Server, wt, l.Clients, l.Requests, l.Errors,
 			l.ImagesPerS, vs, l.P50, l.P95, l.P99, direct, l.Memory[0].RSS, l.Memory[1].RSS)
 	}
 	tw.Flush()

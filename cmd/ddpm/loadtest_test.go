@@ -35,12 +35,19 @@ func TestLoadtest(t *testing.T) {
 			e.RowsPerForward > float64(wantClients) || !(e.ForwardMS > 0 && e.ForwardMS <= e.IterationMS) || !(e.Busy > 0 && e.Busy <= 1.05) {
 			t.Errorf("level %d: engine %+v", i, l.Engine)
 		}
+		// The baseline has one worker with every thread; the batching
+		// server's workers (one per thread by default) share them.
+		if (wantServer == "one-at-a-time" && (l.Workers != 1 || l.Threads != rep.Threads)) ||
+			(wantServer == "batched" && (l.Workers != min(rep.Threads, maxDefaultWorkers) || l.Threads != max(1, rep.Threads/l.Workers))) {
+			t.Errorf("level %d: %d workers of %d threads (of %d)", i, l.Workers, l.Threads, rep.Threads)
+		}
 	}
 	for _, args := range [][]string{
 		{"loadtest", "--clients", "0"},
 		{"loadtest", "--clients", "1,x"},
 		{"loadtest", "--duration", "0s"},
 		{"loadtest", "--sampler", "euler"},
+		{"loadtest", "--workers", "-1"},
 		{"loadtest", "--url", "http://127.0.0.1:1", "--model", "x"},
 	} {
 		code, _, errOut := ddpm(t, args...)

@@ -21,6 +21,7 @@ import (
 	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
 	"github.com/ddpm-go/ddpm/diffusion/serve"
+	"github.com/ddpm-go/ddpm/torch"
 )
 
 var serveCommand = &cli.Command{
@@ -45,11 +46,50 @@ requests in flight finish (at most --drain-timeout) and exits.`,
 		&cli.DurationFlag{Name: "drain-timeout", Value: 30 * time.Second, Usage: "longest shutdown waits for requests in flight", EnvVars: []string{"DDPM_SERVE_DRAIN_TIMEOUT"}},
 		&cli.StringFlag{Name: "weights", Value: "ema", Usage: "ema or model (checkpoints)", EnvVars: []string{"DDPM_WEIGHTS"}},
 		&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto", EnvVars: []string{"DDPM_DEVICE"}},
-		&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads (default: every CPU, or OMP_NUM_THREADS)", EnvVars: []string{"DDPM_THREADS"}},
+		&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads, divided among each model's workers (default: every CPU, or OMP_NUM_THREADS)", EnvVars: []string{"DDPM_THREADS"}},
+		workersFlag,
 		precisionFlag,
 	},
 	Action: runServe,
 }
+
+// workersFlag is --workers of serve and loadtest.
+var workersFlag = &cli.IntFlag{Name: "workers", Usage: fmt.Sprintf("scheduler goroutines per model, each batching its own requests' steps, each with its share of --threads (default: on a CPU one per thread, at most %d; on CUDA 1)", maxDefaultWorkers), EnvVars: []string{"DDPM_SERVE_WORKERS"}}
+
+// maxDefaultWorkers bounds --workers' default. A worker per intra-op
+// thread served the small and cifar10 presets fastest on 2 CPUs (a
+// forward's threads mostly wait for each other there: cifar10 at batch 1
+// took as long on 2 threads as on 1); on more CPUs a lone request would
+// run on a small share of them, so the default stops at 4 workers and
+// gives each the rest of the threads.
+const maxDefaultWorkers = 4
+
+// setupWorkers reads --workers for a model on dev and divides the intra-op
+// threads (torch.NumThreads, already set from --threads) among them: it
+// sets each worker's share and returns the workers and that share.
+func setupWorkers(c *cli.Context, dev torch.Device) (workers, threads int, err error) {
+	all := torch.NumThreads()
+	workers = c.Int("workers")
+	switch {
+	case workers < 0:
+		return 0, 0, fmt.Errorf("--workers %d: want at least 1 (or 0 for the default)", workers)
+	case workers == 0 && dev.Type == torch.DeviceCPU:
+		workers = min(all, maxDefaultWorkers)
+	case workers == 0:
+		workers = 1
+	}
+	threads = workerThreads(all, workers)
+	if threads != all {
+		if err := torch.SetNumThreads(threads); err != nil {
+			return 0, 0, err
+		}
+	}
+	return workers, threads, nil
+}
+
+// workerThreads is each worker's share of threads intra-op threads: at
+// least one.
+func workerThreads(threads, workers int) int { return max(1, threads/max(1, workers)) }
 
 // servedModel is one --model: its pipeline and the engine batching it.
 type servedModel struct {
@@ -79,6 +119,10 @@ func runServe(c *cli.Context) error {
 		return err
 	}
 	po.Weights = w
+	workers, threads, err := setupWorkers(c, po.Device)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics, err := serve.NewMetrics(reg)
@@ -86,7 +130,7 @@ func runServe(c *cli.Context) error {
 		return err
 	}
 	eo := serve.Options{MaxBatch: c.Int("max-batch"), QueueSize: c.Int("queue"), MaxImages: c.Int("max-images"),
-		MaxSteps: c.Int("max-steps"), Timeout: c.Duration("timeout"), Metrics: metrics}
+		MaxSteps: c.Int("max-steps"), Timeout: c.Duration("timeout"), Metrics: metrics, Workers: workers}
 	var models []*servedModel
 	defer func() {
 		for _, m := range models {
@@ -132,7 +176,7 @@ func runServe(c *cli.Context) error {
 	for i, m := range models {
 		names[i] = m.name
 	}
-	fmt.Fprintf(c.App.Writer, "ddpm serve: listening on http://%s (models: %s)\n", ln.Addr(), joinNames(names))
+	fmt.Fprintf(c.App.Writer, "ddpm serve: listening on http://%s (models: %s; %d workers of %d threads each)\n", ln.Addr(), joinNames(names), workers, threads)
 
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()

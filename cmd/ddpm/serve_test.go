@@ -65,6 +65,7 @@ func TestServeLoadsModels(t *testing.T) {
 		{"serve", "--model", "nameonly"},
 		{"serve", "--model", "a=" + runDir, "--model", "a=" + runDir},
 		{"serve", "--model", "a=" + runDir, "--max-batch", "0"},
+		{"serve", "--model", "a=" + runDir, "--workers", "-2"},
 	} {
 		code, _, errOut := ddpm(t, args...)
 		if code != 1 || strings.Count(errOut, "\n") != 1 || !strings.HasPrefix(errOut, "ddpm: serve: ") {

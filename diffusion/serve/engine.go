@@ -10,7 +10,9 @@
 // guidance), runs one forward over every active slot, splits the output per
 // request, combines guidance per request and advances each request with its
 // own sampler state and its own generator, then retires finished requests.
-// New requests join at the next iteration.
+// New requests join at the next iteration. With Options.Workers above one,
+// as many such scheduler goroutines share the model, each with its own
+// requests, and their forwards run at the same time.
 //
 // A request's images depend only on its own parameters and seed: its noise
 // comes from its own generator, drawn exactly as pipeline.Generate draws it,
@@ -46,15 +48,20 @@ type Engine struct {
 	info  pipeline.Info
 	opts  Options
 
-	wake chan struct{} // a request arrived or the engine is closing (capacity 1)
-	done chan struct{} // closed when the scheduler goroutine has returned
+	wake []chan struct{} // per worker: a request arrived or the engine is closing (capacity 1)
+	done chan struct{}   // closed when every scheduler goroutine has returned
 
 	mu       sync.Mutex
 	queue    []*job // waiting for admission, oldest first
 	closing  bool   // no new requests; finish what is admitted and queued
 	aborting bool   // cancel everything and return
+	load     []load // per worker: what it runs now
 	stats    Stats
 }
+
+// load is what one worker runs: requests, their images in its forward and
+// the rows these take.
+type load struct{ requests, slots, rows int }
 
 // New starts an Engine over p: its scheduler goroutine runs until Close or
 // Shutdown.
@@ -65,6 +72,8 @@ func New(p *pipeline.Pipeline, o Options) (*Engine, error) {
 	switch {
 	case o.MaxBatch < 0:
 		return nil, fmt.Errorf("serve: MaxBatch %d must be non-negative", o.MaxBatch)
+	case o.Workers < 0:
+		return nil, fmt.Errorf("serve: Workers %d must be non-negative", o.Workers)
 	case o.QueueSize < 0:
 		return nil, fmt.Errorf("serve: QueueSize %d must be non-negative", o.QueueSize)
 	case o.MaxImages < 0 || o.MaxSteps < 0 || o.MaxGuidance < 0 || o.Timeout < 0:
@@ -72,12 +81,26 @@ func New(p *pipeline.Pipeline, o Options) (*Engine, error) {
 	}
 	o = o.withDefaults()
 	e := &Engine{p: p, model: p.Model(), sched: p.Schedule(), info: p.Info(), opts: o,
-		wake: make(chan struct{}, 1), done: make(chan struct{})}
+		wake: make([]chan struct{}, o.Workers), done: make(chan struct{}), load: make([]load, o.Workers)}
 	e.stats.BatchRows = make([]int64, o.MaxBatch+1)
+	e.stats.WorkerRows = make([]int64, o.Workers)
 	if err := o.Metrics.add(e); err != nil {
 		return nil, err
 	}
-	go e.loop()
+	var workers sync.WaitGroup
+	for w := range o.Workers {
+		e.wake[w] = make(chan struct{}, 1)
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			e.loop(w)
+		}()
+	}
+	go func() {
+		workers.Wait()
+		o.Metrics.remove(e)
+		close(e.done)
+	}()
 	return e, nil
 }
 
@@ -146,11 +169,13 @@ func (e *Engine) Generate(ctx context.Context, r Request) (*pipeline.Images, err
 	}
 }
 
-// signal wakes the scheduler goroutine if it sleeps.
+// signal wakes the scheduler goroutines that sleep.
 func (e *Engine) signal() {
-	select {
-	case e.wake <- struct{}{}:
-	default:
+	for _, w := range e.wake {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
 	}
 }
 

@@ -32,7 +32,8 @@ type job struct {
 	x         *torch.Tensor // the current batch x_t, owned by the job
 	i         int           // the next step of the current batch
 	start, b  int           // the current batch's first image and size
-	active    bool          // counted in the active gauges (admitted)
+	active    bool          // counted in its worker's load (admitted)
+	worker    int           // the worker that admitted it
 	pixels    []float32
 }
 
@@ -60,14 +61,14 @@ func (j *job) release() {
 	j.gen = nil
 }
 
-// loop is the scheduler goroutine: all torch work of the engine runs here.
-func (e *Engine) loop() {
-	defer close(e.done)
-	defer e.opts.Metrics.remove(e)
+// loop is scheduler goroutine w: all torch work of its requests runs here.
+// Worker 0 also trims the memory cache, which is the process's.
+func (e *Engine) loop(w int) {
 	var active []*job
 	lastTrim := time.Now()
+	trims := w == 0 && e.opts.TrimEvery > 0
 	for {
-		if e.opts.TrimEvery > 0 && time.Since(lastTrim) >= e.opts.TrimEvery {
+		if trims && time.Since(lastTrim) >= e.opts.TrimEvery {
 			e.trim()
 			lastTrim = time.Now()
 		}
@@ -80,13 +81,11 @@ func (e *Engine) loop() {
 			for _, j := range append(active, queued...) {
 				e.finish(j, nil, ErrClosed)
 			}
-			e.setActive(nil)
 			return
 		}
 		e.mu.Unlock()
 		active = e.dropCancelled(active)
-		active = e.admit(active)
-		e.setActive(active)
+		active = e.admit(w, active)
 		if len(active) == 0 {
 			e.mu.Lock()
 			idle, closing := len(e.queue) == 0, e.closing
@@ -95,26 +94,26 @@ func (e *Engine) loop() {
 				return
 			}
 			if idle {
-				e.waitIdle(lastTrim)
+				e.waitIdle(w, trims, lastTrim)
 			}
 			continue
 		}
-		active = e.step(active)
+		active = e.step(w, active)
 	}
 }
 
-// waitIdle waits for a request, or, when the engine trims its memory,
+// waitIdle waits for a request to worker w, or, when it trims the memory,
 // until the next trim is due: an idle server gives back what its last
 // requests left.
-func (e *Engine) waitIdle(lastTrim time.Time) {
-	if e.opts.TrimEvery <= 0 {
-		<-e.wake
+func (e *Engine) waitIdle(w int, trims bool, lastTrim time.Time) {
+	if !trims {
+		<-e.wake[w]
 		return
 	}
 	t := time.NewTimer(time.Until(lastTrim.Add(e.opts.TrimEvery)))
 	defer t.Stop()
 	select {
-	case <-e.wake:
+	case <-e.wake[w]:
 	case <-t.C:
 	}
 }
@@ -141,9 +140,11 @@ func (e *Engine) finish(j *job, imgs *pipeline.Images, err error) {
 	e.mu.Lock()
 	if j.active {
 		// The gauges drop before the caller hears, like the counters.
-		e.stats.ActiveRequests--
-		e.stats.ActiveSlots -= j.b
-		e.stats.ActiveRows -= j.b * j.rows
+		l := &e.load[j.worker]
+		l.requests--
+		l.slots -= j.b
+		l.rows -= j.b * j.rows
+		e.publishLoad()
 	}
 	switch {
 	case err == nil:
@@ -177,15 +178,25 @@ func (e *Engine) dropCancelled(active []*job) []*job {
 	return keep
 }
 
-// admit moves queued requests, oldest first, into the batch while their
-// rows fit in MaxBatch, and starts them.
-func (e *Engine) admit(active []*job) []*job {
+// admit moves queued requests, oldest first, into worker w's batch while
+// their rows fit in MaxBatch and in w's share of all rows (running and
+// waiting, spread evenly over the workers), and starts them. The share
+// keeps the first worker awake from taking every request.
+func (e *Engine) admit(w int, active []*job) []*job {
 	used := 0
 	for _, j := range active {
 		used += j.b * j.rows
 	}
 	var admitted, cancelled []*job
 	e.mu.Lock()
+	total := 0
+	for _, l := range e.load {
+		total += l.rows
+	}
+	for _, j := range e.queue {
+		total += min(j.batch, j.n) * j.rows
+	}
+	share := (total + len(e.load) - 1) / len(e.load)
 	for len(e.queue) > 0 {
 		j := e.queue[0]
 		if j.ctx.Err() != nil {
@@ -194,7 +205,7 @@ func (e *Engine) admit(active []*job) []*job {
 			continue
 		}
 		need := min(j.batch, j.n) * j.rows
-		if used+need > e.opts.MaxBatch {
+		if used+need > e.opts.MaxBatch || (used > 0 && used+need > share) {
 			break
 		}
 		used += need
@@ -220,6 +231,7 @@ func (e *Engine) admit(active []*job) []*job {
 		}
 		active = append(active, j)
 	}
+	e.setActive(w, active)
 	return active
 }
 
@@ -244,22 +256,35 @@ func (e *Engine) startBatch(j *job) error {
 	return nil
 }
 
-// setActive records the gauges of the active jobs.
-func (e *Engine) setActive(active []*job) {
-	slots, rows := 0, 0
+// setActive records worker w's active jobs as its load.
+func (e *Engine) setActive(w int, active []*job) {
+	l := load{requests: len(active)}
 	for _, j := range active {
-		j.active = true
-		slots += j.b
-		rows += j.b * j.rows
+		j.active, j.worker = true, w
+		l.slots += j.b
+		l.rows += j.b * j.rows
 	}
 	e.mu.Lock()
-	e.stats.ActiveRequests, e.stats.ActiveSlots, e.stats.ActiveRows = len(active), slots, rows
+	e.load[w] = l
+	e.publishLoad()
 	e.mu.Unlock()
 }
 
-// step runs one model forward over every active slot, then one sampler step
-// of each job, and returns the jobs still running.
-func (e *Engine) step(active []*job) []*job {
+// publishLoad sets the active gauges of the stats to the workers' loads.
+// The caller holds e.mu.
+func (e *Engine) publishLoad() {
+	var sum load
+	for _, l := range e.load {
+		sum.requests += l.requests
+		sum.slots += l.slots
+		sum.rows += l.rows
+	}
+	e.stats.ActiveRequests, e.stats.ActiveSlots, e.stats.ActiveRows = sum.requests, sum.slots, sum.rows
+}
+
+// step runs one model forward over every slot active in worker w, then one
+// sampler step of each job, and returns the jobs still running.
+func (e *Engine) step(w int, active []*job) []*job {
 	began := time.Now()
 	s := torch.NewScope(torch.Inference)
 	defer s.Close()
@@ -323,6 +348,7 @@ func (e *Engine) step(active []*job) []*job {
 	e.mu.Lock()
 	e.stats.Forwards++
 	e.stats.Rows += n
+	e.stats.WorkerRows[w] += n
 	if n < int64(len(e.stats.BatchRows)) {
 		e.stats.BatchRows[n]++
 	}

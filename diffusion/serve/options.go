@@ -14,6 +14,9 @@ const (
 	// 44 ms, 4 46 ms, 16 113 ms, 64 483 ms; 16 gives ~6x the images per
 	// second of batch 1 while one step stays near 0.1 s.
 	DefaultMaxBatch = 16
+	// DefaultWorkers is the default number of scheduler goroutines per
+	// model.
+	DefaultWorkers = 1
 	// DefaultQueueSize is the default number of requests waiting for
 	// admission.
 	DefaultQueueSize = 64
@@ -36,6 +39,18 @@ type Options struct {
 	// DefaultMaxBatch. An image is one row, or two under classifier-free
 	// guidance (its conditional and its null-label row).
 	MaxBatch int
+	// Workers is how many scheduler goroutines share the model, each
+	// batching the steps of its own requests into forwards of at most
+	// MaxBatch rows, so that as many forwards run at once; default
+	// DefaultWorkers. A waiting request goes to the worker with the fewest
+	// rows. On a CPU give each worker its share of the cores
+	// (torch.SetNumThreads(runtime.NumCPU()/Workers)): the intra-op
+	// threads of a small model's forward mostly wait for each other, and
+	// on 2 CPUs two workers of one thread each ran the small preset's
+	// forwards 1.1-1.4x faster than one worker of two threads, batch 1
+	// 1.7x faster (see cmd/ddpm loadtest). A GPU runs one worker's kernels
+	// at a time: keep one there.
+	Workers int
 	// QueueSize is how many requests may wait for admission; default
 	// DefaultQueueSize. Generate returns ErrQueueFull at once when the
 	// queue is full.
@@ -67,6 +82,9 @@ type Options struct {
 func (o Options) withDefaults() Options {
 	if o.MaxBatch == 0 {
 		o.MaxBatch = DefaultMaxBatch
+	}
+	if o.Workers == 0 {
+		o.Workers = DefaultWorkers
 	}
 	if o.QueueSize == 0 {
 		o.QueueSize = DefaultQueueSize

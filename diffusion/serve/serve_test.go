@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -212,27 +213,9 @@ func TestUnderLoadSameImages(t *testing.T) {
 	// all join at the next iteration, at different steps of their own.
 	release := holdFirstForward(f.model, nil)
 	defer release()
-	loaded := make([]*pipeline.Images, len(rs))
-	errs := make([]error, len(rs))
-	var wg sync.WaitGroup
-	for i, r := range rs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			loaded[i], errs[i] = e.Generate(ctx, r)
-		}()
-		if i == 0 {
-			waitFor(t, func() bool { return e.Stats().ActiveRequests == 1 })
-		}
-	}
-	waitFor(t, func() bool { return e.Stats().Queued == len(rs)-1 })
-	release()
-	wg.Wait()
+	loaded := generateHeld(t, e, rs, release, func() bool { return e.Stats().Queued == len(rs)-1 })
 	f.model.setHook(nil)
 	for i := range rs {
-		if errs[i] != nil {
-			t.Fatalf("request %d: %v", i, errs[i])
-		}
 		d, n := compare8(t, name(rs[i])+" alone vs under load", alone[i], loaded[i])
 		t.Logf("%s: largest difference alone vs under load %g, %d 8-bit pixels differ", name(rs[i]), d, n)
 	}
@@ -263,6 +246,52 @@ func holdFirstForward(m *hookedModel, each func(rows int64)) (release func()) {
 	return func() { once.Do(func() { close(gate) }) }
 }
 
+// generateHeld sends every request of rs to e at once, request 0 first;
+// its first forward is held (holdFirstForward) until ready holds, then
+// release lets it go. It returns the images, failing the test on any error.
+func generateHeld(t *testing.T, e *serve.Engine, rs []serve.Request, release func(), ready func() bool) []*pipeline.Images {
+	t.Helper()
+	got := make([]*pipeline.Images, len(rs))
+	errs := make([]error, len(rs))
+	var wg sync.WaitGroup
+	for i, r := range rs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i], errs[i] = e.Generate(context.Background(), r)
+		}()
+		if i == 0 {
+			waitFor(t, func() bool { return e.Stats().ActiveRequests == 1 })
+		}
+	}
+	waitFor(t, ready)
+	release()
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	return got
+}
+
+// holdFirstForwardRecording is holdFirstForward that also records the rows
+// of every forward, in the order they finish waiting.
+func holdFirstForwardRecording(m *hookedModel) (release func(), rows func() []int64) {
+	var mu sync.Mutex
+	var seen []int64
+	release = holdFirstForward(m, func(n int64) {
+		mu.Lock()
+		seen = append(seen, n)
+		mu.Unlock()
+	})
+	return release, func() []int64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(seen)
+	}
+}
+
 // waitFor polls cond for up to 20 s.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
@@ -285,13 +314,7 @@ func TestBatching(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { e.Close(); checkNoLeaks(t, start) }()
-	var mu sync.Mutex
-	var rows []int64
-	release := holdFirstForward(f.model, func(n int64) {
-		mu.Lock()
-		rows = append(rows, n)
-		mu.Unlock()
-	})
+	release, forwardRows := holdFirstForwardRecording(f.model)
 	defer release()
 	ctx := context.Background()
 	var wg sync.WaitGroup
@@ -315,6 +338,7 @@ func TestBatching(t *testing.T) {
 		}
 	}
 	st := e.Stats()
+	rows := forwardRows()
 	t.Logf("rows per forward %v; stats %+v", rows, st)
 	// The first forward ran request 0 alone; the next held four requests
 	// (8 rows), the rest joined as those finished.
@@ -661,4 +685,54 @@ func TestBF16(t *testing.T) {
 	}
 	d, n = compare8(t, "bf16 alone vs under load", alone, loaded)
 	t.Logf("bf16 alone vs under load: largest difference %g, %d 8-bit pixels differ", d, n)
+}
+
+// With two workers a second forward runs while the first is held, and every
+// request still gives its images alone through a one-worker engine.
+func TestWorkers(t *testing.T) {
+	f := tinyPipeline(t, 2)
+	start := torch.LiveTensors()
+	ctx := context.Background()
+	rs := requests()
+	one, err := serve.New(f.p, serve.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alone := make([]*pipeline.Images, len(rs))
+	for i, r := range rs {
+		if alone[i], err = one.Generate(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	one.Close()
+
+	e, err := serve.New(f.p, serve.Options{MaxBatch: 8, Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { e.Close(); checkNoLeaks(t, start) }()
+	release, forwardRows := holdFirstForwardRecording(f.model)
+	defer release()
+	// The worker holding request 0 is stuck in its forward (counted only
+	// when it returns): rows counted before the release are the other
+	// worker's.
+	got := generateHeld(t, e, rs, release, func() bool { return e.Stats().Rows > 0 })
+	f.model.setHook(nil)
+	for i := range rs {
+		compare8(t, name(rs[i])+" two workers vs one", alone[i], got[i])
+	}
+	st := e.Stats()
+	rows := forwardRows()
+	t.Logf("rows per forward %v; rows per worker %v", rows, st.WorkerRows)
+	if len(st.WorkerRows) != 2 || st.WorkerRows[0] == 0 || st.WorkerRows[1] == 0 || st.WorkerRows[0]+st.WorkerRows[1] != st.Rows {
+		t.Errorf("rows per worker %v, %d in all", st.WorkerRows, st.Rows)
+	}
+	for _, n := range rows {
+		if n > 8 {
+			t.Errorf("a forward of %d rows, above MaxBatch 8", n)
+		}
+	}
+	if st.Completed != int64(len(rs)) || st.Failed != 0 || st.ActiveRequests != 0 || st.ActiveRows != 0 || st.Queued != 0 {
+		t.Errorf("stats %+v", st)
+	}
 }

@@ -17,6 +17,8 @@ type Stats struct {
 	// Forwards is the number of model forwards run; Rows their rows in
 	// all.
 	Forwards, Rows int64
+	// WorkerRows[w] is the rows worker w has run (Options.Workers).
+	WorkerRows []int64
 	// SharedForwards counts the forwards that held slots of more than one
 	// request.
 	SharedForwards int64
@@ -44,5 +46,6 @@ func (e *Engine) Stats() Stats {
 	defer e.mu.Unlock()
 	st := e.stats
 	st.BatchRows = slices.Clone(e.stats.BatchRows)
+	st.WorkerRows = slices.Clone(e.stats.WorkerRows)
 	return st
 }
