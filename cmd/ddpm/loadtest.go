@@ -48,6 +48,7 @@ answered, for --duration at each --clients level.`,
 		&cli.IntFlag{Name: "max-batch", Value: serve.DefaultMaxBatch, Usage: "model rows per forward of the batching server"},
 		workersFlag,
 		&cli.BoolFlag{Name: "no-baseline", Usage: "skip the one-request-at-a-time server"},
+		&cli.IntFlag{Name: "baseline-threads", Usage: "intra-op threads of the one-request-at-a-time server (default: --threads)"},
 		&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto"},
 		&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads of the direct call and the one-at-a-time server, divided among the batching server's workers (default: every CPU, or OMP_NUM_THREADS)"},
 		precisionFlag,
@@ -143,6 +144,9 @@ func runLoadtest(c *cli.Context) error {
 	if c.Duration("duration") <= 0 || c.Int("n") < 1 || c.Int("steps") < 1 || c.Int("max-batch") < 1 {
 		return errors.New("loadtest: --duration, --n, --steps and --max-batch must be positive")
 	}
+	if c.IsSet("baseline-threads") && c.Int("baseline-threads") < 1 {
+		return fmt.Errorf("loadtest: --baseline-threads %d: want at least 1", c.Int("baseline-threads"))
+	}
 	kind, err := sampler.ParseKind(c.String("sampler"))
 	if err != nil {
 		return fmt.Errorf("--sampler: %w", err)
@@ -214,25 +218,28 @@ func runLoadtest(c *cli.Context) error {
 	rep.DirectS = times[1]
 
 	type server struct {
-		name              string
-		maxBatch, workers int
+		name                       string
+		maxBatch, workers, threads int
 	}
 	// The batching server's workers (--workers, or serve's default), each
 	// with its share of the threads.
-	workers, _, err := setupWorkers(c, po.Device)
+	workers, share, err := setupWorkers(c, po.Device)
 	if err != nil {
 		return fmt.Errorf("loadtest: %w", err)
 	}
-	servers := []server{{"batched", c.Int("max-batch"), workers}}
+	servers := []server{{"batched", c.Int("max-batch"), workers, share}}
 	if !c.Bool("no-baseline") {
 		// One request's rows per forward and one worker: the engine admits
 		// one request at a time, which is serving them one after the other.
-		servers = append([]server{{"one-at-a-time", c.Int("n"), 1}}, servers...)
+		// It has every thread, as the direct call had, unless told.
+		threads := rep.Threads
+		if c.IsSet("baseline-threads") {
+			threads = c.Int("baseline-threads")
+		}
+		servers = append([]server{{"one-at-a-time", c.Int("n"), 1, threads}}, servers...)
 	}
 	for _, s := range servers {
-		// Each worker gets its share of the threads; the one-at-a-time
-		// server has them all, as the direct call had.
-		threads := workerThreads(rep.Threads, s.workers)
+		threads := s.threads
 		if err := torch.SetNumThreads(threads); err != nil {
 			return err
 		}

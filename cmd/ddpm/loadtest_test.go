@@ -48,6 +48,7 @@ func TestLoadtest(t *testing.T) {
 		{"loadtest", "--duration", "0s"},
 		{"loadtest", "--sampler", "euler"},
 		{"loadtest", "--workers", "-1"},
+		{"loadtest", "--baseline-threads", "0"},
 		{"loadtest", "--url", "http://127.0.0.1:1", "--model", "x"},
 	} {
 		code, _, errOut := ddpm(t, args...)
