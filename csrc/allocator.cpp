@@ -24,9 +24,11 @@
 // otherwise at load time or ddpm_cpu_cache_set_limit later (0 turns caching
 // off). Over the limit, the sizes used least recently go first.
 // ddpm_cpu_cache_empty gives everything idle back; ddpm_cpu_cache_trim gives
-// back the blocks of the sizes nobody asked for lately, then malloc's free
+// back the blocks that have stayed idle for a while, then malloc's free
 // pages (a long-running server calls it now and then, so that its resident
-// memory follows its working set instead of its history).
+// memory follows its working set instead of its history: a size in steady
+// use keeps only the blocks it went on using, not the most it ever held at
+// once).
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
 #include <dlfcn.h>
@@ -87,23 +89,28 @@ class CachingCPUAllocator final : public c10::Allocator {
     evict_locked(0);
   }
 
-  // Frees the idle blocks of every size last asked for more than idle ago
-  // and forgets those sizes; returns the bytes freed.
+  // Frees the blocks idle for more than idle, and forgets the sizes last
+  // asked for before that; returns the bytes freed.
   int64_t trim(std::chrono::steady_clock::duration idle) {
     std::lock_guard<std::mutex> lock(mu_);
     const auto cutoff = std::chrono::steady_clock::now() - idle;
     int64_t freed = 0;
     for (auto it = classes_.begin(); it != classes_.end();) {
       SizeClass& c = it->second;
-      if (c.last_time > cutoff) {
-        ++it;
-        continue;
-      }
-      for (void* p : c.idle) c10::free_cpu(p);
-      const int64_t bytes = static_cast<int64_t>(it->first * c.idle.size());
+      // Blocks are reused last in, first out: the idle list runs from the
+      // longest idle to the most recently freed.
+      auto keep = std::find_if(c.idle.begin(), c.idle.end(),
+                               [&](const IdleBlock& b) { return b.since > cutoff; });
+      for (auto b = c.idle.begin(); b != keep; ++b) c10::free_cpu(b->ptr);
+      const int64_t bytes = static_cast<int64_t>(it->first * (keep - c.idle.begin()));
+      c.idle.erase(c.idle.begin(), keep);
       cached_ -= bytes;
       freed += bytes;
-      it = classes_.erase(it);
+      if (c.idle.empty() && c.last_time <= cutoff) {
+        it = classes_.erase(it);
+      } else {
+        ++it;
+      }
     }
     return freed;
   }
@@ -142,7 +149,7 @@ class CachingCPUAllocator final : public c10::Allocator {
     for (; it != classes_.end() && it->first <= size + size / 4; ++it) {
       SizeClass& c = it->second;
       if (c.idle.empty()) continue;
-      void* p = c.idle.back();
+      void* p = c.idle.back().ptr;
       c.idle.pop_back();
       c.last_use = tick_;
       c.last_time = std::chrono::steady_clock::now();
@@ -177,7 +184,7 @@ class CachingCPUAllocator final : public c10::Allocator {
       return;
     }
     evict_locked(limit_ - size);
-    classes_[bytes].idle.push_back(p);
+    classes_[bytes].idle.push_back({p, std::chrono::steady_clock::now()});
     cached_ += size;
   }
 
@@ -193,7 +200,7 @@ class CachingCPUAllocator final : public c10::Allocator {
     for (const auto& [last_use, size] : order) {
       auto& idle = classes_[size].idle;
       while (!idle.empty() && cached_ > target) {
-        c10::free_cpu(idle.back());
+        c10::free_cpu(idle.back().ptr);
         idle.pop_back();
         cached_ -= static_cast<int64_t>(size);
       }
@@ -201,8 +208,13 @@ class CachingCPUAllocator final : public c10::Allocator {
     }
   }
 
+  struct IdleBlock {
+    void* ptr;
+    std::chrono::steady_clock::time_point since;  // when it was freed
+  };
+
   struct SizeClass {
-    std::vector<void*> idle;  // blocks ready for reuse
+    std::vector<IdleBlock> idle;  // blocks ready for reuse, in the order freed
     uint64_t last_use = 0;    // tick of the last request for this size
     std::chrono::steady_clock::time_point last_time = std::chrono::steady_clock::now();  // and its time
   };

@@ -120,9 +120,9 @@ ddpm_error ddpm_cpu_cache_stats(ddpm_cache_stats* out);
 ddpm_error ddpm_cpu_cache_set_limit(int64_t bytes);
 /* Gives every idle block back to the system. */
 ddpm_error ddpm_cpu_cache_empty(void);
-/* Gives back the idle blocks of the sizes not asked for in the last idle_ms
- * milliseconds (their count of bytes in *freed, when not null), then
- * malloc's free pages. */
+/* Gives back the idle blocks not taken in the last idle_ms milliseconds
+ * (their count of bytes in *freed, when not null), then malloc's free
+ * pages. */
 ddpm_error ddpm_cpu_cache_trim(int64_t idle_ms, int64_t* freed);
 
 /* ---- tensor lifetime and inspection ------------------------------------ */

@@ -54,12 +54,14 @@ func EmptyCPUCache() error {
 	return takeError("cpu_cache_empty", C.ddpm_cpu_cache_empty())
 }
 
-// TrimCPUCache gives back the idle blocks of the sizes nobody asked for in
-// the last idle, and returns their bytes; then it hands malloc's free pages
+// TrimCPUCache gives back the cached blocks that nobody has taken for the
+// last idle, and returns their bytes; then it hands malloc's free pages
 // back to the system (glibc's malloc_trim). A long-running process that
 // varies its shapes, such as a sampling server whose batches change size,
 // calls it now and then, so that its resident memory follows what it uses
-// now rather than everything it ever used. Blocks of sizes in use stay.
+// now rather than everything it ever used: the blocks of a size in steady
+// use that it went on taking stay, the extra ones of a moment when it held
+// more of them at once go.
 func TrimCPUCache(idle time.Duration) (int64, error) {
 	var freed C.int64_t
 	err := takeError("cpu_cache_trim", C.ddpm_cpu_cache_trim(C.int64_t(idle.Milliseconds()), &freed))

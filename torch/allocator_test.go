@@ -227,8 +227,8 @@ func TestCPUCacheConcurrent(t *testing.T) {
 	}
 }
 
-// TrimCPUCache frees the idle blocks of the sizes not asked for within its
-// idle time and keeps those of the sizes asked for since.
+// TrimCPUCache frees the blocks not taken within its idle time and keeps
+// those taken since.
 func TestCPUCacheTrim(t *testing.T) {
 	withCacheLimit(t, math.MaxInt64)
 	if err := EmptyCPUCache(); err != nil {
@@ -261,5 +261,25 @@ func TestCPUCacheTrim(t *testing.T) {
 	}
 	if _, err := TrimCPUCache(-time.Second); err == nil {
 		t.Error("a negative idle time was accepted")
+	}
+
+	// Two blocks of one size held at once, then one of them reused for
+	// 200 ms: the other one goes, though its size is in use.
+	s := NewScope(NoGrad)
+	s.Ones([]int64{mib}, Float32, CPU)
+	s.Ones([]int64{mib}, Float32, CPU)
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	for range 4 {
+		time.Sleep(50 * time.Millisecond)
+		use(mib)
+	}
+	if freed, err := TrimCPUCache(100 * time.Millisecond); err != nil || freed != 1<<20 {
+		t.Errorf("trim freed %d bytes (%v), want the 1 MiB block not reused for 200 ms", freed, err)
+	}
+	if c := cacheStats(t).CachedBytes; c != 1<<20 {
+		t.Errorf("%d bytes cached after the trim, want the 1 MiB block in use", c)
 	}
 }

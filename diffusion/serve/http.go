@@ -206,6 +206,7 @@ type modelInfo struct {
 	DefaultSampler string   `json:"default_sampler"`
 	DefaultSteps   int      `json:"default_steps"`
 	MaxBatch       int      `json:"max_batch"`
+	Workers        int      `json:"workers"`
 	MaxImages      int      `json:"max_images"`
 	MaxSteps       int      `json:"max_steps"`
 }
@@ -225,7 +226,7 @@ func (h *Handler) listModels(w http.ResponseWriter, r *http.Request) {
 		out.Data = append(out.Data, modelInfo{ID: m.Name, Channels: info.Channels, Size: info.Size, NumClasses: info.NumClasses,
 			ClassNames: info.ClassNames, Target: string(info.Target), Precision: string(p.Precision()), T: p.Schedule().T(),
 			DefaultSampler: string(def.Sampler), DefaultSteps: def.Steps,
-			MaxBatch: o.MaxBatch, MaxImages: o.MaxImages, MaxSteps: o.MaxSteps})
+			MaxBatch: o.MaxBatch, Workers: o.Workers, MaxImages: o.MaxImages, MaxSteps: o.MaxSteps})
 	}
 	h.writeJSON(w, http.StatusOK, out)
 }

@@ -241,7 +241,7 @@ func TestHTTPEndpoints(t *testing.T) {
 		code, _, b := a.do(t, http.MethodGet, path, "")
 		return code, string(b)
 	}
-	if code, body := get("/v1/models"); code != 200 || !strings.Contains(body, `"id":"tiny"`) || !strings.Contains(body, `"num_classes":2`) {
+	if code, body := get("/v1/models"); code != 200 || !strings.Contains(body, `"id":"tiny"`) || !strings.Contains(body, `"num_classes":2`) || !strings.Contains(body, `"workers":1`) {
 		t.Errorf("models: %d %s", code, body)
 	}
 	if code, _ := get("/healthz"); code != 200 {

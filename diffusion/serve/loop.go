@@ -118,8 +118,8 @@ func (e *Engine) waitIdle(w int, trims bool, lastTrim time.Time) {
 	}
 }
 
-// trim gives back the cached memory of the tensor sizes no forward or step
-// has used in the last TrimEvery. A failure costs nothing but the memory:
+// trim gives back the cached memory blocks no forward or step has taken in
+// the last TrimEvery. A failure costs nothing but the memory:
 // it is not the requests' business.
 func (e *Engine) trim() {
 	freed, err := torch.TrimCPUCache(e.opts.TrimEvery)

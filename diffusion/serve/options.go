@@ -28,7 +28,7 @@ const (
 	// weight.
 	DefaultMaxGuidance = 50
 	// DefaultTrimEvery is how often an engine gives back the cached CPU
-	// memory of tensor sizes it has not used for as long.
+	// memory blocks no tensor has taken for as long.
 	DefaultTrimEvery = time.Minute
 )
 
@@ -71,11 +71,11 @@ type Options struct {
 	Metrics *Metrics
 	// Name is the engine's model name in Metrics; default "default".
 	Name string
-	// TrimEvery is how often the engine gives the memory of the tensor
-	// sizes it has not run for that long back to the system
-	// (torch.TrimCPUCache): batches of changing sizes leave blocks of
-	// sizes that may not come back. Default DefaultTrimEvery; negative:
-	// never.
+	// TrimEvery is how often the engine gives the cached memory blocks no
+	// tensor has taken for that long back to the system
+	// (torch.TrimCPUCache): batches of changing sizes, and workers that
+	// now and then hold more blocks of a size at once, leave blocks that
+	// may not be needed again. Default DefaultTrimEvery; negative: never.
 	TrimEvery time.Duration
 }
 
