@@ -134,6 +134,13 @@ ddpm_error ddpm_generator_new(uint64_t seed, int32_t device_type, int32_t device
       if (!dev.has_index()) dev = at::Device(at::kCUDA, 0);
     }
     at::Generator g = at::globalContext().defaultGenerator(dev).clone();
+    // libtorch before 2.x hands out a clone whose weak count is 0 where a
+    // live object's is 1, so dropping its last reference never frees it
+    // (2.6 KiB per CPU generator, one per served request). Repair the
+    // count; a libtorch that counts right is left alone.
+    if (g.getIntrusivePtr().weak_use_count() == 0) {
+      c10::raw::weak_intrusive_ptr::incref(g.unsafeGetGeneratorImpl());
+    }
     {
       std::lock_guard<std::mutex> lock(g.mutex());
       g.set_current_seed(seed);

@@ -366,3 +366,28 @@ func TestGeneratorCleanupBackstop(t *testing.T) {
 		t.Errorf("the collector freed %d generators, want the 3 that were not closed", got)
 	}
 }
+
+// A closed generator gives its memory back: 50,000 of them, created and
+// closed in turn, leave resident memory where it was (libtorch 1.13's
+// Generator.clone kept every clone, 2.6 KiB of CPU generator each, 128 MiB
+// here).
+func TestGeneratorMemoryFreed(t *testing.T) {
+	const n = 50000
+	cycle := func(count int) {
+		for i := range count {
+			g, err := NewGenerator(uint64(i), CPU)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.Close()
+		}
+	}
+	cycle(1000)
+	before := residentBytes(t)
+	cycle(n)
+	grown := residentBytes(t) - before
+	t.Logf("resident memory grew %d KiB over %d generators", grown>>10, n)
+	if grown > 16<<20 {
+		t.Errorf("resident memory grew %d MiB over %d generators created and closed: they leak", grown>>20, n)
+	}
+}

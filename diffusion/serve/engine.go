@@ -4,15 +4,15 @@
 //
 // A U-Net step takes one timestep per sample, so requests at different
 // steps, with different samplers (DDPM, DDIM with any η, DPM-Solver++),
-// step counts and guidance weights, can share one forward. The Engine's one
-// scheduler goroutine owns all torch work of the model: it admits waiting
+// step counts and guidance weights, can share one forward. A scheduler
+// goroutine (a worker) owns all torch work of its requests: it admits waiting
 // requests as slots (one per image, two rows under classifier-free
 // guidance), runs one forward over every active slot, splits the output per
 // request, combines guidance per request and advances each request with its
 // own sampler state and its own generator, then retires finished requests.
-// New requests join at the next iteration. With Options.Workers above one,
-// as many such scheduler goroutines share the model, each with its own
-// requests, and their forwards run at the same time.
+// New requests join at the next iteration. Options.Workers such goroutines
+// (one by default) share the model's weights, each with its own requests,
+// and their forwards run at the same time.
 //
 // A request's images depend only on its own parameters and seed: its noise
 // comes from its own generator, drawn exactly as pipeline.Generate draws it,
@@ -63,7 +63,7 @@ type Engine struct {
 // the rows these take.
 type load struct{ requests, slots, rows int }
 
-// New starts an Engine over p: its scheduler goroutine runs until Close or
+// New starts an Engine over p: its scheduler goroutines run until Close or
 // Shutdown.
 func New(p *pipeline.Pipeline, o Options) (*Engine, error) {
 	if p == nil {
@@ -180,7 +180,7 @@ func (e *Engine) signal() {
 }
 
 // Close stops admitting requests, cancels the queued and in-flight ones
-// (their Generate returns ErrClosed) and waits for the scheduler goroutine.
+// (their Generate returns ErrClosed) and waits for the scheduler goroutines.
 // It is safe to call more than once and together with Shutdown.
 func (e *Engine) Close() error {
 	e.mu.Lock()
@@ -193,7 +193,7 @@ func (e *Engine) Close() error {
 
 // Shutdown stops admitting requests and lets the queued and in-flight ones
 // finish. When ctx is done first, it cancels the rest as Close does and
-// returns ctx's error; either way the scheduler goroutine has returned.
+// returns ctx's error; either way the scheduler goroutines have returned.
 func (e *Engine) Shutdown(ctx context.Context) error {
 	e.mu.Lock()
 	e.closing = true

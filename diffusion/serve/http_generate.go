@@ -138,7 +138,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, m Model, req Re
 		h.writeError(w, http.StatusInternalServerError, codeInternal, "this connection cannot stream")
 		return
 	}
-	// The engine calls Progress on its scheduler goroutine, which must not
+	// The engine calls Progress on a worker's goroutine, which must not
 	// wait for a slow client: a one-slot mailbox that keeps the latest.
 	progress := make(chan Progress, 1)
 	req.Progress = func(p Progress) {

@@ -12,7 +12,7 @@ import (
 )
 
 // job is one request in the engine. The fields below result are touched by
-// the scheduler goroutine only.
+// its worker's goroutine only.
 type job struct {
 	ctx         context.Context
 	n, batch    int

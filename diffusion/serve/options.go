@@ -131,8 +131,8 @@ type Request struct {
 	// batches run one after the other.
 	Batch int
 	// Progress, if not nil, is called after each denoising step of the
-	// request, on the engine's scheduler goroutine: it must return at once
-	// (hand the value to a channel without blocking, say).
+	// request, on the goroutine of the worker running it: it must return
+	// at once (hand the value to a channel without blocking, say).
 	Progress func(Progress)
 }
 
