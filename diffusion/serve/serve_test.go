@@ -719,7 +719,8 @@ func TestWorkers(t *testing.T) {
 	got := generateHeld(t, e, rs, release, func() bool { return e.Stats().Rows > 0 })
 	f.model.setHook(nil)
 	for i := range rs {
-		compare8(t, name(rs[i])+" two workers vs one", alone[i], got[i])
+		d, n := compare8(t, name(rs[i])+" two workers vs one", alone[i], got[i])
+		t.Logf("%s: largest difference two workers vs one %g, %d 8-bit pixels differ", name(rs[i]), d, n)
 	}
 	st := e.Stats()
 	rows := forwardRows()
