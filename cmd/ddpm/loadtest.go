@@ -223,7 +223,7 @@ func runLoadtest(c *cli.Context) error {
 	}
 	// The batching server's workers (--workers, or serve's default), each
 	// with its share of the threads.
-	workers, share, err := setupWorkers(c, po.Device)
+	workers, share, err := resolveWorkers(c, po.Device)
 	if err != nil {
 		return fmt.Errorf("loadtest: %w", err)
 	}
@@ -239,15 +239,14 @@ func runLoadtest(c *cli.Context) error {
 		servers = append([]server{{"one-at-a-time", c.Int("n"), 1, threads}}, servers...)
 	}
 	for _, s := range servers {
-		threads := s.threads
-		if err := torch.SetNumThreads(threads); err != nil {
+		if err := torch.SetNumThreads(s.threads); err != nil {
 			return err
 		}
 		e, url, stop, err := serveLoopback(p, serve.Options{MaxBatch: s.maxBatch, Workers: s.workers, QueueSize: 4 * slices.Max(levels)})
 		if err != nil {
 			return err
 		}
-		err = run(s.name, url, "", e, threads)
+		err = run(s.name, url, "", e, s.threads)
 		stop()
 		if err != nil {
 			return err

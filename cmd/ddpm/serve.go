@@ -64,10 +64,10 @@ var workersFlag = &cli.IntFlag{Name: "workers", Usage: fmt.Sprintf("scheduler go
 // gives each the rest of the threads.
 const maxDefaultWorkers = 4
 
-// setupWorkers reads --workers for a model on dev and divides the intra-op
-// threads (torch.NumThreads, already set from --threads) among them: it
-// sets each worker's share and returns the workers and that share.
-func setupWorkers(c *cli.Context, dev torch.Device) (workers, threads int, err error) {
+// resolveWorkers reads --workers for a model on dev and divides the
+// intra-op threads (torch.NumThreads, already set from --threads) among
+// them: it returns the workers and each one's share, for the caller to set.
+func resolveWorkers(c *cli.Context, dev torch.Device) (workers, threads int, err error) {
 	all := torch.NumThreads()
 	workers = c.Int("workers")
 	switch {
@@ -78,13 +78,7 @@ func setupWorkers(c *cli.Context, dev torch.Device) (workers, threads int, err e
 	case workers == 0:
 		workers = 1
 	}
-	threads = workerThreads(all, workers)
-	if threads != all {
-		if err := torch.SetNumThreads(threads); err != nil {
-			return 0, 0, err
-		}
-	}
-	return workers, threads, nil
+	return workers, workerThreads(all, workers), nil
 }
 
 // workerThreads is each worker's share of threads intra-op threads: at
@@ -119,9 +113,12 @@ func runServe(c *cli.Context) error {
 		return err
 	}
 	po.Weights = w
-	workers, threads, err := setupWorkers(c, po.Device)
+	workers, threads, err := resolveWorkers(c, po.Device)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
+	}
+	if err := torch.SetNumThreads(threads); err != nil {
+		return err
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
