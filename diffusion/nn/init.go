@@ -134,8 +134,13 @@ func (b *Builder) create(leaf string, shape []int64, fill func(s *torch.Scope, d
 	if drawType != st.dtype {
 		t = s.ToDType(t, st.dtype)
 	}
-	// Contiguous makes the parameter its own tensor, not a view.
-	t = s.Contiguous(t)
+	// Contiguous (or ChannelsLast) makes the parameter its own tensor, not a
+	// view.
+	if channelsLast(st.dev, shape) {
+		t = s.ChannelsLast(t)
+	} else {
+		t = s.Contiguous(t)
+	}
 	if err := s.Err(); err != nil {
 		st.err = fmt.Errorf("nn: create parameter %q: %w", name, err)
 		return nil
@@ -151,4 +156,11 @@ func (b *Builder) create(leaf string, shape []int64, fill func(s *torch.Scope, d
 	st.names[name] = true
 	st.params = append(st.params, Param{Name: name, T: t})
 	return t
+}
+
+// channelsLast reports whether a parameter of shape on dev is kept in
+// channels-last (NHWC) memory: every 4-D parameter (a convolution kernel) on
+// the CPU. See Conv2d.
+func channelsLast(dev torch.Device, shape []int64) bool {
+	return len(shape) == 4 && dev.Type == torch.DeviceCPU
 }

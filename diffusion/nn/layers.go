@@ -108,10 +108,26 @@ func (l *Linear) Params() []Param { return l.params }
 
 // Conv2d is PyTorch's nn.Conv2d with square kernels and one group: weight
 // (Out, In, K, K), bias (Out).
+//
+// On the CPU a Conv2d runs channels-last (NHWC), like a PyTorch module after
+// model.to(memory_format=torch.channels_last): its weight is stored that way
+// and its output is made so, even where libtorch would not (an input of one
+// channel, such as a grayscale image, is as much NCHW as NHWC to it, so the
+// first convolution of a network would otherwise hand NCHW maps to every
+// layer after it). oneDNN then convolves the maps as they are laid out;
+// in NCHW it reorders every input to its blocked layout and every output
+// back, which took about a quarter of its time in the small U-Net. Measured
+// on that model against NCHW (medians of ten forwards, one and two
+// threads): a forward 12-14% faster at batch 1 and 2-15% at batch 8 and 16,
+// 9-26% in bf16, a training step 2-8% faster; the cifar10 preset's forward
+// 0-7% faster, its training step at batch 8 the same within the noise.
+// Values are unchanged up to float rounding. On CUDA the layout is left as
+// it is (not measured there yet).
 type Conv2d struct {
 	In, Out, Kernel, Stride, Padding int64
 	Weight, Bias                     *torch.Tensor // Bias is nil with NoBias
 	params                           []Param
+	channelsLast                     bool
 }
 
 // Conv2d creates a convolution's "weight" and "bias" under b. Stride and
@@ -126,15 +142,22 @@ func (b *Builder) Conv2d(in, out, kernel int64, opts ...Option) *Conv2d {
 	return &Conv2d{
 		In: in, Out: out, Kernel: kernel, Stride: o.stride, Padding: o.padding,
 		Weight: w, Bias: bias, params: b.layerParams(w, bias),
+		channelsLast: channelsLast(b.st.dev, []int64{out, in, kernel, kernel}),
 	}
 }
 
 // Forward convolves x (N, In, H, W).
 func (c *Conv2d) Forward(s *torch.Scope, x *torch.Tensor) *torch.Tensor {
-	return s.Conv2d(x, c.Weight, c.Bias, torch.Conv2dOptions{
+	y := s.Conv2d(x, c.Weight, c.Bias, torch.Conv2dOptions{
 		Stride:  [2]int64{c.Stride, c.Stride},
 		Padding: [2]int64{c.Padding, c.Padding},
 	})
+	if !c.channelsLast {
+		return y
+	}
+	nhwc := s.ChannelsLast(y) // y itself when libtorch made it NHWC already
+	y.Close()                 // so that a copy does not keep the original alive
+	return nhwc
 }
 
 // OutSize is the output height (or width) for an input of size n.

@@ -367,3 +367,43 @@ func ExampleBuilder() {
 	// out.bias [3]
 	// 443
 }
+
+// On the CPU a Conv2d keeps its weight channels-last and hands on
+// channels-last maps, even from one input channel (where libtorch alone
+// returns NCHW), with the values of a plain NCHW convolution.
+func TestConv2dChannelsLastOnCPU(t *testing.T) {
+	b := NewBuilder(torch.CPU, torch.Float32, newGen(t, 1))
+	first := b.Sub("first").Conv2d(1, 4, 3, Padding(1))
+	second := b.Sub("second").Conv2d(4, 6, 3, Padding(1))
+	if err := b.Err(); err != nil {
+		t.Fatal(err)
+	}
+	defer CloseParams(b.Params())
+	s := torch.NewScope(torch.NoGrad)
+	defer s.Close()
+	x := s.Randn([]int64{2, 1, 5, 5}, torch.Float32, torch.CPU, newGen(t, 2))
+	h := first.Forward(s, x)
+	y := second.Forward(s, h)
+	nchw := func(c *Conv2d, in *torch.Tensor) *torch.Tensor {
+		return s.Conv2d(s.Contiguous(in), s.Contiguous(c.Weight), c.Bias, torch.Conv2dOptions{Padding: [2]int64{1, 1}})
+	}
+	want := nchw(second, nchw(first, x))
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for name, tt := range map[string]*torch.Tensor{"second.weight": second.Weight, "first output": h, "second output": y} {
+		m, err := tt.Meta()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Contiguous {
+			t.Errorf("%s %v is NCHW-contiguous, want channels-last", name, m.Shape)
+		}
+	}
+	got, ref := values(t, y), values(t, want)
+	for i := range ref {
+		if d := math.Abs(float64(got[i] - ref[i])); d > 1e-5 {
+			t.Fatalf("element %d: %g, NCHW convolution gives %g", i, got[i], ref[i])
+		}
+	}
+}
