@@ -104,6 +104,9 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 		{"group_norm", [][]int64{{2, 4, 3, 3}, {4}, {4}}, func(s *Scope, x []*Tensor) *Tensor {
 			return s.GroupNorm(x[0], 2, x[1], x[2], 1e-5)
 		}},
+		{"group_norm channels-last", [][]int64{{2, 4, 3, 3}, {4}, {4}}, func(s *Scope, x []*Tensor) *Tensor {
+			return s.GroupNorm(s.ChannelsLast(x[0]), 2, x[1], x[2], 1e-5)
+		}},
 		{"linear", [][]int64{{3, 4}, {5, 4}, {5}}, func(s *Scope, x []*Tensor) *Tensor {
 			return s.Linear(x[0], x[1], x[2])
 		}},
