@@ -120,7 +120,8 @@ func (l *Linear) Params() []Param { return l.params }
 // on that model against NCHW (medians of ten forwards, one and two
 // threads): a forward 12-14% faster at batch 1 and 2-15% at batch 8 and 16,
 // 9-26% in bf16, a training step 2-8% faster; the cifar10 preset's forward
-// 0-7% faster, its training step at batch 8 the same within the noise; the
+// 0-7% faster, its training step at batch 8 1-5% slower in float32 and 6%
+// in bf16 (the backward kernels gain less than the forward ones); the
 // autoencoder of `ddpm train-autoencoder` (defaults, batch 64): encode and
 // decode 0.68-1.07 of the NCHW time in four runs, its training step
 // 0.90-1.14 (the one model that may lose a little). Values are unchanged up
