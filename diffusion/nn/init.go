@@ -3,6 +3,7 @@ package nn
 import (
 	"fmt"
 	"math"
+	"os"
 
 	"github.com/ddpm-go/ddpm/torch"
 )
@@ -26,18 +27,32 @@ type Builder struct {
 
 // buildState is shared by a Builder and all its Subs.
 type buildState struct {
-	dev    torch.Device
-	dtype  torch.DType
-	gen    *torch.Generator
-	params []Param
-	names  map[string]bool
-	err    error
+	dev          torch.Device
+	dtype        torch.DType
+	gen          *torch.Generator
+	channelsLast bool // convolutions in NHWC (see Conv2d)
+	params       []Param
+	names        map[string]bool
+	err          error
 }
+
+// ChannelsLastEnv is the environment variable that, set to 0 when a Builder
+// is made, keeps its convolutions NCHW on the CPU too (1 or unset: NHWC; see
+// Conv2d).
+const ChannelsLastEnv = "DDPM_CHANNELS_LAST"
 
 // NewBuilder returns a Builder that creates parameters of dtype dt on dev.
 // gen must draw for dev; nil means libtorch's global generator.
 func NewBuilder(dev torch.Device, dt torch.DType, gen *torch.Generator) *Builder {
-	return &Builder{st: &buildState{dev: dev, dtype: dt, gen: gen, names: make(map[string]bool)}}
+	st := &buildState{dev: dev, dtype: dt, gen: gen, names: make(map[string]bool)}
+	switch v := os.Getenv(ChannelsLastEnv); v {
+	case "", "1":
+		st.channelsLast = dev.Type == torch.DeviceCPU
+	case "0":
+	default:
+		st.err = fmt.Errorf("nn: %s=%q: want 1 (convolutions channels-last on the CPU, the default) or 0 (NCHW)", ChannelsLastEnv, v)
+	}
+	return &Builder{st: st}
 }
 
 // Sub returns a Builder for the child module name: its parameters are
@@ -136,7 +151,7 @@ func (b *Builder) create(leaf string, shape []int64, fill func(s *torch.Scope, d
 	}
 	// Contiguous (or ChannelsLast) makes the parameter its own tensor, not a
 	// view.
-	if channelsLast(st.dev, shape) {
+	if st.channelsLast && len(shape) == 4 {
 		t = s.ChannelsLast(t)
 	} else {
 		t = s.Contiguous(t)
@@ -156,11 +171,4 @@ func (b *Builder) create(leaf string, shape []int64, fill func(s *torch.Scope, d
 	st.names[name] = true
 	st.params = append(st.params, Param{Name: name, T: t})
 	return t
-}
-
-// channelsLast reports whether a parameter of shape on dev is kept in
-// channels-last (NHWC) memory: every 4-D parameter (a convolution kernel) on
-// the CPU. See Conv2d.
-func channelsLast(dev torch.Device, shape []int64) bool {
-	return len(shape) == 4 && dev.Type == torch.DeviceCPU
 }

@@ -407,3 +407,30 @@ func TestConv2dChannelsLastOnCPU(t *testing.T) {
 		}
 	}
 }
+
+// ChannelsLastEnv=0 keeps a CPU Conv2d NCHW; a value other than 0 or 1 is
+// the Builder's error.
+func TestChannelsLastEnv(t *testing.T) {
+	t.Setenv(ChannelsLastEnv, "0")
+	b := NewBuilder(torch.CPU, torch.Float32, newGen(t, 1))
+	conv := b.Conv2d(4, 6, 3, Padding(1))
+	if err := b.Err(); err != nil {
+		t.Fatal(err)
+	}
+	defer CloseParams(b.Params())
+	s := torch.NewScope(torch.NoGrad)
+	defer s.Close()
+	y := conv.Forward(s, s.Randn([]int64{2, 4, 5, 5}, torch.Float32, torch.CPU, newGen(t, 2)))
+	for name, tt := range map[string]*torch.Tensor{"weight": conv.Weight, "output": y} {
+		if m, err := tt.Meta(); err != nil || !m.Contiguous {
+			t.Errorf("%s: meta %+v, %v; want NCHW-contiguous", name, m, err)
+		}
+	}
+
+	t.Setenv(ChannelsLastEnv, "yes")
+	b = NewBuilder(torch.CPU, torch.Float32, nil)
+	b.Conv2d(1, 1, 1)
+	if err := b.Err(); err == nil || !strings.Contains(err.Error(), ChannelsLastEnv) {
+		t.Errorf("%s=yes: error %v, want one naming the variable", ChannelsLastEnv, err)
+	}
+}
