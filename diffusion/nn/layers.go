@@ -120,15 +120,16 @@ func (l *Linear) Params() []Param { return l.params }
 // on that model against NCHW (medians of seven to ten, one and two
 // threads): a forward 12-14% faster at batch 1 and 2-15% at batch 8 and 16,
 // 9-26% in bf16; a training step 0.92-1.10 of NCHW's time at batch 8 and
-// 16, the same at batch 64 (the backward kernels gain less than the
-// forward ones); the cifar10 preset's forward 0-7% faster, its training
-// step at batch 8 1-5% slower in float32 and 6-7% in bf16; the
+// 16, the same at batch 64 (libtorch 1.13's GroupNorm forward and backward
+// on channels-last maps take 1.5-4.4 times as long as on NCHW ones, eating
+// the convolutions' gain); the cifar10 preset's forward 0-7% faster, its
+// training step at batch 8 1-5% slower in float32 and 6-7% in bf16; the
 // autoencoder of `ddpm train-autoencoder` (defaults, batch 64): encode and
 // decode 0.68-1.07 of the NCHW time in four runs, its training step
 // 0.90-1.14 (it and the cifar10 training step may lose a little). Values
-// are unchanged up to float rounding. BenchmarkChannelsLast in package unet
-// measures it again; DDPM_CHANNELS_LAST=0 (ChannelsLastEnv) keeps NCHW. On
-// CUDA the layout is left as it is (not measured there yet).
+// are unchanged up to float rounding. BenchmarkChannelsLast in package
+// unet measures it again; DDPM_CHANNELS_LAST=0 (ChannelsLastEnv) keeps
+// NCHW. On CUDA the layout is left as it is (not measured there yet).
 type Conv2d struct {
 	In, Out, Kernel, Stride, Padding int64
 	Weight, Bias                     *torch.Tensor // Bias is nil with NoBias
