@@ -43,7 +43,8 @@ type Options struct {
 	// batching the steps of its own requests into forwards of at most
 	// MaxBatch rows, so that as many forwards run at once; default
 	// DefaultWorkers. A waiting request goes to a worker whose rows are
-	// below its even share of all rows, running and waiting. On a CPU give each worker its share of the cores
+	// below its even share of all rows, running and waiting. On a CPU give
+	// each worker its share of the cores
 	// (torch.SetNumThreads(runtime.NumCPU()/Workers)): the intra-op
 	// threads of a small model's forward mostly wait for each other, and
 	// on 2 CPUs two workers of one thread each ran the small preset's
