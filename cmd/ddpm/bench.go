@@ -82,6 +82,13 @@ func runBench(c *cli.Context) error {
 	if err := precision.Check(dev); err != nil {
 		return err
 	}
+	// Two models, as ddpm train and ddpm sample build them (their memory
+	// layouts differ on the CPU; see nn.Use).
+	trainModel, err := unet.NewForTraining(cfg, dev, torch.Float32, nil)
+	if err != nil {
+		return err
+	}
+	defer trainModel.Close()
 	model, err := unet.New(cfg, dev, torch.Float32, nil)
 	if err != nil {
 		return err
@@ -96,7 +103,7 @@ func runBench(c *cli.Context) error {
 	}
 	shape := []int64{int64(cfg.InChannels), int64(cfg.ImageSize), int64(cfg.ImageSize)}
 	// The training step is the trainer's own, fed random images.
-	tr, err := train.New(model, sched, train.Config{Steps: int64(warm + iters), BatchSize: batch,
+	tr, err := train.New(trainModel, sched, train.Config{Steps: int64(warm + iters), BatchSize: batch,
 		LogEvery: 1 << 30, CheckpointEvery: 1 << 30, Precision: precision}, dev, shape)
 	if err != nil {
 		return err

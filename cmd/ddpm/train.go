@@ -473,7 +473,7 @@ func newRunTrainer(cfg runConfig, dir string, resume bool, dev torch.Device, tra
 	if rt.gen, err = torch.NewGenerator(cfg.Train.Seed, dev); err != nil {
 		return
 	}
-	if rt.model, err = unet.New(cfg.Model, dev, torch.Float32, rt.gen); err != nil {
+	if rt.model, err = unet.NewForTraining(cfg.Model, dev, torch.Float32, rt.gen); err != nil {
 		return
 	}
 	if rt.tr, err = train.New(rt.model, rt.sched, cfg.Train, dev,

@@ -183,7 +183,7 @@ func runTrainAutoencoder(c *cli.Context) error {
 		return err
 	}
 	defer gen.Close()
-	m, err := autoencoder.New(r.model, dev, torch.Float32, gen)
+	m, err := autoencoder.NewForTraining(r.model, dev, torch.Float32, gen)
 	if err != nil {
 		return err
 	}

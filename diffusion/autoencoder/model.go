@@ -41,11 +41,23 @@ type Model struct {
 	decConvOut    *nn.Conv2d
 }
 
-// New builds the autoencoder of cfg with parameters of dtype dt on dev,
-// initialised from gen (which must draw for dev; nil means libtorch's
-// global generator) with PyTorch's default initialisation. The parameters
-// carry diffusers' state_dict names. Close frees them.
+// New builds the autoencoder of cfg for encoding and decoding, with
+// parameters of dtype dt on dev, initialised from gen (which must draw for
+// dev; nil means libtorch's global generator) with PyTorch's default
+// initialisation. The parameters carry diffusers' state_dict names. Close
+// frees them.
 func New(cfg Config, dev torch.Device, dt torch.DType, gen *torch.Generator) (*Model, error) {
+	return build(cfg, dev, dt, gen, nn.Inference)
+}
+
+// NewForTraining is New for a model to train: the same parameters from the
+// same gen, in the memory layout whose training step is fastest (NCHW on the
+// CPU; see nn.Use). Either model encodes, decodes and trains correctly.
+func NewForTraining(cfg Config, dev torch.Device, dt torch.DType, gen *torch.Generator) (*Model, error) {
+	return build(cfg, dev, dt, gen, nn.Training)
+}
+
+func build(cfg Config, dev torch.Device, dt torch.DType, gen *torch.Generator, use nn.Use) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -53,7 +65,7 @@ func New(cfg Config, dev torch.Device, dt torch.DType, gen *torch.Generator) (*M
 		return nil, fmt.Errorf("autoencoder: parameters must have a floating-point dtype, not %s", dt)
 	}
 	m := &Model{cfg: cfg.Clone(), dev: dev, dtype: dt}
-	b := nn.NewBuilder(dev, dt, gen)
+	b := nn.NewBuilder(dev, dt, gen, use)
 	g := int64(cfg.NormNumGroups)
 	widths := make([]int64, len(cfg.BlockOutChannels))
 	for i, w := range cfg.BlockOutChannels {

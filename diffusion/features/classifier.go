@@ -114,7 +114,7 @@ func NewClassifier(cfg ClassifierConfig, dev torch.Device, gen *torch.Generator)
 	}
 	cfg = cfg.withDefaults()
 	w := int64(cfg.Width)
-	b := nn.NewBuilder(dev, torch.Float32, gen)
+	b := nn.NewBuilder(dev, torch.Float32, gen, nn.Inference)
 	c := &Classifier{Config: cfg, dev: dev}
 	c.conv1 = b.Sub("conv1").Conv2d(int64(cfg.Channels), w, 3, nn.Padding(1))
 	c.norm1 = b.Sub("norm1").GroupNorm(classifierGroups, w)

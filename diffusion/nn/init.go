@@ -36,21 +36,38 @@ type buildState struct {
 	err          error
 }
 
-// ChannelsLastEnv is the environment variable that, set to 0 when a Builder
-// is made, keeps its convolutions NCHW on the CPU too (1 or unset: NHWC; see
-// Conv2d).
+// Use is what a network is built for. On the CPU it picks the memory layout
+// of its convolutions (see Conv2d); elsewhere it changes nothing, and a
+// network built for one use computes the same values in the other.
+type Use uint8
+
+const (
+	// Inference (sampling, evaluation, serving): convolutions channels-last
+	// on the CPU, 8-16% faster forwards.
+	Inference Use = iota
+	// Training: convolutions NCHW, whose training step is 1-5% faster on the
+	// CPU (libtorch 1.13's GroupNorm backward is slow on channels-last maps).
+	Training
+)
+
+// ChannelsLastEnv is the environment variable that, read when a Builder is
+// made, overrides the layout its Use picks on the CPU: 1 makes every
+// convolution channels-last, 0 keeps every one NCHW (unset: by Use).
 const ChannelsLastEnv = "DDPM_CHANNELS_LAST"
 
-// NewBuilder returns a Builder that creates parameters of dtype dt on dev.
-// gen must draw for dev; nil means libtorch's global generator.
-func NewBuilder(dev torch.Device, dt torch.DType, gen *torch.Generator) *Builder {
+// NewBuilder returns a Builder that creates parameters of dtype dt on dev,
+// for use. gen must draw for dev; nil means libtorch's global generator.
+func NewBuilder(dev torch.Device, dt torch.DType, gen *torch.Generator, use Use) *Builder {
 	st := &buildState{dev: dev, dtype: dt, gen: gen, names: make(map[string]bool)}
+	cpu := dev.Type == torch.DeviceCPU
 	switch v := os.Getenv(ChannelsLastEnv); v {
-	case "", "1":
-		st.channelsLast = dev.Type == torch.DeviceCPU
+	case "":
+		st.channelsLast = cpu && use == Inference
+	case "1":
+		st.channelsLast = cpu
 	case "0":
 	default:
-		st.err = fmt.Errorf("nn: %s=%q: want 1 (convolutions channels-last on the CPU, the default) or 0 (NCHW)", ChannelsLastEnv, v)
+		st.err = fmt.Errorf("nn: %s=%q: want 1 (convolutions channels-last on the CPU), 0 (NCHW) or unset (channels-last for inference, NCHW for training)", ChannelsLastEnv, v)
 	}
 	return &Builder{st: st}
 }

@@ -109,27 +109,25 @@ func (l *Linear) Params() []Param { return l.params }
 // Conv2d is PyTorch's nn.Conv2d with square kernels and one group: weight
 // (Out, In, K, K), bias (Out).
 //
-// On the CPU a Conv2d runs channels-last (NHWC), like a PyTorch module after
-// model.to(memory_format=torch.channels_last): its weight is stored that way
-// and its output is made so, even where libtorch would not (an input of one
-// channel, such as a grayscale image, is as much NCHW as NHWC to it, so the
-// first convolution of a network would otherwise hand NCHW maps to every
-// layer after it). oneDNN then convolves the maps as they are laid out;
-// in NCHW it reorders every input to its blocked layout and every output
-// back, which took about a quarter of its time in the small U-Net. Measured
-// on that model against NCHW (medians of seven to ten, one and two
-// threads): a forward 12-14% faster at batch 1 and 2-15% at batch 8 and 16,
-// 9-26% in bf16; a training step 0.92-1.10 of NCHW's time at batch 8 and
-// 16, the same at batch 64 (libtorch 1.13's GroupNorm forward and backward
-// on channels-last maps take 1.5-4.4 times as long as on NCHW ones, eating
-// the convolutions' gain); the cifar10 preset's forward 0-7% faster, its
-// training step at batch 8 1-5% slower in float32 and 6-7% in bf16; the
-// autoencoder of `ddpm train-autoencoder` (defaults, batch 64): encode and
-// decode 0.68-1.07 of the NCHW time in four runs, its training step
-// 0.90-1.14 (it and the cifar10 training step may lose a little). Values
-// are unchanged up to float rounding. BenchmarkChannelsLast in package
-// unet measures it again; DDPM_CHANNELS_LAST=0 (ChannelsLastEnv) keeps
-// NCHW. On CUDA the layout is left as it is (not measured there yet).
+// On the CPU a Conv2d built for Inference runs channels-last (NHWC), like a
+// PyTorch module after model.to(memory_format=torch.channels_last): its
+// weight is stored that way and its output is made so, even where libtorch
+// would not (an input of one channel, such as a grayscale image, is as much
+// NCHW as NHWC to it, so the first convolution of a network would otherwise
+// hand NCHW maps to every layer after it). oneDNN then convolves the maps as
+// they are laid out; in NCHW it reorders every input to its blocked layout
+// and every output back, which took about a quarter of its time in the small
+// U-Net. Measured on that model against NCHW (medians of seven to ten, one
+// and two threads): a forward 12-14% faster at batch 1 and 2-15% at batch 8
+// and 16, 9-26% in bf16. A Conv2d built for Training stays NCHW: there the
+// training step was 1.00-1.10 of NCHW's time (small preset at batch 8 to
+// 64, both precisions; the cifar10 preset's at batch 8 1.01-1.07; the
+// autoencoder of `ddpm train-autoencoder` 1.04-1.19), because libtorch
+// 1.13's GroupNorm forward and backward on channels-last maps take 1.5-4.4
+// times as long as on NCHW ones. Values are the same up to float rounding
+// either way. BenchmarkChannelsLast in package unet measures both uses
+// again; ChannelsLastEnv overrides the choice. On CUDA the layout is left
+// as it is (not measured there yet).
 type Conv2d struct {
 	In, Out, Kernel, Stride, Padding int64
 	Weight, Bias                     *torch.Tensor // Bias is nil with NoBias

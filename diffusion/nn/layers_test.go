@@ -43,7 +43,7 @@ func meanVar(v []float32) (mean, variance float64) {
 }
 
 func TestLayerOutputShapes(t *testing.T) {
-	b := NewBuilder(torch.CPU, torch.Float32, newGen(t, 1))
+	b := NewBuilder(torch.CPU, torch.Float32, newGen(t, 1), Inference)
 	lin := b.Sub("lin").Linear(3, 5)
 	conv := b.Sub("conv").Conv2d(3, 8, 3, Padding(1))
 	down := b.Sub("down").Conv2d(3, 4, 3, Stride(2), Padding(1))
@@ -91,7 +91,7 @@ func TestLayerOutputShapes(t *testing.T) {
 }
 
 func TestParamNamesAndOrder(t *testing.T) {
-	b := NewBuilder(torch.CPU, torch.Float32, newGen(t, 1))
+	b := NewBuilder(torch.CPU, torch.Float32, newGen(t, 1), Inference)
 	b.Sub("temb").Sub("dense").Sub("0").Linear(4, 8)
 	down := b.Sub("down").Sub("0")
 	down.Sub("conv").Conv2d(2, 4, 3)
@@ -145,7 +145,7 @@ func TestParamNamesAndOrder(t *testing.T) {
 // 1/sqrt(fan_in)), PyTorch's defaults; GroupNorm starts as the identity;
 // Embedding rows are N(0, 1).
 func TestDefaultInitialisation(t *testing.T) {
-	b := NewBuilder(torch.CPU, torch.Float32, newGen(t, 7))
+	b := NewBuilder(torch.CPU, torch.Float32, newGen(t, 7), Inference)
 	lin := b.Sub("lin").Linear(256, 512)
 	conv := b.Sub("conv").Conv2d(32, 64, 3)
 	norm := b.Sub("norm").GroupNorm(8, 64)
@@ -212,7 +212,7 @@ func TestDefaultInitialisation(t *testing.T) {
 }
 
 func TestZeroInit(t *testing.T) {
-	b := NewBuilder(torch.CPU, torch.Float32, newGen(t, 1))
+	b := NewBuilder(torch.CPU, torch.Float32, newGen(t, 1), Inference)
 	layers := []Module{
 		b.Sub("lin").Linear(8, 4, ZeroInit()),
 		b.Sub("conv").Conv2d(8, 4, 3, ZeroInit()),
@@ -235,7 +235,7 @@ func TestZeroInit(t *testing.T) {
 
 func TestBuilderDeterministic(t *testing.T) {
 	build := func(seed uint64) []float32 {
-		b := NewBuilder(torch.CPU, torch.Float32, newGen(t, seed))
+		b := NewBuilder(torch.CPU, torch.Float32, newGen(t, seed), Inference)
 		l := b.Linear(16, 16)
 		if err := b.Err(); err != nil {
 			t.Fatal(err)
@@ -252,7 +252,7 @@ func TestBuilderDeterministic(t *testing.T) {
 }
 
 func TestBuilderFloat64(t *testing.T) {
-	b := NewBuilder(torch.CPU, torch.Float64, newGen(t, 1))
+	b := NewBuilder(torch.CPU, torch.Float64, newGen(t, 1), Inference)
 	l := b.Conv2d(2, 3, 3, Padding(1))
 	if err := b.Err(); err != nil {
 		t.Fatal(err)
@@ -273,7 +273,7 @@ func TestBuilderFloat64(t *testing.T) {
 
 // Linear computes x W^T + b, checked element by element on the host.
 func TestLinearForwardValues(t *testing.T) {
-	b := NewBuilder(torch.CPU, torch.Float32, newGen(t, 5))
+	b := NewBuilder(torch.CPU, torch.Float32, newGen(t, 5), Inference)
 	l := b.Linear(3, 2)
 	if err := b.Err(); err != nil {
 		t.Fatal(err)
@@ -299,7 +299,7 @@ func TestLinearForwardValues(t *testing.T) {
 
 // Embedding returns the table rows of the indices.
 func TestEmbeddingLooksUpRows(t *testing.T) {
-	b := NewBuilder(torch.CPU, torch.Float32, newGen(t, 5))
+	b := NewBuilder(torch.CPU, torch.Float32, newGen(t, 5), Inference)
 	e := b.Embedding(4, 3)
 	if err := b.Err(); err != nil {
 		t.Fatal(err)
@@ -329,7 +329,7 @@ func TestBuilderErrors(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			start := torch.LiveTensors()
-			b := NewBuilder(torch.CPU, torch.Float32, newGen(t, 1))
+			b := NewBuilder(torch.CPU, torch.Float32, newGen(t, 1), Inference)
 			c.build(b)
 			// Sticky: later layers create nothing.
 			if l := b.Sub("later").Linear(2, 2); l.Weight != nil {
@@ -348,7 +348,7 @@ func TestBuilderErrors(t *testing.T) {
 }
 
 func ExampleBuilder() {
-	b := NewBuilder(torch.CPU, torch.Float32, nil)
+	b := NewBuilder(torch.CPU, torch.Float32, nil, Inference)
 	b.Sub("down").Sub("0").Conv2d(3, 8, 3, Padding(1))
 	b.Sub("out").Conv2d(8, 3, 3, Padding(1), ZeroInit())
 	if err := b.Err(); err != nil {
@@ -372,7 +372,8 @@ func ExampleBuilder() {
 // channels-last maps, even from one input channel (where libtorch alone
 // returns NCHW), with the values of a plain NCHW convolution.
 func TestConv2dChannelsLastOnCPU(t *testing.T) {
-	b := NewBuilder(torch.CPU, torch.Float32, newGen(t, 1))
+	t.Setenv(ChannelsLastEnv, "") // the default, whatever the environment says
+	b := NewBuilder(torch.CPU, torch.Float32, newGen(t, 1), Inference)
 	first := b.Sub("first").Conv2d(1, 4, 3, Padding(1))
 	second := b.Sub("second").Conv2d(4, 6, 3, Padding(1))
 	if err := b.Err(); err != nil {
@@ -408,27 +409,42 @@ func TestConv2dChannelsLastOnCPU(t *testing.T) {
 	}
 }
 
-// ChannelsLastEnv=0 keeps a CPU Conv2d NCHW; a value other than 0 or 1 is
-// the Builder's error.
-func TestChannelsLastEnv(t *testing.T) {
-	t.Setenv(ChannelsLastEnv, "0")
-	b := NewBuilder(torch.CPU, torch.Float32, newGen(t, 1))
-	conv := b.Conv2d(4, 6, 3, Padding(1))
-	if err := b.Err(); err != nil {
-		t.Fatal(err)
-	}
-	defer CloseParams(b.Params())
-	s := torch.NewScope(torch.NoGrad)
-	defer s.Close()
-	y := conv.Forward(s, s.Randn([]int64{2, 4, 5, 5}, torch.Float32, torch.CPU, newGen(t, 2)))
-	for name, tt := range map[string]*torch.Tensor{"weight": conv.Weight, "output": y} {
-		if m, err := tt.Meta(); err != nil || !m.Contiguous {
-			t.Errorf("%s: meta %+v, %v; want NCHW-contiguous", name, m, err)
+// On the CPU a Builder's Use picks its convolutions' layout (channels-last
+// for Inference, NCHW for Training) and ChannelsLastEnv overrides it; a
+// value other than 0 or 1 is the Builder's error.
+func TestConv2dLayoutByUse(t *testing.T) {
+	for _, c := range []struct {
+		env          string
+		use          Use
+		channelsLast bool
+	}{
+		{"", Inference, true}, {"", Training, false},
+		{"1", Inference, true}, {"1", Training, true},
+		{"0", Inference, false}, {"0", Training, false},
+	} {
+		t.Setenv(ChannelsLastEnv, c.env)
+		b := NewBuilder(torch.CPU, torch.Float32, newGen(t, 1), c.use)
+		conv := b.Conv2d(4, 6, 3, Padding(1))
+		if err := b.Err(); err != nil {
+			t.Fatal(err)
 		}
+		s := torch.NewScope(torch.NoGrad)
+		y := conv.Forward(s, s.Randn([]int64{2, 4, 5, 5}, torch.Float32, torch.CPU, newGen(t, 2)))
+		for name, tt := range map[string]*torch.Tensor{"weight": conv.Weight, "output": y} {
+			m, err := tt.Meta()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Contiguous == c.channelsLast {
+				t.Errorf("%s=%q, use %d: %s NCHW-contiguous %v, want channels-last %v", ChannelsLastEnv, c.env, c.use, name, m.Contiguous, c.channelsLast)
+			}
+		}
+		s.Close()
+		CloseParams(b.Params())
 	}
 
 	t.Setenv(ChannelsLastEnv, "yes")
-	b = NewBuilder(torch.CPU, torch.Float32, nil)
+	b := NewBuilder(torch.CPU, torch.Float32, nil, Inference)
 	b.Conv2d(1, 1, 1)
 	if err := b.Err(); err == nil || !strings.Contains(err.Error(), ChannelsLastEnv) {
 		t.Errorf("%s=yes: error %v, want one naming the variable", ChannelsLastEnv, err)

@@ -16,7 +16,7 @@ func BenchmarkAdamW(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	model, err := unet.New(cfg, torch.CPU, torch.Float32, nil)
+	model, err := unet.NewForTraining(cfg, torch.CPU, torch.Float32, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

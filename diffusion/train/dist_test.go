@@ -61,7 +61,7 @@ func distTrain(t *testing.T, pg *torch.ProcessGroup, perRank int, initSeed uint6
 		t.Fatal(err)
 	}
 	defer gen.Close()
-	model, err := unet.New(cfg, torch.CPU, torch.Float32, gen)
+	model, err := unet.NewForTraining(cfg, torch.CPU, torch.Float32, gen)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ func ExampleTrainer_Run() {
 	defer loader.Close()
 
 	cfg, _ := unet.Preset("tiny")
-	model, err := unet.New(cfg, torch.CPU, torch.Float32, nil)
+	model, err := unet.NewForTraining(cfg, torch.CPU, torch.Float32, nil)
 	if err != nil {
 		panic(err)
 	}

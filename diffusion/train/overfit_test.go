@@ -34,7 +34,7 @@ func TestTinyUNetOverfitsEightImages(t *testing.T) {
 	}
 	gen, _ := torch.NewGenerator(3, torch.CPU)
 	defer gen.Close()
-	model, err := unet.New(cfg, torch.CPU, torch.Float32, gen)
+	model, err := unet.NewForTraining(cfg, torch.CPU, torch.Float32, gen)
 	if err != nil {
 		t.Fatal(err)
 	}

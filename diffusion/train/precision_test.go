@@ -53,7 +53,7 @@ func trainTiny(t *testing.T, p diffusion.Precision, steps int64, src train.Batch
 	}
 	gen, _ := torch.NewGenerator(3, torch.CPU)
 	defer gen.Close()
-	model, err := unet.New(cfg, torch.CPU, torch.Float32, gen)
+	model, err := unet.NewForTraining(cfg, torch.CPU, torch.Float32, gen)
 	if err != nil {
 		t.Fatal(err)
 	}

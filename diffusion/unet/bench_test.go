@@ -3,14 +3,19 @@ package unet
 import (
 	"testing"
 
+	"github.com/ddpm-go/ddpm/diffusion/nn"
 	"github.com/ddpm-go/ddpm/torch"
 )
 
-// benchModel builds a preset with perturbed weights (so no zero-initialised
-// layer short-cuts anything).
-func benchModel(b *testing.B, name string) (*UNet, *torch.Generator) {
+// benchModel builds a preset for use with perturbed weights (so no
+// zero-initialised layer short-cuts anything).
+func benchModel(b *testing.B, name string, use nn.Use) (*UNet, *torch.Generator) {
 	b.Helper()
-	u := newModel(b, preset(b, name), 1)
+	u, err := build(preset(b, name), torch.CPU, torch.Float32, newGen(b, 1), use)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(u.Close)
 	gen := newGen(b, 2)
 	perturb(b, u, gen, 0.01)
 	return u, gen
@@ -20,7 +25,7 @@ func benchModel(b *testing.B, name string) (*UNet, *torch.Generator) {
 // mode) of the "small" preset on a batch of 16.
 func BenchmarkForwardSmall(b *testing.B) {
 	const batch = 16
-	u, gen := benchModel(b, "small")
+	u, gen := benchModel(b, "small", nn.Inference)
 	in := torch.NewScope(torch.NoGrad)
 	defer in.Close()
 	x, t, _ := randomInputs(in, u.Config(), batch, gen)
@@ -43,7 +48,7 @@ func BenchmarkForwardSmall(b *testing.B) {
 // backward (the optimizer update is not included).
 func BenchmarkTrainStepSmall(b *testing.B) {
 	const batch = 64
-	u, gen := benchModel(b, "small")
+	u, gen := benchModel(b, "small", nn.Training)
 	u.SetTraining(true, gen)
 	in := torch.NewScope(torch.NoGrad)
 	defer in.Close()

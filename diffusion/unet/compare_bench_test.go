@@ -195,7 +195,7 @@ func sampleDDIMVsPyTorch(b *testing.B, precision diffusion.Precision) {
 		b.Skip(err)
 	}
 	py := pyref.Python(b)
-	u, _ := benchModel(b, "small")
+	u, _ := benchModel(b, "small", nn.Inference)
 	model := precision.Wrap(u)
 	cfg := u.Config()
 	shape := []int64{batch, int64(cfg.InChannels), int64(cfg.ImageSize), int64(cfg.ImageSize)}

@@ -12,15 +12,17 @@ import (
 	"github.com/ddpm-go/ddpm/torch"
 )
 
-// BenchmarkChannelsLast compares the U-Net's CPU default, convolutions in
-// channels-last memory (see nn.Conv2d), with the same weights in NCHW
-// (nn.ChannelsLastEnv=0): a sampling forward of the "small" preset at batch
-// 1 and 16 and its training step (forward, epsilon MSE, backward) at batch
-// 64, in float32 and bf16 (skipped on a CPU without bfloat16 instructions),
-// and the "cifar10" preset's bf16 training step at batch 8. The two models take turns, round after round, so that load from
-// elsewhere falls on both; cl/nchw_time is the ratio of their median
-// wall-clock times (below 1: channels-last is faster). Both outputs must
-// agree to float rounding (bf16's in bf16).
+// BenchmarkChannelsLast compares the two memory layouts of the U-Net's
+// convolutions on the CPU (see nn.Conv2d and nn.Use), the same weights in
+// channels-last and NCHW (nn.ChannelsLastEnv=1 and 0): a sampling forward of
+// the "small" preset at batch 1 and 16 (what New's channels-last is for)
+// and its training step (forward, epsilon MSE, backward) at batch 64, in
+// float32 and bf16 (skipped on a CPU without bfloat16 instructions), and
+// the "cifar10" preset's bf16 training step at batch 8 (what
+// NewForTraining's NCHW is for). The two models take turns, round after
+// round, so that load from elsewhere falls on both; cl/nchw_time is the
+// ratio of their median wall-clock times (below 1: channels-last is
+// faster). Both outputs must agree to float rounding (bf16's in bf16).
 func BenchmarkChannelsLast(b *testing.B) {
 	cases := []struct {
 		preset    string
@@ -45,7 +47,7 @@ func BenchmarkChannelsLast(b *testing.B) {
 			var models [2]*UNet // NCHW, channels-last
 			for i, env := range []string{"0", "1"} {
 				b.Setenv(nn.ChannelsLastEnv, env)
-				models[i], _ = benchModel(b, c.preset)
+				models[i], _ = benchModel(b, c.preset, nn.Inference) // the variable decides
 			}
 			gen := newGen(b, 3)
 			in := torch.NewScope(torch.NoGrad)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/diffusion/data"
+	"github.com/ddpm-go/ddpm/diffusion/nn"
 	"github.com/ddpm-go/ddpm/diffusion/train"
 	"github.com/ddpm-go/ddpm/diffusion/unet"
 	"github.com/ddpm-go/ddpm/internal/benchcmp"
@@ -43,7 +44,7 @@ func trainStepVsPyTorch(b *testing.B, presetName string, batch, stepsPerRound, r
 		b.Skip(err)
 	}
 	py := pyref.Python(b)
-	u, _ := unet.BenchModel(b, presetName)
+	u, _ := unet.BenchModel(b, presetName, nn.Training)
 	cfg := u.Config()
 	imageShape := []int64{int64(cfg.InChannels), int64(cfg.ImageSize), int64(cfg.ImageSize)}
 	// The thread count a user gets (every CPU), on both sides, before the

@@ -76,10 +76,22 @@ type upLevel struct {
 	upsample *nn.Conv2d // nil at level 0
 }
 
-// New builds the U-Net of cfg (defaults applied) with parameters of dtype dt
-// on dev, initialised from gen (which must draw for dev; nil means
-// libtorch's global generator). Close frees its parameters.
+// New builds the U-Net of cfg (defaults applied) for sampling and
+// evaluation, with parameters of dtype dt on dev, initialised from gen
+// (which must draw for dev; nil means libtorch's global generator). Close
+// frees its parameters.
 func New(cfg Config, dev torch.Device, dt torch.DType, gen *torch.Generator) (*UNet, error) {
+	return build(cfg, dev, dt, gen, nn.Inference)
+}
+
+// NewForTraining is New for a model to train: the same parameters from the
+// same gen, in the memory layout whose training step is fastest (NCHW on the
+// CPU; see nn.Use). Either model samples and trains correctly.
+func NewForTraining(cfg Config, dev torch.Device, dt torch.DType, gen *torch.Generator) (*UNet, error) {
+	return build(cfg, dev, dt, gen, nn.Training)
+}
+
+func build(cfg Config, dev torch.Device, dt torch.DType, gen *torch.Generator, use nn.Use) (*UNet, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -87,7 +99,7 @@ func New(cfg Config, dev torch.Device, dt torch.DType, gen *torch.Generator) (*U
 	if !dt.IsFloat() {
 		return nil, fmt.Errorf("unet: parameters must have a floating-point dtype, not %s", dt)
 	}
-	b := nn.NewBuilder(dev, dt, gen)
+	b := nn.NewBuilder(dev, dt, gen, use)
 	u := &UNet{cfg: cfg, dev: dev, dtype: dt}
 	base, temb := int64(cfg.BaseChannels), int64(cfg.TimeEmbedDim)
 	l := cfg.layout()

@@ -396,6 +396,69 @@ func TestGradientsReachEveryParam(t *testing.T) {
 	}
 }
 
+// NewForTraining builds the same parameters from the same seed as New, with
+// the convolutions NCHW on the CPU where New's are channels-last, and the
+// two compute the same outputs and gradients.
+func TestNewForTrainingSameModel(t *testing.T) {
+	t.Setenv(nn.ChannelsLastEnv, "") // the default, whatever the environment says
+	c := preset(t, "tiny")
+	inf := newModel(t, c, 3)
+	tr, err := NewForTraining(c, torch.CPU, torch.Float32, newGen(t, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	for i, p := range inf.Params() {
+		q := tr.Params()[i]
+		if a, b := floats(t, p.T), floats(t, q.T); p.Name != q.Name || !slices.Equal(a, b) {
+			t.Fatalf("parameter %d: %s and %s differ", i, p.Name, q.Name)
+		}
+		if sh := p.T.Shape(); len(sh) != 4 || sh[1] == 1 || sh[2] == 1 {
+			continue // one input channel or a 1x1 kernel: the same either way
+		}
+		pm, err1 := p.T.Meta()
+		qm, err2 := q.T.Meta()
+		if err1 != nil || err2 != nil || pm.Contiguous || !qm.Contiguous {
+			t.Errorf("%s: NCHW-contiguous for inference %v, for training %v; want false, true (%v %v)", p.Name, pm.Contiguous, qm.Contiguous, err1, err2)
+		}
+	}
+	gen := newGen(t, 4)
+	perturbBoth := torch.NewScope(torch.NoGrad)
+	for i, p := range inf.Params() {
+		d := perturbBoth.MulScalar(perturbBoth.Randn(p.T.Shape(), torch.Float32, torch.CPU, gen), 0.05)
+		perturbBoth.AddInPlace(p.T, d)
+		perturbBoth.AddInPlace(tr.Params()[i].T, d)
+	}
+	x, tt, _ := randomInputs(perturbBoth, c, 2, gen)
+	if err := perturbBoth.Err(); err != nil {
+		t.Fatal(err)
+	}
+	defer perturbBoth.Close()
+	out := func(u *UNet) ([]float32, []float32) {
+		s := torch.NewScope(torch.Grad)
+		defer s.Close()
+		y := u.Forward(s, x, tt, nil)
+		s.Backward(s.Sum(s.Mul(y, y), nil, false))
+		g := s.Grad(u.Params()[len(u.Params())-4].T) // inside the last block
+		if err := s.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return floats(t, y), floats(t, s.Contiguous(g))
+	}
+	y1, g1 := out(inf)
+	y2, g2 := out(tr)
+	for name, pair := range map[string][2][]float32{"output": {y1, y2}, "gradient": {g1, g2}} {
+		var diff, scale float64
+		for i := range pair[0] {
+			diff = max(diff, math.Abs(float64(pair[0][i]-pair[1][i])))
+			scale = max(scale, math.Abs(float64(pair[0][i])))
+		}
+		if !(diff <= 1e-4*max(scale, 1)) || scale == 0 {
+			t.Errorf("%s: the two layouts differ by up to %g (largest value %g)", name, diff, scale)
+		}
+	}
+}
+
 // A float64 model with the same weights computes the same function.
 func TestFloat64MatchesFloat32(t *testing.T) {
 	c := preset(t, "tiny")
