@@ -27,7 +27,7 @@ func BenchmarkTrainStepVsPyTorch(b *testing.B) {
 		batch, stepsPerRound, rounds int
 	}{
 		{"small", 64, 3, 5},
-		{"cifar10", 8, 1, 3},
+		{"cifar10", 8, 1, 7},
 	} {
 		for _, p := range []diffusion.Precision{diffusion.Float32, diffusion.BF16} {
 			b.Run(fmt.Sprintf("%s-batch%d-%s", c.preset, c.batch, p), func(b *testing.B) {
