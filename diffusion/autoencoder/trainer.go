@@ -76,7 +76,8 @@ type Trainer struct {
 
 // NewTrainer prepares the training of m on train, whose images must have
 // the model's input channels and sides divisible by its Downscale; the
-// model must reconstruct what it encodes (out_channels = in_channels).
+// model must reconstruct what it encodes (out_channels = in_channels). A
+// model built with NewForTraining trains fastest (on the CPU).
 func NewTrainer(m *Model, train *data.Dataset, cfg TrainConfig) (t *Trainer, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err

@@ -112,7 +112,8 @@ type Trainer struct {
 
 // New prepares training of model on images of shape (C, H, W). It applies
 // the library's thread default (torch.UseDefaultThreads: every CPU) unless
-// the program set a thread count itself.
+// the program set a thread count itself. A U-Net built with
+// unet.NewForTraining trains fastest (on the CPU; any model trains).
 func New(model Model, sched *diffusion.Schedule, cfg Config, dev torch.Device, shape []int64) (*Trainer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
