@@ -82,49 +82,20 @@ func runBench(c *cli.Context) error {
 	if err := precision.Check(dev); err != nil {
 		return err
 	}
-	// Two models, as ddpm train and ddpm sample build them (their memory
-	// layouts differ on the CPU; see nn.Use).
-	trainModel, err := unet.NewForTraining(cfg, dev, torch.Float32, nil)
-	if err != nil {
+	res := benchResult{Preset: c.String("preset"), Batch: batch, Device: dev.String(), Threads: torch.NumThreads(),
+		Libtorch: torch.Version(), Precision: string(precision), Params: cfg.NumParams()}
+	shape := []int64{int64(cfg.InChannels), int64(cfg.ImageSize), int64(cfg.ImageSize)}
+	if res.TrainStepS, err = benchTrainStep(c.Context, cfg, dev, precision, batch, shape, warm, iters); err != nil {
 		return err
 	}
-	defer trainModel.Close()
+
+	// The sampling model is built as ddpm sample builds it (on the CPU its
+	// memory layout differs from a training model's; see nn.Use).
 	model, err := unet.New(cfg, dev, torch.Float32, nil)
 	if err != nil {
 		return err
 	}
 	defer model.Close()
-	res := benchResult{Preset: c.String("preset"), Batch: batch, Device: dev.String(), Threads: torch.NumThreads(),
-		Libtorch: torch.Version(), Precision: string(precision), Params: cfg.NumParams()}
-
-	sched, err := diffusion.NewSchedule(diffusion.DefaultScheduleConfig())
-	if err != nil {
-		return err
-	}
-	shape := []int64{int64(cfg.InChannels), int64(cfg.ImageSize), int64(cfg.ImageSize)}
-	// The training step is the trainer's own, fed random images.
-	tr, err := train.New(trainModel, sched, train.Config{Steps: int64(warm + iters), BatchSize: batch,
-		LogEvery: 1 << 30, CheckpointEvery: 1 << 30, Precision: precision}, dev, shape)
-	if err != nil {
-		return err
-	}
-	defer tr.Close()
-	src := &randomBatches{n: batch, per: int(shape[0] * shape[1] * shape[2])}
-	var start time.Time
-	tr.AfterStep = func(step int64, _ string) (map[string]float64, error) {
-		if step == int64(warm) {
-			start = time.Now()
-		}
-		return nil, nil
-	}
-	if warm == 0 {
-		start = time.Now()
-	}
-	if err := tr.Run(c.Context, src); err != nil {
-		return err
-	}
-	res.TrainStepS = time.Since(start).Seconds() / float64(iters)
-
 	// The sampling step is one denoising forward in inference mode, in the
 	// precision a pipeline would run it.
 	denoiser := precision.Wrap(model)
@@ -145,7 +116,7 @@ func runBench(c *cli.Context) error {
 			return err
 		}
 	}
-	start = time.Now()
+	start := time.Now()
 	for range iters {
 		if err := step(); err != nil {
 			return err
@@ -184,6 +155,42 @@ func runBench(c *cli.Context) error {
 	}
 	fmt.Fprintf(w, "peak RSS %.1f MiB\n", float64(res.PeakRSSBytes)/(1<<20))
 	return nil
+}
+
+// benchTrainStep is the seconds of one training step of the trainer's own
+// (forward, backward, AdamW, EMA), fed random images, after warm untimed
+// steps, averaged over iters; its model is built as ddpm train builds it.
+func benchTrainStep(ctx context.Context, cfg unet.Config, dev torch.Device, precision diffusion.Precision, batch int, shape []int64, warm, iters int) (float64, error) {
+	model, err := unet.NewForTraining(cfg, dev, torch.Float32, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer model.Close()
+	sched, err := diffusion.NewSchedule(diffusion.DefaultScheduleConfig())
+	if err != nil {
+		return 0, err
+	}
+	tr, err := train.New(model, sched, train.Config{Steps: int64(warm + iters), BatchSize: batch,
+		LogEvery: 1 << 30, CheckpointEvery: 1 << 30, Precision: precision}, dev, shape)
+	if err != nil {
+		return 0, err
+	}
+	defer tr.Close()
+	src := &randomBatches{n: batch, per: int(shape[0] * shape[1] * shape[2])}
+	var start time.Time
+	tr.AfterStep = func(step int64, _ string) (map[string]float64, error) {
+		if step == int64(warm) {
+			start = time.Now()
+		}
+		return nil, nil
+	}
+	if warm == 0 {
+		start = time.Now()
+	}
+	if err := tr.Run(ctx, src); err != nil {
+		return 0, err
+	}
+	return time.Since(start).Seconds() / float64(iters), nil
 }
 
 // gemmGFLOPS is the rate of a gemmSize x gemmSize matmul in dt on dev

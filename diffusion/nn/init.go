@@ -43,10 +43,11 @@ type Use uint8
 
 const (
 	// Inference (sampling, evaluation, serving): convolutions channels-last
-	// on the CPU, 8-16% faster forwards.
+	// on the CPU, whose forwards were 2-26% faster.
 	Inference Use = iota
-	// Training: convolutions NCHW, whose training step is 1-5% faster on the
-	// CPU (libtorch 1.13's GroupNorm backward is slow on channels-last maps).
+	// Training: convolutions NCHW, whose training steps were 1-19% faster on
+	// the CPU (libtorch 1.13's GroupNorm backward is slow on channels-last
+	// maps).
 	Training
 )
 
