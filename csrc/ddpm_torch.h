@@ -125,6 +125,15 @@ ddpm_error ddpm_cpu_cache_empty(void);
  * pages. */
 ddpm_error ddpm_cpu_cache_trim(int64_t idle_ms, int64_t* freed);
 
+/* The operator profiler (see csrc/profiler.cpp): between start and stop,
+ * every libtorch operator and autograd backward function called on any
+ * thread is timed. Stop hands back one line per operator,
+ * "name\tcalls\ttotal_ns\tself_ns\n", in a string the caller frees; self
+ * time leaves out the operators it called. Starting twice, or stopping when
+ * not started, is an error. */
+ddpm_error ddpm_profiler_start(void);
+ddpm_error ddpm_profiler_stop(char** table);
+
 /* ---- tensor lifetime and inspection ------------------------------------ */
 
 /* Releases the handle; NULL is accepted and ignored. */

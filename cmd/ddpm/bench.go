@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -29,6 +30,7 @@ var benchCommand = &cli.Command{
 		&cli.StringFlag{Name: "precision", Value: "float32", Usage: "the model's arithmetic: float32, bf16 or fp16 (CUDA)"},
 		&cli.IntFlag{Name: "iters", Value: 5, Usage: "timed iterations of each step"},
 		&cli.IntFlag{Name: "warmup", Value: 2, Usage: "untimed iterations first"},
+		&cli.BoolFlag{Name: "profile", Usage: "after the timing, run each step --iters times more under libtorch's operator profiler and print the operators that took the most time"},
 		&cli.BoolFlag{Name: "json", Usage: "print one JSON object"},
 	},
 	Action: runBench,
@@ -57,6 +59,8 @@ type benchResult struct {
 	GEMMGFLOPS       float64 `json:"gemm_float32_gflops"`
 	LowGEMMGFLOPS    float64 `json:"gemm_low_precision_gflops,omitempty"` // bf16 or fp16, as Precision
 	PeakRSSBytes     int64   `json:"peak_rss_bytes"`
+	TrainProfile     []opRow `json:"train_profile,omitempty"`  // with --profile
+	SampleProfile    []opRow `json:"sample_profile,omitempty"` // with --profile
 }
 
 // gemmSize is the side of the square matrices of the GEMM peak.
@@ -85,7 +89,9 @@ func runBench(c *cli.Context) error {
 	res := benchResult{Preset: c.String("preset"), Batch: batch, Device: dev.String(), Threads: torch.NumThreads(),
 		Libtorch: torch.Version(), Precision: string(precision), Params: cfg.NumParams()}
 	shape := []int64{int64(cfg.InChannels), int64(cfg.ImageSize), int64(cfg.ImageSize)}
-	if res.TrainStepS, err = benchTrainStep(c.Context, cfg, dev, precision, batch, shape, warm, iters); err != nil {
+	profile := c.Bool("profile")
+	var trainOps []torch.OpStat
+	if res.TrainStepS, trainOps, err = benchTrainStep(c.Context, cfg, dev, precision, batch, shape, warm, iters, profile); err != nil {
 		return err
 	}
 
@@ -123,6 +129,20 @@ func runBench(c *cli.Context) error {
 		}
 	}
 	res.SampleStepS = time.Since(start).Seconds() / float64(iters)
+	if profile {
+		sampleOps, err := profiled(func() error {
+			for range iters {
+				if err := step(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		res.TrainProfile, res.SampleProfile = profileRows(trainOps, iters), profileRows(sampleOps, iters)
+	}
 	res.TrainImagesPerS = float64(batch) / res.TrainStepS
 	res.SampleImagesPerS = float64(batch) / res.SampleStepS
 	flops := float64(cfg.FLOPs()) * float64(batch)
@@ -154,43 +174,71 @@ func runBench(c *cli.Context) error {
 		fmt.Fprintf(w, "%-26s %12s %12s %12.1f\n", fmt.Sprintf("GEMM %s %d", res.Precision, gemmSize), "", "", res.LowGEMMGFLOPS)
 	}
 	fmt.Fprintf(w, "peak RSS %.1f MiB\n", float64(res.PeakRSSBytes)/(1<<20))
+	if profile {
+		printProfile(w, "training step", res.TrainProfile)
+		printProfile(w, "denoising step", res.SampleProfile)
+	}
 	return nil
 }
 
 // benchTrainStep is the seconds of one training step of the trainer's own
 // (forward, backward, AdamW, EMA), fed random images, after warm untimed
 // steps, averaged over iters; its model is built as ddpm train builds it.
-func benchTrainStep(ctx context.Context, cfg unet.Config, dev torch.Device, precision diffusion.Precision, batch int, shape []int64, warm, iters int) (float64, error) {
+// With profile, iters more steps run under the operator profiler, whose
+// stats it returns too.
+func benchTrainStep(ctx context.Context, cfg unet.Config, dev torch.Device, precision diffusion.Precision, batch int, shape []int64, warm, iters int, profile bool) (float64, []torch.OpStat, error) {
 	model, err := unet.NewForTraining(cfg, dev, torch.Float32, nil)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer model.Close()
 	sched, err := diffusion.NewSchedule(diffusion.DefaultScheduleConfig())
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	tr, err := train.New(model, sched, train.Config{Steps: int64(warm + iters), BatchSize: batch,
+	steps := warm + iters
+	if profile {
+		steps += iters
+	}
+	tr, err := train.New(model, sched, train.Config{Steps: int64(steps), BatchSize: batch,
 		LogEvery: 1 << 30, CheckpointEvery: 1 << 30, Precision: precision}, dev, shape)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer tr.Close()
 	src := &randomBatches{n: batch, per: int(shape[0] * shape[1] * shape[2])}
 	var start time.Time
+	var elapsed time.Duration
+	profiling := false
 	tr.AfterStep = func(step int64, _ string) (map[string]float64, error) {
-		if step == int64(warm) {
+		switch step {
+		case int64(warm):
 			start = time.Now()
+		case int64(warm + iters):
+			elapsed = time.Since(start)
+			if profile {
+				if err := torch.StartProfiler(); err != nil {
+					return nil, err
+				}
+				profiling = true
+			}
 		}
 		return nil, nil
 	}
 	if warm == 0 {
 		start = time.Now()
 	}
-	if err := tr.Run(ctx, src); err != nil {
-		return 0, err
+	err = tr.Run(ctx, src)
+	var stats []torch.OpStat
+	if profiling {
+		var perr error
+		stats, perr = torch.StopProfiler()
+		err = cmp.Or(err, perr)
 	}
-	return time.Since(start).Seconds() / float64(iters), nil
+	if err != nil {
+		return 0, nil, err
+	}
+	return elapsed.Seconds() / float64(iters), stats, nil
 }
 
 // gemmGFLOPS is the rate of a gemmSize x gemmSize matmul in dt on dev
