@@ -1321,6 +1321,47 @@ func TestOpsDropout(t *testing.T) {
 			t.Errorf("different seeds gave the same dropout mask")
 		}
 	})
+	// A bfloat16 input keeps the rate (its mask is drawn in float32), and
+	// the gradient is the mask: x's gradient of sum(dropout(x)) is y / x.
+	t.Run("bf16 rate and gradient", func(t *testing.T) {
+		const n, p = 100000, 0.3
+		s := opScope(t, Grad)
+		g, err := NewGenerator(5, CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Close()
+		in := make([]float32, n)
+		for i := range in {
+			in[i] = float32(1 + i%3)
+		}
+		x := s.ToDType(s.FromFloat32s(in, n), BFloat16)
+		if err := x.SetRequiresGrad(true); err != nil {
+			t.Fatal(err)
+		}
+		y := s.Dropout(x, p, true, g)
+		s.Backward(s.Sum(s.ToDType(y, Float32), nil, false))
+		yv, err := s.ToDType(y, Float32).Float32s()
+		if err != nil {
+			t.Fatal(err)
+		}
+		gv, err := s.ToDType(s.Grad(x), Float32).Float32s()
+		if err != nil {
+			t.Fatal(err)
+		}
+		zeros := 0
+		for i := range yv {
+			if yv[i] == 0 {
+				zeros++
+			}
+			if want := float64(yv[i]) / float64(in[i]); !opClose(float64(gv[i]), want, 1e-2) {
+				t.Fatalf("element %d: gradient %v, want y/x = %v", i, gv[i], want)
+			}
+		}
+		if frac := float64(zeros) / n; math.Abs(frac-p) > 0.01 {
+			t.Errorf("fraction of zeros %v, want %v ± 0.01", frac, p)
+		}
+	})
 }
 
 func TestOpsConvert(t *testing.T) {
