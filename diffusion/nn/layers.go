@@ -119,12 +119,13 @@ func (l *Linear) Params() []Param { return l.params }
 // and every output back, which took about a quarter of its time in the small
 // U-Net. Measured on that model against NCHW (medians of seven to ten, one
 // and two threads): a forward 12-14% faster at batch 1 and 2-15% at batch 8
-// and 16, 9-26% in bf16. A Conv2d built for Training stays NCHW: there the
-// training step was 1.00-1.10 of NCHW's time (small preset at batch 8 to
-// 64, both precisions; the cifar10 preset's at batch 8 1.01-1.07; the
-// autoencoder of `ddpm train-autoencoder` 1.04-1.19), because libtorch
-// 1.13's GroupNorm forward and backward on channels-last maps take 1.5-4.4
-// times as long as on NCHW ones. Values are the same up to float rounding
+// and 16, 9-26% in bf16. A Conv2d built for Training stays NCHW:
+// channels-last's training step took 1.00-1.04 of NCHW's time for the small
+// preset at batch 64 (both precisions), 0.92-1.10 at batch 8 and 16,
+// 1.05-1.11 for the cifar10 preset at batch 8 and 1.04-1.19 for the
+// autoencoder of `ddpm train-autoencoder`, because libtorch 1.13's
+// GroupNorm forward and backward on channels-last maps take 1.5-4.4 times
+// as long as on NCHW ones. Values are the same up to float rounding
 // either way. BenchmarkChannelsLast in package unet measures both uses
 // again; ChannelsLastEnv overrides the choice. On CUDA the layout is left
 // as it is (not measured there yet).
