@@ -24,7 +24,9 @@ type OpStat struct {
 	// Total is the wall-clock time from each call's start to its end,
 	// summed; Self leaves out the operators it called (aten::conv2d's Total
 	// holds its kernel's, which its Self does not). Work an operator hands
-	// to other threads counts as the time it waits for it.
+	// to other CPU threads counts as the time it waits for it. On CUDA an
+	// operator returns once its kernels are queued, so its times are the
+	// host's, and the wait lands on whatever operator synchronizes next.
 	Total, Self time.Duration
 }
 
