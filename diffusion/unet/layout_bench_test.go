@@ -2,7 +2,6 @@ package unet
 
 import (
 	"fmt"
-	"math"
 	"slices"
 	"testing"
 	"time"
@@ -81,11 +80,7 @@ func BenchmarkChannelsLast(b *testing.B) {
 				return v
 			}
 			nchw, cl := step(models[0]), step(models[1])
-			var diff, scale float64
-			for i := range nchw {
-				diff = max(diff, math.Abs(float64(nchw[i])-float64(cl[i])))
-				scale = max(scale, math.Abs(float64(nchw[i])))
-			}
+			diff, scale := maxAbsDiff(nchw, cl)
 			tol := 1e-5 * max(1, scale)
 			if c.precision != diffusion.Float32 {
 				tol = 0.02 * max(1, scale)

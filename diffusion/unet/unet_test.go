@@ -448,11 +448,7 @@ func TestNewForTrainingSameModel(t *testing.T) {
 	y1, g1 := out(inf)
 	y2, g2 := out(tr)
 	for name, pair := range map[string][2][]float32{"output": {y1, y2}, "gradient": {g1, g2}} {
-		var diff, scale float64
-		for i := range pair[0] {
-			diff = max(diff, math.Abs(float64(pair[0][i]-pair[1][i])))
-			scale = max(scale, math.Abs(float64(pair[0][i])))
-		}
+		diff, scale := maxAbsDiff(pair[0], pair[1])
 		if !(diff <= 1e-4*max(scale, 1)) || scale == 0 {
 			t.Errorf("%s: the two layouts differ by up to %g (largest value %g)", name, diff, scale)
 		}
@@ -484,6 +480,15 @@ func TestFloat64MatchesFloat32(t *testing.T) {
 	if r := relErr(y32, y64); r > 1e-5 {
 		t.Errorf("float32 and float64 differ by %g (relative)", r)
 	}
+}
+
+// maxAbsDiff is max |a-b| and max |a|.
+func maxAbsDiff(a, b []float32) (diff, scale float64) {
+	for i := range a {
+		diff = max(diff, math.Abs(float64(a[i])-float64(b[i])))
+		scale = max(scale, math.Abs(float64(a[i])))
+	}
+	return diff, scale
 }
 
 // relErr is max |a-b| / max |b|.
