@@ -9,12 +9,10 @@ import (
 	"github.com/ddpm-go/ddpm/torch"
 )
 
-// bench --profile times libtorch's operators in both steps: the denoising
-// step calls aten::conv2d once per convolution of the model, and the
-// training step runs backward functions too. Without --profile there is no
-// profile.
-func TestBenchProfile(t *testing.T) {
-	code, out, errOut := ddpm(t, "bench", "--preset", "tiny", "--batch", "2", "--iters", "2", "--warmup", "0", "--profile", "--json")
+// benchJSON runs bench --json with args and decodes what it prints.
+func benchJSON(t *testing.T, args ...string) benchResult {
+	t.Helper()
+	code, out, errOut := ddpm(t, append([]string{"bench", "--json"}, args...)...)
 	if code != 0 {
 		t.Fatalf("bench failed (%d): %s", code, errOut)
 	}
@@ -22,6 +20,15 @@ func TestBenchProfile(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("%v: %q", err, out)
 	}
+	return r
+}
+
+// bench --profile times libtorch's operators in both steps: the denoising
+// step calls aten::conv2d once per convolution of the model, and the
+// training step runs backward functions too. Without --profile there is no
+// profile.
+func TestBenchProfile(t *testing.T) {
+	r := benchJSON(t, "--preset", "tiny", "--batch", "2", "--iters", "2", "--warmup", "0", "--profile")
 	cfg, _ := unet.Preset("tiny")
 	model, err := unet.New(cfg, torch.CPU, torch.Float32, nil)
 	if err != nil {
@@ -52,7 +59,7 @@ func TestBenchProfile(t *testing.T) {
 		t.Errorf("training step profile has no backward operator: %+v", r.TrainProfile)
 	}
 
-	code, out, errOut = ddpm(t, "bench", "--preset", "tiny", "--batch", "2", "--iters", "1", "--warmup", "0", "--profile")
+	code, out, errOut := ddpm(t, "bench", "--preset", "tiny", "--batch", "2", "--iters", "1", "--warmup", "0", "--profile")
 	if code != 0 || !strings.Contains(out, "training step: ") || !strings.Contains(out, "denoising step: ") ||
 		!strings.Contains(out, "aten::") || !strings.Contains(out, "other operators") {
 		t.Errorf("bench --profile: exit %d, stdout %q, stderr %q; want two tables of operators", code, out, errOut)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
@@ -48,14 +47,7 @@ func TestBenchBF16(t *testing.T) {
 	if !torch.CPUHasBF16() {
 		t.Skip("this CPU has no bfloat16 instructions")
 	}
-	code, out, errOut := ddpm(t, "bench", "--preset", "tiny", "--batch", "2", "--iters", "1", "--warmup", "0", "--precision", "bf16", "--json")
-	if code != 0 {
-		t.Fatalf("bench failed (%d): %s", code, errOut)
-	}
-	var r benchResult
-	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		t.Fatalf("%v: %q", err, out)
-	}
+	r := benchJSON(t, "--preset", "tiny", "--batch", "2", "--iters", "1", "--warmup", "0", "--precision", "bf16")
 	cfg, _ := unet.Preset("tiny")
 	flops := float64(cfg.FLOPs()) * 2
 	near := func(a, b float64) bool { return math.Abs(a-b) <= 1e-9*b }
