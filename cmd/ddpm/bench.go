@@ -4,11 +4,13 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ddpm-go/ddpm/diffusion"
@@ -148,11 +150,11 @@ func runBench(c *cli.Context) error {
 	flops := float64(cfg.FLOPs()) * float64(batch)
 	res.TrainGFLOPS = 3 * flops / res.TrainStepS / 1e9
 	res.SampleGFLOPS = flops / res.SampleStepS / 1e9
-	if res.GEMMGFLOPS, err = gemmGFLOPS(dev, torch.Float32); err != nil {
+	if res.GEMMGFLOPS, err = gemmGFLOPS(dev, torch.Float32, 1); err != nil {
 		return err
 	}
 	if dt, ok := precision.Autocast(); ok {
-		if res.LowGEMMGFLOPS, err = gemmGFLOPS(dev, dt); err != nil {
+		if res.LowGEMMGFLOPS, err = gemmGFLOPS(dev, dt, 1); err != nil {
 			return err
 		}
 	}
@@ -241,28 +243,53 @@ func benchTrainStep(ctx context.Context, cfg unet.Config, dev torch.Device, prec
 	return elapsed.Seconds() / float64(iters), stats, nil
 }
 
-// gemmGFLOPS is the rate of a gemmSize x gemmSize matmul in dt on dev
-// (2n^3 operations), the best of a few after a warm-up.
-func gemmGFLOPS(dev torch.Device, dt torch.DType) (float64, error) {
-	s := torch.NewScope(torch.Inference)
-	defer s.Close()
+// gemmGFLOPS is the rate of gemmSize x gemmSize matmuls in dt on dev
+// (2n^3 operations each), parallel of them at once from as many goroutines
+// (as a server's workers run their forwards), all of them together: the
+// best of two rounds after a warm-up.
+func gemmGFLOPS(dev torch.Device, dt torch.DType, parallel int) (float64, error) {
 	n := int64(gemmSize)
-	a := s.ToDType(s.Randn([]int64{n, n}, torch.Float32, dev, nil), dt)
-	b := s.ToDType(s.Randn([]int64{n, n}, torch.Float32, dev, nil), dt)
-	best := 0.0
-	for i := range 3 {
-		start := time.Now()
-		p := s.Matmul(a, b)
-		_, err := s.Sum(s.Narrow(s.Narrow(p, 0, 0, 1), 1, 0, 1), nil, false).Item() // waits for the device
-		if err != nil {
+	scopes := make([]*torch.Scope, parallel)
+	operands := make([][2]*torch.Tensor, parallel)
+	for i := range scopes {
+		s := torch.NewScope(torch.Inference)
+		defer s.Close()
+		scopes[i] = s
+		for j := range operands[i] {
+			operands[i][j] = s.ToDType(s.Randn([]int64{n, n}, torch.Float32, dev, nil), dt)
+		}
+		if err := s.Err(); err != nil {
 			return 0, fmt.Errorf("gemm %s: %w", dt, err)
 		}
-		p.Close()
-		if i > 0 {
-			best = max(best, 2*float64(n*n*n)/time.Since(start).Seconds()/1e9)
+	}
+	matmul := func(i int) error {
+		s := scopes[i].Child()
+		defer s.Close()
+		p := s.Matmul(operands[i][0], operands[i][1])
+		_, err := s.Sum(s.Narrow(s.Narrow(p, 0, 0, 1), 1, 0, 1), nil, false).Item() // waits for the device
+		return err
+	}
+	best := 0.0
+	for round := range 3 {
+		errs := make([]error, parallel)
+		start := time.Now()
+		var wg sync.WaitGroup
+		for i := range parallel {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = matmul(i)
+			}()
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return 0, fmt.Errorf("gemm %s: %w", dt, err)
+		}
+		if round > 0 {
+			best = max(best, float64(parallel)*2*float64(n*n*n)/time.Since(start).Seconds()/1e9)
 		}
 	}
-	return best, s.Err()
+	return best, nil
 }
 
 // randomBatches feeds the benchmark's trainer with uniform noise images.

@@ -79,32 +79,42 @@ type loadLevel struct {
 	// Engine is where the served model's time went (a server of this
 	// process only).
 	Engine *engineLoad `json:"engine,omitempty"`
+	// GEMMPeak is the GFLOP/s of square matmuls in the model's arithmetic,
+	// one from each worker at once on its threads (a server of this
+	// process only): the most its forwards could reach.
+	GEMMPeak float64 `json:"gemm_peak_gflops,omitempty"`
 }
 
 // engineLoad is what the engine did over a level: model rows per forward,
-// the mean forward and iteration (forward and sampler steps) times, and
-// the share of the level it spent iterating. An iteration's time is
-// counted once it has answered its finished requests, so a level may be
-// charged the last iteration of the one before.
+// the mean forward and iteration (forward and sampler steps) times, the
+// share of the level it spent iterating, and the model's floating-point
+// rate over the level (its rows times pipeline.Info.ForwardFLOPs; zero when
+// the model does not say). An iteration's time is counted once it has
+// answered its finished requests, so a level may be charged the last
+// iteration of the one before.
 type engineLoad struct {
 	RowsPerForward float64 `json:"rows_per_forward"`
 	ForwardMS      float64 `json:"forward_ms"`
 	IterationMS    float64 `json:"iteration_ms"`
 	Busy           float64 `json:"busy"`
+	GFLOPS         float64 `json:"gflops,omitempty"`
 }
 
 // engineLoadBetween is the engine's work between two of its Stats, over
-// elapsed; Busy is the share of its workers' time.
-func engineLoadBetween(a, b serve.Stats, elapsed time.Duration) *engineLoad {
+// elapsed, for a model of flops a row; Busy is the share of its workers'
+// time.
+func engineLoadBetween(a, b serve.Stats, elapsed time.Duration, flops int64) *engineLoad {
 	f := float64(b.Forwards - a.Forwards)
 	if f == 0 {
 		return &engineLoad{}
 	}
+	rows := float64(b.Rows - a.Rows)
 	return &engineLoad{
-		RowsPerForward: float64(b.Rows-a.Rows) / f,
+		RowsPerForward: rows / f,
 		ForwardMS:      1000 * (b.ForwardTime - a.ForwardTime).Seconds() / f,
 		IterationMS:    1000 * (b.StepTime - a.StepTime).Seconds() / f,
 		Busy:           (b.StepTime - a.StepTime).Seconds() / elapsed.Seconds() / float64(len(b.WorkerRows)),
+		GFLOPS:         rows * float64(flops) / elapsed.Seconds() / 1e9,
 	}
 }
 
@@ -154,8 +164,9 @@ func runLoadtest(c *cli.Context) error {
 	body := fmt.Sprintf(`{"n": %d, "sampler": %q, "steps": %d, "seed": %%d}`, c.Int("n"), kind, c.Int("steps"))
 	rep := loadReport{Request: fmt.Sprintf("n=%d, %s, %d steps", c.Int("n"), kind, c.Int("steps"))}
 	// run loads url at each level; engine, if not nil, is the engine
-	// behind it, its workers running threads intra-op threads each.
-	run := func(server, url, token string, engine *serve.Engine, threads int) error {
+	// behind it, its workers running threads intra-op threads each, with
+	// the GEMM peak of those workers and threads.
+	run := func(server, url, token string, engine *serve.Engine, threads int, peak float64) error {
 		for _, clients := range levels {
 			var before serve.Stats
 			if engine != nil {
@@ -167,12 +178,10 @@ func runLoadtest(c *cli.Context) error {
 				return err
 			}
 			if engine != nil {
-				l.Engine = engineLoadBetween(before, engine.Stats(), time.Since(t0))
+				l.Engine = engineLoadBetween(before, engine.Stats(), time.Since(t0), engine.Pipeline().Info().ForwardFLOPs)
+				l.Workers, l.Threads, l.GEMMPeak = engine.Options().Workers, threads, peak
 			}
 			l.Server = server
-			if engine != nil {
-				l.Workers, l.Threads = engine.Options().Workers, threads
-			}
 			rep.Levels = append(rep.Levels, l)
 			if !c.Bool("json") {
 				fmt.Fprintf(c.App.ErrWriter, "loadtest: %s, %d clients: %.2f images/s\n", server, clients, l.ImagesPerS)
@@ -184,7 +193,7 @@ func runLoadtest(c *cli.Context) error {
 		if c.IsSet("model") {
 			return errors.New("loadtest: give --url or --model, not both")
 		}
-		if err := run(url, strings.TrimRight(url, "/"), c.String("token"), nil, 0); err != nil {
+		if err := run(url, strings.TrimRight(url, "/"), c.String("token"), nil, 0, 0); err != nil {
 			return err
 		}
 		return printLoad(c, rep)
@@ -238,15 +247,28 @@ func runLoadtest(c *cli.Context) error {
 		}
 		servers = append([]server{{"one-at-a-time", c.Int("n"), 1, threads}}, servers...)
 	}
+	dt := torch.Float32
+	if low, ok := po.Precision.Autocast(); ok {
+		dt = low
+	}
 	for _, s := range servers {
 		if err := torch.SetNumThreads(s.threads); err != nil {
 			return err
+		}
+		peak, err := gemmGFLOPS(p.Device(), dt, s.workers)
+		if err != nil {
+			return fmt.Errorf("loadtest: %w", err)
+		}
+		// The matmuls' blocks would stay cached and count in the levels'
+		// memory.
+		if _, err := torch.TrimCPUCache(0); err != nil {
+			return fmt.Errorf("loadtest: %w", err)
 		}
 		e, url, stop, err := serveLoopback(p, serve.Options{MaxBatch: s.maxBatch, Workers: s.workers, QueueSize: 4 * slices.Max(levels)})
 		if err != nil {
 			return err
 		}
-		err = run(s.name, url, "", e, s.threads)
+		err = run(s.name, url, "", e, s.threads, peak)
 		stop()
 		if err != nil {
 			return err
@@ -468,11 +490,16 @@ func printLoad(c *cli.Context, rep loadReport) error {
 			l.ImagesPerS, vs, l.P50, l.P95, l.P99, direct, l.Memory[0].RSS, l.Memory[1].RSS)
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "engine: model rows per forward, mean forward and iteration (forward and sampler steps) ms, share of the time iterating")
+	fmt.Fprintf(w, "engine: model rows per forward, mean forward and iteration (forward and sampler steps) ms, share of the time iterating;\n"+
+		"  the model's GFLOP/s and their share of the GEMM peak (%d x %d matmuls, one per worker at once on its threads)\n", gemmSize, gemmSize)
 	for _, l := range rep.Levels {
 		if e := l.Engine; e != nil {
-			fmt.Fprintf(w, "  %s, %d clients: %.1f rows, %.1f ms, %.1f ms, %.0f%%\n", l.Server, l.Clients,
+			fmt.Fprintf(w, "  %s, %d clients: %.1f rows, %.1f ms, %.1f ms, %.0f%%", l.Server, l.Clients,
 				e.RowsPerForward, e.ForwardMS, e.IterationMS, 100*e.Busy)
+			if e.GFLOPS > 0 && l.GEMMPeak > 0 {
+				fmt.Fprintf(w, "; %.0f GFLOP/s, %.0f%% of %.0f", e.GFLOPS, 100*e.GFLOPS/l.GEMMPeak, l.GEMMPeak)
+			}
+			fmt.Fprintln(w)
 		}
 	}
 	fmt.Fprintln(w, "memory MiB (1st min -> end): tensors in use, freed blocks cached for reuse, Go heap")

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/ddpm-go/ddpm/diffusion/unet"
 )
 
 // The load generator runs both servers at each level, counts every request
@@ -20,6 +22,11 @@ func TestLoadtest(t *testing.T) {
 	if len(rep.Levels) != 4 || rep.DirectS <= 0 {
 		t.Fatalf("report %+v", rep)
 	}
+	cfg, err := unet.Preset("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	flops := cfg.FLOPs()
 	for i, l := range rep.Levels {
 		wantServer, wantClients := []string{"one-at-a-time", "one-at-a-time", "batched", "batched"}[i], []int{1, 3, 1, 3}[i]
 		if l.Server != wantServer || l.Clients != wantClients || l.Requests < 1 || l.Errors != 0 || l.ImagesPerS <= 0 ||
@@ -34,6 +41,11 @@ func TestLoadtest(t *testing.T) {
 		if e := l.Engine; e == nil || e.RowsPerForward < 1 || (wantServer == "one-at-a-time" && e.RowsPerForward != 1) ||
 			e.RowsPerForward > float64(wantClients) || !(e.ForwardMS > 0 && e.ForwardMS <= e.IterationMS) || !(e.Busy > 0 && e.Busy <= 1.05) {
 			t.Errorf("level %d: engine %+v", i, l.Engine)
+		}
+		// The model's rate is its rows' operations over the level: about
+		// two forwards (steps) per image, against a positive peak.
+		if want := l.ImagesPerS * 2 * float64(flops) / 1e9; l.Engine == nil || !(l.Engine.GFLOPS > want/2 && l.Engine.GFLOPS < 2*want) || !(l.GEMMPeak > 0) {
+			t.Errorf("level %d: engine %+v, %g GFLOP/s expected, GEMM peak %g", i, l.Engine, want, l.GEMMPeak)
 		}
 		// The baseline has one worker with every thread; the batching
 		// server's workers (one per thread by default) share them.

@@ -68,6 +68,11 @@ type Info struct {
 	// latent model's latents, else the images' (zero in New's Info means
 	// Channels and Size).
 	LatentChannels, LatentSize int
+	// ForwardFLOPs are the floating-point operations of one model forward
+	// for one sample (two per multiply-add, as unet.Config.FLOPs counts):
+	// New takes them from a model with a FLOPs method when Info gives none;
+	// zero when unknown.
+	ForwardFLOPs int64
 }
 
 // Pipeline is a model ready to sample. It is safe for concurrent use by
@@ -189,6 +194,9 @@ func New(model diffusion.Model, sched *diffusion.Schedule, info Info, o Options)
 	}
 	if info.Target == "" {
 		info.Target = diffusion.Epsilon
+	}
+	if f, ok := model.(interface{ FLOPs() int64 }); ok && info.ForwardFLOPs == 0 {
+		info.ForwardFLOPs = f.FLOPs()
 	}
 	if !info.Target.Valid() {
 		return nil, fmt.Errorf("pipeline: unknown target %q", info.Target)

@@ -74,6 +74,11 @@ func TestLoadAndGenerate(t *testing.T) {
 		info.Channels != 1 || info.Size != 16 || info.NumClasses != 2 {
 		t.Fatalf("loaded %+v, T %d", info, p.Schedule().T())
 	}
+	cfg, _ := unet.Preset("tiny")
+	cfg.NumClasses = 2
+	if info.ForwardFLOPs != cfg.FLOPs() || info.ForwardFLOPs <= 0 {
+		t.Errorf("ForwardFLOPs %d, want the U-Net's %d", info.ForwardFLOPs, cfg.FLOPs())
+	}
 	o := pipeline.GenerateOptions{Seed: 5, Batch: 2, Labels: []int64{1, pipeline.Unconditional, 0},
 		Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 4, Guidance: 2}}
 	a, err := p.Generate(context.Background(), 3, o)
