@@ -30,6 +30,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -87,6 +88,9 @@ func New(p *pipeline.Pipeline, o Options) (*Engine, error) {
 	if err := o.Metrics.add(e); err != nil {
 		return nil, err
 	}
+	if !o.KeepGOMAXPROCS {
+		addProcs(o.Workers)
+	}
 	var workers sync.WaitGroup
 	for w := range o.Workers {
 		e.wake[w] = make(chan struct{}, 1)
@@ -99,9 +103,24 @@ func New(p *pipeline.Pipeline, o Options) (*Engine, error) {
 	go func() {
 		workers.Wait()
 		o.Metrics.remove(e)
+		if !o.KeepGOMAXPROCS {
+			addProcs(-o.Workers)
+		}
 		close(e.done)
 	}()
 	return e, nil
+}
+
+// procsMu serialises the engines' changes to GOMAXPROCS.
+var procsMu sync.Mutex
+
+// addProcs changes GOMAXPROCS by n, keeping at least one: an engine adds a
+// processor per worker (see Options.KeepGOMAXPROCS) and takes them back
+// when it stops, relative to whatever the program has set meanwhile.
+func addProcs(n int) {
+	procsMu.Lock()
+	defer procsMu.Unlock()
+	runtime.GOMAXPROCS(max(1, runtime.GOMAXPROCS(0)+n))
 }
 
 // Options returns the engine's options, defaults filled in.

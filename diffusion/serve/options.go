@@ -72,6 +72,17 @@ type Options struct {
 	Metrics *Metrics
 	// Name is the engine's model name in Metrics; default "default".
 	Name string
+	// KeepGOMAXPROCS leaves the Go scheduler's GOMAXPROCS alone. By
+	// default New raises it by Workers until the engine has stopped: a
+	// worker spends nearly all its time in libtorch, and Go hands the
+	// processor of a goroutine in a cgo call to other goroutines, so in a
+	// busy program (an HTTP server and its clients) a worker coming back
+	// from one of the hundreds of calls of a forward waited for a
+	// processor. On 2 CPUs, two workers under 16 HTTP clients served
+	// 22.3-22.8 images/s with GOMAXPROCS 4 against 20.1-21.0 with 2, the
+	// rounds taking turns in one process; the one-request-at-a-time server
+	// 5.5-5.9 against 5.3-5.8.
+	KeepGOMAXPROCS bool
 	// TrimEvery is how often the engine gives the cached memory blocks no
 	// tensor has taken for that long back to the system
 	// (torch.TrimCPUCache): batches of changing sizes, and workers that

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -748,5 +749,39 @@ func TestWorkers(t *testing.T) {
 	}
 	if st.Completed != int64(len(rs)) || st.Failed != 0 || st.ActiveRequests != 0 || st.ActiveRows != 0 || st.Queued != 0 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// An engine adds a processor per worker to GOMAXPROCS while it runs, and
+// takes them back when it has stopped (Close, or Shutdown); with
+// KeepGOMAXPROCS it leaves GOMAXPROCS alone.
+func TestEngineGOMAXPROCS(t *testing.T) {
+	f := tinyPipeline(t, 0)
+	base := runtime.GOMAXPROCS(0)
+	a, err := serve.New(f.p, serve.Options{Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := runtime.GOMAXPROCS(0); got != base+2 {
+		t.Errorf("GOMAXPROCS %d with an engine of 2 workers, want %d", got, base+2)
+	}
+	b, err := serve.New(f.p, serve.Options{Workers: 3, KeepGOMAXPROCS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := serve.New(f.p, serve.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := runtime.GOMAXPROCS(0); got != base+3 {
+		t.Errorf("GOMAXPROCS %d with engines of 2, 3 (kept) and 1 workers, want %d", got, base+3)
+	}
+	a.Close()
+	b.Close()
+	if err := c.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := runtime.GOMAXPROCS(0); got != base {
+		t.Errorf("GOMAXPROCS %d after the engines stopped, want %d", got, base)
 	}
 }
