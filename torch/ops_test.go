@@ -3,6 +3,7 @@ package torch
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -1067,6 +1068,61 @@ func TestOpsConv2d(t *testing.T) {
 			return s.Conv2d(s.FromFloat32s(opF32(x33), 1, 1, 3, 3), s.FromFloat32s(opF32(k), 1, 1, 2, 2), nil, Conv2dOptions{})
 		}, Float32, []int64{1, 1, 2, 2}, []float64{37, 47, 67, 77}},
 	})
+}
+
+// On one thread, a 1x1 convolution of a channels-last batch of 6 to 15
+// without autograd runs in oneDNN and returns channels-last (the shim's
+// choice); under autograd, and below batch 6, libtorch's own kernel runs it
+// through NCHW copies, and under autocast libtorch's at its dtype. Both
+// give the same values.
+func TestConv2d1x1OneDNN(t *testing.T) {
+	before := NumThreads()
+	defer SetNumThreads(before)
+	if err := SetNumThreads(1); err != nil {
+		t.Fatal(err)
+	}
+	in := opScope(t, NoGrad)
+	w := in.Randn([]int64{24, 16, 1, 1}, Float32, CPU, nil)
+	bias := in.Randn([]int64{24}, Float32, CPU, nil)
+	for _, c := range []struct {
+		batch  int64
+		mode   Mode
+		onednn bool
+	}{{8, Inference, true}, {15, NoGrad, true}, {8, Grad, false}, {5, Inference, false}} {
+		x := in.ChannelsLast(in.Randn([]int64{c.batch, 16, 8, 8}, Float32, CPU, nil))
+		if c.onednn {
+			// Under bf16 autocast the convolution is libtorch's, in bf16.
+			a, err := NewAutocastScope(c.mode, BFloat16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if dt := a.Conv2d(x, w, bias, Conv2dOptions{}).DType(); dt != BFloat16 {
+				t.Errorf("batch %d, mode %v, bf16 autocast: the convolution gives %v, want bf16", c.batch, c.mode, dt)
+			}
+			a.Close()
+		}
+		s := NewScope(c.mode)
+		var y *Tensor
+		ops := profileOf(t, func() { y = s.ChannelsLast(s.Conv2d(x, w, bias, Conv2dOptions{})) })
+		got := opValues(t, y)
+		s.Close()
+		ref := NewScope(Grad) // libtorch's choice
+		want := opValues(t, ref.Conv2d(x, w, bias, Conv2dOptions{}))
+		ref.Close()
+		what := fmt.Sprintf("batch %d, mode %v", c.batch, c.mode)
+		onednn, native := ops["aten::mkldnn_convolution"].Calls, ops["aten::_slow_conv2d_forward"].Calls
+		if c.onednn && (onednn != 1 || native != 0 || ops["aten::copy_"].Calls != 0) {
+			t.Errorf("%s: oneDNN %d calls, libtorch's kernel %d, copies %d: want oneDNN once and no copy", what, onednn, native, ops["aten::copy_"].Calls)
+		}
+		if !c.onednn && (onednn != 0 || native != 1) {
+			t.Errorf("%s: oneDNN %d calls, libtorch's kernel %d: want libtorch's once", what, onednn, native)
+		}
+		for i := range want {
+			if !opClose(got[i], want[i], 1e-5) {
+				t.Fatalf("%s: value %d is %g, libtorch's convolution gives %g", what, i, got[i], want[i])
+			}
+		}
+	}
 }
 
 func TestOpsGroupNorm(t *testing.T) {
