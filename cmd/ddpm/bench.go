@@ -30,6 +30,7 @@ var benchCommand = &cli.Command{
 		&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto"},
 		&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads (default: every CPU, or OMP_NUM_THREADS; a CPU share per rank in distributed runs)"},
 		&cli.StringFlag{Name: "precision", Value: "float32", Usage: "the model's arithmetic: float32, bf16 or fp16 (CUDA)"},
+		&cli.IntFlag{Name: "workers", Value: 1, Usage: "denoising steps run by this many goroutines at once, as a sampling server's workers run their forwards (each on --threads threads): their images/s together, next to the GEMM peak of as many matmuls at once"},
 		&cli.IntFlag{Name: "iters", Value: 5, Usage: "timed iterations of each step"},
 		&cli.IntFlag{Name: "warmup", Value: 2, Usage: "untimed iterations first"},
 		&cli.BoolFlag{Name: "profile", Usage: "after the timing, run each step --iters times more under libtorch's operator profiler and print the operators that took the most time"},
@@ -49,6 +50,7 @@ type benchResult struct {
 	Batch            int     `json:"batch"`
 	Device           string  `json:"device"`
 	Threads          int     `json:"threads"`
+	Workers          int     `json:"workers"` // goroutines running denoising steps at once
 	Libtorch         string  `json:"libtorch"`
 	Precision        string  `json:"precision"`
 	Params           int64   `json:"params"`
@@ -69,9 +71,9 @@ type benchResult struct {
 const gemmSize = 2048
 
 func runBench(c *cli.Context) error {
-	batch, iters, warm := c.Int("batch"), c.Int("iters"), c.Int("warmup")
-	if batch < 1 || iters < 1 || warm < 0 {
-		return fmt.Errorf("--batch and --iters must be at least 1 and --warmup non-negative")
+	batch, iters, warm, workers := c.Int("batch"), c.Int("iters"), c.Int("warmup"), c.Int("workers")
+	if batch < 1 || iters < 1 || warm < 0 || workers < 1 {
+		return fmt.Errorf("--batch, --iters and --workers must be at least 1 and --warmup non-negative")
 	}
 	cfg, err := unet.Preset(c.String("preset"))
 	if err != nil {
@@ -88,7 +90,7 @@ func runBench(c *cli.Context) error {
 	if err := precision.Check(dev); err != nil {
 		return err
 	}
-	res := benchResult{Preset: c.String("preset"), Batch: batch, Device: dev.String(), Threads: torch.NumThreads(),
+	res := benchResult{Preset: c.String("preset"), Batch: batch, Device: dev.String(), Threads: torch.NumThreads(), Workers: workers,
 		Libtorch: torch.Version(), Precision: string(precision), Params: cfg.NumParams()}
 	shape := []int64{int64(cfg.InChannels), int64(cfg.ImageSize), int64(cfg.ImageSize)}
 	profile := c.Bool("profile")
@@ -119,42 +121,49 @@ func runBench(c *cli.Context) error {
 		_, err := s.Sum(out, nil, false).Item() // waits for the device
 		return err
 	}
-	for range warm {
-		if err := step(); err != nil {
-			return err
+	// steps runs n steps in each of the workers goroutines at once.
+	steps := func(n int) error {
+		errs := make([]error, workers)
+		var wg sync.WaitGroup
+		for i := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range n {
+					if errs[i] = step(); errs[i] != nil {
+						return
+					}
+				}
+			}()
 		}
+		wg.Wait()
+		return errors.Join(errs...)
+	}
+	if err := steps(warm); err != nil {
+		return err
 	}
 	start := time.Now()
-	for range iters {
-		if err := step(); err != nil {
-			return err
-		}
+	if err := steps(iters); err != nil {
+		return err
 	}
 	res.SampleStepS = time.Since(start).Seconds() / float64(iters)
 	if profile {
-		sampleOps, err := profiled(func() error {
-			for range iters {
-				if err := step(); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		sampleOps, err := profiled(func() error { return steps(iters) })
 		if err != nil {
 			return err
 		}
 		res.TrainProfile, res.SampleProfile = profileRows(trainOps, iters), profileRows(sampleOps, iters)
 	}
 	res.TrainImagesPerS = float64(batch) / res.TrainStepS
-	res.SampleImagesPerS = float64(batch) / res.SampleStepS
+	res.SampleImagesPerS = float64(workers*batch) / res.SampleStepS
 	flops := float64(cfg.FLOPs()) * float64(batch)
 	res.TrainGFLOPS = 3 * flops / res.TrainStepS / 1e9
-	res.SampleGFLOPS = flops / res.SampleStepS / 1e9
-	if res.GEMMGFLOPS, err = gemmGFLOPS(dev, torch.Float32, 1); err != nil {
+	res.SampleGFLOPS = float64(workers) * flops / res.SampleStepS / 1e9
+	if res.GEMMGFLOPS, err = gemmGFLOPS(dev, torch.Float32, workers); err != nil {
 		return err
 	}
 	if dt, ok := precision.Autocast(); ok {
-		if res.LowGEMMGFLOPS, err = gemmGFLOPS(dev, dt, 1); err != nil {
+		if res.LowGEMMGFLOPS, err = gemmGFLOPS(dev, dt, workers); err != nil {
 			return err
 		}
 	}
@@ -170,10 +179,20 @@ func runBench(c *cli.Context) error {
 		res.Preset, res.Batch, res.Device, res.Threads, res.Libtorch, humanCount(res.Params), res.Precision)
 	fmt.Fprintf(w, "%-26s %12s %12s %12s\n", "", "s/step", "images/s", "GFLOP/s")
 	fmt.Fprintf(w, "%-26s %12.4f %12.1f %12.1f\n", "train (fwd+bwd+AdamW+EMA)", res.TrainStepS, res.TrainImagesPerS, res.TrainGFLOPS)
-	fmt.Fprintf(w, "%-26s %12.4f %12.1f %12.1f\n", "denoise (one forward)", res.SampleStepS, res.SampleImagesPerS, res.SampleGFLOPS)
-	fmt.Fprintf(w, "%-26s %12s %12s %12.1f\n", fmt.Sprintf("GEMM float32 %d", gemmSize), "", "", res.GEMMGFLOPS)
+	denoise := "denoise (one forward)"
+	if res.Workers > 1 {
+		denoise = fmt.Sprintf("denoise (%d forwards at once)", res.Workers)
+	}
+	fmt.Fprintf(w, "%-26s %12.4f %12.1f %12.1f\n", denoise, res.SampleStepS, res.SampleImagesPerS, res.SampleGFLOPS)
+	gemm := func(dt string) string {
+		if res.Workers > 1 {
+			return fmt.Sprintf("GEMM %s %d x%d", dt, gemmSize, res.Workers)
+		}
+		return fmt.Sprintf("GEMM %s %d", dt, gemmSize)
+	}
+	fmt.Fprintf(w, "%-26s %12s %12s %12.1f\n", gemm("float32"), "", "", res.GEMMGFLOPS)
 	if res.LowGEMMGFLOPS > 0 {
-		fmt.Fprintf(w, "%-26s %12s %12s %12.1f\n", fmt.Sprintf("GEMM %s %d", res.Precision, gemmSize), "", "", res.LowGEMMGFLOPS)
+		fmt.Fprintf(w, "%-26s %12s %12s %12.1f\n", gemm(res.Precision), "", "", res.LowGEMMGFLOPS)
 	}
 	fmt.Fprintf(w, "peak RSS %.1f MiB\n", float64(res.PeakRSSBytes)/(1<<20))
 	if profile {

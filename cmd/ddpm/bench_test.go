@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 
@@ -29,23 +30,8 @@ func benchJSON(t *testing.T, args ...string) benchResult {
 // profile.
 func TestBenchProfile(t *testing.T) {
 	r := benchJSON(t, "--preset", "tiny", "--batch", "2", "--iters", "2", "--warmup", "0", "--profile")
-	cfg, _ := unet.Preset("tiny")
-	model, err := unet.New(cfg, torch.CPU, torch.Float32, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	convs := 0
-	for _, p := range model.Params() {
-		if len(p.T.Shape()) == 4 {
-			convs++
-		}
-	}
-	model.Close()
-	rows := map[string]opRow{}
-	for _, row := range r.SampleProfile {
-		rows[row.Name] = row
-	}
-	if got := rows["aten::conv2d"].Calls; got != float64(convs) {
+	convs := tinyConvs(t)
+	if got := sampleCalls(r, "aten::conv2d"); got != float64(convs) {
 		t.Errorf("denoising step: %g aten::conv2d calls a step, want %d (the model's convolutions)", got, convs)
 	}
 	backward := false
@@ -67,5 +53,48 @@ func TestBenchProfile(t *testing.T) {
 	code, out, _ = ddpm(t, "bench", "--preset", "tiny", "--batch", "2", "--iters", "1", "--warmup", "0", "--json")
 	if code != 0 || strings.Contains(out, "profile") {
 		t.Errorf("bench without --profile: exit %d, %q; want no profile", code, out)
+	}
+}
+
+// tinyConvs is the number of convolutions of the tiny preset's U-Net.
+func tinyConvs(t *testing.T) int {
+	t.Helper()
+	cfg, _ := unet.Preset("tiny")
+	model, err := unet.New(cfg, torch.CPU, torch.Float32, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer model.Close()
+	convs := 0
+	for _, p := range model.Params() {
+		if len(p.T.Shape()) == 4 {
+			convs++
+		}
+	}
+	return convs
+}
+
+// sampleCalls is the calls a denoising step of op in r's profile.
+func sampleCalls(r benchResult, op string) float64 {
+	for _, row := range r.SampleProfile {
+		if row.Name == op {
+			return row.Calls
+		}
+	}
+	return 0
+}
+
+// bench --workers runs the denoising step in that many goroutines at once:
+// a step runs each worker's forward, and the images/s are theirs together.
+func TestBenchWorkers(t *testing.T) {
+	r := benchJSON(t, "--preset", "tiny", "--batch", "2", "--iters", "2", "--warmup", "1", "--workers", "3", "--profile")
+	if got, want := sampleCalls(r, "aten::conv2d"), float64(3*tinyConvs(t)); got != want {
+		t.Errorf("denoising step of 3 workers: %g aten::conv2d calls, want %g", got, want)
+	}
+	if want := 3 * 2 / r.SampleStepS; r.Workers != 3 || math.Abs(r.SampleImagesPerS-want) > 1e-9*want || !(r.GEMMGFLOPS > 0) {
+		t.Errorf("workers %d, %g images/s (want %g), GEMM %g GFLOP/s", r.Workers, r.SampleImagesPerS, want, r.GEMMGFLOPS)
+	}
+	if code, _, errOut := ddpm(t, "bench", "--workers", "0"); code != 1 || strings.Count(errOut, "\n") != 1 {
+		t.Errorf("--workers 0: exit %d, %q; want a one-line error", code, errOut)
 	}
 }
