@@ -32,7 +32,8 @@ var loadtestCommand = &cli.Command{
 	Usage: "load a sampling server with concurrent clients: images/s and latency percentiles, step-level batching against one request at a time",
 	Description: `Without --url it serves the model itself on loopback twice, in one run: with
 step-level batching (--max-batch rows per forward) and one request at a time (the
-baseline), and times a direct pipeline call for the same request. With --url it
+baseline), the two taking turns at each level, and times a direct pipeline call for
+the same request. With --url it
 loads that server only. Each client sends its next request when the last is
 answered, for --duration at each --clients level.`,
 	Flags: []cli.Flag{
@@ -163,29 +164,27 @@ func runLoadtest(c *cli.Context) error {
 	}
 	body := fmt.Sprintf(`{"n": %d, "sampler": %q, "steps": %d, "seed": %%d}`, c.Int("n"), kind, c.Int("steps"))
 	rep := loadReport{Request: fmt.Sprintf("n=%d, %s, %d steps", c.Int("n"), kind, c.Int("steps"))}
-	// run loads url at each level; engine, if not nil, is the engine
-	// behind it, its workers running threads intra-op threads each, with
-	// the GEMM peak of those workers and threads.
-	run := func(server, url, token string, engine *serve.Engine, threads int, peak float64) error {
-		for _, clients := range levels {
-			var before serve.Stats
-			if engine != nil {
-				before = engine.Stats()
-			}
-			t0 := time.Now()
-			l, err := loadAt(c.Context, url, token, body, clients, c.Int("n"), c.Duration("duration"))
-			if err != nil {
-				return err
-			}
-			if engine != nil {
-				l.Engine = engineLoadBetween(before, engine.Stats(), time.Since(t0), engine.Pipeline().Info().ForwardFLOPs)
-				l.Workers, l.Threads, l.GEMMPeak = engine.Options().Workers, threads, peak
-			}
-			l.Server = server
-			rep.Levels = append(rep.Levels, l)
-			if !c.Bool("json") {
-				fmt.Fprintf(c.App.ErrWriter, "loadtest: %s, %d clients: %.2f images/s\n", server, clients, l.ImagesPerS)
-			}
+	// run loads url with clients; engine, if not nil, is the engine behind
+	// it, its workers running threads intra-op threads each, with the GEMM
+	// peak of those workers and threads.
+	run := func(server, url, token string, clients int, engine *serve.Engine, threads int, peak float64) error {
+		var before serve.Stats
+		if engine != nil {
+			before = engine.Stats()
+		}
+		t0 := time.Now()
+		l, err := loadAt(c.Context, url, token, body, clients, c.Int("n"), c.Duration("duration"))
+		if err != nil {
+			return err
+		}
+		if engine != nil {
+			l.Engine = engineLoadBetween(before, engine.Stats(), time.Since(t0), engine.Pipeline().Info().ForwardFLOPs)
+			l.Workers, l.Threads, l.GEMMPeak = engine.Options().Workers, threads, peak
+		}
+		l.Server = server
+		rep.Levels = append(rep.Levels, l)
+		if !c.Bool("json") {
+			fmt.Fprintf(c.App.ErrWriter, "loadtest: %s, %d clients: %.2f images/s\n", server, clients, l.ImagesPerS)
 		}
 		return nil
 	}
@@ -193,8 +192,10 @@ func runLoadtest(c *cli.Context) error {
 		if c.IsSet("model") {
 			return errors.New("loadtest: give --url or --model, not both")
 		}
-		if err := run(url, strings.TrimRight(url, "/"), c.String("token"), nil, 0, 0); err != nil {
-			return err
+		for _, clients := range levels {
+			if err := run(url, strings.TrimRight(url, "/"), c.String("token"), clients, nil, 0, 0); err != nil {
+				return err
+			}
 		}
 		return printLoad(c, rep)
 	}
@@ -251,29 +252,44 @@ func runLoadtest(c *cli.Context) error {
 	if low, ok := po.Precision.Autocast(); ok {
 		dt = low
 	}
-	for _, s := range servers {
+	peaks := make([]float64, len(servers))
+	for i, s := range servers {
 		if err := torch.SetNumThreads(s.threads); err != nil {
 			return err
 		}
-		peak, err := gemmGFLOPS(p.Device(), dt, s.workers)
-		if err != nil {
+		if peaks[i], err = gemmGFLOPS(p.Device(), dt, s.workers); err != nil {
 			return fmt.Errorf("loadtest: %w", err)
-		}
-		// The matmuls' blocks would stay cached and count in the levels'
-		// memory.
-		if _, err := torch.TrimCPUCache(0); err != nil {
-			return fmt.Errorf("loadtest: %w", err)
-		}
-		e, url, stop, err := serveLoopback(p, serve.Options{MaxBatch: s.maxBatch, Workers: s.workers, QueueSize: 4 * slices.Max(levels)})
-		if err != nil {
-			return err
-		}
-		err = run(s.name, url, "", e, s.threads, peak)
-		stop()
-		if err != nil {
-			return err
 		}
 	}
+	// The matmuls' blocks would stay cached and count in the levels'
+	// memory.
+	if _, err := torch.TrimCPUCache(0); err != nil {
+		return fmt.Errorf("loadtest: %w", err)
+	}
+	// The servers take turns at each level, so that the machine's speed,
+	// which drifts over minutes, falls on both alike.
+	for _, clients := range levels {
+		for i, s := range servers {
+			if err := torch.SetNumThreads(s.threads); err != nil {
+				return err
+			}
+			e, url, stop, err := serveLoopback(p, serve.Options{MaxBatch: s.maxBatch, Workers: s.workers, QueueSize: 4 * slices.Max(levels)})
+			if err != nil {
+				return err
+			}
+			err = run(s.name, url, "", clients, e, s.threads, peaks[i])
+			stop()
+			if err != nil {
+				return err
+			}
+		}
+	}
+	// Reported server by server.
+	order := map[string]int{}
+	for i, s := range servers {
+		order[s.name] = i
+	}
+	slices.SortStableFunc(rep.Levels, func(a, b loadLevel) int { return order[a.Server] - order[b.Server] })
 	return printLoad(c, rep)
 }
 
