@@ -252,6 +252,14 @@ func runLoadtest(c *cli.Context) error {
 	if low, ok := po.Precision.Autocast(); ok {
 		dt = low
 	}
+	// Each level starts with no cached memory blocks: neither the GEMMs'
+	// nor the other server's count in its memory.
+	clean := func() error {
+		if _, err := torch.TrimCPUCache(0); err != nil {
+			return fmt.Errorf("loadtest: %w", err)
+		}
+		return nil
+	}
 	peaks := make([]float64, len(servers))
 	for i, s := range servers {
 		if err := torch.SetNumThreads(s.threads); err != nil {
@@ -261,16 +269,14 @@ func runLoadtest(c *cli.Context) error {
 			return fmt.Errorf("loadtest: %w", err)
 		}
 	}
-	// The matmuls' blocks would stay cached and count in the levels'
-	// memory.
-	if _, err := torch.TrimCPUCache(0); err != nil {
-		return fmt.Errorf("loadtest: %w", err)
-	}
 	// The servers take turns at each level, so that the machine's speed,
 	// which drifts over minutes, falls on both alike.
 	for _, clients := range levels {
 		for i, s := range servers {
 			if err := torch.SetNumThreads(s.threads); err != nil {
+				return err
+			}
+			if err := clean(); err != nil {
 				return err
 			}
 			e, url, stop, err := serveLoopback(p, serve.Options{MaxBatch: s.maxBatch, Workers: s.workers, QueueSize: 4 * slices.Max(levels)})
