@@ -82,7 +82,8 @@ type loadLevel struct {
 	Engine *engineLoad `json:"engine,omitempty"`
 	// GEMMPeak is the GFLOP/s of square matmuls in the model's arithmetic,
 	// one from each worker at once on its threads (a server of this
-	// process only): the most its forwards could reach.
+	// process only): the yardstick of its forwards' rate, which oneDNN's
+	// convolutions can pass.
 	GEMMPeak float64 `json:"gemm_peak_gflops,omitempty"`
 }
 
@@ -252,14 +253,6 @@ func runLoadtest(c *cli.Context) error {
 	if low, ok := po.Precision.Autocast(); ok {
 		dt = low
 	}
-	// Each level starts with no cached memory blocks: neither the GEMMs'
-	// nor the other server's count in its memory.
-	clean := func() error {
-		if _, err := torch.TrimCPUCache(0); err != nil {
-			return fmt.Errorf("loadtest: %w", err)
-		}
-		return nil
-	}
 	peaks := make([]float64, len(servers))
 	for i, s := range servers {
 		if err := torch.SetNumThreads(s.threads); err != nil {
@@ -276,8 +269,10 @@ func runLoadtest(c *cli.Context) error {
 			if err := torch.SetNumThreads(s.threads); err != nil {
 				return err
 			}
-			if err := clean(); err != nil {
-				return err
+			// No cached memory blocks: neither the GEMMs' nor the other
+			// server's count in the level's memory.
+			if _, err := torch.TrimCPUCache(0); err != nil {
+				return fmt.Errorf("loadtest: %w", err)
 			}
 			e, url, stop, err := serveLoopback(p, serve.Options{MaxBatch: s.maxBatch, Workers: s.workers, QueueSize: 4 * slices.Max(levels)})
 			if err != nil {
