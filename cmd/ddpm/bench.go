@@ -181,7 +181,7 @@ func runBench(c *cli.Context) error {
 	fmt.Fprintf(w, "%-26s %12.4f %12.1f %12.1f\n", "train (fwd+bwd+AdamW+EMA)", res.TrainStepS, res.TrainImagesPerS, res.TrainGFLOPS)
 	denoise := "denoise (one forward)"
 	if res.Workers > 1 {
-		denoise = fmt.Sprintf("denoise (%d forwards at once)", res.Workers)
+		denoise = fmt.Sprintf("denoise (%d workers)", res.Workers)
 	}
 	fmt.Fprintf(w, "%-26s %12.4f %12.1f %12.1f\n", denoise, res.SampleStepS, res.SampleImagesPerS, res.SampleGFLOPS)
 	gemm := func(dt string) string {
