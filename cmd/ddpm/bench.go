@@ -123,21 +123,14 @@ func runBench(c *cli.Context) error {
 	}
 	// steps runs n steps in each of the workers goroutines at once.
 	steps := func(n int) error {
-		errs := make([]error, workers)
-		var wg sync.WaitGroup
-		for i := range workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for range n {
-					if errs[i] = step(); errs[i] != nil {
-						return
-					}
+		return atOnce(workers, func(int) error {
+			for range n {
+				if err := step(); err != nil {
+					return err
 				}
-			}()
-		}
-		wg.Wait()
-		return errors.Join(errs...)
+			}
+			return nil
+		})
 	}
 	if err := steps(warm); err != nil {
 		return err
@@ -290,18 +283,8 @@ func gemmGFLOPS(dev torch.Device, dt torch.DType, parallel int) (float64, error)
 	}
 	best := 0.0
 	for round := range 3 {
-		errs := make([]error, parallel)
 		start := time.Now()
-		var wg sync.WaitGroup
-		for i := range parallel {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				errs[i] = matmul(i)
-			}()
-		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
+		if err := atOnce(parallel, matmul); err != nil {
 			return 0, fmt.Errorf("gemm %s: %w", dt, err)
 		}
 		if round > 0 {
@@ -309,6 +292,22 @@ func gemmGFLOPS(dev torch.Device, dt torch.DType, parallel int) (float64, error)
 		}
 	}
 	return best, nil
+}
+
+// atOnce runs f(0) .. f(n-1) in n goroutines at once and returns their
+// errors joined.
+func atOnce(n int, f func(i int) error) error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f(i)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // randomBatches feeds the benchmark's trainer with uniform noise images.
