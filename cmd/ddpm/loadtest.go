@@ -304,7 +304,13 @@ func loadtestPipeline(c *cli.Context, o pipeline.Options) (*pipeline.Pipeline, f
 		}
 		return p, func() { p.Close() }, nil
 	}
-	cfg, err := unet.Preset(c.String("preset"))
+	return presetPipeline(c.String("preset"), o)
+}
+
+// presetPipeline is a pipeline over the named preset's U-Net with random
+// weights and the default schedule, and the function that frees both.
+func presetPipeline(preset string, o pipeline.Options) (*pipeline.Pipeline, func(), error) {
+	cfg, err := unet.Preset(preset)
 	if err != nil {
 		return nil, nil, err
 	}

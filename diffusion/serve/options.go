@@ -82,8 +82,8 @@ type Options struct {
 	// from one of the hundreds of calls of a forward waited for a
 	// processor. On 2 CPUs, two workers under 16 HTTP clients served
 	// 22.3-22.8 images/s with GOMAXPROCS 4 against 20.1-21.0 with 2, the
-	// rounds taking turns in one process (BenchmarkGOMAXPROCS: 22.2
-	// against 19.9); the one-request-at-a-time server 5.5-5.9 against
+	// rounds taking turns in one process (cmd/ddpm's BenchmarkGOMAXPROCS:
+	// 24.0 against 21.9); the one-request-at-a-time server 5.5-5.9 against
 	// 5.3-5.8.
 	KeepGOMAXPROCS bool
 	// TrimEvery is how often the engine gives the cached memory blocks no
