@@ -312,11 +312,13 @@ ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w,
                        ddpm_tensor bias, const int64_t* stride,
                        const int64_t* padding, const int64_t* dilation,
                        int64_t groups, ddpm_tensor* out);
-/* GroupNorm over (N, C, ...); weight/bias may be NULL. Under autocast it
- * computes in float32 and returns float32 (see ddpm_mode). */
-ddpm_error ddpm_group_norm(ddpm_mode mode, ddpm_tensor x, int64_t groups,
-                           ddpm_tensor weight, ddpm_tensor bias, double eps,
-                           ddpm_tensor* out);
+/* GroupNorm over (N, C, ...) of x + shift, shift (N, C) added to each
+ * channel's values (NULL for none), then SiLU when silu is non-zero;
+ * weight/bias may be NULL. Under autocast it computes in float32 and
+ * returns float32 (see ddpm_mode). */
+ddpm_error ddpm_group_norm(ddpm_mode mode, ddpm_tensor x, ddpm_tensor shift,
+                           int64_t groups, ddpm_tensor weight, ddpm_tensor bias,
+                           double eps, int32_t silu, ddpm_tensor* out);
 ddpm_error ddpm_softmax(ddpm_mode mode, ddpm_tensor a, int64_t dim,
                         ddpm_tensor* out);
 ddpm_error ddpm_log_softmax(ddpm_mode mode, ddpm_tensor a, int64_t dim,

@@ -64,43 +64,6 @@ ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w, ddpm_tensor
   });
 }
 
-namespace {
-
-// Whether GroupNorm of x should run on an NCHW copy of a channels-last x.
-// libtorch 1.13's CPU kernel for channels-last maps smaller than 32x32 walks
-// every pixel of every group separately; with fewer than 8 channels per
-// group that is 10-30 times slower than its NCHW kernel, and slower than
-// copying there and back (measured, two threads: 64 maps of 64 channels at
-// 16x16 in 32 groups took 9.2 ms channels-last, 0.35 ms NCHW, 1.2 ms with
-// the two copies; with 8 channels per group 0.29 ms channels-last against
-// 0.91 ms with the copies). An autoencoder with diffusers' 32 groups hits
-// it; the U-Net presets do not.
-bool group_norm_via_nchw(const at::Tensor& x, int64_t groups) {
-  if (!x.device().is_cpu() || x.dim() != 4 || groups <= 0) return false;
-  if (x.suggest_memory_format() != at::MemoryFormat::ChannelsLast) return false;
-  return x.size(2) * x.size(3) < 1024 && x.size(1) / groups < 8;
-}
-
-}  // namespace
-
-ddpm_error ddpm_group_norm(ddpm_mode mode, ddpm_tensor x, int64_t groups, ddpm_tensor weight,
-                           ddpm_tensor bias, double eps, ddpm_tensor* out) {
-  // Under autocast GroupNorm runs in float32 on every device: its input
-  // arrives in the lower precision from a convolution while its weights are
-  // float32, a mix libtorch 1.13's CPU kernel refuses.
-  DDPM_TRY(mode, {
-    at::Tensor in = ddpm::fp32_if_autocast(mode, ref(x));
-    at::Tensor w = ddpm::fp32_if_autocast(mode, ddpm::optional(weight));
-    at::Tensor b = ddpm::fp32_if_autocast(mode, ddpm::optional(bias));
-    if (group_norm_via_nchw(in, groups)) {
-      *out = wrap(at::group_norm(in.contiguous(), groups, w, b, eps)
-                      .contiguous(at::MemoryFormat::ChannelsLast));
-    } else {
-      *out = wrap(at::group_norm(in, groups, w, b, eps));
-    }
-  });
-}
-
 ddpm_error ddpm_softmax(ddpm_mode mode, ddpm_tensor a, int64_t dim, ddpm_tensor* out) {
   DDPM_TRY(mode, *out = wrap(at::softmax(ddpm::fp32_if_autocast(mode, ref(a)), dim)));
 }

@@ -107,6 +107,9 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 		{"group_norm channels-last", [][]int64{{2, 4, 3, 3}, {4}, {4}}, func(s *Scope, x []*Tensor) *Tensor {
 			return s.GroupNorm(s.ChannelsLast(x[0]), 2, x[1], x[2], 1e-5)
 		}},
+		{"group_norm_silu with a shift", [][]int64{{2, 4, 3, 3}, {2, 4}, {4}, {4}}, func(s *Scope, x []*Tensor) *Tensor {
+			return s.GroupNormSiLU(s.ChannelsLast(x[0]), x[1], 2, x[2], x[3], 1e-5)
+		}},
 		{"linear", [][]int64{{3, 4}, {5, 4}, {5}}, func(s *Scope, x []*Tensor) *Tensor {
 			return s.Linear(x[0], x[1], x[2])
 		}},

@@ -41,8 +41,8 @@ func newResnet(b *nn.Builder, in, out int64, groups int64) *resnet {
 
 func (r *resnet) forward(s *torch.Scope, x *torch.Tensor) *torch.Tensor {
 	return scoped(s, func(s *torch.Scope) *torch.Tensor {
-		h := r.conv1.Forward(s, s.SiLU(r.norm1.Forward(s, x)))
-		h = r.conv2.Forward(s, s.SiLU(r.norm2.Forward(s, h)))
+		h := r.conv1.Forward(s, r.norm1.ForwardSiLU(s, x, nil))
+		h = r.conv2.Forward(s, r.norm2.ForwardSiLU(s, h, nil))
 		if r.shortcut != nil {
 			x = r.shortcut.Forward(s, x)
 		}

@@ -149,7 +149,7 @@ func (m *Model) Encode(s *torch.Scope, x *torch.Tensor) (mean, logVar *torch.Ten
 	}
 	h = replace(h, m.encMid.forward(s, h))
 	moments := replace(h, scoped(s, func(s *torch.Scope) *torch.Tensor {
-		out := m.encConvOut.Forward(s, s.SiLU(m.encNormOut.Forward(s, h)))
+		out := m.encConvOut.Forward(s, m.encNormOut.ForwardSiLU(s, h, nil))
 		if m.quantConv != nil {
 			out = m.quantConv.Forward(s, out)
 		}
@@ -199,7 +199,7 @@ func (m *Model) Decode(s *torch.Scope, z *torch.Tensor) *torch.Tensor {
 		h = l.up(s, h)
 	}
 	return replace(h, scoped(s, func(s *torch.Scope) *torch.Tensor {
-		return m.decConvOut.Forward(s, s.SiLU(m.decNormOut.Forward(s, h)))
+		return m.decConvOut.Forward(s, m.decNormOut.ForwardSiLU(s, h, nil))
 	}))
 }
 

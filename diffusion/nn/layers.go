@@ -206,6 +206,12 @@ func (g *GroupNorm) Forward(s *torch.Scope, x *torch.Tensor) *torch.Tensor {
 	return s.GroupNorm(x, g.Groups, g.Weight, g.Bias, g.Eps)
 }
 
+// ForwardSiLU is SiLU(Forward(x + shift)), shift (N, Channels) added to
+// each channel first (nil for none), in one op (torch.Scope.GroupNormSiLU).
+func (g *GroupNorm) ForwardSiLU(s *torch.Scope, x, shift *torch.Tensor) *torch.Tensor {
+	return s.GroupNormSiLU(x, shift, g.Groups, g.Weight, g.Bias, g.Eps)
+}
+
 // Params are the layer's weight and bias.
 func (g *GroupNorm) Params() []Param { return g.params }
 

@@ -62,10 +62,11 @@ func (r *resBlock) forward(s *torch.Scope, x, skip, embAct *torch.Tensor, d drop
 		if skip != nil {
 			x = s.Cat([]*torch.Tensor{x, skip}, 1)
 		}
-		h := r.conv1.Forward(s, s.SiLU(r.norm1.Forward(s, x)))
-		proj := r.tembProj.Forward(s, embAct)                             // (N, out)
-		h = s.Add(h, s.Unsqueeze(s.Unsqueeze(proj, -1), -1))              // broadcast over H, W
-		h = r.conv2.Forward(s, d.apply(s, s.SiLU(r.norm2.Forward(s, h)))) // zero at init
+		h := r.conv1.Forward(s, r.norm1.ForwardSiLU(s, x, nil))
+		// norm2 takes h + temb_proj(emb), (N, out) added over H and W, without
+		// the sum ever being stored.
+		proj := r.tembProj.Forward(s, embAct)
+		h = r.conv2.Forward(s, d.apply(s, r.norm2.ForwardSiLU(s, h, proj))) // zero at init
 		if r.shortcut != nil {
 			x = r.shortcut.Forward(s, x)
 		}

@@ -288,7 +288,7 @@ func (u *UNet) Forward(s *torch.Scope, x, t, labels *torch.Tensor) *torch.Tensor
 		}
 	}
 	return replace(h, scoped(s, func(s *torch.Scope) *torch.Tensor {
-		out := u.convOut.Forward(s, s.SiLU(u.normOut.Forward(s, h)))
+		out := u.convOut.Forward(s, u.normOut.ForwardSiLU(s, h, nil))
 		if _, ok := s.Autocast(); ok {
 			out = s.ToDType(out, u.dtype) // under autocast conv_out returns the lower precision
 		}
