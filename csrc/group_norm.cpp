@@ -29,9 +29,10 @@ using ddpm::ref;
 using ddpm::wrap;
 
 // The vectorised loops below are compiled for AVX-512, AVX2 and the x86-64
-// baseline, picked at load time by the CPU (GCC's function multiversioning);
+// baseline, picked at load time by the CPU (function multiversioning of GCC
+// 11 and later, which knows these levels);
 // elsewhere they are compiled once for the target.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
 #define DDPM_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define DDPM_VECTOR_CLONES

@@ -11,10 +11,10 @@ import (
 const (
 	// DefaultMaxBatch is the default number of model rows per forward.
 	// Measured on the small preset, one denoising forward on one thread (a
-	// worker's), the sizes taking turns in one process: batch 1 5.3-6.6
-	// ms, 8 30-35 ms, 16 58-61 ms. Sixteen rows cost 3.6-3.8 ms each
-	// against 5.3-6.6 for one, while a step, which every request in the
-	// forward waits for, stays near 60 ms.
+	// worker's; bin/ddpm bench --threads 1, three rounds of the sizes in
+	// turn): batch 1 4.8-5.9 ms, 8 26-29 ms, 16 49-52 ms. Sixteen rows
+	// cost 3.1-3.2 ms each against 4.8-5.9 for one, while a step, which
+	// every request in the forward waits for, stays near 50 ms.
 	DefaultMaxBatch = 16
 	// DefaultWorkers is the default number of scheduler goroutines per
 	// model.
