@@ -10,10 +10,11 @@
 // add, two or three for GroupNorm (its channels-last kernel walks each
 // group's channels apart) and two for SiLU, each spread over the threads on
 // its own. BenchmarkGroupNormSiLU (package torch), the small preset's
-// channels-last maps with a shift: 0.54 / 0.36 / 0.35 of libtorch's time at
-// 8 x 32 x 32 x 32 / 8 x 64 x 16 x 16 / 8 x 64 x 8 x 8 on one thread (a
-// serving worker's forward), 0.20 / 0.15 at batch 1 on two threads (one
-// request's). Each sample's statistics are summed in a fixed order of
+// channels-last maps with a shift, two runs: 0.54-0.62 / 0.36-0.39 /
+// 0.35-0.39 of libtorch's time at 8 x 32 x 32 x 32 / 8 x 64 x 16 x 16 /
+// 8 x 64 x 8 x 8 on one thread (a serving worker's forward), 0.20-0.22 /
+// 0.15-0.18 at batch 1 on two threads (one request's). torch's
+// SetGroupNormKernel(false) turns the kernel off. Each sample's statistics are summed in a fixed order of
 // 256-pixel chunks (float within a chunk, double across), so a sample's
 // values depend neither on the batch around it nor on the thread count.
 // Under autograd the kernel has its own backward (FusedGroupNorm): one pass
@@ -575,7 +576,7 @@ at::Tensor aten_group_norm(const at::Tensor& x, const at::Tensor& shift, int64_t
 extern "C" {
 
 ddpm_error ddpm_group_norm(ddpm_mode mode, ddpm_tensor x, ddpm_tensor shift, int64_t groups, ddpm_tensor weight,
-                           ddpm_tensor bias, double eps, int32_t silu, ddpm_tensor* out) {
+                           ddpm_tensor bias, double eps, int32_t silu, int32_t kernel, ddpm_tensor* out) {
   // Under autocast GroupNorm runs in float32 on every device: its input
   // arrives in the lower precision from a convolution while its weights are
   // float32, a mix libtorch 1.13's CPU kernel refuses.
@@ -592,7 +593,7 @@ ddpm_error ddpm_group_norm(ddpm_mode mode, ddpm_tensor x, ddpm_tensor shift, int
                   "group_norm: shift must be (N, C) = (", in.size(0), ", ", in.size(1), "), got ", sh.sizes());
     }
     bool channels_last = false;
-    if (fused_group_norm_takes(in, sh, groups, w, b, &channels_last) &&
+    if (kernel != 0 && fused_group_norm_takes(in, sh, groups, w, b, &channels_last) &&
         (!w.defined() || w.numel() == in.size(1)) && (!b.defined() || b.numel() == in.size(1))) {
       const bool grad = at::GradMode::is_enabled() &&
                         (in.requires_grad() || (sh.defined() && sh.requires_grad()) ||

@@ -8,10 +8,8 @@ import (
 // BenchmarkGroupNormSiLU times SiLU(GroupNorm(x + shift)) on channels-last
 // maps of the small preset's U-Net, as a serving worker runs it (batch 8 on
 // one thread) and as one request runs it (batch 1 on two threads): the
-// shim's kernel ("kernel", without autograd) against libtorch's add,
-// GroupNorm and SiLU ("libtorch", which the shim runs when the input needs
-// gradients: that case records the autograd graph too, a few microseconds a
-// call).
+// shim's kernel ("kernel") against libtorch's add, GroupNorm and SiLU
+// ("libtorch", SetGroupNormKernel(false)), without autograd.
 //
 //	go test ./torch -run '^$' -bench GroupNormSiLU
 func BenchmarkGroupNormSiLU(b *testing.B) {
@@ -27,21 +25,13 @@ func BenchmarkGroupNormSiLU(b *testing.B) {
 				if err := SetNumThreads(c.threads); err != nil {
 					b.Fatal(err)
 				}
-				mode := Inference
-				if path == "libtorch" {
-					mode = Grad
-				}
-				s := NewScope(mode)
+				defer SetGroupNormKernel(SetGroupNormKernel(path == "kernel"))
+				s := NewScope(Inference)
 				defer s.Close()
 				x := s.ChannelsLast(s.Randn([]int64{c.batch, c.channels, c.size, c.size}, Float32, CPU, nil))
 				shift := s.Randn([]int64{c.batch, c.channels}, Float32, CPU, nil)
 				w := s.Randn([]int64{c.channels}, Float32, CPU, nil)
 				bias := s.Randn([]int64{c.channels}, Float32, CPU, nil)
-				if path == "libtorch" {
-					if err := x.SetRequiresGrad(true); err != nil {
-						b.Fatal(err)
-					}
-				}
 				for b.Loop() {
 					s.GroupNormSiLU(x, shift, 8, w, bias, 1e-5).Close()
 				}

@@ -108,7 +108,7 @@ func TestGroupNormKernel(t *testing.T) {
 
 // The kernel runs with and without autograd (its own backward, named
 // ddpm::group_norm_silu_backward in the profile); libtorch's ops run for
-// other dtypes.
+// other dtypes and after SetGroupNormKernel(false).
 func TestGroupNormKernelUnderAutograd(t *testing.T) {
 	in := opScope(t, NoGrad)
 	x := in.ChannelsLast(in.Randn([]int64{2, 8, 8, 8}, Float32, CPU, nil))
@@ -117,9 +117,12 @@ func TestGroupNormKernelUnderAutograd(t *testing.T) {
 	for _, c := range []struct {
 		mode   Mode
 		dt     DType
+		off    bool // SetGroupNormKernel(false)
 		kernel bool
-	}{{Inference, Float32, true}, {Grad, Float32, true}, {Grad, Float64, false}} {
-		t.Run(fmt.Sprintf("mode %v %v", c.mode, c.dt), func(t *testing.T) {
+	}{{Inference, Float32, false, true}, {Grad, Float32, false, true}, {Grad, Float64, false, false},
+		{Inference, Float32, true, false}, {Grad, Float32, true, false}} {
+		t.Run(fmt.Sprintf("mode %v %v kernel off %v", c.mode, c.dt, c.off), func(t *testing.T) {
+			defer SetGroupNormKernel(SetGroupNormKernel(!c.off))
 			s := opScope(t, c.mode)
 			xi := s.ToDType(x, c.dt)
 			if c.mode == Grad {
