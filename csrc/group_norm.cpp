@@ -2,8 +2,7 @@
 // followed by SiLU, the way the U-Net's and the autoencoder's residual
 // blocks use it: SiLU(GroupNorm(x + shift)).
 //
-// On the CPU in float32 (a bf16 input under autocast is made float32 first,
-// as for libtorch's GroupNorm) the shim runs its own kernel: two
+// Without autograd on the CPU in float32 the shim runs its own kernel: two
 // reading passes for each group's mean and centred variance and one that
 // writes the normalised, shifted and activated value, a sample at a time
 // while its map is in the cache, where libtorch 1.13 takes a pass for the
@@ -13,23 +12,23 @@
 // channels-last maps with a shift, two runs: 0.54-0.62 / 0.36-0.39 /
 // 0.35-0.39 of libtorch's time at 8 x 32 x 32 x 32 / 8 x 64 x 16 x 16 /
 // 8 x 64 x 8 x 8 on one thread (a serving worker's forward), 0.20-0.22 /
-// 0.15-0.18 at batch 1 on two threads (one request's). torch's
-// SetGroupNormKernel(false) turns the kernel off. Each sample's statistics are summed in a fixed order of
-// 256-pixel chunks (float within a chunk, double across), so a sample's
-// values depend neither on the batch around it nor on the thread count.
-// Under autograd the kernel has its own backward (FusedGroupNorm): one pass
-// for the gradient at the normalised value and its sums, one for dx; in the
-// small preset's bf16 training step at batch 64 (NCHW, two threads) the two
-// took 16.9 + 23.8 ms against libtorch's GroupNorm, SiLU, their backwards
-// and the add, 56.3 + 2.5 ms (ddpm bench --profile). On other devices and in
-// other dtypes libtorch's ops run.
+// 0.15-0.18 at batch 1 on two threads (one request's); at batch 64 on two
+// threads, where both are bound by SiLU's exponentials, 0.6-1.1. torch's
+// SetGroupNormKernel(false) turns the kernel off. Each sample's statistics
+// are summed in a fixed order of 256-pixel chunks (float within a chunk,
+// double across), so a sample's values depend neither on the batch around
+// it nor on the thread count. With autograd, on other devices and in other
+// dtypes libtorch's ops run: the kernel with a backward of its own (a pass
+// for the gradient at the normalised value and its sums, one for dx) left
+// the small preset's training step at batch 64 (NCHW, two threads) at
+// 0.96-1.08 of the time in float32 and 0.99-1.06 in bf16, libtorch's ops
+// taking turns with it, so it was not kept.
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
-#include <torch/csrc/autograd/custom_function.h>
 
 #include "shim.h"
 
@@ -164,95 +163,6 @@ void plane_apply(const float* __restrict x, float* __restrict y, int64_t n, floa
   }
 }
 
-// silu'(v) = s (1 + v (1 - s)), s = sigmoid(v).
-inline float silu_grad_float(float v) {
-  const float s = 1.f / (1.f + exp_float(-v));
-  return s * (1.f + v * (1.f - s));
-}
-
-// The backward's first pass over channels-last pixels: g, the gradient at
-// v = xhat w + b (dy, times silu'(v) when silu), into g_out, and per channel
-// the sums of g, g xhat and xhat, where xhat = (x - center) rstd is the
-// normalised value.
-DDPM_VECTOR_CLONES
-void pixel_grad_sums(const float* __restrict x, const float* __restrict dy, float* __restrict g_out, int64_t pixels,
-                     int64_t C, const float* __restrict center, const float* __restrict rstd,
-                     const float* __restrict w, const float* __restrict b, bool silu, float* __restrict sg,
-                     float* __restrict sgx, float* __restrict sx) {
-  for (int64_t c = 0; c < C; c++) sg[c] = sgx[c] = sx[c] = 0.f;
-  for (int64_t p = 0; p < pixels; p++) {
-    const float* xp = x + p * C;
-    const float* dp = dy + p * C;
-    float* gp = g_out + p * C;
-    if (silu) {
-      for (int64_t c = 0; c < C; c++) {
-        const float xh = (xp[c] - center[c]) * rstd[c];
-        const float g = dp[c] * silu_grad_float(xh * w[c] + b[c]);
-        gp[c] = g;
-        sg[c] += g, sgx[c] += g * xh, sx[c] += xh;
-      }
-    } else {
-      for (int64_t c = 0; c < C; c++) {
-        const float xh = (xp[c] - center[c]) * rstd[c];
-        gp[c] = dp[c];
-        sg[c] += dp[c], sgx[c] += dp[c] * xh, sx[c] += xh;
-      }
-    }
-  }
-}
-
-// The same over n contiguous values of one channel: sums[0..2] = the sums of
-// g, g xhat and xhat, each in kLanes partial sums added in a fixed order.
-DDPM_VECTOR_CLONES
-void plane_grad_sums(const float* __restrict x, const float* __restrict dy, float* __restrict g_out, int64_t n,
-                     float center, float rstd, float w, float b, bool silu, float* __restrict sums) {
-  float lg[kLanes] = {}, lgx[kLanes] = {}, lx[kLanes] = {};
-  const int64_t whole = n / kLanes * kLanes;
-  for (int64_t i = 0; i < whole; i += kLanes)
-    for (int j = 0; j < kLanes; j++) {
-      const float xh = (x[i + j] - center) * rstd;
-      const float g = silu ? dy[i + j] * silu_grad_float(xh * w + b) : dy[i + j];
-      g_out[i + j] = g;
-      lg[j] += g, lgx[j] += g * xh, lx[j] += xh;
-    }
-  float sg = 0.f, sgx = 0.f, sx = 0.f;
-  for (int j = 0; j < kLanes; j++) sg += lg[j], sgx += lgx[j], sx += lx[j];
-  for (int64_t i = whole; i < n; i++) {
-    const float xh = (x[i] - center) * rstd;
-    const float g = silu ? dy[i] * silu_grad_float(xh * w + b) : dy[i];
-    g_out[i] = g;
-    sg += g, sgx += g * xh, sx += xh;
-  }
-  sums[0] = sg, sums[1] = sgx, sums[2] = sx;
-}
-
-// The backward's second pass over channels-last pixels, in place on the
-// first pass's g: dx = rstd (w g - ga - xhat gb), ga and gb per channel (its
-// group's).
-DDPM_VECTOR_CLONES
-void pixel_grad_input(const float* __restrict x, float* __restrict g_dx, int64_t pixels, int64_t C,
-                      const float* __restrict center, const float* __restrict rstd, const float* __restrict w,
-                      const float* __restrict ga, const float* __restrict gb) {
-  for (int64_t p = 0; p < pixels; p++) {
-    const float* xp = x + p * C;
-    float* op = g_dx + p * C;
-    for (int64_t c = 0; c < C; c++) {
-      const float xh = (xp[c] - center[c]) * rstd[c];
-      op[c] = rstd[c] * (w[c] * op[c] - ga[c] - xh * gb[c]);
-    }
-  }
-}
-
-// The same over n contiguous values of one channel.
-DDPM_VECTOR_CLONES
-void plane_grad_input(const float* __restrict x, float* __restrict g_dx, int64_t n, float center, float rstd, float w,
-                      float ga, float gb) {
-  for (int64_t i = 0; i < n; i++) {
-    const float xh = (x[i] - center) * rstd;
-    g_dx[i] = rstd * (w * g_dx[i] - ga - xh * gb);
-  }
-}
-
 // The shim's kernel: x float32, contiguous (NCHW, any number of spatial
 // dims) or channels-last (4-D); shift (N, C) or undefined; weight and bias
 // (C) or undefined. Sums in float lose the low bits of a mean far from zero,
@@ -260,12 +170,8 @@ void plane_grad_input(const float* __restrict x, float* __restrict g_dx, int64_t
 // (a pivot), the second the squares of x less the mean, and the output is
 // computed from x less the mean too: the rounding scales with the spread
 // of the values, not with their size.
-// center_out and rstd_out, when not null, receive what the backward needs:
-// per sample and channel (N, C) the value subtracted from x and its group's
-// 1 / sqrt(variance + eps).
 at::Tensor fused_group_norm(const at::Tensor& x, const at::Tensor& shift, int64_t groups, const at::Tensor& weight,
-                            const at::Tensor& bias, double eps, bool silu, bool channels_last,
-                            at::Tensor* center_out = nullptr, at::Tensor* rstd_out = nullptr) {
+                            const at::Tensor& bias, double eps, bool silu, bool channels_last) {
   // Named for libtorch's profiler (ddpm bench --profile), like an operator.
   RECORD_FUNCTION(silu ? "ddpm::group_norm_silu" : "ddpm::group_norm", std::vector<c10::IValue>());
   const int64_t N = x.size(0), C = x.size(1), P = x.numel() / (N * C), D = C / groups;
@@ -284,9 +190,7 @@ at::Tensor fused_group_norm(const at::Tensor& x, const at::Tensor& shift, int64_
 
   // center[n C + c]: what the pass subtracts from x of sample n, channel c:
   // the pivot, then the group mean of x + shift less shift[n, c].
-  at::Tensor center_t = at::empty({N, C}, x.options()), rstd_t = at::empty({N, C}, x.options());
-  float* center = center_t.data_ptr<float>();
-  float* rstd_c = rstd_t.data_ptr<float>();
+  std::vector<float> center(static_cast<size_t>(N * C));
   for (int64_t n = 0; n < N; n++)
     for (int64_t c = 0; c < C; c++) center[n * C + c] = first(n, c);
   // part[(n C + c) chunks + k]: chunk k's float sum for sample n, channel c.
@@ -309,7 +213,7 @@ at::Tensor fused_group_norm(const at::Tensor& x, const at::Tensor& shift, int64_
           std::vector<float> acc(static_cast<size_t>(C));
           for (int64_t u = u0; u < u1; u++) {
             const int64_t n = u / chunks, k = u % chunks, p0 = k * kChunk, p1 = std::min(P, p0 + kChunk);
-            pixel_sums(xd + (n * P + p0) * C, p1 - p0, C, center + n * C, squares, acc.data());
+            pixel_sums(xd + (n * P + p0) * C, p1 - p0, C, center.data() + n * C, squares, acc.data());
             for (int64_t c = 0; c < C; c++) part[(n * C + c) * chunks + k] = acc[c];
           }
         });
@@ -338,16 +242,14 @@ at::Tensor fused_group_norm(const at::Tensor& x, const at::Tensor& shift, int64_
         double var = 0;
         for (int64_t c = g * D; c < (g + 1) * D; c++) var += channel_mean(n, c);
         const double rstd = 1.0 / std::sqrt(var / static_cast<double>(D) + eps);
-        for (int64_t c = g * D; c < (g + 1) * D; c++) {
+        for (int64_t c = g * D; c < (g + 1) * D; c++)
           scale[n * C + c] = static_cast<float>(rstd * (wd != nullptr ? wd[c] : 1.0));
-          rstd_c[n * C + c] = static_cast<float>(rstd);
-        }
       }
     if (channels_last) {
       at::parallel_for(n0 * chunks, n1 * chunks, 1, [&](int64_t u0, int64_t u1) {
         for (int64_t u = u0; u < u1; u++) {
           const int64_t n = u / chunks, p0 = u % chunks * kChunk, p1 = std::min(P, p0 + kChunk);
-          pixel_apply(xd + (n * P + p0) * C, yd + (n * P + p0) * C, p1 - p0, C, center + n * C,
+          pixel_apply(xd + (n * P + p0) * C, yd + (n * P + p0) * C, p1 - p0, C, center.data() + n * C,
                       scale.data() + n * C, offset.data(), silu);
         }
       });
@@ -368,160 +270,8 @@ at::Tensor fused_group_norm(const at::Tensor& x, const at::Tensor& shift, int64_
   } else {
     normalize(0, N);
   }
-  if (center_out != nullptr) *center_out = center_t;
-  if (rstd_out != nullptr) *rstd_out = rstd_t;
   return y;
 }
-
-// The gradients of fused_group_norm's output y with respect to x, shift,
-// weight and bias, given dy (any layout) and the forward's center and rstd.
-// With xhat the normalised value and g the gradient at xhat w + b (through
-// SiLU when silu), per sample and group of count M:
-//   dx = rstd (w g - sum(w g) / M - xhat sum(w g xhat) / M),
-//   dshift[n, c] = the sum of dx over the channel's pixels,
-//   dweight = the sum of g xhat, dbias = the sum of g, over samples and pixels.
-// Two passes, a sample at a time, chunk sums as in the forward: the first
-// reads x and dy and writes g where dx goes, the second turns g into dx.
-std::vector<at::Tensor> fused_group_norm_backward(const at::Tensor& x, const at::Tensor& dy_in, const at::Tensor& center_t,
-                                                  const at::Tensor& rstd_t, const at::Tensor& weight,
-                                                  const at::Tensor& bias, int64_t groups, bool silu, bool channels_last) {
-  RECORD_FUNCTION(silu ? "ddpm::group_norm_silu_backward" : "ddpm::group_norm_backward", std::vector<c10::IValue>());
-  const int64_t N = x.size(0), C = x.size(1), P = x.numel() / (N * C), D = C / groups;
-  const int64_t chunks = (P + kChunk - 1) / kChunk;
-  const at::Tensor dy = dy_in.to(at::kFloat).contiguous(channels_last ? at::MemoryFormat::ChannelsLast
-                                                                       : at::MemoryFormat::Contiguous);
-  at::Tensor dx = at::empty_strided(x.sizes(), x.strides(), x.options());
-  const float* xd = x.data_ptr<float>();
-  const float* dyd = dy.data_ptr<float>();
-  float* dxd = dx.data_ptr<float>();
-  const float* center = center_t.data_ptr<float>();
-  const float* rstd = rstd_t.data_ptr<float>();
-  std::vector<float> w(static_cast<size_t>(C), 1.f), b(static_cast<size_t>(C), 0.f);
-  if (weight.defined()) std::memcpy(w.data(), weight.contiguous().data_ptr<float>(), sizeof(float) * C);
-  if (bias.defined()) std::memcpy(b.data(), bias.contiguous().data_ptr<float>(), sizeof(float) * C);
-  // Per sample and channel: the chunks' float sums of g, g xhat and xhat,
-  // then their double totals; ga, gb: the group terms per channel.
-  std::vector<float> part(static_cast<size_t>(N * C * chunks * 3));
-  std::vector<double> sg(static_cast<size_t>(N * C)), sgx(static_cast<size_t>(N * C)), sx(static_cast<size_t>(N * C));
-  std::vector<float> ga(static_cast<size_t>(N * C)), gb(static_cast<size_t>(N * C));
-  auto grads = [&](int64_t n0, int64_t n1) {
-    if (channels_last) {
-      at::parallel_for(n0 * chunks, n1 * chunks, 1, [&](int64_t u0, int64_t u1) {
-        std::vector<float> acc(static_cast<size_t>(3 * C));
-        for (int64_t u = u0; u < u1; u++) {
-          const int64_t n = u / chunks, k = u % chunks, p0 = k * kChunk, p1 = std::min(P, p0 + kChunk);
-          pixel_grad_sums(xd + (n * P + p0) * C, dyd + (n * P + p0) * C, dxd + (n * P + p0) * C, p1 - p0, C,
-                          center + n * C, rstd + n * C, w.data(), b.data(), silu, acc.data(), acc.data() + C,
-                          acc.data() + 2 * C);
-          for (int64_t c = 0; c < C; c++)
-            for (int j = 0; j < 3; j++) part[((n * C + c) * chunks + k) * 3 + j] = acc[j * C + c];
-        }
-      });
-    } else {
-      at::parallel_for(n0 * C * chunks, n1 * C * chunks, 1, [&](int64_t u0, int64_t u1) {
-        for (int64_t u = u0; u < u1; u++) {
-          const int64_t nc = u / chunks, c = nc % C, k = u % chunks, i0 = k * kChunk, i1 = std::min(P, i0 + kChunk);
-          plane_grad_sums(xd + nc * P + i0, dyd + nc * P + i0, dxd + nc * P + i0, i1 - i0, center[nc], rstd[nc], w[c],
-                          b[c], silu, part.data() + u * 3);
-        }
-      });
-    }
-    const double count = static_cast<double>(P * D);
-    for (int64_t n = n0; n < n1; n++) {
-      for (int64_t c = 0; c < C; c++) {
-        double a = 0, ax = 0, x1 = 0;
-        for (int64_t k = 0; k < chunks; k++) {
-          const float* q = part.data() + ((n * C + c) * chunks + k) * 3;
-          a += q[0], ax += q[1], x1 += q[2];
-        }
-        sg[n * C + c] = a, sgx[n * C + c] = ax, sx[n * C + c] = x1;
-      }
-      for (int64_t g = 0; g < groups; g++) {
-        double a = 0, ax = 0;
-        for (int64_t c = g * D; c < (g + 1) * D; c++) a += w[c] * sg[n * C + c], ax += w[c] * sgx[n * C + c];
-        for (int64_t c = g * D; c < (g + 1) * D; c++)
-          ga[n * C + c] = static_cast<float>(a / count), gb[n * C + c] = static_cast<float>(ax / count);
-      }
-    }
-    if (channels_last) {
-      at::parallel_for(n0 * chunks, n1 * chunks, 1, [&](int64_t u0, int64_t u1) {
-        for (int64_t u = u0; u < u1; u++) {
-          const int64_t n = u / chunks, p0 = u % chunks * kChunk, p1 = std::min(P, p0 + kChunk);
-          pixel_grad_input(xd + (n * P + p0) * C, dxd + (n * P + p0) * C, p1 - p0, C, center + n * C, rstd + n * C,
-                           w.data(), ga.data() + n * C, gb.data() + n * C);
-        }
-      });
-    } else {
-      at::parallel_for(n0 * C, n1 * C, 1, [&](int64_t u0, int64_t u1) {
-        for (int64_t nc = u0; nc < u1; nc++)
-          plane_grad_input(xd + nc * P, dxd + nc * P, P, center[nc], rstd[nc], w[nc % C], ga[nc], gb[nc]);
-      });
-    }
-  };
-  if (N >= at::get_num_threads()) {
-    at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
-      for (int64_t n = n0; n < n1; n++) grads(n, n + 1);
-    });
-  } else {
-    grads(0, N);
-  }
-  at::Tensor dshift = at::empty({N, C}, x.options()), dw = at::empty({C}, x.options()), db = at::empty({C}, x.options());
-  float* dsd = dshift.data_ptr<float>();
-  float* dwd = dw.data_ptr<float>();
-  float* dbd = db.data_ptr<float>();
-  for (int64_t c = 0; c < C; c++) {
-    double a = 0, ax = 0;
-    for (int64_t n = 0; n < N; n++) a += sg[n * C + c], ax += sgx[n * C + c];
-    dbd[c] = static_cast<float>(a), dwd[c] = static_cast<float>(ax);
-  }
-  for (int64_t n = 0; n < N; n++)
-    for (int64_t c = 0; c < C; c++) {
-      const int64_t i = n * C + c;
-      dsd[i] = static_cast<float>(rstd[i] * (w[c] * sg[i] - static_cast<double>(P) * ga[i] - sx[i] * gb[i]));
-    }
-  return {dx, dshift, dw, db};
-}
-
-// t, or an empty tensor for an undefined one: libtorch's custom autograd
-// functions take defined tensors only.
-at::Tensor or_empty(const at::Tensor& t) { return t.defined() ? t : at::empty({0}); }
-
-// t, or undefined for an empty one: or_empty's inverse.
-at::Tensor or_undefined(const at::Tensor& t) { return t.numel() == 0 ? at::Tensor() : t; }
-
-// SiLU(GroupNorm(x + shift)) (or without the SiLU) under autograd: the
-// shim's kernel forward and backward; shift, weight and bias are empty for
-// none. Only first derivatives: the trainer takes no gradient of a gradient.
-struct FusedGroupNorm : public torch::autograd::Function<FusedGroupNorm> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& shift,
-                            const at::Tensor& weight, const at::Tensor& bias, int64_t groups, double eps, bool silu,
-                            bool channels_last) {
-    at::Tensor center, rstd;
-    at::Tensor y = fused_group_norm(x, or_undefined(shift), groups, or_undefined(weight), or_undefined(bias), eps, silu,
-                                    channels_last, &center, &rstd);
-    ctx->save_for_backward({x, weight, bias});
-    ctx->saved_data["center"] = center;
-    ctx->saved_data["rstd"] = rstd;
-    ctx->saved_data["groups"] = groups;
-    ctx->saved_data["silu"] = silu;
-    ctx->saved_data["channels_last"] = channels_last;
-    ctx->saved_data["shift"] = shift.defined();
-    return y;
-  }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], weight = or_undefined(saved[1]), bias = or_undefined(saved[2]);
-    auto g = fused_group_norm_backward(x, grads[0], ctx->saved_data["center"].toTensor(),
-                                       ctx->saved_data["rstd"].toTensor(), weight, bias,
-                                       ctx->saved_data["groups"].toInt(), ctx->saved_data["silu"].toBool(),
-                                       ctx->saved_data["channels_last"].toBool());
-    const bool shift = ctx->saved_data["shift"].toBool();
-    return {g[0], shift ? g[1] : at::Tensor(), weight.defined() ? g[2] : at::Tensor(),
-            bias.defined() ? g[3] : at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-  }
-};
 
 // Whether the shim's kernel takes x: see the file comment. The layout it
 // reads x in is set in channels_last.
@@ -533,6 +283,10 @@ bool fused_group_norm_takes(const at::Tensor& x, const at::Tensor& shift, int64_
   if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || x.dim() < 3 || x.numel() == 0) return false;
   if (!float_cpu(shift) || !float_cpu(weight) || !float_cpu(bias)) return false;
   if (groups <= 0 || x.size(1) % groups != 0) return false;
+  if (at::GradMode::is_enabled() &&
+      (x.requires_grad() || (shift.defined() && shift.requires_grad()) ||
+       (weight.defined() && weight.requires_grad()) || (bias.defined() && bias.requires_grad())))
+    return false;
   if (x.is_contiguous()) {
     *channels_last = false;
     return true;
@@ -595,12 +349,7 @@ ddpm_error ddpm_group_norm(ddpm_mode mode, ddpm_tensor x, ddpm_tensor shift, int
     bool channels_last = false;
     if (kernel != 0 && fused_group_norm_takes(in, sh, groups, w, b, &channels_last) &&
         (!w.defined() || w.numel() == in.size(1)) && (!b.defined() || b.numel() == in.size(1))) {
-      const bool grad = at::GradMode::is_enabled() &&
-                        (in.requires_grad() || (sh.defined() && sh.requires_grad()) ||
-                         (w.defined() && w.requires_grad()) || (b.defined() && b.requires_grad()));
-      *out = wrap(grad ? FusedGroupNorm::apply(in, or_empty(sh), or_empty(w), or_empty(b), groups, eps, silu != 0,
-                                               channels_last)
-                       : fused_group_norm(in, sh, groups, w, b, eps, silu != 0, channels_last));
+      *out = wrap(fused_group_norm(in, sh, groups, w, b, eps, silu != 0, channels_last));
     } else {
       *out = wrap(aten_group_norm(in, sh, groups, w, b, eps, silu != 0));
     }

@@ -69,10 +69,10 @@ func (s *Scope) GroupNorm(x *Tensor, groups int64, weight, bias *Tensor, eps flo
 
 // GroupNormSiLU is SiLU(GroupNorm(x + shift)), shift (N, C) added to every
 // value of its sample's channel (nil for none): the start of a residual
-// block, where shift is the timestep embedding's projection. On the CPU in
-// float32 (and bf16 autocast) it runs as one kernel of the shim, with its
-// own backward under autograd (see csrc/group_norm.cpp): in sampling 0.15-0.62
-// of the time of libtorch's three ops. GroupNorm runs the same kernel.
+// block, where shift is the timestep embedding's projection. Without
+// autograd on the CPU in float32 (and bf16 autocast) it runs as one kernel
+// of the shim (see csrc/group_norm.cpp): 0.15-0.62 of the time of
+// libtorch's three ops. GroupNorm runs the same kernel.
 func (s *Scope) GroupNormSiLU(x, shift *Tensor, groups int64, weight, bias *Tensor, eps float64) *Tensor {
 	return s.groupNorm("group_norm_silu", x, shift, groups, weight, bias, eps, true)
 }

@@ -53,32 +53,7 @@ func BenchmarkChannelsLast(b *testing.B) {
 			defer in.Close()
 			x, t, _ := randomInputs(in, models[0].Config(), c.batch, gen)
 			noise := in.Randn(x.Shape(), torch.Float32, torch.CPU, gen)
-			step := func(u *UNet) []float32 {
-				m := c.precision.Wrap(u)
-				if c.train {
-					s := torch.NewScope(torch.Grad)
-					defer s.Close()
-					loss := s.MSELoss(m.Forward(s, x, t, nil), noise, torch.ReduceMean)
-					s.Backward(loss)
-					v, err := loss.Float32s()
-					if err != nil {
-						b.Fatal(err)
-					}
-					for _, p := range u.Params() {
-						if err := p.T.ZeroGrad(); err != nil {
-							b.Fatal(err)
-						}
-					}
-					return v
-				}
-				s := torch.NewScope(torch.Inference)
-				defer s.Close()
-				v, err := m.Forward(s, x, t, nil).Float32s()
-				if err != nil {
-					b.Fatal(err)
-				}
-				return v
-			}
+			step := benchStep(b, c.precision, c.train, x, t, noise)
 			nchw, cl := step(models[0]), step(models[1])
 			diff, scale := maxAbsDiff(nchw, cl)
 			tol := 1e-5 * max(1, scale)
@@ -88,21 +63,59 @@ func BenchmarkChannelsLast(b *testing.B) {
 			if !(diff <= tol) {
 				b.Fatalf("channels-last and NCHW outputs differ by up to %g (largest value %g), want at most %g", diff, scale, tol)
 			}
-			var times [2][]float64
-			for range max(b.N, 9) {
-				for i, u := range models {
-					start := time.Now()
-					step(u)
-					times[i] = append(times[i], time.Since(start).Seconds())
-				}
-			}
-			med := func(v []float64) float64 { slices.Sort(v); return v[len(v)/2] }
-			n, l := med(times[0]), med(times[1])
-			b.Logf("median of %d rounds: NCHW %.2f ms, channels-last %.2f ms; largest output difference %.3g", len(times[0]), n*1e3, l*1e3, diff)
+			n, l := takeTurns(max(b.N, 9), func() { step(models[0]) }, func() { step(models[1]) })
+			b.Logf("median of %d rounds: NCHW %.2f ms, channels-last %.2f ms; largest output difference %.3g", max(b.N, 9), n*1e3, l*1e3, diff)
 			b.ReportMetric(l*1e9, "ns/op")
 			b.ReportMetric(n*1e3, "nchw_ms")
 			b.ReportMetric(l*1e3, "cl_ms")
 			b.ReportMetric(l/n, "cl/nchw_time")
 		})
 	}
+}
+
+// benchStep returns one sampling forward (train false) or training step
+// (forward, epsilon MSE, backward, gradients zeroed) of a model at
+// precision p on x and t, returning the output or the loss.
+func benchStep(b *testing.B, p diffusion.Precision, train bool, x, t, noise *torch.Tensor) func(u *UNet) []float32 {
+	return func(u *UNet) []float32 {
+		m := p.Wrap(u)
+		if train {
+			s := torch.NewScope(torch.Grad)
+			defer s.Close()
+			loss := s.MSELoss(m.Forward(s, x, t, nil), noise, torch.ReduceMean)
+			s.Backward(loss)
+			v, err := loss.Float32s()
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, p := range u.Params() {
+				if err := p.T.ZeroGrad(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			return v
+		}
+		s := torch.NewScope(torch.Inference)
+		defer s.Close()
+		v, err := m.Forward(s, x, t, nil).Float32s()
+		if err != nil {
+			b.Fatal(err)
+		}
+		return v
+	}
+}
+
+// takeTurns runs a then b, rounds times, and returns the median seconds of
+// each: load from elsewhere falls on both.
+func takeTurns(rounds int, a, b func()) (float64, float64) {
+	var times [2][]float64
+	for range rounds {
+		for i, f := range []func(){a, b} {
+			start := time.Now()
+			f()
+			times[i] = append(times[i], time.Since(start).Seconds())
+		}
+	}
+	med := func(v []float64) float64 { slices.Sort(v); return v[len(v)/2] }
+	return med(times[0]), med(times[1])
 }

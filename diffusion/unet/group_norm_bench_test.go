@@ -1,0 +1,69 @@
+package unet
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/diffusion/nn"
+	"github.com/ddpm-go/ddpm/torch"
+)
+
+// BenchmarkGroupNormKernel compares the shim's GroupNorm+SiLU kernel with
+// libtorch's GroupNorm, SiLU and add (torch.SetGroupNormKernel) in the
+// same model, taking turns round after round: the small preset's sampling
+// forward as a serving worker runs it (batch 8, one thread), as one request
+// runs it (batch 1, two threads) and as a large batch does (64, two
+// threads), in float32 and at batch 8 in bf16 (skipped on a CPU without
+// bfloat16 instructions). kernel/libtorch_time is the ratio of the median
+// times (below 1: the kernel is faster); the outputs must agree to float
+// rounding. (Training keeps libtorch's ops: the kernel runs without
+// autograd only.)
+//
+//	go test ./diffusion/unet/ -run '^$' -bench GroupNormKernel -benchtime 1x
+func BenchmarkGroupNormKernel(b *testing.B) {
+	cases := []struct {
+		batch     int64
+		threads   int
+		precision diffusion.Precision
+	}{
+		{8, 1, diffusion.Float32}, {1, 2, diffusion.Float32}, {64, 2, diffusion.Float32}, {8, 1, diffusion.BF16},
+	}
+	for _, c := range cases {
+		b.Run(fmt.Sprintf("small-forward-batch%d-%dthreads-%s", c.batch, c.threads, c.precision), func(b *testing.B) {
+			if err := c.precision.Check(torch.CPU); err != nil {
+				b.Skip(err)
+			}
+			defer torch.SetNumThreads(torch.NumThreads())
+			if err := torch.SetNumThreads(c.threads); err != nil {
+				b.Fatal(err)
+			}
+			defer torch.SetGroupNormKernel(torch.SetGroupNormKernel(true))
+			u, gen := benchModel(b, "small", nn.Inference)
+			in := torch.NewScope(torch.NoGrad)
+			defer in.Close()
+			x, t, _ := randomInputs(in, u.Config(), c.batch, gen)
+			noise := in.Randn(x.Shape(), torch.Float32, torch.CPU, gen)
+			step := benchStep(b, c.precision, false, x, t, noise)
+			with := func(kernel bool) []float32 {
+				torch.SetGroupNormKernel(kernel)
+				return step(u)
+			}
+			diff, scale := maxAbsDiff(with(true), with(false))
+			tol := 1e-4 * max(1, scale)
+			if c.precision != diffusion.Float32 {
+				tol = 0.02 * max(1, scale)
+			}
+			if !(diff <= tol) {
+				b.Fatalf("the kernel's and libtorch's outputs differ by up to %g (largest value %g), want at most %g", diff, scale, tol)
+			}
+			rounds := max(b.N, 9)
+			k, l := takeTurns(rounds, func() { with(true) }, func() { with(false) })
+			b.Logf("median of %d rounds: kernel %.2f ms, libtorch %.2f ms; largest output difference %.3g", rounds, k*1e3, l*1e3, diff)
+			b.ReportMetric(k*1e9, "ns/op")
+			b.ReportMetric(k*1e3, "kernel_ms")
+			b.ReportMetric(l*1e3, "libtorch_ms")
+			b.ReportMetric(k/l, "kernel/libtorch_time")
+		})
+	}
+}
