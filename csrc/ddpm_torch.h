@@ -315,8 +315,10 @@ ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w,
 /* GroupNorm over (N, C, ...) of x + shift, shift (N, C) added to each
  * channel's values (NULL for none), then SiLU when silu is non-zero;
  * weight/bias may be NULL. Under autocast it computes in float32 and
- * returns float32 (see ddpm_mode). With kernel non-zero the shim's own
- * kernel runs where it can (CPU, float32), else libtorch's ops. */
+ * returns float32 (see ddpm_mode), except with silu under bf16 autocast on
+ * the CPU, where the shim's kernel turns a bfloat16 x into a bfloat16
+ * result. With kernel non-zero the shim's own kernel runs where it can
+ * (CPU, no autograd), else libtorch's ops. */
 ddpm_error ddpm_group_norm(ddpm_mode mode, ddpm_tensor x, ddpm_tensor shift,
                            int64_t groups, ddpm_tensor weight, ddpm_tensor bias,
                            double eps, int32_t silu, int32_t kernel,

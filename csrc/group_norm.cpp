@@ -13,7 +13,11 @@
 // 0.35-0.39 of libtorch's time at 8 x 32 x 32 x 32 / 8 x 64 x 16 x 16 /
 // 8 x 64 x 8 x 8 on one thread (a serving worker's forward), 0.20-0.22 /
 // 0.15-0.18 at batch 1 on two threads (one request's); at batch 64 on two
-// threads, where both are bound by SiLU's exponentials, 0.6-1.1. torch's
+// threads, where both are bound by SiLU's exponentials, about the same. In
+// the small preset's whole forward (BenchmarkGroupNormKernel, package unet):
+// 0.87-0.93 of the time at batch 8 on one thread, 0.79-0.85 at batch 1 on
+// two, 0.89-1.19 at batch 64 on two; in bf16, reading and writing bfloat16
+// (see ddpm_group_norm), 0.78-0.90 at batch 8, 0.86 at batch 1. torch's
 // SetGroupNormKernel(false) turns the kernel off. Each sample's statistics
 // are summed in a fixed order of 256-pixel chunks (float within a chunk,
 // double across), so a sample's values depend neither on the batch around
@@ -76,44 +80,63 @@ inline float exp_float(float x) {
 // silu(v) = v sigmoid(v).
 inline float silu_float(float v) { return v / (1.f + exp_float(-v)); }
 
+// The kernel's element types: float32, and bfloat16 held as its bits.
+inline float load(float v) { return v; }
+inline float load(uint16_t v) {
+  const uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+inline void store(float* p, float v) { *p = v; }
+// Round to nearest even, NaN to the quiet NaN, as c10::BFloat16 rounds.
+inline void store(uint16_t* p, float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  const uint32_t rounded = bits + 0x7FFFu + ((bits >> 16) & 1u);
+  // All ones for NaN (its magnitude above infinity's), by an arithmetic shift.
+  const uint32_t nan = static_cast<uint32_t>((0x7F800000 - static_cast<int32_t>(bits & 0x7FFFFFFFu)) >> 31);
+  *p = static_cast<uint16_t>((rounded ^ ((rounded ^ 0x7FC00000u) & nan)) >> 16);  // branch-free: vectorises
+}
+
 // acc[c] = the sum over the pixels of d = x[p, c] - center[c], or of d^2
 // when squares, for channels-last pixels of C channels.
-DDPM_VECTOR_CLONES
-void pixel_sums(const float* __restrict x, int64_t pixels, int64_t C, const float* __restrict center, bool squares,
-                float* __restrict acc) {
+template <typename T>
+inline void pixel_sums_impl(const T* __restrict x, int64_t pixels, int64_t C, const float* __restrict center,
+                            bool squares, float* __restrict acc) {
   for (int64_t c = 0; c < C; c++) acc[c] = 0.f;
   if (squares) {
     for (int64_t p = 0; p < pixels; p++)
       for (int64_t c = 0; c < C; c++) {
-        const float d = x[p * C + c] - center[c];
+        const float d = load(x[p * C + c]) - center[c];
         acc[c] += d * d;
       }
   } else {
     for (int64_t p = 0; p < pixels; p++)
-      for (int64_t c = 0; c < C; c++) acc[c] += x[p * C + c] - center[c];
+      for (int64_t c = 0; c < C; c++) acc[c] += load(x[p * C + c]) - center[c];
   }
 }
 
 // The sum of d = x[i] - center, or of d^2 when squares, over n contiguous
 // values, in kLanes partial sums added in a fixed order.
-DDPM_VECTOR_CLONES
-float plane_sum(const float* __restrict x, int64_t n, float center, bool squares) {
+template <typename T>
+inline float plane_sum_impl(const T* __restrict x, int64_t n, float center, bool squares) {
   float lanes[kLanes] = {};
   const int64_t whole = n / kLanes * kLanes;
   if (squares) {
     for (int64_t i = 0; i < whole; i += kLanes)
       for (int j = 0; j < kLanes; j++) {
-        const float d = x[i + j] - center;
+        const float d = load(x[i + j]) - center;
         lanes[j] += d * d;
       }
   } else {
     for (int64_t i = 0; i < whole; i += kLanes)
-      for (int j = 0; j < kLanes; j++) lanes[j] += x[i + j] - center;
+      for (int j = 0; j < kLanes; j++) lanes[j] += load(x[i + j]) - center;
   }
   float sum = 0.f;
   for (int j = 0; j < kLanes; j++) sum += lanes[j];
   for (int64_t i = whole; i < n; i++) {
-    const float d = x[i] - center;
+    const float d = load(x[i]) - center;
     sum += squares ? d * d : d;
   }
   return sum;
@@ -121,10 +144,10 @@ float plane_sum(const float* __restrict x, int64_t n, float center, bool squares
 
 // y[p, c] = act((x[p, c] - center[c]) scale[c] + bias[c]) for channels-last
 // pixels.
-DDPM_VECTOR_CLONES
-void pixel_apply(const float* __restrict x, float* __restrict y, int64_t pixels, int64_t C,
-                 const float* __restrict center, const float* __restrict scale, const float* __restrict bias,
-                 bool silu) {
+template <typename T>
+inline void pixel_apply_impl(const T* __restrict x, T* __restrict y, int64_t pixels, int64_t C,
+                             const float* __restrict center, const float* __restrict scale,
+                             const float* __restrict bias, bool silu) {
   if (C % kLanes == 0) {
     // A vector of channels at a time, its constants held in registers: no
     // remainder loop for each pixel.
@@ -133,43 +156,95 @@ void pixel_apply(const float* __restrict x, float* __restrict y, int64_t pixels,
       for (int j = 0; j < kLanes; j++) m[j] = center[c0 + j], a[j] = scale[c0 + j], b[j] = bias[c0 + j];
       if (silu) {
         for (int64_t p = 0; p < pixels; p++)
-          for (int j = 0; j < kLanes; j++) y[p * C + c0 + j] = silu_float((x[p * C + c0 + j] - m[j]) * a[j] + b[j]);
+          for (int j = 0; j < kLanes; j++)
+            store(&y[p * C + c0 + j], silu_float((load(x[p * C + c0 + j]) - m[j]) * a[j] + b[j]));
       } else {
         for (int64_t p = 0; p < pixels; p++)
-          for (int j = 0; j < kLanes; j++) y[p * C + c0 + j] = (x[p * C + c0 + j] - m[j]) * a[j] + b[j];
+          for (int j = 0; j < kLanes; j++) store(&y[p * C + c0 + j], (load(x[p * C + c0 + j]) - m[j]) * a[j] + b[j]);
       }
     }
     return;
   }
   for (int64_t p = 0; p < pixels; p++) {
-    const float* xp = x + p * C;
-    float* yp = y + p * C;
+    const T* xp = x + p * C;
+    T* yp = y + p * C;
     if (silu) {
-      for (int64_t c = 0; c < C; c++) yp[c] = silu_float((xp[c] - center[c]) * scale[c] + bias[c]);
+      for (int64_t c = 0; c < C; c++) store(&yp[c], silu_float((load(xp[c]) - center[c]) * scale[c] + bias[c]));
     } else {
-      for (int64_t c = 0; c < C; c++) yp[c] = (xp[c] - center[c]) * scale[c] + bias[c];
+      for (int64_t c = 0; c < C; c++) store(&yp[c], (load(xp[c]) - center[c]) * scale[c] + bias[c]);
     }
   }
 }
 
 // y[i] = act((x[i] - center) scale + bias) over n contiguous values.
-DDPM_VECTOR_CLONES
-void plane_apply(const float* __restrict x, float* __restrict y, int64_t n, float center, float scale, float bias,
-                 bool silu) {
+template <typename T>
+inline void plane_apply_impl(const T* __restrict x, T* __restrict y, int64_t n, float center, float scale,
+                             float bias, bool silu) {
   if (silu) {
-    for (int64_t i = 0; i < n; i++) y[i] = silu_float((x[i] - center) * scale + bias);
+    for (int64_t i = 0; i < n; i++) store(&y[i], silu_float((load(x[i]) - center) * scale + bias));
   } else {
-    for (int64_t i = 0; i < n; i++) y[i] = (x[i] - center) * scale + bias;
+    for (int64_t i = 0; i < n; i++) store(&y[i], (load(x[i]) - center) * scale + bias);
   }
 }
 
-// The shim's kernel: x float32, contiguous (NCHW, any number of spatial
-// dims) or channels-last (4-D); shift (N, C) or undefined; weight and bias
-// (C) or undefined. Sums in float lose the low bits of a mean far from zero,
+// The loops above for float32 and for bfloat16 maps, each compiled for the
+// CPU levels of DDPM_VECTOR_CLONES.
+#define DDPM_GROUP_NORM_LOOPS(T)                                                                                 \
+  DDPM_VECTOR_CLONES void pixel_sums(const T* x, int64_t pixels, int64_t C, const float* center, bool squares,   \
+                                     float* acc) {                                                               \
+    pixel_sums_impl(x, pixels, C, center, squares, acc);                                                         \
+  }                                                                                                              \
+  DDPM_VECTOR_CLONES float plane_sum(const T* x, int64_t n, float center, bool squares) {                        \
+    return plane_sum_impl(x, n, center, squares);                                                                \
+  }                                                                                                              \
+  DDPM_VECTOR_CLONES void plane_apply(const T* x, T* y, int64_t n, float center, float scale, float bias,        \
+                                      bool silu) {                                                               \
+    plane_apply_impl(x, y, n, center, scale, bias, silu);                                                        \
+  }
+DDPM_GROUP_NORM_LOOPS(float)
+DDPM_GROUP_NORM_LOOPS(uint16_t)
+#undef DDPM_GROUP_NORM_LOOPS
+
+DDPM_VECTOR_CLONES
+void pixel_apply(const float* x, float* y, int64_t pixels, int64_t C, const float* center, const float* scale,
+                 const float* bias, bool silu) {
+  pixel_apply_impl(x, y, pixels, C, center, scale, bias, silu);
+}
+
+// bfloat16 pixels a pixel at a time through float32 rows: GCC does not
+// vectorise the SiLU with the rounding store in one loop over pixels.
+DDPM_VECTOR_CLONES
+void pixel_apply(const uint16_t* x, uint16_t* y, int64_t pixels, int64_t C, const float* center, const float* scale,
+                 const float* bias, bool silu) {
+  std::vector<float> in(static_cast<size_t>(C)), out(static_cast<size_t>(C));
+  for (int64_t p = 0; p < pixels; p++) {
+    for (int64_t c = 0; c < C; c++) in[c] = load(x[p * C + c]);
+    pixel_apply_impl(in.data(), out.data(), 1, C, center, scale, bias, silu);
+    for (int64_t c = 0; c < C; c++) store(&y[p * C + c], out[c]);
+  }
+}
+
+// The elements of a float32 or bfloat16 tensor as the loops take them.
+template <typename T>
+T* elements(const at::Tensor& t);
+template <>
+float* elements<float>(const at::Tensor& t) {
+  return t.data_ptr<float>();
+}
+template <>
+uint16_t* elements<uint16_t>(const at::Tensor& t) {
+  return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>());
+}
+
+// The shim's kernel: x float32 or bfloat16 (T: float or uint16_t), the
+// output of x's dtype, contiguous (NCHW, any number of spatial dims) or
+// channels-last (4-D); shift (N, C) or undefined; weight and bias (C, float32)
+// or undefined; everything computed in float32. Sums in float lose the low bits of a mean far from zero,
 // so the first pass sums x less its first value in each sample's channel
 // (a pivot), the second the squares of x less the mean, and the output is
 // computed from x less the mean too: the rounding scales with the spread
 // of the values, not with their size.
+template <typename T>
 at::Tensor fused_group_norm(const at::Tensor& x, const at::Tensor& shift, int64_t groups, const at::Tensor& weight,
                             const at::Tensor& bias, double eps, bool silu, bool channels_last) {
   // Named for libtorch's profiler (ddpm bench --profile), like an operator.
@@ -177,8 +252,8 @@ at::Tensor fused_group_norm(const at::Tensor& x, const at::Tensor& shift, int64_
   const int64_t N = x.size(0), C = x.size(1), P = x.numel() / (N * C), D = C / groups;
   const int64_t chunks = (P + kChunk - 1) / kChunk;
   at::Tensor y = at::empty_strided(x.sizes(), x.strides(), x.options());
-  const float* xd = x.data_ptr<float>();
-  float* yd = y.data_ptr<float>();
+  const T* xd = elements<T>(x);
+  T* yd = elements<T>(y);
   const at::Tensor sh = shift.defined() ? shift.contiguous() : shift;
   const at::Tensor w = weight.defined() ? weight.contiguous() : weight;
   const at::Tensor b = bias.defined() ? bias.contiguous() : bias;
@@ -186,7 +261,7 @@ at::Tensor fused_group_norm(const at::Tensor& x, const at::Tensor& shift, int64_
   const float* wd = w.defined() ? w.data_ptr<float>() : nullptr;
   const float* bd = b.defined() ? b.data_ptr<float>() : nullptr;
   // x's value of sample n, channel c, pixel 0.
-  auto first = [&](int64_t n, int64_t c) { return channels_last ? xd[n * P * C + c] : xd[(n * C + c) * P]; };
+  auto first = [&](int64_t n, int64_t c) { return load(channels_last ? xd[n * P * C + c] : xd[(n * C + c) * P]); };
 
   // center[n C + c]: what the pass subtracts from x of sample n, channel c:
   // the pivot, then the group mean of x + shift less shift[n, c].
@@ -273,14 +348,17 @@ at::Tensor fused_group_norm(const at::Tensor& x, const at::Tensor& shift, int64_
   return y;
 }
 
-// Whether the shim's kernel takes x: see the file comment. The layout it
-// reads x in is set in channels_last.
+// Whether the shim's kernel takes x (float32, or bfloat16 when bf16): see
+// the file comment. The layout it reads x in is set in channels_last.
 bool fused_group_norm_takes(const at::Tensor& x, const at::Tensor& shift, int64_t groups, const at::Tensor& weight,
-                            const at::Tensor& bias, bool* channels_last) {
+                            const at::Tensor& bias, bool bf16, bool* channels_last) {
   auto float_cpu = [](const at::Tensor& t) {
     return !t.defined() || (t.device().is_cpu() && t.scalar_type() == at::kFloat);
   };
-  if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || x.dim() < 3 || x.numel() == 0) return false;
+  const at::ScalarType dt = bf16 ? at::kBFloat16 : at::kFloat;
+  if (!x.device().is_cpu() || x.scalar_type() != dt || x.dim() < 3 || x.numel() == 0) return false;
+  if (weight.defined() && weight.numel() != x.size(1)) return false;
+  if (bias.defined() && bias.numel() != x.size(1)) return false;
   if (!float_cpu(shift) || !float_cpu(weight) || !float_cpu(bias)) return false;
   if (groups <= 0 || x.size(1) % groups != 0) return false;
   if (at::GradMode::is_enabled() &&
@@ -333,12 +411,16 @@ ddpm_error ddpm_group_norm(ddpm_mode mode, ddpm_tensor x, ddpm_tensor shift, int
                            ddpm_tensor bias, double eps, int32_t silu, int32_t kernel, ddpm_tensor* out) {
   // Under autocast GroupNorm runs in float32 on every device: its input
   // arrives in the lower precision from a convolution while its weights are
-  // float32, a mix libtorch 1.13's CPU kernel refuses.
+  // float32, a mix libtorch 1.13's CPU kernel refuses. With the SiLU, under
+  // bf16 autocast, a bfloat16 x the kernel takes stays bfloat16 in memory
+  // and so does the output: what follows it in every model is a convolution,
+  // which autocast would give the float32 output rounded to bfloat16 just so
+  // (the same values, without two conversion passes).
   DDPM_TRY(mode, {
-    at::Tensor in = ddpm::fp32_if_autocast(mode, ref(x));
-    at::Tensor sh = ddpm::fp32_if_autocast(mode, ddpm::optional(shift));
-    at::Tensor w = ddpm::fp32_if_autocast(mode, ddpm::optional(weight));
-    at::Tensor b = ddpm::fp32_if_autocast(mode, ddpm::optional(bias));
+    const at::Tensor& in = ref(x);
+    const at::Tensor sh = ddpm::fp32_if_autocast(mode, ddpm::optional(shift));
+    const at::Tensor w = ddpm::fp32_if_autocast(mode, ddpm::optional(weight));
+    const at::Tensor b = ddpm::fp32_if_autocast(mode, ddpm::optional(bias));
     TORCH_CHECK(in.dim() >= 2, "group_norm: input needs at least 2 dims (N, C, ...), got ", in.dim());
     TORCH_CHECK(groups > 0 && in.size(1) % groups == 0, "group_norm: ", in.size(1),
                 " channels do not split into ", groups, " groups");
@@ -347,11 +429,16 @@ ddpm_error ddpm_group_norm(ddpm_mode mode, ddpm_tensor x, ddpm_tensor shift, int
                   "group_norm: shift must be (N, C) = (", in.size(0), ", ", in.size(1), "), got ", sh.sizes());
     }
     bool channels_last = false;
-    if (kernel != 0 && fused_group_norm_takes(in, sh, groups, w, b, &channels_last) &&
-        (!w.defined() || w.numel() == in.size(1)) && (!b.defined() || b.numel() == in.size(1))) {
-      *out = wrap(fused_group_norm(in, sh, groups, w, b, eps, silu != 0, channels_last));
+    if (kernel != 0 && silu != 0 && (mode & DDPM_AUTOCAST_BF16) != 0 &&
+        fused_group_norm_takes(in, sh, groups, w, b, true, &channels_last)) {
+      *out = wrap(fused_group_norm<uint16_t>(in, sh, groups, w, b, eps, true, channels_last));
+      return nullptr;
+    }
+    const at::Tensor in32 = ddpm::fp32_if_autocast(mode, in);
+    if (kernel != 0 && fused_group_norm_takes(in32, sh, groups, w, b, false, &channels_last)) {
+      *out = wrap(fused_group_norm<float>(in32, sh, groups, w, b, eps, silu != 0, channels_last));
     } else {
-      *out = wrap(aten_group_norm(in, sh, groups, w, b, eps, silu != 0));
+      *out = wrap(aten_group_norm(in32, sh, groups, w, b, eps, silu != 0));
     }
   });
 }

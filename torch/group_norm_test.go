@@ -1,6 +1,7 @@
 package torch
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"strings"
@@ -221,6 +222,52 @@ func TestGroupNormKernelEdges(t *testing.T) {
 			c.f(s)
 			if err := s.Err(); err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("error %v; want one saying %q", err, c.want)
+			}
+		})
+	}
+}
+
+// Under bf16 autocast a bfloat16 map stays bfloat16 through GroupNormSiLU:
+// the kernel reads it and writes the float32 result rounded to bfloat16,
+// the same bits as the float32 kernel's output converted (what autocast
+// hands the convolution after it); plain GroupNorm still returns float32.
+func TestGroupNormKernelBF16(t *testing.T) {
+	in := opScope(t, NoGrad)
+	for _, layout := range []string{"nchw", "channels-last"} {
+		t.Run(layout, func(t *testing.T) {
+			x := in.ToDType(in.MulScalar(in.Randn([]int64{3, 16, 17, 19}, Float32, CPU, nil), 3), BFloat16)
+			if layout == "channels-last" {
+				x = in.ChannelsLast(x)
+			}
+			shift := in.ToDType(in.Randn([]int64{3, 16}, Float32, CPU, nil), BFloat16)
+			w := in.Randn([]int64{16}, Float32, CPU, nil)
+			b := in.Randn([]int64{16}, Float32, CPU, nil)
+			want, err := in.Contiguous(in.ToDType(in.GroupNormSiLU(in.ToDType(x, Float32), in.ToDType(shift, Float32), 4, w, b, 1e-5), BFloat16)).Bytes()
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := NewAutocastScope(Inference, BFloat16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			y := s.GroupNormSiLU(x, shift, 4, w, b, 1e-5)
+			plain := s.GroupNorm(x, 4, w, b, 1e-5)
+			if err := s.Err(); err != nil {
+				t.Fatal(err)
+			}
+			if y.DType() != BFloat16 || plain.DType() != Float32 {
+				t.Fatalf("GroupNormSiLU gives %v, GroupNorm %v; want bfloat16 and float32", y.DType(), plain.DType())
+			}
+			if m, err := y.Meta(); err != nil || m.Contiguous != (layout == "nchw") {
+				t.Errorf("output meta %+v (%v): want the input's layout", m, err)
+			}
+			got, err := s.Contiguous(y).Bytes()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatal("bfloat16 output differs from the float32 kernel's output rounded to bfloat16")
 			}
 		})
 	}

@@ -72,7 +72,9 @@ func (s *Scope) GroupNorm(x *Tensor, groups int64, weight, bias *Tensor, eps flo
 // block, where shift is the timestep embedding's projection. Without
 // autograd on the CPU in float32 (and bf16 autocast) it runs as one kernel
 // of the shim (see csrc/group_norm.cpp): 0.15-0.62 of the time of
-// libtorch's three ops. GroupNorm runs the same kernel.
+// libtorch's three ops. GroupNorm runs the same kernel. Under bf16 autocast
+// a bfloat16 x gives a bfloat16 result (the float32 one rounded, as autocast
+// would round it for the convolution that follows), else float32.
 func (s *Scope) GroupNormSiLU(x, shift *Tensor, groups int64, weight, bias *Tensor, eps float64) *Tensor {
 	return s.groupNorm("group_norm_silu", x, shift, groups, weight, bias, eps, true)
 }
