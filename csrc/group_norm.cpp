@@ -41,8 +41,8 @@ using ddpm::wrap;
 
 // The vectorised loops below are compiled for AVX-512, AVX2 and the x86-64
 // baseline, picked at load time by the CPU (function multiversioning of GCC
-// 11 and later, which knows these levels);
-// elsewhere they are compiled once for the target.
+// 11 and later, which knows these levels); elsewhere they are compiled once
+// for the target.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
 #define DDPM_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
@@ -238,12 +238,12 @@ uint16_t* elements<uint16_t>(const at::Tensor& t) {
 
 // The shim's kernel: x float32 or bfloat16 (T: float or uint16_t), the
 // output of x's dtype, contiguous (NCHW, any number of spatial dims) or
-// channels-last (4-D); shift (N, C) or undefined; weight and bias (C, float32)
-// or undefined; everything computed in float32. Sums in float lose the low bits of a mean far from zero,
-// so the first pass sums x less its first value in each sample's channel
-// (a pivot), the second the squares of x less the mean, and the output is
-// computed from x less the mean too: the rounding scales with the spread
-// of the values, not with their size.
+// channels-last (4-D); shift (N, C) or undefined; weight and bias (C,
+// float32) or undefined; everything computed in float32. Sums in float lose
+// the low bits of a mean far from zero, so the first pass sums x less its
+// first value in each sample's channel (a pivot), the second the squares of
+// x less the mean, and the output is computed from x less the mean too: the
+// rounding scales with the spread of the values, not with their size.
 template <typename T>
 at::Tensor fused_group_norm(const at::Tensor& x, const at::Tensor& shift, int64_t groups, const at::Tensor& weight,
                             const at::Tensor& bias, double eps, bool silu, bool channels_last) {
