@@ -115,6 +115,17 @@ inline at::Tensor fp32_if_autocast(ddpm_mode mode, const at::Tensor& t) {
   return st == at::kBFloat16 || st == at::kHalf ? t.to(at::kFloat) : t;
 }
 
+// w's bfloat16 copy, kept while w lives unchanged (autocast_weights.cpp),
+// for a float32 CPU weight that needs no gradient here; else w itself. For
+// the weights of convolutions and linear layers under CPU bf16 autocast.
+at::Tensor bf16_weight(const at::Tensor& w);
+
+// Whether mode autocasts to bfloat16 and x is on the CPU: the weights of an
+// op on x may come from bf16_weight.
+inline bool cpu_bf16_autocast(ddpm_mode mode, const at::Tensor& x) {
+  return (mode & DDPM_AUTOCAST_BF16) != 0 && x.device().is_cpu();
+}
+
 // Sets grad, inference and autocast mode for one shim call and restores the
 // calling thread's previous modes on exit, so no mode ever leaks between
 // calls.
