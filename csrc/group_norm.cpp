@@ -349,8 +349,9 @@ at::Tensor fused_group_norm(const at::Tensor& x, const at::Tensor& shift, int64_
 }
 
 // Whether the shim's kernel takes x (float32, or bfloat16 when bf16): see
-// the file comment. The layout it reads x in is set in channels_last.
-bool fused_group_norm_takes(const at::Tensor& x, const at::Tensor& shift, int64_t groups, const at::Tensor& weight,
+// the file comment; x's shapes and groups are checked before. The layout it
+// reads x in is set in channels_last.
+bool fused_group_norm_takes(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& weight,
                             const at::Tensor& bias, bool bf16, bool* channels_last) {
   auto float_cpu = [](const at::Tensor& t) {
     return !t.defined() || (t.device().is_cpu() && t.scalar_type() == at::kFloat);
@@ -360,7 +361,6 @@ bool fused_group_norm_takes(const at::Tensor& x, const at::Tensor& shift, int64_
   if (weight.defined() && weight.numel() != x.size(1)) return false;
   if (bias.defined() && bias.numel() != x.size(1)) return false;
   if (!float_cpu(shift) || !float_cpu(weight) || !float_cpu(bias)) return false;
-  if (groups <= 0 || x.size(1) % groups != 0) return false;
   if (at::GradMode::is_enabled() &&
       (x.requires_grad() || (shift.defined() && shift.requires_grad()) ||
        (weight.defined() && weight.requires_grad()) || (bias.defined() && bias.requires_grad())))
@@ -430,12 +430,12 @@ ddpm_error ddpm_group_norm(ddpm_mode mode, ddpm_tensor x, ddpm_tensor shift, int
     }
     bool channels_last = false;
     if (kernel != 0 && silu != 0 && (mode & DDPM_AUTOCAST_BF16) != 0 &&
-        fused_group_norm_takes(in, sh, groups, w, b, true, &channels_last)) {
+        fused_group_norm_takes(in, sh, w, b, true, &channels_last)) {
       *out = wrap(fused_group_norm<uint16_t>(in, sh, groups, w, b, eps, true, channels_last));
       return nullptr;
     }
     const at::Tensor in32 = ddpm::fp32_if_autocast(mode, in);
-    if (kernel != 0 && fused_group_norm_takes(in32, sh, groups, w, b, false, &channels_last)) {
+    if (kernel != 0 && fused_group_norm_takes(in32, sh, w, b, false, &channels_last)) {
       *out = wrap(fused_group_norm<float>(in32, sh, groups, w, b, eps, silu != 0, channels_last));
     } else {
       *out = wrap(aten_group_norm(in32, sh, groups, w, b, eps, silu != 0));

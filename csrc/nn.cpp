@@ -19,12 +19,8 @@ ddpm_error ddpm_bmm(ddpm_mode mode, ddpm_tensor a, ddpm_tensor b, ddpm_tensor* o
 
 ddpm_error ddpm_linear(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w, ddpm_tensor bias,
                        ddpm_tensor* out) {
-  DDPM_TRY(mode, {
-    const bool low = ddpm::cpu_bf16_autocast(mode, ref(x));
-    at::Tensor weight = low ? ddpm::bf16_weight(ref(w)) : ref(w);
-    at::Tensor b = low ? ddpm::bf16_weight(ddpm::optional(bias)) : ddpm::optional(bias);
-    *out = wrap(at::linear(ref(x), weight, b));
-  });
+  DDPM_TRY(mode, *out = wrap(at::linear(ref(x), ddpm::bf16_weight_if_autocast(mode, ref(w)),
+                                         ddpm::bf16_weight_if_autocast(mode, ddpm::optional(bias)))));
 }
 
 }  // extern "C"
@@ -64,11 +60,9 @@ ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w, ddpm_tensor
     *out = wrap(at::mkldnn_convolution(ref(x), ref(w), ddpm::optional(bias), ddpm::dims(padding, 2),
                                        ddpm::dims(stride, 2), ddpm::dims(dilation, 2), groups));
   } else {
-    const bool low = ddpm::cpu_bf16_autocast(mode, ref(x));
-    at::Tensor weight = low ? ddpm::bf16_weight(ref(w)) : ref(w);
-    at::Tensor b = low ? ddpm::bf16_weight(ddpm::optional(bias)) : ddpm::optional(bias);
-    *out = wrap(at::conv2d(ref(x), weight, b, ddpm::dims(stride, 2), ddpm::dims(padding, 2),
-                           ddpm::dims(dilation, 2), groups));
+    *out = wrap(at::conv2d(ref(x), ddpm::bf16_weight_if_autocast(mode, ref(w)),
+                           ddpm::bf16_weight_if_autocast(mode, ddpm::optional(bias)), ddpm::dims(stride, 2),
+                           ddpm::dims(padding, 2), ddpm::dims(dilation, 2), groups));
   });
 }
 

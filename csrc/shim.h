@@ -116,14 +116,13 @@ inline at::Tensor fp32_if_autocast(ddpm_mode mode, const at::Tensor& t) {
 }
 
 // w's bfloat16 copy, kept while w lives unchanged (autocast_weights.cpp),
-// for a float32 CPU weight that needs no gradient here; else w itself. For
-// the weights of convolutions and linear layers under CPU bf16 autocast.
+// for a float32 CPU weight that needs no gradient here; else w itself.
 at::Tensor bf16_weight(const at::Tensor& w);
 
-// Whether mode autocasts to bfloat16 and x is on the CPU: the weights of an
-// op on x may come from bf16_weight.
-inline bool cpu_bf16_autocast(ddpm_mode mode, const at::Tensor& x) {
-  return (mode & DDPM_AUTOCAST_BF16) != 0 && x.device().is_cpu();
+// The weight or bias of a convolution or linear layer as the call takes it:
+// under bf16 autocast, bf16_weight's copy of a float32 CPU one, else w.
+inline at::Tensor bf16_weight_if_autocast(ddpm_mode mode, const at::Tensor& w) {
+  return (mode & DDPM_AUTOCAST_BF16) != 0 ? bf16_weight(w) : w;
 }
 
 // Sets grad, inference and autocast mode for one shim call and restores the

@@ -79,11 +79,9 @@ func (s *Scope) GroupNormSiLU(x, shift *Tensor, groups int64, weight, bias *Tens
 	return s.groupNorm("group_norm_silu", x, shift, groups, weight, bias, eps, true)
 }
 
-// groupNormKernel says whether GroupNorm and GroupNormSiLU run the shim's
-// kernel where they can (SetGroupNormKernel).
-var groupNormKernel atomic.Bool
-
-func init() { groupNormKernel.Store(true) }
+// groupNormKernelOff says whether GroupNorm and GroupNormSiLU run
+// libtorch's ops instead of the shim's kernel (SetGroupNormKernel).
+var groupNormKernelOff atomic.Bool
 
 // SetGroupNormKernel chooses between the shim's GroupNorm+SiLU kernel (on,
 // the default) and libtorch's own GroupNorm, SiLU and add for every
@@ -91,14 +89,14 @@ func init() { groupNormKernel.Store(true) }
 // choice. libtorch's ops give the values of PyTorch's modules to the last
 // bit, the kernel the same up to float32 rounding (sampled images differ
 // from PyTorch's by about 3e-7 relative L2), several times faster.
-func SetGroupNormKernel(on bool) bool { return groupNormKernel.Swap(on) }
+func SetGroupNormKernel(on bool) bool { return !groupNormKernelOff.Swap(!on) }
 
 func (s *Scope) groupNorm(op string, x, shift *Tensor, groups int64, weight, bias *Tensor, eps float64, silu bool) *Tensor {
 	if !s.ready(op, x) || !s.readyOptional(op, shift, weight, bias) {
 		return nil
 	}
 	var out C.ddpm_tensor
-	e := C.ddpm_group_norm(s.mode, x.h, opt(shift), C.int64_t(groups), opt(weight), opt(bias), C.double(eps), cBool(silu), cBool(groupNormKernel.Load()), &out)
+	e := C.ddpm_group_norm(s.mode, x.h, opt(shift), C.int64_t(groups), opt(weight), opt(bias), C.double(eps), cBool(silu), cBool(!groupNormKernelOff.Load()), &out)
 	return s.wrap(op, e, out, x, shift, weight, bias)
 }
 
