@@ -55,8 +55,11 @@ extern "C" {
 
 ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w, ddpm_tensor bias,
                        const int64_t* stride, const int64_t* padding, const int64_t* dilation,
-                       int64_t groups, ddpm_tensor* out) {
-  DDPM_TRY(mode, if (onednn_1x1(ref(x), ref(w), stride, padding, dilation, groups)) {
+                       int64_t groups, int32_t winograd, ddpm_tensor* out) {
+  DDPM_TRY(mode, if (winograd != 0 && ddpm::winograd_conv_takes(ref(x), ref(w), ddpm::optional(bias), stride, padding,
+                                                                 dilation, groups)) {
+    *out = wrap(ddpm::winograd_conv(ref(x), ref(w), ddpm::optional(bias)));
+  } else if (onednn_1x1(ref(x), ref(w), stride, padding, dilation, groups)) {
     *out = wrap(at::mkldnn_convolution(ref(x), ref(w), ddpm::optional(bias), ddpm::dims(padding, 2),
                                        ddpm::dims(stride, 2), ddpm::dims(dilation, 2), groups));
   } else {
@@ -65,6 +68,8 @@ ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w, ddpm_tensor
                            ddpm::dims(padding, 2), ddpm::dims(dilation, 2), groups));
   });
 }
+
+int32_t ddpm_winograd_conv_supported(void) { return ddpm::winograd_conv_supported() ? 1 : 0; }
 
 ddpm_error ddpm_softmax(ddpm_mode mode, ddpm_tensor a, int64_t dim, ddpm_tensor* out) {
   DDPM_TRY(mode, *out = wrap(at::softmax(ddpm::fp32_if_autocast(mode, ref(a)), dim)));

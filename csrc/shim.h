@@ -115,9 +115,32 @@ inline at::Tensor fp32_if_autocast(ddpm_mode mode, const at::Tensor& t) {
   return st == at::kBFloat16 || st == at::kHalf ? t.to(at::kFloat) : t;
 }
 
-// w's bfloat16 copy, kept while w lives unchanged (autocast_weights.cpp),
-// for a float32 CPU weight that needs no gradient here; else w itself.
+// The forms of a weight that weight_cache.cpp derives and keeps.
+enum class WeightForm { kBFloat16, kWinograd };
+
+// Whether w is a float32 CPU weight that needs no gradient here and is not
+// an inference tensor (which has no version): one whose derived forms are
+// kept.
+bool weight_cacheable(const at::Tensor& w);
+
+// derive(w), kept while w lives unchanged, for a weight_cacheable w.
+at::Tensor derived_weight(const at::Tensor& w, WeightForm form, at::Tensor (*derive)(const at::Tensor&));
+
+// w's bfloat16 copy, kept while w lives unchanged (weight_cache.cpp), for a
+// weight_cacheable w; else w itself.
 at::Tensor bf16_weight(const at::Tensor& w);
+
+// Whether this build and CPU run winograd_conv (AVX-512 on x86-64).
+bool winograd_conv_supported();
+
+// Whether winograd_conv computes conv2d(x, w, bias) with these arguments
+// here: see winograd_conv.cpp.
+bool winograd_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const int64_t* stride,
+                         const int64_t* padding, const int64_t* dilation, int64_t groups);
+
+// conv2d(x, w, bias) with stride 1 and padding 1 for a 3x3 w, by Winograd's
+// F(4x4, 3x3), channels-last (winograd_conv.cpp).
+at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias);
 
 // The weight or bias of a convolution or linear layer as the call takes it:
 // under bf16 autocast, bf16_weight's copy of a float32 CPU one, else w.

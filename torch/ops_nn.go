@@ -40,6 +40,12 @@ type Conv2dOptions struct {
 }
 
 // Conv2d convolves x (N, C, H, W) with w (O, C/groups, kH, kW); bias may be nil.
+// Without autograd or autocast on a CPU with AVX-512, a 3x3 convolution
+// with stride 1 and padding 1 of a float32 channels-last x whose channels
+// in and out are multiples of 16 runs the shim's Winograd kernel (see
+// csrc/winograd_conv.cpp and SetWinogradConv): 0.15-0.65 of libtorch's
+// time, about 2e-6 relative error against a float64 convolution where
+// libtorch's is about 4e-7.
 func (s *Scope) Conv2d(x, w, bias *Tensor, o Conv2dOptions) *Tensor {
 	if !s.ready("conv2d", x, w) || !s.readyOptional("conv2d", bias) {
 		return nil
@@ -57,9 +63,23 @@ func (s *Scope) Conv2d(x, w, bias *Tensor, o Conv2dOptions) *Tensor {
 	pad := o.Padding
 	var out C.ddpm_tensor
 	e := C.ddpm_conv2d(s.mode, x.h, w.h, opt(bias), (*C.int64_t)(&stride[0]), (*C.int64_t)(&pad[0]),
-		(*C.int64_t)(&dil[0]), C.int64_t(groups), &out)
+		(*C.int64_t)(&dil[0]), C.int64_t(groups), cBool(!winogradConvOff.Load()), &out)
 	return s.wrap("conv2d", e, out, x, w, bias)
 }
+
+// winogradConvOff says whether Conv2d leaves every convolution to libtorch
+// (SetWinogradConv).
+var winogradConvOff atomic.Bool
+
+// SetWinogradConv chooses between the shim's Winograd kernel for the 3x3
+// convolutions it takes (on, the default; see Conv2d) and libtorch's
+// convolution for all of them from then on, and returns the previous
+// choice. libtorch's gives PyTorch's values to the last bit.
+func SetWinogradConv(on bool) bool { return !winogradConvOff.Swap(!on) }
+
+// WinogradConvSupported says whether this build and CPU have the Winograd
+// kernel (x86-64 with AVX-512).
+func WinogradConvSupported() bool { return C.ddpm_winograd_conv_supported() != 0 }
 
 // GroupNorm normalises x (N, C, ...) over groups of channels, then applies
 // the per-channel affine weight and bias (either may be nil).

@@ -1,0 +1,249 @@
+package torch
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"testing"
+)
+
+// winogradCase is a 3x3 convolution (stride 1, padding 1) of a channels-last
+// float32 map of n x ic x h x w into oc channels.
+type winogradCase struct {
+	n, ic, oc, h, w int64
+	bias            bool
+}
+
+// inputs returns x, w and b (nil without bias) for c, weights scaled as a
+// network's (variance 1 / (9 ic)), made in a NoGrad scope (not inference
+// tensors, whose transforms the shim does not keep).
+func (c winogradCase) inputs(s *Scope, g *Generator) (x, w, b *Tensor) {
+	x = s.ChannelsLast(s.Randn([]int64{c.n, c.ic, c.h, c.w}, Float32, CPU, g))
+	w = s.MulScalar(s.Randn([]int64{c.oc, c.ic, 3, 3}, Float32, CPU, g), 1/math.Sqrt(float64(9*c.ic)))
+	if c.bias {
+		b = s.Randn([]int64{c.oc}, Float32, CPU, g)
+	}
+	return x, w, b
+}
+
+var pad1 = Conv2dOptions{Padding: [2]int64{1, 1}}
+
+// adopted moves y into s (out of the scope that made it).
+func adopted(s *Scope, y *Tensor) *Tensor {
+	s.Adopt(y)
+	return y
+}
+
+func skipWithoutWinograd(t *testing.T) {
+	t.Helper()
+	if !WinogradConvSupported() {
+		t.Skip("the Winograd kernel needs an x86-64 CPU with AVX-512")
+	}
+}
+
+// The Winograd kernel against libtorch's convolution in float64 (which the
+// kernel never runs): channel counts that use each of the kernel's product
+// widths (16, 32, 48 and 64 output channels at once, and 80 = 64 + 16),
+// maps that are and are not multiples of the 4x4 tiles (down to 1x1), with
+// and without bias, on the sizes of the small preset. Measured: relative L2
+// error 3e-7 to 1.5e-6, largest error 5e-7 to 3.2e-5 of values about 1.
+func TestWinogradConv(t *testing.T) {
+	skipWithoutWinograd(t)
+	g, err := NewGenerator(5, CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	for _, c := range []winogradCase{
+		{2, 16, 16, 8, 8, true},
+		{3, 32, 48, 5, 7, true},
+		{1, 64, 80, 1, 1, false},
+		{2, 128, 64, 9, 13, true},
+		{1, 16, 32, 2, 3, false},
+		{4, 32, 32, 32, 32, true},
+		{2, 96, 64, 16, 16, true},
+		{1, 64, 128, 4, 4, true},
+	} {
+		t.Run(fmt.Sprintf("%dx%dx%dx%d to %d bias %v", c.n, c.ic, c.h, c.w, c.oc, c.bias), func(t *testing.T) {
+			s := opScope(t, NoGrad)
+			x, w, b := c.inputs(s, g)
+			var got *Tensor
+			stats := profileOf(t, func() { got = s.Conv2d(x, w, b, pad1) })
+			if _, ok := stats["ddpm::winograd_conv"]; !ok {
+				t.Fatalf("the profile has no ddpm::winograd_conv: %v", stats)
+			}
+			f64 := func(t *Tensor) *Tensor {
+				if t == nil {
+					return nil
+				}
+				return s.ToDType(t, Float64)
+			}
+			want := s.Conv2d(f64(x), f64(w), f64(b), pad1)
+			if m, err := got.Meta(); err != nil || m.DType != Float32 || len(m.Shape) != 4 || m.Shape[1] != c.oc ||
+				m.Shape[2] != c.h || m.Shape[3] != c.w {
+				t.Fatalf("output meta %+v (%v): want float32 %d x %d x %d x %d", m, err, c.n, c.oc, c.h, c.w)
+			}
+			gv, err := s.Contiguous(f64(got)).Float64s()
+			if err != nil {
+				t.Fatal(err)
+			}
+			wv, err := s.Contiguous(want).Float64s()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var d2, w2, dmax float64
+			for i := range wv {
+				d := math.Abs(gv[i] - wv[i])
+				d2 += d * d
+				w2 += wv[i] * wv[i]
+				dmax = math.Max(dmax, d)
+			}
+			rel := math.Sqrt(d2 / w2)
+			if !(rel < 1e-5) || !(dmax < 1e-3) {
+				t.Errorf("relative L2 error %.2g, largest %.2g; want under 1e-5 and 1e-3", rel, dmax)
+			}
+			t.Logf("relative L2 error %.2g, largest %.2g", rel, dmax)
+		})
+	}
+}
+
+// The kernel runs only where it computes what was asked, without autograd;
+// everything else goes to libtorch's convolution, as does everything after
+// SetWinogradConv(false).
+func TestWinogradConvOnlyWhereItTakes(t *testing.T) {
+	skipWithoutWinograd(t)
+	in := opScope(t, NoGrad)
+	x, w, b := winogradCase{2, 16, 32, 8, 8, true}.inputs(in, nil)
+	for _, c := range []struct {
+		name   string
+		kernel bool
+		conv   func(s *Scope) *Tensor
+	}{
+		{"no grad", true, func(s *Scope) *Tensor { return s.Conv2d(x, w, b, pad1) }},
+		{"without bias", true, func(s *Scope) *Tensor { return s.Conv2d(x, w, nil, pad1) }},
+		{"inference mode", true, func(s *Scope) *Tensor {
+			is := NewScope(Inference)
+			defer is.Close()
+			return adopted(s, is.Conv2d(x, w, b, pad1))
+		}},
+		{"kernel off", false, func(s *Scope) *Tensor {
+			defer SetWinogradConv(SetWinogradConv(false))
+			return s.Conv2d(x, w, b, pad1)
+		}},
+		{"NCHW input", false, func(s *Scope) *Tensor { return s.Conv2d(s.Contiguous(x), w, b, pad1) }},
+		{"stride 2", false, func(s *Scope) *Tensor {
+			return s.Conv2d(x, w, b, Conv2dOptions{Stride: [2]int64{2, 2}, Padding: [2]int64{1, 1}})
+		}},
+		{"padding 0", false, func(s *Scope) *Tensor { return s.Conv2d(x, w, b, Conv2dOptions{}) }},
+		{"dilation 2", false, func(s *Scope) *Tensor {
+			return s.Conv2d(x, w, b, Conv2dOptions{Padding: [2]int64{2, 2}, Dilation: [2]int64{2, 2}})
+		}},
+		{"two groups", false, func(s *Scope) *Tensor {
+			return s.Conv2d(x, s.Narrow(w, 1, 0, 8), b, Conv2dOptions{Padding: [2]int64{1, 1}, Groups: 2})
+		}},
+		{"8 input channels", false, func(s *Scope) *Tensor {
+			return s.Conv2d(s.Narrow(x, 1, 0, 8), s.Contiguous(s.Narrow(w, 1, 0, 8)), b, pad1)
+		}},
+		{"24 output channels", false, func(s *Scope) *Tensor {
+			return s.Conv2d(x, s.Narrow(w, 0, 0, 24), s.Narrow(b, 0, 0, 24), pad1)
+		}},
+		{"5x5 kernel", false, func(s *Scope) *Tensor {
+			return s.Conv2d(x, s.Randn([]int64{32, 16, 5, 5}, Float32, CPU, nil), b, Conv2dOptions{Padding: [2]int64{2, 2}})
+		}},
+		{"float64", false, func(s *Scope) *Tensor {
+			return s.Conv2d(s.ToDType(x, Float64), s.ToDType(w, Float64), s.ToDType(b, Float64), pad1)
+		}},
+		{"input needs gradients", false, func(s *Scope) *Tensor {
+			gs := NewScope(Grad)
+			defer gs.Close()
+			xg := gs.Clone(x)
+			if err := xg.SetRequiresGrad(true); err != nil {
+				t.Fatal(err)
+			}
+			return adopted(s, gs.Conv2d(xg, w, b, pad1))
+		}},
+		{"weights made in inference mode", false, func(s *Scope) *Tensor {
+			is := NewScope(Inference)
+			defer is.Close()
+			return adopted(s, is.Conv2d(x, is.Clone(w), b, pad1))
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := opScope(t, NoGrad)
+			var y *Tensor
+			stats := profileOf(t, func() { y = c.conv(s) })
+			if err := s.Err(); err != nil {
+				t.Fatal(err)
+			}
+			if y == nil {
+				t.Fatal("no output")
+			}
+			if _, ok := stats["ddpm::winograd_conv"]; ok != c.kernel {
+				t.Errorf("the profile has ddpm::winograd_conv %v; want %v", ok, c.kernel)
+			}
+		})
+	}
+}
+
+// An image's values depend on nothing but the image: the same within a
+// batch of five as alone, on one thread as on two, to the bit (a server's
+// requests give the same images whatever shares their forward).
+func TestWinogradConvBatchIndependent(t *testing.T) {
+	skipWithoutWinograd(t)
+	before := NumThreads()
+	defer SetNumThreads(before)
+	s := opScope(t, NoGrad)
+	x, w, b := winogradCase{5, 32, 64, 18, 18, true}.inputs(s, nil) // 25 tiles an image
+	var ref []float32
+	for _, threads := range []int{1, 2} {
+		if err := SetNumThreads(threads); err != nil {
+			t.Fatal(err)
+		}
+		all, err := s.Contiguous(s.Narrow(s.Conv2d(x, w, b, pad1), 0, 3, 1)).Float32s()
+		if err != nil {
+			t.Fatal(err)
+		}
+		alone, err := s.Contiguous(s.Conv2d(s.Narrow(x, 0, 3, 1), w, b, pad1)).Float32s()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ref == nil {
+			ref = all
+		}
+		for i := range all {
+			if all[i] != alone[i] || all[i] != ref[i] {
+				t.Fatalf("%d threads, value %d: %v in the batch, %v alone, %v on one thread", threads, i, all[i], alone[i], ref[i])
+			}
+		}
+	}
+}
+
+// The weight's transform is kept while the weight is unchanged and made
+// again after an in-place change (an optimizer or EMA step, a checkpoint
+// loaded into it): the result is then that of a fresh copy of the changed
+// weight.
+func TestWinogradConvWeightChanged(t *testing.T) {
+	skipWithoutWinograd(t)
+	s := opScope(t, NoGrad)
+	x, w, b := winogradCase{2, 16, 16, 8, 8, true}.inputs(s, nil)
+	bits := func(y *Tensor) []byte {
+		t.Helper()
+		v, err := s.Contiguous(y).Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	first := bits(s.Conv2d(x, w, b, pad1))
+	if again := bits(s.Conv2d(x, w, b, pad1)); !bytes.Equal(first, again) {
+		t.Fatal("a second call differs from the first")
+	}
+	s.MulScalarInPlace(w, 2)
+	s.AddScalarInPlace(b, 1)
+	changed := bits(s.Conv2d(x, w, b, pad1))
+	fresh := bits(s.Conv2d(x, s.Clone(w), s.Clone(b), pad1))
+	if !bytes.Equal(changed, fresh) || bytes.Equal(changed, first) {
+		t.Errorf("after the weights changed in place: same as fresh copies %v, same as before %v; want true, false",
+			bytes.Equal(changed, fresh), bytes.Equal(changed, first))
+	}
+}
