@@ -52,6 +52,12 @@ using ddpm::wrap;
 namespace {
 
 constexpr int64_t kChunk = 256;  // pixels (channels-last) or values (NCHW) summed in float
+// The fewest values a thread takes in a parallel pass: a smaller share costs
+// more in waking the threads than it saves (the small preset's forward at
+// batch 1 on two threads took 1.2-1.5x the time when every pass was spread).
+constexpr int64_t kThreadValues = 1 << 16;
+
+inline int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
 constexpr int kLanes = 16;       // partial sums of an NCHW plane, one per vector lane
 
 // e^x in float without branches or libm calls, so that the loops calling it
@@ -284,7 +290,7 @@ at::Tensor fused_group_norm(const at::Tensor& x, const at::Tensor& shift, int64_
   auto normalize = [&](int64_t n0, int64_t n1) {
     auto sums = [&](bool squares) {
       if (channels_last) {
-        at::parallel_for(n0 * chunks, n1 * chunks, 1, [&](int64_t u0, int64_t u1) {
+        at::parallel_for(n0 * chunks, n1 * chunks, divup(kThreadValues, kChunk * C), [&](int64_t u0, int64_t u1) {
           std::vector<float> acc(static_cast<size_t>(C));
           for (int64_t u = u0; u < u1; u++) {
             const int64_t n = u / chunks, k = u % chunks, p0 = k * kChunk, p1 = std::min(P, p0 + kChunk);
@@ -293,7 +299,7 @@ at::Tensor fused_group_norm(const at::Tensor& x, const at::Tensor& shift, int64_
           }
         });
       } else {
-        at::parallel_for(n0 * C * chunks, n1 * C * chunks, 1, [&](int64_t u0, int64_t u1) {
+        at::parallel_for(n0 * C * chunks, n1 * C * chunks, divup(kThreadValues, kChunk), [&](int64_t u0, int64_t u1) {
           for (int64_t u = u0; u < u1; u++) {
             const int64_t nc = u / chunks, k = u % chunks, i0 = k * kChunk, i1 = std::min(P, i0 + kChunk);
             part[u] = plane_sum(xd + nc * P + i0, i1 - i0, center[nc], squares);
@@ -321,7 +327,7 @@ at::Tensor fused_group_norm(const at::Tensor& x, const at::Tensor& shift, int64_
           scale[n * C + c] = static_cast<float>(rstd * (wd != nullptr ? wd[c] : 1.0));
       }
     if (channels_last) {
-      at::parallel_for(n0 * chunks, n1 * chunks, 1, [&](int64_t u0, int64_t u1) {
+      at::parallel_for(n0 * chunks, n1 * chunks, divup(kThreadValues, kChunk * C), [&](int64_t u0, int64_t u1) {
         for (int64_t u = u0; u < u1; u++) {
           const int64_t n = u / chunks, p0 = u % chunks * kChunk, p1 = std::min(P, p0 + kChunk);
           pixel_apply(xd + (n * P + p0) * C, yd + (n * P + p0) * C, p1 - p0, C, center.data() + n * C,
@@ -329,7 +335,7 @@ at::Tensor fused_group_norm(const at::Tensor& x, const at::Tensor& shift, int64_
         }
       });
     } else {
-      at::parallel_for(n0 * C, n1 * C, 1, [&](int64_t u0, int64_t u1) {
+      at::parallel_for(n0 * C, n1 * C, divup(kThreadValues, P), [&](int64_t u0, int64_t u1) {
         for (int64_t nc = u0; nc < u1; nc++)
           plane_apply(xd + nc * P, yd + nc * P, P, center[nc], scale[nc], offset[nc % C], silu);
       });
@@ -337,9 +343,9 @@ at::Tensor fused_group_norm(const at::Tensor& x, const at::Tensor& shift, int64_
   };
   // A sample at a time while its map is in the cache, the samples spread
   // over the threads; a batch smaller than the thread count spreads each
-  // pass's chunks instead.
+  // pass's chunks instead (each share at least kThreadValues values).
   if (N >= at::get_num_threads()) {
-    at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+    at::parallel_for(0, N, divup(kThreadValues, C * P), [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; n++) normalize(n, n + 1);
     });
   } else {

@@ -77,6 +77,7 @@ DDPM_AVX512 inline void store(float* p, vec v) { *reinterpret_cast<vec_u*>(p) = 
 
 constexpr int64_t kRows = 12;     // a block's rows (tiles) are a multiple of every kernel's R
 constexpr int64_t kColumns = 64;  // output channels a product covers at once (4 vectors)
+constexpr int64_t kThreadFlops = 10000000;  // the least work a thread takes, in the products' flops
 
 // C (R x 16 NV, row stride ldc) = A (R x K, row stride lda) B (K x 16 NV,
 // row stride ldb): R x NV vectors of sums held in registers, summed over k
@@ -130,20 +131,22 @@ DDPM_AVX512 inline void output_points(vec m0, vec m1, vec m2, vec m3, vec m4, ve
 }
 
 // V[p * vstride + c] = (B^T d B)[p] for the 6x6 patch d whose top left
-// pixel is (y0, x0) of a channels-last map (H, W, C), zero outside it.
-DDPM_AVX512 void transform_input(const float* x, int64_t H, int64_t W, int64_t C, int64_t y0, int64_t x0, float* V,
-                                 int64_t vstride) {
+// pixel is (y0, x0) of a channels-last map (H, W, C), zero outside it
+// (read from zeros, C zero floats).
+DDPM_AVX512 void transform_input(const float* x, int64_t H, int64_t W, int64_t C, int64_t y0, int64_t x0,
+                                 const float* zeros, float* V, int64_t vstride) {
+  const float* pixel[6][6];
+  for (int i = 0; i < 6; i++)
+    for (int j = 0; j < 6; j++) {
+      const int64_t y = y0 + i, xx = x0 + j;
+      pixel[i][j] = y >= 0 && y < H && xx >= 0 && xx < W ? x + (y * W + xx) * C : zeros;
+    }
   for (int64_t c = 0; c < C; c += 16) {
-    vec d[6][6];
-    for (int i = 0; i < 6; i++)
-      for (int j = 0; j < 6; j++) {
-        const int64_t y = y0 + i, xx = x0 + j;
-        d[i][j] = (y >= 0 && y < H && xx >= 0 && xx < W) ? load(x + (y * W + xx) * C + c) : vec{};
-      }
-    vec t[6][6];
+    vec t[6][6];  // B^T d
     for (int j = 0; j < 6; j++) {
       vec r[6];
-      input_points(d[0][j], d[1][j], d[2][j], d[3][j], d[4][j], d[5][j], r);
+      input_points(load(pixel[0][j] + c), load(pixel[1][j] + c), load(pixel[2][j] + c), load(pixel[3][j] + c),
+                   load(pixel[4][j] + c), load(pixel[5][j] + c), r);
       for (int i = 0; i < 6; i++) t[i][j] = r[i];
     }
     for (int i = 0; i < 6; i++) {
@@ -177,9 +180,11 @@ DDPM_AVX512 void transform_output(const float* M, int64_t mstride, int nv, const
 }
 
 // Tiles t0 .. t0 + nt of the output, in a block of rows >= nt rows (the rest
-// zero), with the thread's buffers V (36 x rows x C) and M (36 x rows x 64).
+// zero), with the thread's buffers V (36 x rows x C) and M (36 x rows x 64)
+// and C zero floats.
 DDPM_AVX512 void convolve_block(const float* x, const float* U, const float* bias, float* y, int64_t H, int64_t W,
-                                int64_t C, int64_t OC, int64_t t0, int64_t nt, int64_t rows, float* V, float* M) {
+                                int64_t C, int64_t OC, int64_t t0, int64_t nt, int64_t rows, const float* zeros, float* V,
+                                float* M) {
   const int64_t tH = (H + 3) / 4, tW = (W + 3) / 4;
   for (int64_t r = 0; r < rows; r++) {
     if (r >= nt) {
@@ -187,7 +192,7 @@ DDPM_AVX512 void convolve_block(const float* x, const float* U, const float* bia
       continue;
     }
     const int64_t t = t0 + r, n = t / (tH * tW), ty = t / tW % tH, tx = t % tW;
-    transform_input(x + n * H * W * C, H, W, C, 4 * ty - 1, 4 * tx - 1, V + r * C, rows * C);
+    transform_input(x + n * H * W * C, H, W, C, 4 * ty - 1, 4 * tx - 1, zeros, V + r * C, rows * C);
   }
   for (int64_t oc = 0; oc < OC; oc += kColumns) {
     const int nv = static_cast<int>(std::min<int64_t>(kColumns, OC - oc) / 16);
@@ -241,25 +246,30 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Ten
   at::Tensor y = at::empty({N, OC, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   const int64_t tiles = N * ((H + 3) / 4) * ((W + 3) / 4);
   if (tiles == 0) return y;
-  // Blocks of about 32 tiles (their transforms stay in the cache), at least
-  // one per thread where there are tiles enough, as many on each thread.
-  const int64_t threads = at::get_num_threads();
-  int64_t blocks = (tiles + 31) / 32;
-  blocks = blocks < threads ? std::min(threads, (tiles + 5) / 6) : (blocks + threads - 1) / threads * threads;
+  // Blocks of at most 36 tiles (their transforms stay in the cache), spread
+  // over the threads where each thread gets kThreadFlops or more: a block
+  // reads all of U, so a smaller share saves little and costs the threads'
+  // waking (the small preset's forward at batch 1 on two threads took 1.2x
+  // the time with every convolution spread).
+  int64_t blocks = (tiles + 35) / 36;
   const int64_t per_block = (tiles + blocks - 1) / blocks;
   const int64_t rows = (per_block + kRows - 1) / kRows * kRows;
   blocks = (tiles + per_block - 1) / per_block;
+  const int64_t block_flops = 72 * rows * C * OC;
+  const int64_t grain = std::max<int64_t>(1, (kThreadFlops + block_flops - 1) / block_flops);
   const float* xp = x.data_ptr<float>();
   const float* up = U.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    thread_local std::vector<float> V, M;
+  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+    thread_local std::vector<float> V, M, zeros;
     if (V.size() < static_cast<size_t>(36 * rows * C)) V.resize(36 * rows * C);
     if (M.size() < static_cast<size_t>(36 * rows * kColumns)) M.resize(36 * rows * kColumns);
+    if (zeros.size() < static_cast<size_t>(C)) zeros.resize(C);  // only ever read
     for (int64_t b = b0; b < b1; b++) {
       const int64_t t0 = b * per_block;
-      convolve_block(xp, up, bp, yp, H, W, C, OC, t0, std::min(per_block, tiles - t0), rows, V.data(), M.data());
+      convolve_block(xp, up, bp, yp, H, W, C, OC, t0, std::min(per_block, tiles - t0), rows, zeros.data(), V.data(),
+                     M.data());
     }
   });
   return y;

@@ -25,14 +25,15 @@ func benchJSON(t *testing.T, args ...string) benchResult {
 }
 
 // bench --profile times libtorch's operators in both steps: the denoising
-// step calls aten::conv2d once per convolution of the model, and the
+// step calls aten::conv2d or the shim's Winograd kernel
+// (ddpm::winograd_conv) once per convolution of the model, and the
 // training step runs backward functions too. Without --profile there is no
 // profile.
 func TestBenchProfile(t *testing.T) {
 	r := benchJSON(t, "--preset", "tiny", "--batch", "2", "--iters", "2", "--warmup", "0", "--profile")
 	convs := tinyConvs(t)
-	if got := sampleCalls(r, "aten::conv2d"); got != float64(convs) {
-		t.Errorf("denoising step: %g aten::conv2d calls a step, want %d (the model's convolutions)", got, convs)
+	if got := sampleConvs(r); got != float64(convs) {
+		t.Errorf("denoising step: %g convolutions a step, want %d (the model's)", got, convs)
 	}
 	backward := false
 	for _, row := range r.TrainProfile {
@@ -74,6 +75,12 @@ func tinyConvs(t *testing.T) int {
 	return convs
 }
 
+// sampleConvs is the convolutions of a denoising step in r's profile:
+// libtorch's and the shim's Winograd kernel's calls.
+func sampleConvs(r benchResult) float64 {
+	return sampleCalls(r, "aten::conv2d") + sampleCalls(r, "ddpm::winograd_conv")
+}
+
 // sampleCalls is the calls a denoising step of op in r's profile.
 func sampleCalls(r benchResult, op string) float64 {
 	for _, row := range r.SampleProfile {
@@ -88,8 +95,8 @@ func sampleCalls(r benchResult, op string) float64 {
 // a step runs each worker's forward, and the images/s are theirs together.
 func TestBenchWorkers(t *testing.T) {
 	r := benchJSON(t, "--preset", "tiny", "--batch", "2", "--iters", "2", "--warmup", "1", "--workers", "3", "--profile")
-	if got, want := sampleCalls(r, "aten::conv2d"), float64(3*tinyConvs(t)); got != want {
-		t.Errorf("denoising step of 3 workers: %g aten::conv2d calls, want %g", got, want)
+	if got, want := sampleConvs(r), float64(3*tinyConvs(t)); got != want {
+		t.Errorf("denoising step of 3 workers: %g convolutions, want %g", got, want)
 	}
 	if want := 3 * 2 / r.SampleStepS; r.Workers != 3 || math.Abs(r.SampleImagesPerS-want) > 1e-9*want || !(r.GEMMGFLOPS > 0) {
 		t.Errorf("workers %d, %g images/s (want %g), GEMM %g GFLOP/s", r.Workers, r.SampleImagesPerS, want, r.GEMMGFLOPS)

@@ -9,6 +9,14 @@ import (
 	"github.com/ddpm-go/ddpm/torch"
 )
 
+// kernelCase is a sampling forward of the small preset: batch, intra-op
+// threads and the model's arithmetic.
+type kernelCase struct {
+	batch     int64
+	threads   int
+	precision diffusion.Precision
+}
+
 // BenchmarkGroupNormKernel compares the shim's GroupNorm+SiLU kernel with
 // libtorch's GroupNorm, SiLU and add (torch.SetGroupNormKernel) in the
 // same model, taking turns round after round: the small preset's sampling
@@ -22,14 +30,30 @@ import (
 //
 //	go test ./diffusion/unet/ -run '^$' -bench GroupNormKernel -benchtime 1x
 func BenchmarkGroupNormKernel(b *testing.B) {
-	cases := []struct {
-		batch     int64
-		threads   int
-		precision diffusion.Precision
-	}{
+	compareKernels(b, torch.SetGroupNormKernel, []kernelCase{
 		{8, 1, diffusion.Float32}, {1, 2, diffusion.Float32}, {64, 2, diffusion.Float32},
 		{8, 1, diffusion.BF16}, {1, 2, diffusion.BF16},
+	})
+}
+
+// BenchmarkWinogradConv compares the shim's Winograd kernel for 3x3
+// convolutions with libtorch's convolution (torch.SetWinogradConv) in the
+// same way, in float32 (the kernel's only dtype; skipped on a CPU without
+// AVX-512).
+//
+//	go test ./diffusion/unet/ -run '^$' -bench WinogradConv -benchtime 1x
+func BenchmarkWinogradConv(b *testing.B) {
+	if !torch.WinogradConvSupported() {
+		b.Skip("the Winograd kernel needs an x86-64 CPU with AVX-512")
 	}
+	compareKernels(b, torch.SetWinogradConv, []kernelCase{
+		{8, 1, diffusion.Float32}, {1, 2, diffusion.Float32}, {64, 2, diffusion.Float32},
+	})
+}
+
+// compareKernels times each case's forward with the kernel that set turns
+// on and off, taking turns, and reports their medians and ratio.
+func compareKernels(b *testing.B, set func(on bool) bool, cases []kernelCase) {
 	for _, c := range cases {
 		b.Run(fmt.Sprintf("small-forward-batch%d-%dthreads-%s", c.batch, c.threads, c.precision), func(b *testing.B) {
 			if err := c.precision.Check(torch.CPU); err != nil {
@@ -39,7 +63,7 @@ func BenchmarkGroupNormKernel(b *testing.B) {
 			if err := torch.SetNumThreads(c.threads); err != nil {
 				b.Fatal(err)
 			}
-			defer torch.SetGroupNormKernel(torch.SetGroupNormKernel(true))
+			defer set(set(true))
 			u, gen := benchModel(b, "small", nn.Inference)
 			in := torch.NewScope(torch.NoGrad)
 			defer in.Close()
@@ -47,7 +71,7 @@ func BenchmarkGroupNormKernel(b *testing.B) {
 			noise := in.Randn(x.Shape(), torch.Float32, torch.CPU, gen)
 			step := benchStep(b, c.precision, false, x, t, noise)
 			with := func(kernel bool) []float32 {
-				torch.SetGroupNormKernel(kernel)
+				set(kernel)
 				return step(u)
 			}
 			diff, scale := maxAbsDiff(with(true), with(false))
