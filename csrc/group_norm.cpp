@@ -53,8 +53,9 @@ namespace {
 
 constexpr int64_t kChunk = 256;  // pixels (channels-last) or values (NCHW) summed in float
 // The fewest values a thread takes in a parallel pass: a smaller share costs
-// more in waking the threads than it saves (the small preset's forward at
-// batch 1 on two threads took 1.2-1.5x the time when every pass was spread).
+// more in waking the threads than it saves (with every pass of this kernel
+// and the Winograd kernel spread, the small preset's forward at batch 1 on
+// two threads took 1.1-1.5x the time).
 constexpr int64_t kThreadValues = 1 << 16;
 
 inline int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }

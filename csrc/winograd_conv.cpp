@@ -13,17 +13,21 @@
 // transforms the products back into the output with the bias.
 //
 // Against libtorch's convolution (oneDNN's direct kernels), the small
-// preset's 3x3 convolutions at batch 8 on one thread took 0.44-0.59 of the
-// time, at batch 1 on two threads 0.15-0.65 (a standalone comparison of
-// each shape, then BenchmarkWinogradConv in package torch and
-// BenchmarkWinogradForward in package unet for whole forwards). The price is
-// precision: about 2e-6 relative L2 error against a float64 convolution,
-// where oneDNN's is about 4e-7, well under what a sampled image can show
-// (8-bit pixels). Every tile is computed on its own, its sums in a fixed
-// order, so an image's values depend neither on the batch around it nor on
-// the thread count. With autograd, under autocast, in other dtypes or
-// layouts, on other devices or CPUs without AVX-512 libtorch's convolution
-// runs; torch's SetWinogradConv(false) chooses it everywhere.
+// preset's 3x3 convolutions took 0.26-0.52 of the time at batch 8 on one
+// thread (a serving worker's) and 0.14-0.46 at batch 1 on two (one
+// request's; BenchmarkWinogradConvShapes in package torch, two runs), its
+// sampling forward 0.65-0.70 / 0.67-0.75 / 0.65-0.69 of the time at batch 8
+// on one thread / batch 1 on two / batch 64 on two (BenchmarkWinogradConv
+// in package unet, the two taking turns, two runs). The price is
+// precision: 3e-7 to 1.5e-6 relative L2 error against a float64
+// convolution (TestWinogradConv), where oneDNN's is 2e-7 to 6e-7, far under
+// what a sampled image can show (8-bit pixels): 50 DDIM steps of the small
+// preset end 2.8e-7 from PyTorch's samples. Every tile is computed on its
+// own, its sums in a fixed order, so an image's values depend neither on
+// the batch around it nor on the thread count. With autograd, under
+// autocast, in other dtypes or layouts, on other devices or CPUs without
+// AVX-512 libtorch's convolution runs; torch's SetWinogradConv(false)
+// chooses it everywhere. The transforms take four times a weight's memory.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -249,8 +253,9 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Ten
   // Blocks of at most 36 tiles (their transforms stay in the cache), spread
   // over the threads where each thread gets kThreadFlops or more: a block
   // reads all of U, so a smaller share saves little and costs the threads'
-  // waking (the small preset's forward at batch 1 on two threads took 1.2x
-  // the time with every convolution spread).
+  // waking (with this kernel and the GroupNorm kernel spread at every size,
+  // the small preset's forward at batch 1 on two threads took 1.1-1.5x the
+  // time).
   int64_t blocks = (tiles + 35) / 36;
   const int64_t per_block = (tiles + blocks - 1) / blocks;
   const int64_t rows = (per_block + kRows - 1) / kRows * kRows;

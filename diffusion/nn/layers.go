@@ -128,7 +128,9 @@ func (l *Linear) Params() []Param { return l.params }
 // as long as on NCHW ones. Values are the same up to float rounding
 // either way. BenchmarkChannelsLast in package unet measures both uses
 // again; ChannelsLastEnv overrides the choice. On CUDA the layout is left
-// as it is (not measured there yet).
+// as it is (not measured there yet). Channels-last float32 maps are also
+// what the shim's Winograd kernel for 3x3 convolutions takes (see
+// torch.Scope.Conv2d), in sampling on a CPU with AVX-512.
 type Conv2d struct {
 	In, Out, Kernel, Stride, Padding int64
 	Weight, Bias                     *torch.Tensor // Bias is nil with NoBias
