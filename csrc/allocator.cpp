@@ -299,10 +299,12 @@ ddpm_error ddpm_cpu_cache_set_limit(int64_t bytes) {
                  the_allocator()->set_limit(bytes));
 }
 
-ddpm_error ddpm_cpu_cache_empty(void) { DDPM_TRY_PLAIN(the_allocator()->empty()); }
+// Both first free the derived forms of dead weights (weight_cache.cpp).
+ddpm_error ddpm_cpu_cache_empty(void) { DDPM_TRY_PLAIN(ddpm::sweep_weight_cache(); the_allocator()->empty()); }
 
 ddpm_error ddpm_cpu_cache_trim(int64_t idle_ms, int64_t* freed) {
   DDPM_TRY_PLAIN(TORCH_CHECK(idle_ms >= 0, "idle time must be at least 0 ms, got ", idle_ms);
+                 ddpm::sweep_weight_cache();
                  int64_t n = the_allocator()->trim(std::chrono::milliseconds(idle_ms));
                  if (freed != nullptr) *freed = n; trim_malloc());
 }

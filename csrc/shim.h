@@ -126,6 +126,9 @@ bool weight_cacheable(const at::Tensor& w);
 // derive(w), kept while w lives unchanged, for a weight_cacheable w.
 at::Tensor derived_weight(const at::Tensor& w, WeightForm form, at::Tensor (*derive)(const at::Tensor&));
 
+// Frees the derived forms of weights that no longer live.
+void sweep_weight_cache();
+
 // w's bfloat16 copy, kept while w lives unchanged (weight_cache.cpp), for a
 // weight_cacheable w; else w itself.
 at::Tensor bf16_weight(const at::Tensor& w);

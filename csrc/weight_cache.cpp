@@ -11,8 +11,11 @@
 // convolution. An entry holds a weak reference to the weight (so its
 // address is never another tensor's while the entry exists) and the
 // weight's version, which every in-place change (an optimizer or EMA step,
-// a checkpoint loaded into it) advances; a dead or changed weight's entry
-// is dropped. The bfloat16 copies take half the float32 weights' memory, a
+// a checkpoint loaded into it) advances; a changed weight's entry is
+// replaced, and dead weights' entries are dropped as the cache grows and
+// whenever the CPU cache is trimmed or emptied (torch's TrimCPUCache, which
+// a server calls every minute, and EmptyCPUCache), so a closed model's
+// forms do not outlive it for long. The bfloat16 copies take half the float32 weights' memory, a
 // Winograd transform four times a 3x3 weight's.
 #include <mutex>
 #include <unordered_map>
@@ -43,6 +46,12 @@ std::mutex cache_mu;
 std::unordered_map<Key, Entry, KeyHash> cache;
 size_t sweep_at = 64;  // the cache size at which dead weights' entries are dropped
 
+// Drops the entries of weights that no longer live; cache_mu held.
+void sweep_locked() {
+  for (auto e = cache.begin(); e != cache.end();) e = e->second.weight.expired() ? cache.erase(e) : std::next(e);
+  sweep_at = 2 * cache.size() + 64;
+}
+
 }  // namespace
 
 namespace ddpm {
@@ -65,11 +74,13 @@ at::Tensor derived_weight(const at::Tensor& w, WeightForm form, at::Tensor (*der
   cache.insert_or_assign(key, Entry{c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>(
                                         w.getIntrusivePtr()),
                                     version, derived});
-  if (cache.size() >= sweep_at) {
-    for (auto e = cache.begin(); e != cache.end();) e = e->second.weight.expired() ? cache.erase(e) : std::next(e);
-    sweep_at = 2 * cache.size() + 64;
-  }
+  if (cache.size() >= sweep_at) sweep_locked();
   return derived;
+}
+
+void sweep_weight_cache() {
+  std::lock_guard<std::mutex> lock(cache_mu);
+  sweep_locked();
 }
 
 at::Tensor bf16_weight(const at::Tensor& w) {

@@ -49,7 +49,9 @@ func SetCPUCacheLimit(bytes int64) error {
 }
 
 // EmptyCPUCache gives every idle cached block back to the system, like
-// torch.cuda.empty_cache for the GPU.
+// torch.cuda.empty_cache for the GPU. It and TrimCPUCache first free what
+// the shim derived from weights that have since been closed (bfloat16
+// copies, Winograd transforms).
 func EmptyCPUCache() error {
 	return takeError("cpu_cache_empty", C.ddpm_cpu_cache_empty())
 }

@@ -218,8 +218,8 @@ func TestWinogradConvBatchIndependent(t *testing.T) {
 	}
 }
 
-// The weight's transform is kept while the weight is unchanged and made
-// again after an in-place change (an optimizer or EMA step, a checkpoint
+// The weight's transform is made once and kept while the weight is
+// unchanged, and made again after an in-place change (an optimizer or EMA step, a checkpoint
 // loaded into it): the result is then that of a fresh copy of the changed
 // weight.
 func TestWinogradConvWeightChanged(t *testing.T) {
@@ -234,8 +234,17 @@ func TestWinogradConvWeightChanged(t *testing.T) {
 		}
 		return v
 	}
-	first := bits(s.Conv2d(x, w, b, pad1))
-	if again := bits(s.Conv2d(x, w, b, pad1)); !bytes.Equal(first, again) {
+	// Making the transform converts the weight to float64: the first call
+	// does, the second does not.
+	var first, again []byte
+	casts := func(f func()) int64 { return profileOf(t, f)["aten::_to_copy"].Calls }
+	if c := casts(func() { first = bits(s.Conv2d(x, w, b, pad1)) }); c != 1 {
+		t.Errorf("first call converted %d tensors, want the weight", c)
+	}
+	if c := casts(func() { again = bits(s.Conv2d(x, w, b, pad1)) }); c != 0 {
+		t.Errorf("second call converted %d tensors, want none", c)
+	}
+	if !bytes.Equal(first, again) {
 		t.Fatal("a second call differs from the first")
 	}
 	s.MulScalarInPlace(w, 2)
@@ -245,5 +254,35 @@ func TestWinogradConvWeightChanged(t *testing.T) {
 	if !bytes.Equal(changed, fresh) || bytes.Equal(changed, first) {
 		t.Errorf("after the weights changed in place: same as fresh copies %v, same as before %v; want true, false",
 			bytes.Equal(changed, fresh), bytes.Equal(changed, first))
+	}
+}
+
+// A closed weight's transform is freed at the next EmptyCPUCache (or
+// TrimCPUCache, which a server calls every minute): a closed model's
+// transforms do not stay in memory.
+func TestWinogradConvTransformFreedWithWeight(t *testing.T) {
+	skipWithoutWinograd(t)
+	s := opScope(t, NoGrad)
+	x := s.ChannelsLast(s.Randn([]int64{1, 256, 4, 4}, Float32, CPU, nil))
+	w := s.Randn([]int64{256, 256, 3, 3}, Float32, CPU, nil)
+	s.Conv2d(x, w, nil, pad1) // makes w's transform, 36 x 256 x 256 floats
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := CPUCache()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if err := EmptyCPUCache(); err != nil {
+		t.Fatal(err)
+	}
+	after, err := CPUCache()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const weight, transform = 256 * 256 * 9 * 4, 36 * 256 * 256 * 4
+	if freed := before.InUseBytes - after.InUseBytes; freed < weight+transform {
+		t.Errorf("closing the weight freed %d bytes, want at least %d (the weight and its transform)", freed, weight+transform)
 	}
 }
