@@ -310,14 +310,19 @@ ddpm_error ddpm_linear(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w,
 /* 2-D convolution; bias may be NULL; stride/padding/dilation are [h, w].
  * With winograd non-zero, a 3x3 convolution with stride 1 and padding 1 of
  * a float32 channels-last x without autograd or autocast runs the shim's
- * Winograd kernel on CPUs with AVX-512 (see
- * ddpm_winograd_conv_supported); else libtorch's convolution. */
+ * Winograd kernel on CPUs with AVX-512 or AVX2 (see
+ * ddpm_winograd_conv_isa); else libtorch's convolution. */
 ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w,
                        ddpm_tensor bias, const int64_t* stride,
                        const int64_t* padding, const int64_t* dilation,
                        int64_t groups, int32_t winograd, ddpm_tensor* out);
-/* 1 when this build and CPU have ddpm_conv2d's Winograd kernel, else 0. */
-int32_t ddpm_winograd_conv_supported(void);
+/* The vectors ddpm_conv2d's Winograd kernel uses on this CPU and build,
+ * after limiting them to limit when limit >= 0 (tests run the AVX2 kernel
+ * on AVX-512 CPUs this way): one of the values below. */
+#define DDPM_WINOGRAD_NONE 0
+#define DDPM_WINOGRAD_AVX2 1
+#define DDPM_WINOGRAD_AVX512 2
+int32_t ddpm_winograd_conv_isa(int32_t limit);
 /* GroupNorm over (N, C, ...) of x + shift, shift (N, C) added to each
  * channel's values (NULL for none), then SiLU when silu is non-zero;
  * weight/bias may be NULL. Under autocast it computes in float32 and

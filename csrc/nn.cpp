@@ -69,8 +69,6 @@ ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w, ddpm_tensor
   });
 }
 
-int32_t ddpm_winograd_conv_supported(void) { return ddpm::winograd_conv_supported() ? 1 : 0; }
-
 ddpm_error ddpm_softmax(ddpm_mode mode, ddpm_tensor a, int64_t dim, ddpm_tensor* out) {
   DDPM_TRY(mode, *out = wrap(at::softmax(ddpm::fp32_if_autocast(mode, ref(a)), dim)));
 }

@@ -133,7 +133,7 @@ void sweep_weight_cache();
 // weight_cacheable w; else w itself.
 at::Tensor bf16_weight(const at::Tensor& w);
 
-// Whether this build and CPU run winograd_conv (AVX-512 on x86-64).
+// Whether this build and CPU run winograd_conv (AVX-512 or AVX2 on x86-64).
 bool winograd_conv_supported();
 
 // Whether winograd_conv computes conv2d(x, w, bias) with these arguments

@@ -1,5 +1,5 @@
 // winograd_conv.cpp: 3x3 convolutions (stride 1, padding 1) by Winograd's
-// minimal filtering F(4x4, 3x3), for inference on CPUs with AVX-512.
+// minimal filtering F(4x4, 3x3), for inference on CPUs with AVX-512 or AVX2.
 //
 // Each 4x4 tile of the output comes from a 6x6 patch of the input:
 // Y = A^T [(G g G^T) . (B^T d B)] A (Lavin and Gray, "Fast Algorithms for
@@ -18,17 +18,21 @@
 // request's; BenchmarkWinogradConvShapes in package torch, two runs), its
 // sampling forward 0.65-0.70 / 0.67-0.75 / 0.65-0.69 of the time at batch 8
 // on one thread / batch 1 on two / batch 64 on two (BenchmarkWinogradConv
-// in package unet, the two taking turns, two runs). The price is
+// in package unet, the two taking turns, two runs). With AVX2's vectors
+// (on a CPU without AVX-512) against oneDNN held to AVX2 as well
+// (DNNL_MAX_CPU_ISA=AVX2): 0.30-0.42 at batch 8 on one thread, 0.28-0.74
+// at batch 1 on two. The price is
 // precision: 3e-7 to 1.5e-6 relative L2 error against a float64
 // convolution (TestWinogradConv), where oneDNN's is 2e-7 to 6e-7, far under
 // what a sampled image can show (8-bit pixels): 50 DDIM steps of the small
 // preset end 2.8e-7 from PyTorch's samples. Every tile is computed on its
 // own, its sums in a fixed order, so an image's values depend neither on
-// the batch around it nor on the thread count. With autograd, under
-// autocast, in other dtypes or layouts, on other devices or CPUs without
-// AVX-512 libtorch's convolution runs; torch's SetWinogradConv(false)
+// the batch around it, nor on the thread count, nor on the vectors. With
+// autograd, under autocast, in other dtypes or layouts, on other devices
+// or CPUs without AVX-512 or AVX2 libtorch's convolution runs; torch's SetWinogradConv(false)
 // chooses it everywhere. The transforms take four times a weight's memory.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -71,53 +75,72 @@ at::Tensor winograd_weight(const at::Tensor& w) {
 
 #if DDPM_WINOGRAD
 
-#define DDPM_AVX512 __attribute__((target("arch=x86-64-v4")))
+// The kernel is written once for vectors of L floats and compiled twice,
+// inlined into an AVX-512 entry (L = 16) and an AVX2 entry (L = 8), each
+// with its own target; the CPU picks one when the library loads. Both sum
+// every value in the same order, so they give the same bits.
+#define DDPM_INLINE inline __attribute__((always_inline))
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"  // vectors pass only between inlined functions
 
-typedef float vec __attribute__((vector_size(64)));                // 16 floats
-typedef float vec_u __attribute__((vector_size(64), aligned(4)));  // the same, unaligned in memory
-
-DDPM_AVX512 inline vec load(const float* p) { return *reinterpret_cast<const vec_u*>(p); }
-DDPM_AVX512 inline void store(float* p, vec v) { *reinterpret_cast<vec_u*>(p) = v; }
+template <int L>
+struct Lanes {
+  typedef float vec __attribute__((vector_size(4 * L)));
+  typedef float vec_u __attribute__((vector_size(4 * L), aligned(4)));  // the same, unaligned in memory
+  static DDPM_INLINE vec load(const float* p) { return *reinterpret_cast<const vec_u*>(p); }
+  static DDPM_INLINE void store(float* p, vec v) { *reinterpret_cast<vec_u*>(p) = v; }
+};
 
 constexpr int64_t kRows = 12;     // a block's rows (tiles) are a multiple of every kernel's R
-constexpr int64_t kColumns = 64;  // output channels a product covers at once (4 vectors)
+constexpr int64_t kColumns = 64;  // output channels a block's products cover at once
 constexpr int64_t kThreadFlops = 10000000;  // the least work a thread takes, in the products' flops
 
-// C (R x 16 NV, row stride ldc) = A (R x K, row stride lda) B (K x 16 NV,
-// row stride ldb): R x NV vectors of sums held in registers, summed over k
-// in order (each row's values independent of the other rows).
-template <int NV, int R>
-DDPM_AVX512 void product(const float* __restrict A, int64_t lda, const float* __restrict B, int64_t ldb,
+// C (R x L NV, row stride ldc) = A (R x K, row stride lda) B (K x L NV,
+// row stride ldb): R x NV vectors of sums held in registers, each summed
+// over k in order (so a row's values depend on no other row, nor on L).
+template <int L, int NV, int R>
+DDPM_INLINE void product(const float* __restrict A, int64_t lda, const float* __restrict B, int64_t ldb,
                          float* __restrict C, int64_t ldc, int64_t K) {
-  vec acc[R][NV];
+  using V = Lanes<L>;
+  typename V::vec acc[R][NV];
   _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)
-      _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = vec{};
+      _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = typename V::vec{};
   for (int64_t k = 0; k < K; k++) {
-    vec b[NV];
-    _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) b[v] = load(B + k * ldb + 16 * v);
+    typename V::vec b[NV];
+    _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) b[v] = V::load(B + k * ldb + L * v);
     _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {
       const float a = A[r * lda + k];
       _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] += a * b[v];
     }
   }
   _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)
-      _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) store(C + r * ldc + 16 * v, acc[r][v]);
+      _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) V::store(C + r * ldc + L * v, acc[r][v]);
 }
 
-// rows x (16 nv) products of one of the 36 points, R rows at a time.
-DDPM_AVX512 void products(int nv, int64_t rows, const float* A, int64_t K, const float* B, int64_t ldb, float* C) {
-  for (int64_t r = 0; r < rows;) {
-    switch (nv) {
-      case 4: product<4, 6>(A + r * K, K, B, ldb, C + r * kColumns, kColumns, K), r += 6; break;
-      case 3: product<3, 6>(A + r * K, K, B, ldb, C + r * kColumns, kColumns, K), r += 6; break;
-      case 2: product<2, 12>(A + r * K, K, B, ldb, C + r * kColumns, kColumns, K), r += 12; break;
-      default: product<1, 12>(A + r * K, K, B, ldb, C + r * kColumns, kColumns, K), r += 12; break;
+// rows x (16 n16) products of one of the 36 points: with AVX-512's 32
+// registers up to 4 vectors by 6 rows at a time, with AVX2's 16 two vectors
+// by 6 rows.
+template <int L>
+DDPM_INLINE void products(int n16, int64_t rows, const float* A, int64_t K, const float* B, int64_t ldb, float* C) {
+  if constexpr (L == 16) {
+    for (int64_t r = 0; r < rows;) {
+      switch (n16) {
+        case 4: product<16, 4, 6>(A + r * K, K, B, ldb, C + r * kColumns, kColumns, K), r += 6; break;
+        case 3: product<16, 3, 6>(A + r * K, K, B, ldb, C + r * kColumns, kColumns, K), r += 6; break;
+        case 2: product<16, 2, 12>(A + r * K, K, B, ldb, C + r * kColumns, kColumns, K), r += 12; break;
+        default: product<16, 1, 12>(A + r * K, K, B, ldb, C + r * kColumns, kColumns, K), r += 12; break;
+      }
     }
+  } else {
+    for (int s = 0; s < n16; s++)
+      for (int64_t r = 0; r < rows; r += 6)
+        product<L, 16 / L, 6>(A + r * K, K, B + 16 * s, ldb, C + r * kColumns + 16 * s, kColumns, K);
   }
 }
 
 // r = B^T d for six vectors d0..d5.
-DDPM_AVX512 inline void input_points(vec d0, vec d1, vec d2, vec d3, vec d4, vec d5, vec* r) {
+template <class T>
+DDPM_INLINE void input_points(T d0, T d1, T d2, T d3, T d4, T d5, T* r) {
   r[0] = 4.f * d0 - 5.f * d2 + d4;
   r[1] = d3 + d4 - 4.f * (d1 + d2);
   r[2] = 4.f * (d1 - d2) - d3 + d4;
@@ -127,7 +150,8 @@ DDPM_AVX512 inline void input_points(vec d0, vec d1, vec d2, vec d3, vec d4, vec
 }
 
 // o = A^T m for six vectors m0..m5.
-DDPM_AVX512 inline void output_points(vec m0, vec m1, vec m2, vec m3, vec m4, vec m5, vec* o) {
+template <class T>
+DDPM_INLINE void output_points(T m0, T m1, T m2, T m3, T m4, T m5, T* o) {
   o[0] = m0 + m1 + m2 + m3 + m4;
   o[1] = m1 - m2 + 2.f * (m3 - m4);
   o[2] = m1 + m2 + 4.f * (m3 + m4);
@@ -137,48 +161,52 @@ DDPM_AVX512 inline void output_points(vec m0, vec m1, vec m2, vec m3, vec m4, ve
 // V[p * vstride + c] = (B^T d B)[p] for the 6x6 patch d whose top left
 // pixel is (y0, x0) of a channels-last map (H, W, C), zero outside it
 // (read from zeros, C zero floats).
-DDPM_AVX512 void transform_input(const float* x, int64_t H, int64_t W, int64_t C, int64_t y0, int64_t x0,
+template <int L>
+DDPM_INLINE void transform_input(const float* x, int64_t H, int64_t W, int64_t C, int64_t y0, int64_t x0,
                                  const float* zeros, float* V, int64_t vstride) {
+  using Vec = Lanes<L>;
   const float* pixel[6][6];
   for (int i = 0; i < 6; i++)
     for (int j = 0; j < 6; j++) {
       const int64_t y = y0 + i, xx = x0 + j;
       pixel[i][j] = y >= 0 && y < H && xx >= 0 && xx < W ? x + (y * W + xx) * C : zeros;
     }
-  for (int64_t c = 0; c < C; c += 16) {
-    vec t[6][6];  // B^T d
+  for (int64_t c = 0; c < C; c += L) {
+    typename Vec::vec t[6][6];  // B^T d
     for (int j = 0; j < 6; j++) {
-      vec r[6];
-      input_points(load(pixel[0][j] + c), load(pixel[1][j] + c), load(pixel[2][j] + c), load(pixel[3][j] + c),
-                   load(pixel[4][j] + c), load(pixel[5][j] + c), r);
+      typename Vec::vec r[6];
+      input_points(Vec::load(pixel[0][j] + c), Vec::load(pixel[1][j] + c), Vec::load(pixel[2][j] + c),
+                   Vec::load(pixel[3][j] + c), Vec::load(pixel[4][j] + c), Vec::load(pixel[5][j] + c), r);
       for (int i = 0; i < 6; i++) t[i][j] = r[i];
     }
     for (int i = 0; i < 6; i++) {
-      vec r[6];
+      typename Vec::vec r[6];
       input_points(t[i][0], t[i][1], t[i][2], t[i][3], t[i][4], t[i][5], r);
-      for (int j = 0; j < 6; j++) store(V + (i * 6 + j) * vstride + c, r[j]);
+      for (int j = 0; j < 6; j++) Vec::store(V + (i * 6 + j) * vstride + c, r[j]);
     }
   }
 }
 
-// The 4x4 output tile at (y0, x0) of a channels-last map (H, W, OC), 16 nv
+// The 4x4 output tile at (y0, x0) of a channels-last map (H, W, OC), 16 n16
 // channels of it, from the products M[p * mstride] and the bias (or none).
-DDPM_AVX512 void transform_output(const float* M, int64_t mstride, int nv, const float* bias, float* y, int64_t H,
+template <int L>
+DDPM_INLINE void transform_output(const float* M, int64_t mstride, int n16, const float* bias, float* y, int64_t H,
                                   int64_t W, int64_t OC, int64_t y0, int64_t x0) {
-  for (int v = 0; v < nv; v++) {
-    vec m[6][6];
-    for (int p = 0; p < 36; p++) m[p / 6][p % 6] = load(M + p * mstride + 16 * v);
-    vec t[4][6];
+  using Vec = Lanes<L>;
+  for (int v = 0; v < n16 * 16 / L; v++) {
+    typename Vec::vec m[6][6];
+    for (int p = 0; p < 36; p++) m[p / 6][p % 6] = Vec::load(M + p * mstride + L * v);
+    typename Vec::vec t[4][6];
     for (int j = 0; j < 6; j++) {
-      vec o[4];
+      typename Vec::vec o[4];
       output_points(m[0][j], m[1][j], m[2][j], m[3][j], m[4][j], m[5][j], o);
       for (int i = 0; i < 4; i++) t[i][j] = o[i];
     }
-    const vec b = bias != nullptr ? load(bias + 16 * v) : vec{};
+    const typename Vec::vec b = bias != nullptr ? Vec::load(bias + L * v) : typename Vec::vec{};
     for (int i = 0; i < 4 && y0 + i < H; i++) {
-      vec o[4];
+      typename Vec::vec o[4];
       output_points(t[i][0], t[i][1], t[i][2], t[i][3], t[i][4], t[i][5], o);
-      for (int j = 0; j < 4 && x0 + j < W; j++) store(y + ((y0 + i) * W + x0 + j) * OC + 16 * v, o[j] + b);
+      for (int j = 0; j < 4 && x0 + j < W; j++) Vec::store(y + ((y0 + i) * W + x0 + j) * OC + L * v, o[j] + b);
     }
   }
 }
@@ -186,9 +214,10 @@ DDPM_AVX512 void transform_output(const float* M, int64_t mstride, int nv, const
 // Tiles t0 .. t0 + nt of the output, in a block of rows >= nt rows (the rest
 // zero), with the thread's buffers V (36 x rows x C) and M (36 x rows x 64)
 // and C zero floats.
-DDPM_AVX512 void convolve_block(const float* x, const float* U, const float* bias, float* y, int64_t H, int64_t W,
-                                int64_t C, int64_t OC, int64_t t0, int64_t nt, int64_t rows, const float* zeros, float* V,
-                                float* M) {
+template <int L>
+DDPM_INLINE void convolve_block(const float* x, const float* U, const float* bias, float* y, int64_t H, int64_t W,
+                                int64_t C, int64_t OC, int64_t t0, int64_t nt, int64_t rows, const float* zeros,
+                                float* V, float* M) {
   const int64_t tH = (H + 3) / 4, tW = (W + 3) / 4;
   for (int64_t r = 0; r < rows; r++) {
     if (r >= nt) {
@@ -196,39 +225,63 @@ DDPM_AVX512 void convolve_block(const float* x, const float* U, const float* bia
       continue;
     }
     const int64_t t = t0 + r, n = t / (tH * tW), ty = t / tW % tH, tx = t % tW;
-    transform_input(x + n * H * W * C, H, W, C, 4 * ty - 1, 4 * tx - 1, zeros, V + r * C, rows * C);
+    transform_input<L>(x + n * H * W * C, H, W, C, 4 * ty - 1, 4 * tx - 1, zeros, V + r * C, rows * C);
   }
   for (int64_t oc = 0; oc < OC; oc += kColumns) {
-    const int nv = static_cast<int>(std::min<int64_t>(kColumns, OC - oc) / 16);
-    for (int p = 0; p < 36; p++) products(nv, rows, V + p * rows * C, C, U + p * C * OC + oc, OC, M + p * rows * kColumns);
+    const int n16 = static_cast<int>(std::min<int64_t>(kColumns, OC - oc) / 16);
+    for (int p = 0; p < 36; p++)
+      products<L>(n16, rows, V + p * rows * C, C, U + p * C * OC + oc, OC, M + p * rows * kColumns);
     for (int64_t r = 0; r < nt; r++) {
       const int64_t t = t0 + r, n = t / (tH * tW), ty = t / tW % tH, tx = t % tW;
-      transform_output(M + r * kColumns, rows * kColumns, nv, bias != nullptr ? bias + oc : nullptr,
-                       y + n * H * W * OC + oc, H, W, OC, 4 * ty, 4 * tx);
+      transform_output<L>(M + r * kColumns, rows * kColumns, n16, bias != nullptr ? bias + oc : nullptr,
+                          y + n * H * W * OC + oc, H, W, OC, 4 * ty, 4 * tx);
     }
   }
 }
 
-bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-                          __builtin_cpu_supports("avx512cd");
-  return has;
+#pragma GCC diagnostic pop
+
+#define DDPM_BLOCK_ARGS                                                                                          \
+  const float *x, const float *U, const float *bias, float *y, int64_t H, int64_t W, int64_t C, int64_t OC,     \
+      int64_t t0, int64_t nt, int64_t rows, const float *zeros, float *V, float *M
+__attribute__((target("arch=x86-64-v4"))) void convolve_block_avx512(DDPM_BLOCK_ARGS) {
+  convolve_block<16>(x, U, bias, y, H, W, C, OC, t0, nt, rows, zeros, V, M);
+}
+__attribute__((target("arch=x86-64-v3"))) void convolve_block_avx2(DDPM_BLOCK_ARGS) {
+  convolve_block<8>(x, U, bias, y, H, W, C, OC, t0, nt, rows, zeros, V, M);
+}
+#undef DDPM_BLOCK_ARGS
+
+// The widest vectors this CPU has for the kernel.
+int cpu_isa() {
+  static const int isa = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+                                 __builtin_cpu_supports("avx512cd")
+                             ? DDPM_WINOGRAD_AVX512
+                         : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? DDPM_WINOGRAD_AVX2
+                                                                                            : DDPM_WINOGRAD_NONE;
+  return isa;
 }
 
 #endif  // DDPM_WINOGRAD
+
+// The widest vectors the kernel may use (ddpm_winograd_conv_isa).
+std::atomic<int> isa_limit{DDPM_WINOGRAD_AVX512};
+
+// The vectors the kernel uses: DDPM_WINOGRAD_NONE where it does not run.
+int winograd_isa() {
+#if DDPM_WINOGRAD
+  return std::min(cpu_isa(), isa_limit.load());
+#else
+  return DDPM_WINOGRAD_NONE;
+#endif
+}
 
 }  // namespace
 
 namespace ddpm {
 
-bool winograd_conv_supported() {
-#if DDPM_WINOGRAD
-  return cpu_has_avx512();
-#else
-  return false;
-#endif
-}
+bool winograd_conv_supported() { return winograd_isa() != DDPM_WINOGRAD_NONE; }
 
 bool winograd_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const int64_t* stride,
                          const int64_t* padding, const int64_t* dilation, int64_t groups) {
@@ -245,6 +298,8 @@ bool winograd_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Ten
 at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
 #if DDPM_WINOGRAD
   RECORD_FUNCTION("ddpm::winograd_conv", std::vector<c10::IValue>({x}));
+  const int isa = winograd_isa();
+  TORCH_CHECK(isa != DDPM_WINOGRAD_NONE, "winograd_conv: this CPU has neither AVX-512 nor AVX2");
   const at::Tensor U = derived_weight(w, WeightForm::kWinograd, winograd_weight);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), OC = w.size(0);
   at::Tensor y = at::empty({N, OC, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
@@ -273,8 +328,8 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Ten
     if (zeros.size() < static_cast<size_t>(C)) zeros.resize(C);  // only ever read
     for (int64_t b = b0; b < b1; b++) {
       const int64_t t0 = b * per_block;
-      convolve_block(xp, up, bp, yp, H, W, C, OC, t0, std::min(per_block, tiles - t0), rows, zeros.data(), V.data(),
-                     M.data());
+      (isa == DDPM_WINOGRAD_AVX512 ? convolve_block_avx512 : convolve_block_avx2)(
+          xp, up, bp, yp, H, W, C, OC, t0, std::min(per_block, tiles - t0), rows, zeros.data(), V.data(), M.data());
     }
   });
   return y;
@@ -284,3 +339,8 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Ten
 }
 
 }  // namespace ddpm
+
+extern "C" int32_t ddpm_winograd_conv_isa(int32_t limit) {
+  if (limit >= 0) isa_limit.store(limit);
+  return winograd_isa();
+}

@@ -40,7 +40,7 @@ type Conv2dOptions struct {
 }
 
 // Conv2d convolves x (N, C, H, W) with w (O, C/groups, kH, kW); bias may be nil.
-// Without autograd or autocast on a CPU with AVX-512, a 3x3 convolution
+// Without autograd or autocast on a CPU with AVX-512 or AVX2, a 3x3 convolution
 // with stride 1 and padding 1 of a float32 channels-last x whose channels
 // in and out are multiples of 16 runs the shim's Winograd kernel (see
 // csrc/winograd_conv.cpp and SetWinogradConv): 0.14-0.52 of libtorch's
@@ -78,8 +78,16 @@ var winogradConvOff atomic.Bool
 func SetWinogradConv(on bool) bool { return !winogradConvOff.Swap(!on) }
 
 // WinogradConvSupported says whether this build and CPU have the Winograd
-// kernel (x86-64 with AVX-512).
-func WinogradConvSupported() bool { return C.ddpm_winograd_conv_supported() != 0 }
+// kernel (x86-64 with AVX-512, or AVX2 and FMA).
+func WinogradConvSupported() bool { return winogradISA(-1) != C.DDPM_WINOGRAD_NONE }
+
+// winogradISA limits the Winograd kernel's vectors to limit (one of the
+// shim's DDPM_WINOGRAD_ values; -1 leaves them) and returns what it uses
+// then: the tests run the AVX2 kernel on an AVX-512 CPU this way, and
+// restore the default, the widest, with winogradWidest.
+func winogradISA(limit int) int { return int(C.ddpm_winograd_conv_isa(C.int32_t(limit))) }
+
+const winogradWidest = C.DDPM_WINOGRAD_AVX512
 
 // GroupNorm normalises x (N, C, ...) over groups of channels, then applies
 // the per-channel affine weight and bias (either may be nil).

@@ -37,7 +37,7 @@ func adopted(s *Scope, y *Tensor) *Tensor {
 func skipWithoutWinograd(t *testing.T) {
 	t.Helper()
 	if !WinogradConvSupported() {
-		t.Skip("the Winograd kernel needs an x86-64 CPU with AVX-512")
+		t.Skip("the Winograd kernel needs an x86-64 CPU with AVX-512 or AVX2")
 	}
 }
 
@@ -48,7 +48,37 @@ func skipWithoutWinograd(t *testing.T) {
 // and without bias, on the sizes of the small preset. Measured: relative L2
 // error 3e-7 to 1.5e-6, largest error 5e-7 to 3.2e-5 of values about 1.
 func TestWinogradConv(t *testing.T) {
+	for _, isa := range winogradISAs(t) {
+		t.Run(isa.name, func(t *testing.T) {
+			winogradISA(isa.limit)
+			defer winogradISA(winogradWidest)
+			if got := winogradISA(-1); got != isa.limit {
+				t.Fatalf("the kernel runs vectors %d, want %d", got, isa.limit)
+			}
+			testWinogradConv(t)
+		})
+	}
+}
+
+// winogradISAs are the kernel's vector widths this CPU runs, widest first,
+// with the limits that choose them; the test skips where there are none.
+func winogradISAs(t *testing.T) []struct {
+	name  string
+	limit int
+} {
 	skipWithoutWinograd(t)
+	all := []struct {
+		name  string
+		limit int
+	}{{"avx512", 2}, {"avx2", 1}}
+	widest := winogradISA(-1)
+	for len(all) > 0 && all[0].limit > widest {
+		all = all[1:]
+	}
+	return all
+}
+
+func testWinogradConv(t *testing.T) {
 	g, err := NewGenerator(5, CPU)
 	if err != nil {
 		t.Fatal(err)
@@ -186,16 +216,20 @@ func TestWinogradConvOnlyWhereItTakes(t *testing.T) {
 }
 
 // An image's values depend on nothing but the image: the same within a
-// batch of five as alone, on one thread as on two, to the bit (a server's
-// requests give the same images whatever shares their forward).
+// batch of five as alone, on one thread as on two, with AVX-512 as with
+// AVX2, to the bit (a server's requests give the same images whatever
+// shares their forward, and so do machines of either kind).
 func TestWinogradConvBatchIndependent(t *testing.T) {
-	skipWithoutWinograd(t)
+	isas := winogradISAs(t)
 	before := NumThreads()
 	defer SetNumThreads(before)
+	defer winogradISA(winogradWidest)
 	s := opScope(t, NoGrad)
-	x, w, b := winogradCase{5, 32, 64, 18, 18, true}.inputs(s, nil) // 25 tiles an image
+	x, w, b := winogradCase{5, 48, 80, 18, 18, true}.inputs(s, nil) // 25 tiles an image; 64 + 16 channels out
 	var ref []float32
-	for _, threads := range []int{1, 2} {
+	for i := range 2 * len(isas) {
+		isa, threads := isas[i/2], 1+i%2
+		winogradISA(isa.limit)
 		if err := SetNumThreads(threads); err != nil {
 			t.Fatal(err)
 		}
@@ -212,7 +246,8 @@ func TestWinogradConvBatchIndependent(t *testing.T) {
 		}
 		for i := range all {
 			if all[i] != alone[i] || all[i] != ref[i] {
-				t.Fatalf("%d threads, value %d: %v in the batch, %v alone, %v on one thread", threads, i, all[i], alone[i], ref[i])
+				t.Fatalf("%s, %d threads, value %d: %v in the batch, %v alone, %v with %s on one thread",
+					isa.name, threads, i, all[i], alone[i], ref[i], isas[0].name)
 			}
 		}
 	}

@@ -130,7 +130,7 @@ func (l *Linear) Params() []Param { return l.params }
 // again; ChannelsLastEnv overrides the choice. On CUDA the layout is left
 // as it is (not measured there yet). Channels-last float32 maps are also
 // what the shim's Winograd kernel for 3x3 convolutions takes (see
-// torch.Scope.Conv2d), in sampling on a CPU with AVX-512.
+// torch.Scope.Conv2d), in sampling on a CPU with AVX-512 or AVX2.
 type Conv2d struct {
 	In, Out, Kernel, Stride, Padding int64
 	Weight, Bias                     *torch.Tensor // Bias is nil with NoBias

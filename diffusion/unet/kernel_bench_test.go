@@ -39,12 +39,12 @@ func BenchmarkGroupNormKernel(b *testing.B) {
 // BenchmarkWinogradConv compares the shim's Winograd kernel for 3x3
 // convolutions with libtorch's convolution (torch.SetWinogradConv) in the
 // same way, in float32 (the kernel's only dtype; skipped on a CPU without
-// AVX-512).
+// AVX-512 or AVX2).
 //
 //	go test ./diffusion/unet/ -run '^$' -bench WinogradConv -benchtime 1x
 func BenchmarkWinogradConv(b *testing.B) {
 	if !torch.WinogradConvSupported() {
-		b.Skip("the Winograd kernel needs an x86-64 CPU with AVX-512")
+		b.Skip("the Winograd kernel needs an x86-64 CPU with AVX-512 or AVX2")
 	}
 	compareKernels(b, torch.SetWinogradConv, []kernelCase{
 		{8, 1, diffusion.Float32}, {1, 2, diffusion.Float32}, {64, 2, diffusion.Float32},
