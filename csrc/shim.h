@@ -133,9 +133,6 @@ void sweep_weight_cache();
 // weight_cacheable w; else w itself.
 at::Tensor bf16_weight(const at::Tensor& w);
 
-// Whether this build and CPU run winograd_conv (AVX-512 or AVX2 on x86-64).
-bool winograd_conv_supported();
-
 // Whether winograd_conv computes conv2d(x, w, bias) with these arguments
 // here: see winograd_conv.cpp.
 bool winograd_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const int64_t* stride,

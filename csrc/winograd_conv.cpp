@@ -281,12 +281,10 @@ int winograd_isa() {
 
 namespace ddpm {
 
-bool winograd_conv_supported() { return winograd_isa() != DDPM_WINOGRAD_NONE; }
-
 bool winograd_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const int64_t* stride,
                          const int64_t* padding, const int64_t* dilation, int64_t groups) {
   const auto float_cpu = [](const at::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == at::kFloat; };
-  return winograd_conv_supported() && !at::autocast::is_cpu_enabled() && float_cpu(x) && x.dim() == 4 &&
+  return winograd_isa() != DDPM_WINOGRAD_NONE && !at::autocast::is_cpu_enabled() && float_cpu(x) && x.dim() == 4 &&
          !(at::GradMode::is_enabled() && x.requires_grad()) && weight_cacheable(w) && w.dim() == 4 &&
          w.size(2) == 3 && w.size(3) == 3 && groups == 1 && x.size(1) == w.size(1) && x.size(1) % 16 == 0 &&
          w.size(0) % 16 == 0 && (!bias.defined() || (weight_cacheable(bias) && bias.dim() == 1 &&
@@ -322,6 +320,8 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Ten
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
   at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+    // Each thread keeps its buffers for the next call: 36 x 36 x (C + 64)
+    // floats for the widest C it has met (1 MiB at C = 128).
     thread_local std::vector<float> V, M, zeros;
     if (V.size() < static_cast<size_t>(36 * rows * C)) V.resize(36 * rows * C);
     if (M.size() < static_cast<size_t>(36 * rows * kColumns)) M.resize(36 * rows * kColumns);
