@@ -37,6 +37,7 @@
 
 #include "shim.h"
 
+using ddpm::divup;
 using ddpm::ref;
 using ddpm::wrap;
 
@@ -59,7 +60,6 @@ constexpr int64_t kChunk = 256;  // pixels (channels-last) or values (NCHW) summ
 // two threads took 1.1-1.5x the time).
 constexpr int64_t kThreadValues = 1 << 16;
 
-inline int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
 constexpr int kLanes = 16;       // partial sums of an NCHW plane, one per vector lane
 
 // e^x in float without branches or libm calls, so that the loops calling it
@@ -264,7 +264,7 @@ at::Tensor fused_group_norm(const at::Tensor& x, const at::Tensor& shift, int64_
   // Named for libtorch's profiler (ddpm bench --profile), like an operator.
   RECORD_FUNCTION(silu ? "ddpm::group_norm_silu" : "ddpm::group_norm", std::vector<c10::IValue>());
   const int64_t N = x.size(0), C = x.size(1), P = x.numel() / (N * C), D = C / groups;
-  const int64_t chunks = (P + kChunk - 1) / kChunk;
+  const int64_t chunks = divup(P, kChunk);
   at::Tensor y = at::empty_strided(x.sizes(), x.strides(), x.options());
   const T* xd = elements<T>(x);
   T* yd = elements<T>(y);

@@ -103,6 +103,9 @@ inline bool autocasting(ddpm_mode mode) {
   return (mode & (DDPM_AUTOCAST_BF16 | DDPM_AUTOCAST_FP16)) != 0;
 }
 
+// a / b rounded up, for positive b.
+inline int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
 // t in float32 when the call autocasts and t holds bfloat16 or float16, else
 // t itself: the shim's autocast policy for the ops that must not run in the
 // lower precision (GroupNorm, softmax, losses, accumulating reductions). It

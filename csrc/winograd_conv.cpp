@@ -41,6 +41,8 @@
 
 #include "shim.h"
 
+using ddpm::divup;
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
 #define DDPM_WINOGRAD 1
 #else
@@ -218,7 +220,7 @@ template <int L>
 DDPM_INLINE void convolve_block(const float* x, const float* U, const float* bias, float* y, int64_t H, int64_t W,
                                 int64_t C, int64_t OC, int64_t t0, int64_t nt, int64_t rows, const float* zeros,
                                 float* V, float* M) {
-  const int64_t tH = (H + 3) / 4, tW = (W + 3) / 4;
+  const int64_t tH = divup(H, 4), tW = divup(W, 4);
   for (int64_t r = 0; r < rows; r++) {
     if (r >= nt) {
       for (int p = 0; p < 36; p++) std::memset(V + (p * rows + r) * C, 0, C * sizeof(float));
@@ -301,7 +303,7 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Ten
   const at::Tensor U = derived_weight(w, WeightForm::kWinograd, winograd_weight);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), OC = w.size(0);
   at::Tensor y = at::empty({N, OC, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  const int64_t tiles = N * ((H + 3) / 4) * ((W + 3) / 4);
+  const int64_t tiles = N * divup(H, 4) * divup(W, 4);
   if (tiles == 0) return y;
   // Blocks of at most 36 tiles (their transforms stay in the cache), spread
   // over the threads where each thread gets kThreadFlops or more: a block
@@ -309,12 +311,11 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Ten
   // waking (with this kernel and the GroupNorm kernel spread at every size,
   // the small preset's forward at batch 1 on two threads took 1.1-1.5x the
   // time).
-  int64_t blocks = (tiles + 35) / 36;
-  const int64_t per_block = (tiles + blocks - 1) / blocks;
-  const int64_t rows = (per_block + kRows - 1) / kRows * kRows;
-  blocks = (tiles + per_block - 1) / per_block;
+  const int64_t per_block = divup(tiles, divup(tiles, 36));
+  const int64_t rows = divup(per_block, kRows) * kRows;
+  const int64_t blocks = divup(tiles, per_block);
   const int64_t block_flops = 72 * rows * C * OC;
-  const int64_t grain = std::max<int64_t>(1, (kThreadFlops + block_flops - 1) / block_flops);
+  const int64_t grain = divup(kThreadFlops, block_flops);
   const float* xp = x.data_ptr<float>();
   const float* up = U.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;

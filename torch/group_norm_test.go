@@ -11,17 +11,11 @@ import (
 // groupNormRef is SiLU(GroupNorm(x + shift)) (or without the SiLU) by
 // libtorch's own ops in float64, which the shim's float32 kernel never runs.
 func groupNormRef(s *Scope, x, shift *Tensor, groups int64, w, b *Tensor, silu bool) *Tensor {
-	f64 := func(t *Tensor) *Tensor {
-		if t == nil {
-			return nil
-		}
-		return s.ToDType(t, Float64)
-	}
-	in := f64(x)
+	in := float64Of(s, x)
 	if shift != nil {
-		in = s.Add(in, s.Unsqueeze(s.Unsqueeze(f64(shift), -1), -1))
+		in = s.Add(in, s.Unsqueeze(s.Unsqueeze(float64Of(s, shift), -1), -1))
 	}
-	y := s.GroupNorm(in, groups, f64(w), f64(b), 1e-5)
+	y := s.GroupNorm(in, groups, float64Of(s, w), float64Of(s, b), 1e-5)
 	if silu {
 		y = s.SiLU(y)
 	}
@@ -85,14 +79,7 @@ func TestGroupNormKernel(t *testing.T) {
 					if m, err := got.Meta(); err != nil || m.DType != Float32 || m.Contiguous != (layout == "nchw") {
 						t.Errorf("output meta %+v (%v): want float32 in the input's layout", m, err)
 					}
-					gv, err := s.Contiguous(s.ToDType(got, Float64)).Float64s()
-					if err != nil {
-						t.Fatal(err)
-					}
-					wv, err := s.Contiguous(want).Float64s()
-					if err != nil {
-						t.Fatal(err)
-					}
+					gv, wv := opValues(t, s.Contiguous(got)), opValues(t, s.Contiguous(want))
 					// Float32 rounding of values up to |w| times a few, also where the
 					// mean is 300 spreads from zero (centred sums).
 					tol := 2e-5 * sh.wScale
@@ -242,10 +229,7 @@ func TestGroupNormKernelBF16(t *testing.T) {
 			shift := in.ToDType(in.Randn([]int64{3, 16}, Float32, CPU, nil), BFloat16)
 			w := in.Randn([]int64{16}, Float32, CPU, nil)
 			b := in.Randn([]int64{16}, Float32, CPU, nil)
-			want, err := in.Contiguous(in.ToDType(in.GroupNormSiLU(in.ToDType(x, Float32), in.ToDType(shift, Float32), 4, w, b, 1e-5), BFloat16)).Bytes()
-			if err != nil {
-				t.Fatal(err)
-			}
+			want := contiguousBytes(t, in, in.ToDType(in.GroupNormSiLU(in.ToDType(x, Float32), in.ToDType(shift, Float32), 4, w, b, 1e-5), BFloat16))
 			s, err := NewAutocastScope(Inference, BFloat16)
 			if err != nil {
 				t.Fatal(err)
@@ -262,11 +246,7 @@ func TestGroupNormKernelBF16(t *testing.T) {
 			if m, err := y.Meta(); err != nil || m.Contiguous != (layout == "nchw") {
 				t.Errorf("output meta %+v (%v): want the input's layout", m, err)
 			}
-			got, err := s.Contiguous(y).Bytes()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, want) {
+			if got := contiguousBytes(t, s, y); !bytes.Equal(got, want) {
 				t.Fatal("bfloat16 output differs from the float32 kernel's output rounded to bfloat16")
 			}
 		})

@@ -84,10 +84,13 @@ func WinogradConvSupported() bool { return winogradISA(-1) != C.DDPM_WINOGRAD_NO
 // winogradISA limits the Winograd kernel's vectors to limit (one of the
 // shim's DDPM_WINOGRAD_ values; -1 leaves them) and returns what it uses
 // then: the tests run the AVX2 kernel on an AVX-512 CPU this way, and
-// restore the default, the widest, with winogradWidest.
+// restore the default, the widest, with winogradAVX512.
 func winogradISA(limit int) int { return int(C.ddpm_winograd_conv_isa(C.int32_t(limit))) }
 
-const winogradWidest = C.DDPM_WINOGRAD_AVX512
+const (
+	winogradAVX2   = C.DDPM_WINOGRAD_AVX2
+	winogradAVX512 = C.DDPM_WINOGRAD_AVX512
+)
 
 // GroupNorm normalises x (N, C, ...) over groups of channels, then applies
 // the per-channel affine weight and bias (either may be nil).

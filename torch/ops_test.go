@@ -60,6 +60,32 @@ func opClose(got, want, tol float64) bool {
 	return math.Abs(got-want) <= tol*math.Max(1, math.Abs(want))
 }
 
+// float64Of is x in float64 (nil for nil): the reference side of the
+// tests of the shim's float32 kernels, which never run in float64.
+func float64Of(s *Scope, x *Tensor) *Tensor {
+	if x == nil {
+		return nil
+	}
+	return s.ToDType(x, Float64)
+}
+
+// contiguousBytes is y's bytes in contiguous order.
+func contiguousBytes(t *testing.T, s *Scope, y *Tensor) []byte {
+	t.Helper()
+	v, err := s.Contiguous(y).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// castCalls is the tensors f converts from one dtype to another
+// (aten::_to_copy calls in the profile).
+func castCalls(t *testing.T, f func()) int64 {
+	t.Helper()
+	return profileOf(t, f)["aten::_to_copy"].Calls
+}
+
 // opValues copies x's elements to float64s, whatever its dtype (bools are 0
 // and 1).
 func opValues(t *testing.T, x *Tensor) []float64 {

@@ -35,18 +35,13 @@ func TestBF16WeightCopies(t *testing.T) {
 				if y.DType() != BFloat16 {
 					t.Fatalf("output %v, want bfloat16", y.DType())
 				}
-				v, err := s.Contiguous(y).Bytes()
-				if err != nil {
-					t.Fatal(err)
-				}
-				return v
+				return contiguousBytes(t, s, y)
 			}
 			var first, second []byte
-			casts := func(f func()) int64 { return profileOf(t, f)["aten::_to_copy"].Calls }
-			if c := casts(func() { first = bits(op.f(s, op.w, op.b)) }); c < 2 {
+			if c := castCalls(t, func() { first = bits(op.f(s, op.w, op.b)) }); c < 2 {
 				t.Errorf("first call cast %d tensors, want the weight and the bias", c)
 			}
-			if c := casts(func() { second = bits(op.f(s, op.w, op.b)) }); c != 0 {
+			if c := castCalls(t, func() { second = bits(op.f(s, op.w, op.b)) }); c != 0 {
 				t.Errorf("second call cast %d tensors, want none", c)
 			}
 			if !bytes.Equal(first, second) {

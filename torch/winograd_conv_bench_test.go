@@ -30,7 +30,7 @@ func BenchmarkWinogradConvShapes(b *testing.B) {
 			{0, 64, 64, 16, 16, true}, {0, 128, 64, 16, 16, true}, {0, 64, 64, 8, 8, true}, {0, 64, 64, 4, 4, true}} {
 			c.n = run.batch
 			paths := []string{"winograd", "libtorch"}
-			if winogradISA(-1) == 2 {
+			if winogradISA(-1) == winogradAVX512 {
 				paths = append(paths, "winograd-avx2")
 			}
 			for _, path := range paths {
@@ -41,8 +41,8 @@ func BenchmarkWinogradConvShapes(b *testing.B) {
 					}
 					defer SetWinogradConv(SetWinogradConv(path != "libtorch"))
 					if path == "winograd-avx2" {
-						winogradISA(1)
-						defer winogradISA(winogradWidest)
+						winogradISA(winogradAVX2)
+						defer winogradISA(winogradAVX512)
 					}
 					s := NewScope(NoGrad)
 					defer s.Close()

@@ -51,7 +51,7 @@ func TestWinogradConv(t *testing.T) {
 	for _, isa := range winogradISAs(t) {
 		t.Run(isa.name, func(t *testing.T) {
 			winogradISA(isa.limit)
-			defer winogradISA(winogradWidest)
+			defer winogradISA(winogradAVX512)
 			if got := winogradISA(-1); got != isa.limit {
 				t.Fatalf("the kernel runs vectors %d, want %d", got, isa.limit)
 			}
@@ -70,7 +70,7 @@ func winogradISAs(t *testing.T) []struct {
 	all := []struct {
 		name  string
 		limit int
-	}{{"avx512", 2}, {"avx2", 1}}
+	}{{"avx512", winogradAVX512}, {"avx2", winogradAVX2}}
 	widest := winogradISA(-1)
 	for len(all) > 0 && all[0].limit > widest {
 		all = all[1:]
@@ -102,25 +102,12 @@ func testWinogradConv(t *testing.T) {
 			if _, ok := stats["ddpm::winograd_conv"]; !ok {
 				t.Fatalf("the profile has no ddpm::winograd_conv: %v", stats)
 			}
-			f64 := func(t *Tensor) *Tensor {
-				if t == nil {
-					return nil
-				}
-				return s.ToDType(t, Float64)
-			}
-			want := s.Conv2d(f64(x), f64(w), f64(b), pad1)
+			want := s.Conv2d(float64Of(s, x), float64Of(s, w), float64Of(s, b), pad1)
 			if m, err := got.Meta(); err != nil || m.DType != Float32 || len(m.Shape) != 4 || m.Shape[1] != c.oc ||
 				m.Shape[2] != c.h || m.Shape[3] != c.w {
 				t.Fatalf("output meta %+v (%v): want float32 %d x %d x %d x %d", m, err, c.n, c.oc, c.h, c.w)
 			}
-			gv, err := s.Contiguous(f64(got)).Float64s()
-			if err != nil {
-				t.Fatal(err)
-			}
-			wv, err := s.Contiguous(want).Float64s()
-			if err != nil {
-				t.Fatal(err)
-			}
+			gv, wv := opValues(t, s.Contiguous(got)), opValues(t, s.Contiguous(want))
 			var d2, w2, dmax float64
 			for i := range wv {
 				d := math.Abs(gv[i] - wv[i])
@@ -223,7 +210,7 @@ func TestWinogradConvBatchIndependent(t *testing.T) {
 	isas := winogradISAs(t)
 	before := NumThreads()
 	defer SetNumThreads(before)
-	defer winogradISA(winogradWidest)
+	defer winogradISA(winogradAVX512)
 	s := opScope(t, NoGrad)
 	x, w, b := winogradCase{5, 48, 80, 18, 18, true}.inputs(s, nil) // 25 tiles an image; 64 + 16 channels out
 	var ref []float32
@@ -261,22 +248,14 @@ func TestWinogradConvWeightChanged(t *testing.T) {
 	skipWithoutWinograd(t)
 	s := opScope(t, NoGrad)
 	x, w, b := winogradCase{2, 16, 16, 8, 8, true}.inputs(s, nil)
-	bits := func(y *Tensor) []byte {
-		t.Helper()
-		v, err := s.Contiguous(y).Bytes()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
+	bits := func(y *Tensor) []byte { return contiguousBytes(t, s, y) }
 	// Making the transform converts the weight to float64: the first call
 	// does, the second does not.
 	var first, again []byte
-	casts := func(f func()) int64 { return profileOf(t, f)["aten::_to_copy"].Calls }
-	if c := casts(func() { first = bits(s.Conv2d(x, w, b, pad1)) }); c != 1 {
+	if c := castCalls(t, func() { first = bits(s.Conv2d(x, w, b, pad1)) }); c != 1 {
 		t.Errorf("first call converted %d tensors, want the weight", c)
 	}
-	if c := casts(func() { again = bits(s.Conv2d(x, w, b, pad1)) }); c != 0 {
+	if c := castCalls(t, func() { again = bits(s.Conv2d(x, w, b, pad1)) }); c != 0 {
 		t.Errorf("second call converted %d tensors, want none", c)
 	}
 	if !bytes.Equal(first, again) {
