@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -164,6 +165,9 @@ func TestWinogradConvOnlyWhereItTakes(t *testing.T) {
 		{"24 output channels", false, func(s *Scope) *Tensor {
 			return s.Conv2d(x, s.Narrow(w, 0, 0, 24), s.Narrow(b, 0, 0, 24), pad1)
 		}},
+		{"no input channels", false, func(s *Scope) *Tensor {
+			return s.Conv2d(s.Narrow(x, 1, 0, 0), s.Narrow(w, 1, 0, 0), b, pad1)
+		}},
 		{"5x5 kernel", false, func(s *Scope) *Tensor {
 			return s.Conv2d(x, s.Randn([]int64{32, 16, 5, 5}, Float32, CPU, nil), b, Conv2dOptions{Padding: [2]int64{2, 2}})
 		}},
@@ -268,6 +272,24 @@ func TestWinogradConvWeightChanged(t *testing.T) {
 	if !bytes.Equal(changed, fresh) || bytes.Equal(changed, first) {
 		t.Errorf("after the weights changed in place: same as fresh copies %v, same as before %v; want true, false",
 			bytes.Equal(changed, fresh), bytes.Equal(changed, first))
+	}
+}
+
+// A weight without output channels is libtorch's one-line error, as
+// without the kernel (it never reaches the kernel, whose blocks would
+// divide by the channels).
+func TestWinogradConvNoOutputChannels(t *testing.T) {
+	skipWithoutWinograd(t)
+	s := NewScope(NoGrad)
+	defer s.Close()
+	x := s.ChannelsLast(s.Randn([]int64{2, 16, 8, 8}, Float32, CPU, nil))
+	if y := s.Conv2d(x, s.Randn([]int64{0, 16, 3, 3}, Float32, CPU, nil), nil, pad1); y != nil {
+		t.Fatalf("a convolution into no channels gave %v; want an error", y.Shape())
+	}
+	err := s.Err()
+	if err == nil || !strings.Contains(err.Error(), "expected weight to be at least 1 at dimension 0") ||
+		strings.Contains(err.Error(), "\n") {
+		t.Errorf("error %v; want libtorch's one line about the weight's size", err)
 	}
 }
 
