@@ -1,5 +1,4 @@
-// allocator.cpp: the caching allocator for CPU tensor memory, and the BLAS
-// thread count.
+// allocator.cpp: the caching allocator for CPU tensor memory.
 //
 // libtorch's default CPU allocator hands every tensor to malloc and back.
 // Feature maps of a few MiB and more are above glibc's mmap threshold or at
@@ -31,7 +30,6 @@
 // once).
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
-#include <dlfcn.h>
 #include <malloc.h>
 #include <unistd.h>
 
@@ -256,22 +254,10 @@ CachingCPUAllocator* the_allocator() {
 
 void CachingCPUAllocator::release(void* ptr) { the_allocator()->put(ptr); }
 
-// OpenBLAS (Debian's libblas) keeps its own thread pool, sized to the
-// machine, apart from libtorch's intra-op threads: with one intra-op thread
-// its idle workers still spin on the other cores. The shim keeps the two
-// counts equal unless OPENBLAS_NUM_THREADS says otherwise.
-void set_blas_threads(int n) {
-  if (std::getenv("OPENBLAS_NUM_THREADS") != nullptr) return;
-  using setter = void (*)(int);
-  static auto set = reinterpret_cast<setter>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-  if (set != nullptr) set(n);
-}
-
 // Installed when the library loads, before any tensor of ours exists.
 // Tensors allocated earlier keep their own deleter, so mixing is safe.
 const bool installed = [] {
   c10::SetCPUAllocator(the_allocator(), /*priority=*/1);
-  set_blas_threads(at::get_num_threads());
   return true;
 }();
 
@@ -283,10 +269,6 @@ void trim_malloc() {
 }
 
 }  // namespace
-
-namespace ddpm {
-void apply_blas_threads(int n) { set_blas_threads(n); }
-}  // namespace ddpm
 
 extern "C" {
 

@@ -104,6 +104,11 @@ int32_t ddpm_cpu_has_bf16(void);
  * thread each later call runs. */
 ddpm_error ddpm_set_num_threads(int32_t n);
 int32_t ddpm_get_num_threads(void);
+/* Writes how the BLAS under libtorch's CPU matrix products describes
+ * itself into buf (always NUL-terminated): OpenBLAS's configuration line,
+ * which names the kernels it runs ("OpenBLAS 0.3.21 ... DYNAMIC_ARCH ...
+ * SkylakeX ..."), or nothing for another BLAS. */
+void ddpm_blas_config(char* buf, size_t cap);
 
 /* CPU tensor memory: blocks of 64 KiB and more are cached and reused by size
  * (see csrc/allocator.cpp). Sizes are in bytes, rounded up to pages. */

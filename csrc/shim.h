@@ -57,7 +57,7 @@ inline void sync_threads() {
   if (want > 0 && have != want) at::set_num_threads(want);
 }
 
-// Sets OpenBLAS's own thread count (csrc/allocator.cpp): the shim keeps it
+// Sets OpenBLAS's own thread count (csrc/blas.cpp): the shim keeps it
 // equal to the intra-op count.
 void apply_blas_threads(int n);
 

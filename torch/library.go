@@ -4,6 +4,7 @@ package torch
 import "C"
 
 import (
+	"bytes"
 	"os"
 	"runtime"
 	"strconv"
@@ -15,10 +16,24 @@ import (
 func Version() string {
 	buf := make([]byte, 64)
 	C.ddpm_version((*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)))
-	for i, b := range buf {
-		if b == 0 {
-			return string(buf[:i])
-		}
+	return cString(buf)
+}
+
+// BLAS is how the BLAS under libtorch's CPU matrix products (linear layers,
+// attention's products) describes itself: OpenBLAS's configuration line,
+// which names the kernels it chose for this CPU ("OpenBLAS 0.3.21 ...
+// Cooperlake ..."; OPENBLAS_CORETYPE chooses others), or "" for another
+// BLAS.
+func BLAS() string {
+	buf := make([]byte, 256)
+	C.ddpm_blas_config((*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)))
+	return cString(buf)
+}
+
+// cString is buf up to its first NUL.
+func cString(buf []byte) string {
+	if i := bytes.IndexByte(buf, 0); i >= 0 {
+		return string(buf[:i])
 	}
 	return string(buf)
 }

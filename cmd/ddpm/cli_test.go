@@ -230,7 +230,11 @@ func TestVersion(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	for _, want := range []string{"libtorch  " + torch.Version(), "cuda ", "threads   "} {
+	want := []string{"libtorch  " + torch.Version(), "cuda ", "threads   "}
+	if blas := torch.BLAS(); blas != "" {
+		want = append(want, "blas      "+blas+"\n")
+	}
+	for _, want := range want {
 		if !strings.Contains(out, want) {
 			t.Errorf("version output lacks %q:\n%s", want, out)
 		}

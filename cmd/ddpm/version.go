@@ -9,7 +9,7 @@ import (
 
 var versionCommand = &cli.Command{
 	Name:  "version",
-	Usage: "print the versions of ddpm and libtorch, CUDA availability and threads",
+	Usage: "print the versions of ddpm, libtorch and the BLAS, CUDA availability and threads",
 	Action: func(c *cli.Context) error {
 		w := c.App.Writer
 		fmt.Fprintf(w, "ddpm      %s\n", version)
@@ -18,6 +18,9 @@ var versionCommand = &cli.Command{
 			fmt.Fprintf(w, "cuda      available (%d device(s))\n", torch.CUDADeviceCount())
 		} else {
 			fmt.Fprintf(w, "cuda      not available\n")
+		}
+		if blas := torch.BLAS(); blas != "" {
+			fmt.Fprintf(w, "blas      %s\n", blas)
 		}
 		threads := torch.NumThreads()
 		if n := torch.DefaultThreads(); n > 0 {
