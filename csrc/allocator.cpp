@@ -225,30 +225,8 @@ class CachingCPUAllocator final : public c10::Allocator {
   uint64_t tick_ = 0;
 };
 
-// A quarter of the memory this process may use: the machine's, or its
-// cgroup's (containers) when that is less.
-int64_t default_limit() {
-  int64_t total = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE);
-  if (FILE* f = std::fopen("/sys/fs/cgroup/memory.max", "r")) {
-    long long cg = 0;
-    if (std::fscanf(f, "%lld", &cg) == 1 && cg > 0 && cg < total) total = cg;  // "max": no cgroup limit
-    std::fclose(f);
-  }
-  return total > 0 ? total / 4 : int64_t{1} << 30;
-}
-
-// The limit from DDPM_CPU_CACHE_MB, or the default.
-int64_t limit_from_env() {
-  const char* v = std::getenv("DDPM_CPU_CACHE_MB");
-  if (v == nullptr || *v == '\0') return default_limit();
-  char* end = nullptr;
-  long long mb = std::strtoll(v, &end, 10);
-  if (end == v || *end != '\0' || mb < 0) return default_limit();  // unreadable: the default
-  return static_cast<int64_t>(mb) << 20;
-}
-
 CachingCPUAllocator* the_allocator() {
-  static CachingCPUAllocator* a = new CachingCPUAllocator(limit_from_env());
+  static CachingCPUAllocator* a = new CachingCPUAllocator(ddpm::mb_from_env("DDPM_CPU_CACHE_MB", ddpm::memory_quarter()));
   return a;
 }
 
@@ -269,6 +247,29 @@ void trim_malloc() {
 }
 
 }  // namespace
+
+namespace ddpm {
+
+int64_t memory_quarter() {
+  int64_t total = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE);
+  if (FILE* f = std::fopen("/sys/fs/cgroup/memory.max", "r")) {
+    long long cg = 0;
+    if (std::fscanf(f, "%lld", &cg) == 1 && cg > 0 && cg < total) total = cg;  // "max": no cgroup limit
+    std::fclose(f);
+  }
+  return total > 0 ? total / 4 : int64_t{1} << 30;
+}
+
+int64_t mb_from_env(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  char* end = nullptr;
+  long long mb = std::strtoll(v, &end, 10);
+  if (end == v || *end != '\0' || mb < 0) return fallback;  // unreadable: the default
+  return static_cast<int64_t>(mb) << 20;
+}
+
+}  // namespace ddpm
 
 extern "C" {
 

@@ -130,6 +130,20 @@ ddpm_error ddpm_cpu_cache_empty(void);
  * pages. */
 ddpm_error ddpm_cpu_cache_trim(int64_t idle_ms, int64_t* freed);
 
+/* Forms the shim derives from float32 CPU weights and keeps while they live
+ * unchanged, for calls without autograd: bfloat16 copies under bf16
+ * autocast, Winograd transforms of 3x3 convolutions (see
+ * csrc/weight_cache.cpp). bytes counts those being made too. */
+typedef struct {
+  int64_t bytes;       /* held by the forms */
+  int64_t forms;       /* forms kept (live weights' and, until swept, dead ones') */
+  int64_t limit_bytes; /* the most they may hold: a form that would pass it is not made */
+} ddpm_weight_forms;
+ddpm_error ddpm_weight_cache_stats(ddpm_weight_forms* out);
+/* Holds the forms to at most bytes (0: none kept), dropping dead weights'
+ * forms and then others until they fit. */
+ddpm_error ddpm_weight_cache_set_limit(int64_t bytes);
+
 /* The operator profiler (see csrc/profiler.cpp): between start and stop,
  * every libtorch operator and autograd backward function called on any
  * thread is timed. Stop hands back one line per operator,

@@ -49,6 +49,24 @@ bool onednn_1x1(const at::Tensor& x, const at::Tensor& w, const int64_t* stride,
          at::get_num_threads() == 1 && x.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
 }
 
+// The shim's Winograd kernel where it takes the convolution and the weight's
+// transform fits in the weight cache; oneDNN's 1x1 kernel where onednn_1x1
+// says; else libtorch's choice.
+at::Tensor conv2d(ddpm_mode mode, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
+                  const int64_t* stride, const int64_t* padding, const int64_t* dilation, int64_t groups,
+                  bool winograd) {
+  if (winograd && ddpm::winograd_conv_takes(x, w, bias, stride, padding, dilation, groups)) {
+    at::Tensor y = ddpm::winograd_conv(x, w, bias);
+    if (y.defined()) return y;
+  }
+  if (onednn_1x1(x, w, stride, padding, dilation, groups)) {
+    return at::mkldnn_convolution(x, w, bias, ddpm::dims(padding, 2), ddpm::dims(stride, 2), ddpm::dims(dilation, 2),
+                                  groups);
+  }
+  return at::conv2d(x, ddpm::bf16_weight_if_autocast(mode, w), ddpm::bf16_weight_if_autocast(mode, bias),
+                    ddpm::dims(stride, 2), ddpm::dims(padding, 2), ddpm::dims(dilation, 2), groups);
+}
+
 }  // namespace
 
 extern "C" {
@@ -56,17 +74,8 @@ extern "C" {
 ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w, ddpm_tensor bias,
                        const int64_t* stride, const int64_t* padding, const int64_t* dilation,
                        int64_t groups, int32_t winograd, ddpm_tensor* out) {
-  DDPM_TRY(mode, if (winograd != 0 && ddpm::winograd_conv_takes(ref(x), ref(w), ddpm::optional(bias), stride, padding,
-                                                                 dilation, groups)) {
-    *out = wrap(ddpm::winograd_conv(ref(x), ref(w), ddpm::optional(bias)));
-  } else if (onednn_1x1(ref(x), ref(w), stride, padding, dilation, groups)) {
-    *out = wrap(at::mkldnn_convolution(ref(x), ref(w), ddpm::optional(bias), ddpm::dims(padding, 2),
-                                       ddpm::dims(stride, 2), ddpm::dims(dilation, 2), groups));
-  } else {
-    *out = wrap(at::conv2d(ref(x), ddpm::bf16_weight_if_autocast(mode, ref(w)),
-                           ddpm::bf16_weight_if_autocast(mode, ddpm::optional(bias)), ddpm::dims(stride, 2),
-                           ddpm::dims(padding, 2), ddpm::dims(dilation, 2), groups));
-  });
+  DDPM_TRY(mode, *out = wrap(conv2d(mode, ref(x), ref(w), ddpm::optional(bias), stride, padding, dilation, groups,
+                                     winograd != 0)));
 }
 
 ddpm_error ddpm_softmax(ddpm_mode mode, ddpm_tensor a, int64_t dim, ddpm_tensor* out) {

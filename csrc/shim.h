@@ -57,6 +57,15 @@ inline void sync_threads() {
   if (want > 0 && have != want) at::set_num_threads(want);
 }
 
+// A quarter of the memory this process may use: the machine's, or its
+// cgroup's (containers) when that is less (csrc/allocator.cpp).
+int64_t memory_quarter();
+
+// The size in bytes that the environment variable name gives in MiB, or
+// fallback when it is unset or unreadable (read when the library loads,
+// where an error could reach no one).
+int64_t mb_from_env(const char* name, int64_t fallback);
+
 // Sets OpenBLAS's own thread count (csrc/blas.cpp): the shim keeps it
 // equal to the intra-op count.
 void apply_blas_threads(int n);
@@ -126,14 +135,17 @@ enum class WeightForm { kBFloat16, kWinograd };
 // kept.
 bool weight_cacheable(const at::Tensor& w);
 
-// derive(w), kept while w lives unchanged, for a weight_cacheable w.
-at::Tensor derived_weight(const at::Tensor& w, WeightForm form, at::Tensor (*derive)(const at::Tensor&));
+// derive(w), kept while w lives unchanged, for a weight_cacheable w; an
+// undefined tensor, without calling derive, when its bytes (what derive
+// makes) would take the cache's forms over their limit.
+at::Tensor derived_weight(const at::Tensor& w, WeightForm form, int64_t bytes,
+                          at::Tensor (*derive)(const at::Tensor&));
 
 // Frees the derived forms of weights that no longer live.
 void sweep_weight_cache();
 
 // w's bfloat16 copy, kept while w lives unchanged (weight_cache.cpp), for a
-// weight_cacheable w; else w itself.
+// weight_cacheable w within the cache's limit; else w itself.
 at::Tensor bf16_weight(const at::Tensor& w);
 
 // Whether winograd_conv computes conv2d(x, w, bias) with these arguments
@@ -142,7 +154,8 @@ bool winograd_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Ten
                          const int64_t* padding, const int64_t* dilation, int64_t groups);
 
 // conv2d(x, w, bias) with stride 1 and padding 1 for a 3x3 w, by Winograd's
-// F(4x4, 3x3), channels-last (winograd_conv.cpp).
+// F(4x4, 3x3), channels-last (winograd_conv.cpp); an undefined tensor when
+// w's transform does not fit in the weight cache's limit.
 at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias);
 
 // The weight or bias of a convolution or linear layer as the call takes it:

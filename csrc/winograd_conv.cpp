@@ -30,7 +30,9 @@
 // the batch around it, nor on the thread count, nor on the vectors. With
 // autograd, under autocast, in other dtypes or layouts, on other devices
 // or CPUs without AVX-512 or AVX2 libtorch's convolution runs; torch's SetWinogradConv(false)
-// chooses it everywhere. The transforms take four times a weight's memory.
+// chooses it everywhere. The transforms take four times a weight's memory;
+// beyond the weight cache's limit (weight_cache.cpp) libtorch's convolution
+// runs too.
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -297,11 +299,12 @@ bool winograd_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Ten
 
 at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
 #if DDPM_WINOGRAD
-  RECORD_FUNCTION("ddpm::winograd_conv", std::vector<c10::IValue>({x}));
   const int isa = winograd_isa();
   TORCH_CHECK(isa != DDPM_WINOGRAD_NONE, "winograd_conv: this CPU has neither AVX-512 nor AVX2");
-  const at::Tensor U = derived_weight(w, WeightForm::kWinograd, winograd_weight);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), OC = w.size(0);
+  const at::Tensor U = derived_weight(w, WeightForm::kWinograd, 36 * C * OC * 4, winograd_weight);
+  if (!U.defined()) return U;  // over the weight cache's limit: libtorch's convolution
+  RECORD_FUNCTION("ddpm::winograd_conv", std::vector<c10::IValue>({x}));
   at::Tensor y = at::empty({N, OC, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   const int64_t tiles = N * divup(H, 4) * divup(W, 4);
   if (tiles == 0) return y;

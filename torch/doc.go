@@ -57,6 +57,12 @@
 // and [CPUCache] reports the figures. GPU memory is libtorch's own CUDA
 // caching allocator's.
 //
+// What the shim derives from float32 CPU weights for calls without
+// autograd (Winograd transforms of 3x3 convolutions, bfloat16 copies under
+// bf16 autocast) is kept while the weights live unchanged, within a limit
+// of its own (a quarter of the memory, or DDPM_WEIGHT_CACHE_MB):
+// [WeightCache] and [SetWeightCacheLimit].
+//
 // # Threads
 //
 // [SetNumThreads] sets libtorch's intra-op thread count for the whole
