@@ -84,8 +84,9 @@ at::Tensor winograd_weight(const at::Tensor& w) {
 // with its own target; the CPU picks one when the library loads. Both sum
 // every value in the same order, so they give the same bits.
 #define DDPM_INLINE inline __attribute__((always_inline))
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpsabi"  // vectors pass only between inlined functions
+// Vectors pass only between inlined functions, so their ABI does not matter
+// (GCC warns about it at the end of the file, hence no pop).
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 template <int L>
 struct Lanes {
@@ -215,15 +216,18 @@ DDPM_INLINE void transform_output(const float* M, int64_t mstride, int n16, cons
   }
 }
 
-// Tiles t0 .. t0 + nt of the output, in a block of rows >= nt rows (the rest
+// Output channels oc0 .. oc1 (a multiple of 16 apart, at most kColumns) of
+// tiles t0 .. t0 + nt of the output, in a block of rows >= nt rows (the rest
 // zero), with the thread's buffers V (36 x rows x C) and M (36 x rows x 64)
-// and C zero floats.
+// and C zero floats. The block's input transforms go into V first unless
+// V holds them already (fresh false: the same block's other channels came
+// before on this thread).
 template <int L>
 DDPM_INLINE void convolve_block(const float* x, const float* U, const float* bias, float* y, int64_t H, int64_t W,
-                                int64_t C, int64_t OC, int64_t t0, int64_t nt, int64_t rows, const float* zeros,
-                                float* V, float* M) {
+                                int64_t C, int64_t OC, int64_t t0, int64_t nt, int64_t rows, int64_t oc0,
+                                int64_t oc1, bool fresh, const float* zeros, float* V, float* M) {
   const int64_t tH = divup(H, 4), tW = divup(W, 4);
-  for (int64_t r = 0; r < rows; r++) {
+  for (int64_t r = 0; fresh && r < rows; r++) {
     if (r >= nt) {
       for (int p = 0; p < 36; p++) std::memset(V + (p * rows + r) * C, 0, C * sizeof(float));
       continue;
@@ -231,28 +235,25 @@ DDPM_INLINE void convolve_block(const float* x, const float* U, const float* bia
     const int64_t t = t0 + r, n = t / (tH * tW), ty = t / tW % tH, tx = t % tW;
     transform_input<L>(x + n * H * W * C, H, W, C, 4 * ty - 1, 4 * tx - 1, zeros, V + r * C, rows * C);
   }
-  for (int64_t oc = 0; oc < OC; oc += kColumns) {
-    const int n16 = static_cast<int>(std::min<int64_t>(kColumns, OC - oc) / 16);
-    for (int p = 0; p < 36; p++)
-      products<L>(n16, rows, V + p * rows * C, C, U + p * C * OC + oc, OC, M + p * rows * kColumns);
-    for (int64_t r = 0; r < nt; r++) {
-      const int64_t t = t0 + r, n = t / (tH * tW), ty = t / tW % tH, tx = t % tW;
-      transform_output<L>(M + r * kColumns, rows * kColumns, n16, bias != nullptr ? bias + oc : nullptr,
-                          y + n * H * W * OC + oc, H, W, OC, 4 * ty, 4 * tx);
-    }
+  const int n16 = static_cast<int>((oc1 - oc0) / 16);
+  for (int p = 0; p < 36; p++)
+    products<L>(n16, rows, V + p * rows * C, C, U + p * C * OC + oc0, OC, M + p * rows * kColumns);
+  for (int64_t r = 0; r < nt; r++) {
+    const int64_t t = t0 + r, n = t / (tH * tW), ty = t / tW % tH, tx = t % tW;
+    transform_output<L>(M + r * kColumns, rows * kColumns, n16, bias != nullptr ? bias + oc0 : nullptr,
+                        y + n * H * W * OC + oc0, H, W, OC, 4 * ty, 4 * tx);
   }
 }
 
-#pragma GCC diagnostic pop
-
 #define DDPM_BLOCK_ARGS                                                                                          \
   const float *x, const float *U, const float *bias, float *y, int64_t H, int64_t W, int64_t C, int64_t OC,     \
-      int64_t t0, int64_t nt, int64_t rows, const float *zeros, float *V, float *M
+      int64_t t0, int64_t nt, int64_t rows, int64_t oc0, int64_t oc1, bool fresh, const float *zeros, float *V, \
+      float *M
 __attribute__((target("arch=x86-64-v4"))) void convolve_block_avx512(DDPM_BLOCK_ARGS) {
-  convolve_block<16>(x, U, bias, y, H, W, C, OC, t0, nt, rows, zeros, V, M);
+  convolve_block<16>(x, U, bias, y, H, W, C, OC, t0, nt, rows, oc0, oc1, fresh, zeros, V, M);
 }
 __attribute__((target("arch=x86-64-v3"))) void convolve_block_avx2(DDPM_BLOCK_ARGS) {
-  convolve_block<8>(x, U, bias, y, H, W, C, OC, t0, nt, rows, zeros, V, M);
+  convolve_block<8>(x, U, bias, y, H, W, C, OC, t0, nt, rows, oc0, oc1, fresh, zeros, V, M);
 }
 #undef DDPM_BLOCK_ARGS
 
@@ -308,32 +309,41 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Ten
   at::Tensor y = at::empty({N, OC, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   const int64_t tiles = N * divup(H, 4) * divup(W, 4);
   if (tiles == 0) return y;
-  // Blocks of at most 36 tiles (their transforms stay in the cache), spread
-  // over the threads where each thread gets kThreadFlops or more: a block
-  // reads all of U, so a smaller share saves little and costs the threads'
-  // waking (with this kernel and the GroupNorm kernel spread at every size,
-  // the small preset's forward at batch 1 on two threads took 1.1-1.5x the
-  // time).
+  // Blocks of at most 36 tiles (their transforms stay in the cache), each
+  // in groups of kColumns output channels; a group is a thread's unit of
+  // work, and a thread transforms a block's input once for the block's
+  // groups it takes in a row. Each thread takes kThreadFlops or more: a
+  // block reads all of U, so a smaller share saves little and costs the
+  // threads' waking (with this kernel and the GroupNorm kernel spread at
+  // every size, the small preset's forward at batch 1 on two threads took
+  // 1.1-1.5x the time). Splitting blocks by channels lets one image's wide
+  // convolutions, whose few tiles make one block, use every thread: the
+  // cifar10 preset's 256 channels at 16x16 and 8x8, batch 1 on two threads,
+  // took 0.83-0.88 of the time of one block a thread (BenchmarkWinograd-
+  // ConvShapes, the two builds taking turns, two runs); its whole forward
+  // there did not change beyond the noise.
   const int64_t per_block = divup(tiles, divup(tiles, 36));
   const int64_t rows = divup(per_block, kRows) * kRows;
   const int64_t blocks = divup(tiles, per_block);
-  const int64_t block_flops = 72 * rows * C * OC;
-  const int64_t grain = divup(kThreadFlops, block_flops);
+  const int64_t groups = divup(OC, kColumns);
+  const int64_t group_flops = 72 * rows * C * std::min(OC, kColumns);
+  const int64_t grain = divup(kThreadFlops, group_flops);
   const float* xp = x.data_ptr<float>();
   const float* up = U.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+  at::parallel_for(0, blocks * groups, grain, [&](int64_t i0, int64_t i1) {
     // Each thread keeps its buffers for the next call: 36 x 36 x (C + 64)
     // floats for the widest C it has met (1 MiB at C = 128).
     thread_local std::vector<float> V, M, zeros;
     if (V.size() < static_cast<size_t>(36 * rows * C)) V.resize(36 * rows * C);
     if (M.size() < static_cast<size_t>(36 * rows * kColumns)) M.resize(36 * rows * kColumns);
     if (zeros.size() < static_cast<size_t>(C)) zeros.resize(C);  // only ever read
-    for (int64_t b = b0; b < b1; b++) {
-      const int64_t t0 = b * per_block;
+    for (int64_t i = i0; i < i1; i++) {
+      const int64_t b = i / groups, oc0 = i % groups * kColumns, t0 = b * per_block;
       (isa == DDPM_WINOGRAD_AVX512 ? convolve_block_avx512 : convolve_block_avx2)(
-          xp, up, bp, yp, H, W, C, OC, t0, std::min(per_block, tiles - t0), rows, zeros.data(), V.data(), M.data());
+          xp, up, bp, yp, H, W, C, OC, t0, std::min(per_block, tiles - t0), rows, oc0, std::min(OC, oc0 + kColumns),
+          i == i0 || oc0 == 0, zeros.data(), V.data(), M.data());
     }
   });
   return y;

@@ -6,8 +6,9 @@ import (
 )
 
 // BenchmarkWinogradConvShapes times the small preset's 3x3 convolutions
-// (channels in and out, map size) as a serving worker runs them (batch 8 on
-// one thread) and as one request runs them (batch 1 on two threads): the
+// (channels in and out, map size), and two of the cifar10 preset's, as a
+// serving worker runs them (batch 8 on one thread) and as one request runs
+// them (batch 1 on two threads): the
 // shim's Winograd kernel ("winograd", and "winograd-avx2" with AVX2's
 // vectors on a CPU with AVX-512) against libtorch's convolution
 // ("libtorch", SetWinogradConv(false)), without autograd, channels-last.
@@ -27,7 +28,8 @@ func BenchmarkWinogradConvShapes(b *testing.B) {
 		threads int
 	}{{8, 1}, {1, 2}} {
 		for _, c := range []winogradCase{{0, 32, 32, 32, 32, true}, {0, 64, 64, 32, 32, true}, {0, 96, 32, 32, 32, true},
-			{0, 64, 64, 16, 16, true}, {0, 128, 64, 16, 16, true}, {0, 64, 64, 8, 8, true}, {0, 64, 64, 4, 4, true}} {
+			{0, 64, 64, 16, 16, true}, {0, 128, 64, 16, 16, true}, {0, 64, 64, 8, 8, true}, {0, 64, 64, 4, 4, true},
+			{0, 256, 256, 16, 16, true}, {0, 256, 256, 8, 8, true}} { // the last two: the cifar10 preset's
 			c.n = run.batch
 			paths := []string{"winograd", "libtorch"}
 			if winogradISA(-1) == winogradAVX512 {

@@ -216,29 +216,34 @@ func TestWinogradConvBatchIndependent(t *testing.T) {
 	defer SetNumThreads(before)
 	defer winogradISA(winogradAVX512)
 	s := opScope(t, NoGrad)
-	x, w, b := winogradCase{5, 48, 80, 18, 18, true}.inputs(s, nil) // 25 tiles an image; 64 + 16 channels out
-	var ref []float32
-	for i := range 2 * len(isas) {
-		isa, threads := isas[i/2], 1+i%2
-		winogradISA(isa.limit)
-		if err := SetNumThreads(threads); err != nil {
-			t.Fatal(err)
-		}
-		all, err := s.Contiguous(s.Narrow(s.Conv2d(x, w, b, pad1), 0, 3, 1)).Float32s()
-		if err != nil {
-			t.Fatal(err)
-		}
-		alone, err := s.Contiguous(s.Conv2d(s.Narrow(x, 0, 3, 1), w, b, pad1)).Float32s()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ref == nil {
-			ref = all
-		}
-		for i := range all {
-			if all[i] != alone[i] || all[i] != ref[i] {
-				t.Fatalf("%s, %d threads, value %d: %v in the batch, %v alone, %v with %s on one thread",
-					isa.name, threads, i, all[i], alone[i], ref[i], isas[0].name)
+	for _, c := range []winogradCase{
+		{5, 48, 80, 18, 18, true}, // 25 tiles an image; 64 + 16 channels out
+		{5, 256, 192, 8, 8, true}, // one block, its three groups of 64 channels out on two threads
+	} {
+		x, w, b := c.inputs(s, nil)
+		var ref []float32
+		for i := range 2 * len(isas) {
+			isa, threads := isas[i/2], 1+i%2
+			winogradISA(isa.limit)
+			if err := SetNumThreads(threads); err != nil {
+				t.Fatal(err)
+			}
+			all, err := s.Contiguous(s.Narrow(s.Conv2d(x, w, b, pad1), 0, 3, 1)).Float32s()
+			if err != nil {
+				t.Fatal(err)
+			}
+			alone, err := s.Contiguous(s.Conv2d(s.Narrow(x, 0, 3, 1), w, b, pad1)).Float32s()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ref == nil {
+				ref = all
+			}
+			for i := range all {
+				if all[i] != alone[i] || all[i] != ref[i] {
+					t.Fatalf("%+v, %s, %d threads, value %d: %v in the batch, %v alone, %v with %s on one thread",
+						c, isa.name, threads, i, all[i], alone[i], ref[i], isas[0].name)
+				}
 			}
 		}
 	}
