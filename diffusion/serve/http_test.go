@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"image/png"
 	"io"
 	"math"
@@ -493,6 +494,32 @@ func TestHTTPMetrics(t *testing.T) {
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("metrics lack %q", want)
+		}
+	}
+	// The process's memory, as torch reports it: tensors in use (the model's
+	// weights at least) and the forms derived from them (the tiny preset's
+	// 3x3 convolutions' Winograd transforms, where the CPU has the kernel).
+	cache, err := torch.CPUCache()
+	if err != nil {
+		t.Fatal(err)
+	}
+	weights, err := torch.WeightCache()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gauges := map[string]int64{`ddpm_cpu_tensor_bytes{state="in_use"}`: cache.InUseBytes}
+	if torch.WinogradConvSupported() {
+		gauges["ddpm_weight_cache_bytes"] = weights.Bytes
+	}
+	for name, want := range gauges {
+		i := strings.Index(text, "\n"+name+" ")
+		if i < 0 {
+			t.Errorf("metrics lack %s", name)
+			continue
+		}
+		var got float64
+		if _, err := fmt.Sscan(text[i+len(name)+2:], &got); err != nil || !(got > 0) || !(want > 0) {
+			t.Errorf("%s %g (%v), torch reports %d; want both above 0", name, got, err, want)
 		}
 	}
 }

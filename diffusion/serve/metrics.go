@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ddpm-go/ddpm/torch"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -51,6 +52,10 @@ func outcomeOf(err error) string {
 //	                                           timeout, rejected (queue full), invalid, closed
 //	ddpm_serve_images_total{model}             images returned
 //	ddpm_serve_http_errors_total{code}         HTTP error responses by their stable code
+//	ddpm_cpu_tensor_bytes{state}               the process's CPU tensor memory: in_use by live
+//	                                           tensors, cached (freed, kept for reuse; torch.CPUCache)
+//	ddpm_weight_cache_bytes                    forms derived from weights: Winograd transforms,
+//	                                           bf16 copies (torch.WeightCache)
 //
 // It is safe for concurrent use.
 type Metrics struct {
@@ -147,11 +152,15 @@ type engineGauges struct {
 	engines map[string]*Engine
 }
 
-var gaugeDescs = struct{ queue, requests, slots, rows *prometheus.Desc }{
+var gaugeDescs = struct{ queue, requests, slots, rows, tensorBytes, weightBytes *prometheus.Desc }{
 	queue:    prometheus.NewDesc("ddpm_serve_queue_depth", "Requests waiting for admission.", []string{"model"}, nil),
 	requests: prometheus.NewDesc("ddpm_serve_active_requests", "Requests being denoised.", []string{"model"}, nil),
 	slots:    prometheus.NewDesc("ddpm_serve_active_slots", "Images in the current forward.", []string{"model"}, nil),
 	rows:     prometheus.NewDesc("ddpm_serve_active_rows", "Model rows in the current forward.", []string{"model"}, nil),
+	tensorBytes: prometheus.NewDesc("ddpm_cpu_tensor_bytes",
+		"CPU tensor memory of 64 KiB blocks and more: in_use by live tensors, cached (freed and kept for reuse).", []string{"state"}, nil),
+	weightBytes: prometheus.NewDesc("ddpm_weight_cache_bytes",
+		"Memory of the forms derived from weights for sampling: Winograd transforms, bf16 copies.", nil, nil),
 }
 
 func (g *engineGauges) add(e *Engine) error {
@@ -177,6 +186,8 @@ func (g *engineGauges) Describe(ch chan<- *prometheus.Desc) {
 	ch <- gaugeDescs.requests
 	ch <- gaugeDescs.slots
 	ch <- gaugeDescs.rows
+	ch <- gaugeDescs.tensorBytes
+	ch <- gaugeDescs.weightBytes
 }
 
 func (g *engineGauges) Collect(ch chan<- prometheus.Metric) {
@@ -188,5 +199,13 @@ func (g *engineGauges) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(gaugeDescs.requests, prometheus.GaugeValue, float64(st.ActiveRequests), name)
 		ch <- prometheus.MustNewConstMetric(gaugeDescs.slots, prometheus.GaugeValue, float64(st.ActiveSlots), name)
 		ch <- prometheus.MustNewConstMetric(gaugeDescs.rows, prometheus.GaugeValue, float64(st.ActiveRows), name)
+	}
+	// The process's, whatever engines there are.
+	if c, err := torch.CPUCache(); err == nil {
+		ch <- prometheus.MustNewConstMetric(gaugeDescs.tensorBytes, prometheus.GaugeValue, float64(c.InUseBytes), "in_use")
+		ch <- prometheus.MustNewConstMetric(gaugeDescs.tensorBytes, prometheus.GaugeValue, float64(c.CachedBytes), "cached")
+	}
+	if w, err := torch.WeightCache(); err == nil {
+		ch <- prometheus.MustNewConstMetric(gaugeDescs.weightBytes, prometheus.GaugeValue, float64(w.Bytes))
 	}
 }
