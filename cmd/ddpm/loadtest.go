@@ -338,6 +338,10 @@ func serveLoopback(p *pipeline.Pipeline, o serve.Options) (*serve.Engine, string
 	if err != nil {
 		return nil, "", nil, err
 	}
+	if _, err := e.Warmup(context.Background()); err != nil { // as ddpm serve does
+		e.Close()
+		return nil, "", nil, err
+	}
 	h, err := serve.NewHandler([]serve.Model{{Name: "m", Engine: e}}, serve.HandlerOptions{})
 	if err != nil {
 		e.Close()

@@ -47,6 +47,7 @@ requests in flight finish (at most --drain-timeout) and exits.`,
 		&cli.StringFlag{Name: "weights", Value: "ema", Usage: "ema or model (checkpoints)", EnvVars: []string{"DDPM_WEIGHTS"}},
 		&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto", EnvVars: []string{"DDPM_DEVICE"}},
 		&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads, divided among each model's workers (default: every CPU, or OMP_NUM_THREADS)", EnvVars: []string{"DDPM_THREADS"}},
+		&cli.BoolFlag{Name: "warmup", Value: true, Usage: "before listening, run one forward of every row count up to --max-batch of each model, so that no request pays for what libtorch makes on a shape's first use (--warmup=false: listen at once)", EnvVars: []string{"DDPM_SERVE_WARMUP"}},
 		workersFlag,
 		precisionFlag,
 	},
@@ -168,6 +169,24 @@ func runServe(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
+	defer ln.Close()
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	for _, m := range models {
+		if !c.Bool("warmup") {
+			break
+		}
+		d, err := m.engine.Warmup(ctx)
+		if ctx.Err() != nil {
+			fmt.Fprintln(c.App.Writer, "ddpm serve: stopped while warming up")
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.App.Writer, "ddpm serve: model %s warmed up in %.2f s (a forward of each row count up to %d)\n",
+			m.name, d.Seconds(), eo.MaxBatch)
+	}
 	srv := newHTTPServer(h, 10*time.Second)
 	names := make([]string, len(models))
 	for i, m := range models {
@@ -175,8 +194,6 @@ func runServe(c *cli.Context) error {
 	}
 	fmt.Fprintf(c.App.Writer, "ddpm serve: listening on http://%s (models: %s; %d workers of %d threads each)\n", ln.Addr(), joinNames(names), workers, threads)
 
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	stopped := make(chan error, 1)
 	go func() { stopped <- srv.Serve(ln) }()
 	select {

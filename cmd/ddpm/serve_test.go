@@ -2,10 +2,15 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"net"
 	"net/http"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,4 +77,66 @@ func TestServeLoadsModels(t *testing.T) {
 			t.Errorf("%v: exit %d, %q", args, code, errOut)
 		}
 	}
+}
+
+// The real command warms each model up before it listens, answers, and on
+// SIGTERM drains and exits 0 (a process, since it is about signals).
+func TestServeCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	runDir := tinyRun(t)
+	bin := filepath.Join(t.TempDir(), "bin", "ddpm")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "serve", "--model", "tiny="+runDir, "--addr", "127.0.0.1:0", "--max-batch", "4")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	addr := regexp.MustCompile(`listening on (http://\S+)`)
+	var url string
+	for deadline := time.Now().Add(60 * time.Second); url == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if m := addr.FindStringSubmatch(out.String()); m != nil {
+			url = m[1]
+		}
+	}
+	if url == "" || !strings.Contains(out.String(), "ddpm serve: model tiny warmed up in ") ||
+		strings.Index(out.String(), "warmed up") > strings.Index(out.String(), "listening") {
+		t.Fatalf("no warm-up before listening:\n%s", out.String())
+	}
+	resp, err := http.Post(url+"/v1/images/generations", "application/json", strings.NewReader(`{"n": 1, "steps": 2}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("generation: %s", resp.Status)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil || !strings.Contains(out.String(), "ddpm serve: stopped") {
+		t.Errorf("after SIGTERM: %v\n%s", err, out.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer that a process's output and the test may
+// use at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
