@@ -226,7 +226,8 @@ class CachingCPUAllocator final : public c10::Allocator {
 };
 
 CachingCPUAllocator* the_allocator() {
-  static CachingCPUAllocator* a = new CachingCPUAllocator(ddpm::mb_from_env("DDPM_CPU_CACHE_MB", ddpm::memory_quarter()));
+  static CachingCPUAllocator* a =
+      new CachingCPUAllocator(ddpm::mb_from_env("DDPM_CPU_CACHE_MB", ddpm::memory_quarter()));
   return a;
 }
 
