@@ -32,7 +32,8 @@ var serveCommand = &cli.Command{
 "png" | "npy", "stream": true for server-sent progress events};
 GET /v1/models, /healthz, /readyz, /metrics (Prometheus). With --token (or
 DDPM_SERVE_TOKEN) every endpoint but /healthz and /readyz needs
-"Authorization: Bearer TOKEN". SIGTERM or Ctrl-C stops admitting, lets the
+"Authorization: Bearer TOKEN". Each model warms up first (--warmup; /readyz
+answers 503 until "ready"). SIGTERM or Ctrl-C stops admitting, lets the
 requests in flight finish (at most --drain-timeout) and exits.`,
 	Flags: []cli.Flag{
 		&cli.StringSliceFlag{Name: "model", Usage: "NAME=PATH, repeatable: a run directory, a checkpoint or a diffusers folder", EnvVars: []string{"DDPM_SERVE_MODEL"}},
@@ -47,7 +48,7 @@ requests in flight finish (at most --drain-timeout) and exits.`,
 		&cli.StringFlag{Name: "weights", Value: "ema", Usage: "ema or model (checkpoints)", EnvVars: []string{"DDPM_WEIGHTS"}},
 		&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto", EnvVars: []string{"DDPM_DEVICE"}},
 		&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads, divided among each model's workers (default: every CPU, or OMP_NUM_THREADS)", EnvVars: []string{"DDPM_THREADS"}},
-		&cli.BoolFlag{Name: "warmup", Value: true, Usage: "before listening, run one forward of every row count up to --max-batch of each model, so that no request pays for what libtorch makes on a shape's first use (--warmup=false: listen at once)", EnvVars: []string{"DDPM_SERVE_WARMUP"}},
+		&cli.BoolFlag{Name: "warmup", Value: true, Usage: "on start, run one forward of every row count up to --max-batch of each model, /readyz answering 503 meanwhile, so that no request pays for what libtorch makes on a shape's first use (--warmup=false: ready at once)", EnvVars: []string{"DDPM_SERVE_WARMUP"}},
 		workersFlag,
 		precisionFlag,
 	},
@@ -169,24 +170,6 @@ func runServe(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	defer ln.Close()
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	for _, m := range models {
-		if !c.Bool("warmup") {
-			break
-		}
-		d, err := m.engine.Warmup(ctx)
-		if ctx.Err() != nil {
-			fmt.Fprintln(c.App.Writer, "ddpm serve: stopped while warming up")
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(c.App.Writer, "ddpm serve: model %s warmed up in %.2f s (a forward of each row count up to %d)\n",
-			m.name, d.Seconds(), eo.MaxBatch)
-	}
 	srv := newHTTPServer(h, 10*time.Second)
 	names := make([]string, len(models))
 	for i, m := range models {
@@ -194,8 +177,23 @@ func runServe(c *cli.Context) error {
 	}
 	fmt.Fprintf(c.App.Writer, "ddpm serve: listening on http://%s (models: %s; %d workers of %d threads each)\n", ln.Addr(), joinNames(names), workers, threads)
 
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	stopped := make(chan error, 1)
 	go func() { stopped <- srv.Serve(ln) }()
+	if c.Bool("warmup") {
+		err := h.Warmup(ctx, func(model string, d time.Duration) {
+			fmt.Fprintf(c.App.Writer, "ddpm serve: model %s warmed up in %.2f s (a forward of each row count up to %d)\n",
+				model, d.Seconds(), eo.MaxBatch)
+		})
+		if err != nil && ctx.Err() == nil {
+			srv.Close()
+			return fmt.Errorf("serve: %w", err)
+		}
+		if ctx.Err() == nil {
+			fmt.Fprintln(c.App.Writer, "ddpm serve: ready")
+		}
+	}
 	select {
 	case err := <-stopped:
 		return fmt.Errorf("serve: %w", err)

@@ -79,8 +79,8 @@ func TestServeLoadsModels(t *testing.T) {
 	}
 }
 
-// The real command warms each model up before it listens, answers, and on
-// SIGTERM drains and exits 0 (a process, since it is about signals).
+// The real command listens, warms each model up, says it is ready, answers,
+// and on SIGTERM drains and exits 0 (a process, since it is about signals).
 func TestServeCommand(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
@@ -97,16 +97,19 @@ func TestServeCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	addr := regexp.MustCompile(`listening on (http://\S+)`)
-	var url string
-	for deadline := time.Now().Add(60 * time.Second); url == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if m := addr.FindStringSubmatch(out.String()); m != nil {
-			url = m[1]
-		}
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(out.String(), "ddpm serve: ready") &&
+		time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 	}
-	if url == "" || !strings.Contains(out.String(), "ddpm serve: model tiny warmed up in ") ||
-		strings.Index(out.String(), "warmed up") > strings.Index(out.String(), "listening") {
-		t.Fatalf("no warm-up before listening:\n%s", out.String())
+	m := regexp.MustCompile(`listening on (http://\S+)[^\n]*\nddpm serve: model tiny warmed up in [^\n]*\nddpm serve: ready\n`).
+		FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("want listening, warmed up, ready:\n%s", out.String())
+	}
+	url := m[1]
+	if resp, err := http.Get(url + "/readyz"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("readyz once ready: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	resp, err := http.Post(url+"/v1/images/generations", "application/json", strings.NewReader(`{"n": 1, "steps": 2}`))
 	if err != nil {

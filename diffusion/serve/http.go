@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -22,7 +23,8 @@ import (
 //	                             server-sent events: progress, then result (or error)
 //	GET  /v1/models              the models served
 //	GET  /healthz                200 while the process serves
-//	GET  /readyz                 200 while it admits requests, 503 once draining
+//	GET  /readyz                 200 while it admits requests; 503 while warming up (Handler.Warmup)
+//	                             and once draining
 //	GET  /metrics                Prometheus metrics (when HandlerOptions.Gatherer is set)
 //
 // Every error is JSON {"error": {"code", "message"}} with one of the stable
@@ -38,6 +40,7 @@ const (
 	codeQueueFull        = "queue_full"         // 429: with Retry-After
 	codeInternal         = "internal_error"     // 500: the model or engine failed
 	codeShuttingDown     = "shutting_down"      // 503: draining
+	codeWarmingUp        = "warming_up"         // 503 from /readyz: Handler.Warmup runs
 	codeTimeout          = "timeout"            // 504: the request ran past the engine's Timeout
 )
 
@@ -78,6 +81,7 @@ type Handler struct {
 	opts     HandlerOptions
 	mux      *http.ServeMux
 	draining atomic.Bool
+	warming  atomic.Int32 // Warmup calls running
 }
 
 // NewHandler serves models (names unique, without spaces or slashes).
@@ -115,11 +119,14 @@ func NewHandler(models []Model, o HandlerOptions) (*Handler, error) {
 		h.writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	h.mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if h.draining.Load() {
+		switch {
+		case h.draining.Load():
 			h.writeError(w, http.StatusServiceUnavailable, codeShuttingDown, "the server is shutting down")
-			return
+		case h.warming.Load() > 0:
+			h.writeError(w, http.StatusServiceUnavailable, codeWarmingUp, "the models are warming up")
+		default:
+			h.writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 		}
-		h.writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 	if o.Gatherer != nil {
 		h.mux.Handle("/metrics", h.authorized(promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}).ServeHTTP))
@@ -132,6 +139,26 @@ func NewHandler(models []Model, o HandlerOptions) (*Handler, error) {
 
 // ServeHTTP serves the API.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// Warmup warms each model's engine up (Engine.Warmup) in turn while /readyz
+// answers 503 (warming_up), so that a load balancer sends no traffic before
+// the first requests can be served at full speed; generations sent anyway
+// are served. report, if not nil, gets each model's warm-up time. It
+// returns the first error (ctx's when ctx is done).
+func (h *Handler) Warmup(ctx context.Context, report func(model string, d time.Duration)) error {
+	h.warming.Add(1)
+	defer h.warming.Add(-1)
+	for _, m := range h.models {
+		d, err := m.Engine.Warmup(ctx)
+		if err != nil {
+			return fmt.Errorf("model %s: %w", m.Name, err)
+		}
+		if report != nil {
+			report(m.Name, d)
+		}
+	}
+	return nil
+}
 
 // Drain makes /readyz answer 503 and refuses new generations (503
 // shutting_down), as the first move of a graceful shutdown; the engines'

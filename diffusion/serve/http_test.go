@@ -13,8 +13,11 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -555,5 +558,47 @@ func TestNewHandlerErrors(t *testing.T) {
 	defer e1.Close()
 	if _, err := serve.New(f.p, serve.Options{Metrics: m, Name: "x"}); err == nil || !strings.Contains(err.Error(), "already registered") {
 		t.Errorf("second engine named x: %v", err)
+	}
+}
+
+// While Handler.Warmup runs, /readyz answers 503 warming_up and /healthz
+// 200; once it returns, /readyz answers 200, and report had each model's
+// time.
+func TestHTTPWarmup(t *testing.T) {
+	a := newAPI(t, serve.Options{MaxBatch: 3}, serve.HandlerOptions{})
+	inside, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	a.f.model.setHook(func(int, int64) {
+		once.Do(func() {
+			close(inside)
+			<-release
+		})
+	})
+	defer a.f.model.setHook(nil)
+	done := make(chan error, 1)
+	var reported []string
+	go func() {
+		done <- a.h.Warmup(context.Background(), func(model string, d time.Duration) {
+			if d > 0 {
+				reported = append(reported, model)
+			}
+		})
+	}()
+	<-inside
+	if code, _, body := a.do(t, http.MethodGet, "/readyz", ""); code != 503 || !strings.Contains(string(body), `"warming_up"`) {
+		t.Errorf("readyz while warming up: %d %s", code, body)
+	}
+	if code, _, _ := a.do(t, http.MethodGet, "/healthz", ""); code != 200 {
+		t.Errorf("healthz while warming up: %d", code)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(reported, []string{"tiny"}) {
+		t.Errorf("reported %v, want [tiny]", reported)
+	}
+	if code, _, body := a.do(t, http.MethodGet, "/readyz", ""); code != 200 {
+		t.Errorf("readyz after warming up: %d %s", code, body)
 	}
 }
