@@ -193,36 +193,6 @@ ddpm_error ddpm_bernoulli(ddpm_mode mode, ddpm_tensor p, ddpm_generator g, ddpm_
   DDPM_TRY(mode, *out = wrap(at::bernoulli(ref(p), ddpm::generator(g))));
 }
 
-ddpm_error ddpm_dropout(ddpm_mode mode, ddpm_tensor x, double p, int32_t train, ddpm_generator g,
-                        ddpm_tensor* out) {
-  DDPM_TRY(mode, {
-    TORCH_CHECK(p >= 0 && p <= 1, "dropout probability must be in [0, 1], got ", p);
-    const at::Tensor& t = ref(x);
-    if (!train || p == 0) {
-      *out = wrap(t.clone());
-    } else if (p == 1) {
-      *out = wrap(t * 0);
-    } else if (t.device().is_cpu() && !AT_MKL_ENABLED()) {
-      // Without MKL, libtorch's CPU bernoulli_ draws each element through a
-      // double-precision distribution, one at a time (4.8 ns an element here,
-      // against 2.1 for uniform_ in float32; dropout's masks took 5% of the
-      // cifar10 preset's training step). Keeping the elements whose uniform
-      // draw is below 1 - p is the same Bernoulli(1 - p) mask, drawn from the
-      // generator as reproducibly. The uniform draw is float32 (float64 for a
-      // float64 x) whatever x's dtype, so a bf16 x gets the exact rate.
-      at::Tensor u = at::empty_like(
-          t, t.options().dtype(t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
-      u.uniform_(0, 1, ddpm::generator(g));
-      u.lt_(1 - p).mul_(1 / (1 - p));  // the mask, scaled
-      *out = wrap(t * u.to(t.scalar_type()));
-    } else {
-      // A generator-driven mask keeps dropout reproducible from a seed.
-      at::Tensor keep = at::empty_like(t).bernoulli_(1 - p, ddpm::generator(g));
-      *out = wrap(t * keep / (1 - p));
-    }
-  });
-}
-
 ddpm_error ddpm_to(ddpm_mode mode, ddpm_tensor a, int32_t dtype, int32_t device_type,
                    int32_t device_index, ddpm_tensor* out) {
   DDPM_TRY(mode, {

@@ -1403,6 +1403,62 @@ func TestOpsDropout(t *testing.T) {
 			t.Errorf("different seeds gave the same dropout mask")
 		}
 	})
+	// The mask is the one libtorch's ops make from the same generator (a
+	// float32 uniform draw per element, in memory order, kept below 1 - p,
+	// scaled by 1 / (1 - p), converted to x's dtype), to the bit, and the
+	// generator is left where they leave it: for float32 and bfloat16, NCHW
+	// and channels-last maps (the shim's bulk draw) and a strided one
+	// (libtorch's ops), two draws in a row from one generator, sizes that
+	// cut the engine's 624-number blocks anywhere.
+	t.Run("same mask as libtorch's uniform draw", func(t *testing.T) {
+		const p = 0.1
+		s := opScope(t, NoGrad)
+		gen := func() *Generator {
+			g, err := NewGenerator(7, CPU)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(g.Close)
+			return g
+		}
+		for _, dt := range []DType{Float32, BFloat16} {
+			for _, layout := range []string{"nchw", "channels-last", "strided"} {
+				g, ref := gen(), gen()
+				for _, shape := range [][]int64{{2, 3, 37, 41}, {1, 5, 7, 3}} {
+					x := s.ToDType(s.Randn(shape, Float32, CPU, nil), dt)
+					order := shape // the memory order of x's elements
+					switch layout {
+					case "channels-last":
+						x = s.ChannelsLast(x)
+						order = []int64{shape[0], shape[2], shape[3], shape[1]}
+					case "strided":
+						x = s.Narrow(s.ToDType(s.Randn([]int64{shape[0], shape[1], shape[2], shape[3] + 2}, Float32, CPU, nil), dt), 3, 1, shape[3])
+					}
+					var y *Tensor
+					_, bulk := profileOf(t, func() { y = s.Dropout(x, p, true, g) })["ddpm::dropout_mask"]
+					if bulk != (layout != "strided") {
+						t.Errorf("%v %s %v: the shim's bulk draw ran %v", dt, layout, shape, bulk)
+					}
+					u := s.Rand(order, Float32, CPU, ref)
+					if layout == "channels-last" {
+						u = s.Permute(u, 0, 3, 1, 2)
+					}
+					mask := s.ToDType(s.MulScalar(s.ToDType(s.LtScalar(u, 1-p), Float32), 1/(1-p)), dt)
+					want := s.Mul(x, mask)
+					if err := s.Err(); err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(contiguousBytes(t, s, y), contiguousBytes(t, s, want)) {
+						t.Errorf("%v %s %v: dropout differs from libtorch's ops on the same draws", dt, layout, shape)
+					}
+				}
+				next, refNext := contiguousBytes(t, s, s.Rand([]int64{9}, Float32, CPU, g)), contiguousBytes(t, s, s.Rand([]int64{9}, Float32, CPU, ref))
+				if !bytes.Equal(next, refNext) {
+					t.Errorf("%v %s: the generator is left elsewhere than libtorch's ops leave it", dt, layout)
+				}
+			}
+		}
+	})
 	// A bfloat16 input keeps the rate (its mask is drawn in float32), and
 	// the gradient is the mask: x's gradient of sum(dropout(x)) is y / x.
 	t.Run("bf16 rate and gradient", func(t *testing.T) {
