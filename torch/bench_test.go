@@ -118,11 +118,7 @@ func BenchmarkTinyOpVsPyTorch(b *testing.B) {
 func BenchmarkBlockVsPyTorch(b *testing.B) {
 	const passes, rounds, batch = 5, 5, 16
 	ref := startCompare(b)
-	gen, err := NewGenerator(0, CPU)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer gen.Close()
+	gen := opGen(b, 0)
 	in := NewScope(NoGrad)
 	defer in.Close()
 	x := in.Randn([]int64{batch, 64, 32, 32}, Float32, CPU, gen)

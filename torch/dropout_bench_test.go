@@ -18,11 +18,7 @@ func BenchmarkDropout(b *testing.B) {
 			b.Run(fmt.Sprintf("%v/%s", dt, path), func(b *testing.B) {
 				s := NewScope(NoGrad)
 				defer s.Close()
-				g, err := NewGenerator(1, CPU)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer g.Close()
+				g := opGen(b, 1)
 				x := s.ToDType(s.Randn([]int64{64, 32, 32, 34}, Float32, CPU, nil), dt)
 				if path == "bulk" {
 					x = s.Contiguous(s.Narrow(x, 3, 1, 32))

@@ -150,11 +150,7 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 func TestFusedAttentionMatchesPlain(t *testing.T) {
 	s := NewScope(NoGrad)
 	defer s.Close()
-	g, err := NewGenerator(3, CPU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g := opGen(t, 3)
 	q := s.Randn([]int64{2, 4, 16, 8}, Float32, CPU, g)
 	k := s.Randn([]int64{2, 4, 16, 8}, Float32, CPU, g)
 	v := s.Randn([]int64{2, 4, 16, 8}, Float32, CPU, g)

@@ -29,11 +29,7 @@ func groupNormRef(s *Scope, x, shift *Tensor, groups int64, w, b *Tensor, silu b
 // variance is of centred values), and values large enough for SiLU's
 // exponential to clamp. The output keeps the input's layout.
 func TestGroupNormKernel(t *testing.T) {
-	g, err := NewGenerator(11, CPU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g := opGen(t, 11)
 	type shape struct {
 		n, c, h, w, groups int64
 		mean, scale        float64 // of x

@@ -10,11 +10,7 @@ import (
 // TestOpsGroupNorm checks by hand) and channels-last maps, with few channels
 // per group (where the shim runs the NCHW kernel on a copy) and with many.
 func TestGroupNormChannelsLast(t *testing.T) {
-	g, err := NewGenerator(7, CPU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g := opGen(t, 7)
 	for _, groups := range []int64{4, 1} { // 2 and 8 channels per group
 		t.Run(fmt.Sprintf("%d groups", groups), func(t *testing.T) {
 			s := opScope(t, NoGrad)

@@ -33,11 +33,7 @@ func TestTrainingLoopLeaksNothing(t *testing.T) {
 		iters = 200
 	}
 	start := LiveTensors()
-	g, err := NewGenerator(1, CPU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g := opGen(t, 1)
 
 	init := NewScope(NoGrad)
 	w := init.Keep(init.MulScalar(init.Randn([]int64{8, 3, 3, 3}, Float32, CPU, g), 0.1))

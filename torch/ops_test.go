@@ -1347,11 +1347,7 @@ func TestOpsDropout(t *testing.T) {
 	})
 	t.Run("p=0 copies", func(t *testing.T) {
 		s := opScope(t, NoGrad)
-		g, err := NewGenerator(1, CPU)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer g.Close()
+		g := opGen(t, 1)
 		x := s.FromFloat64s([]float64{1, -2, 3}, 3)
 		y := s.Dropout(x, 0, true, g)
 		opCheck(t, y, Float64, []int64{3}, []float64{1, -2, 3})
@@ -1413,17 +1409,9 @@ func TestOpsDropout(t *testing.T) {
 	t.Run("same mask as libtorch's uniform draw", func(t *testing.T) {
 		const p = 0.1
 		s := opScope(t, NoGrad)
-		gen := func() *Generator {
-			g, err := NewGenerator(7, CPU)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(g.Close)
-			return g
-		}
 		for _, dt := range []DType{Float32, BFloat16} {
 			for _, layout := range []string{"nchw", "channels-last", "strided"} {
-				g, ref := gen(), gen()
+				g, ref := opGen(t, 7), opGen(t, 7)
 				for _, shape := range [][]int64{{2, 3, 37, 41}, {1, 5, 7, 3}} {
 					x := s.ToDType(s.Randn(shape, Float32, CPU, nil), dt)
 					order := shape // the memory order of x's elements
@@ -1464,11 +1452,7 @@ func TestOpsDropout(t *testing.T) {
 	t.Run("bf16 rate and gradient", func(t *testing.T) {
 		const n, p = 100000, 0.3
 		s := opScope(t, Grad)
-		g, err := NewGenerator(5, CPU)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer g.Close()
+		g := opGen(t, 5)
 		in := make([]float32, n)
 		for i := range in {
 			in[i] = float32(1 + i%3)

@@ -11,8 +11,9 @@ import (
 	"github.com/ddpm-go/ddpm/internal/pyref"
 )
 
-// opGen returns a CPU generator seeded with seed, closed when the test ends.
-func opGen(t *testing.T, seed uint64) *Generator {
+// opGen returns a CPU generator seeded with seed, closed when the test (or
+// benchmark) ends.
+func opGen(t testing.TB, seed uint64) *Generator {
 	t.Helper()
 	g, err := NewGenerator(seed, CPU)
 	if err != nil {

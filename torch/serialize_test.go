@@ -16,11 +16,7 @@ import (
 func TestSafetensorsRoundTrip(t *testing.T) {
 	s := NewScope(NoGrad)
 	defer s.Close()
-	g, err := NewGenerator(5, CPU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g := opGen(t, 5)
 	x := s.Randn([]int64{3, 4}, Float32, CPU, g)
 	in := map[string]*Tensor{
 		"f32":  x,

@@ -80,11 +80,7 @@ func winogradISAs(t *testing.T) []struct {
 }
 
 func testWinogradConv(t *testing.T) {
-	g, err := NewGenerator(5, CPU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g := opGen(t, 5)
 	for _, c := range []winogradCase{
 		{2, 16, 16, 8, 8, true},
 		{3, 32, 48, 5, 7, true},
