@@ -94,6 +94,20 @@ at::Tensor bulk_mask(const at::Tensor& x, double p, c10::optional<at::Generator>
   return m;
 }
 
+// Dropout's scaled mask for x on a CPU without MKL: the bulk draw for a
+// dense float32 or bfloat16 map, else the same mask through libtorch's ops
+// (the uniform draw float32, float64 for a float64 x, whatever x's dtype, so
+// a bf16 x gets the exact rate).
+at::Tensor cpu_mask(const at::Tensor& x, double p, c10::optional<at::Generator> g) {
+  const bool dense = x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  if (dense && x.scalar_type() == at::kFloat) return bulk_mask<float>(x, p, g);
+  if (dense && x.scalar_type() == at::kBFloat16) return bulk_mask<at::BFloat16>(x, p, g);
+  at::Tensor u = at::empty_like(x, x.options().dtype(x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
+  u.uniform_(0, 1, g);
+  u.lt_(1 - p).mul_(1 / (1 - p));
+  return u.to(x.scalar_type());
+}
+
 }  // namespace
 
 extern "C" ddpm_error ddpm_dropout(ddpm_mode mode, ddpm_tensor x, double p, int32_t train, ddpm_generator g,
@@ -101,24 +115,12 @@ extern "C" ddpm_error ddpm_dropout(ddpm_mode mode, ddpm_tensor x, double p, int3
   DDPM_TRY(mode, {
     TORCH_CHECK(p >= 0 && p <= 1, "dropout probability must be in [0, 1], got ", p);
     const at::Tensor& t = ref(x);
-    const bool dense = t.is_contiguous() || t.is_contiguous(at::MemoryFormat::ChannelsLast);
     if (!train || p == 0) {
       *out = wrap(t.clone());
     } else if (p == 1) {
       *out = wrap(t * 0);
-    } else if (t.device().is_cpu() && !AT_MKL_ENABLED() && dense && t.scalar_type() == at::kFloat) {
-      *out = wrap(t * bulk_mask<float>(t, p, ddpm::generator(g)));
-    } else if (t.device().is_cpu() && !AT_MKL_ENABLED() && dense && t.scalar_type() == at::kBFloat16) {
-      *out = wrap(t * bulk_mask<at::BFloat16>(t, p, ddpm::generator(g)));
     } else if (t.device().is_cpu() && !AT_MKL_ENABLED()) {
-      // Other dtypes and layouts: the same mask through libtorch's ops. The
-      // uniform draw is float32 (float64 for a float64 x) whatever x's dtype,
-      // so a bf16 x gets the exact rate.
-      at::Tensor u =
-          at::empty_like(t, t.options().dtype(t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
-      u.uniform_(0, 1, ddpm::generator(g));
-      u.lt_(1 - p).mul_(1 / (1 - p));  // the mask, scaled
-      *out = wrap(t * u.to(t.scalar_type()));
+      *out = wrap(t * cpu_mask(t, p, ddpm::generator(g)));
     } else {
       // A generator-driven mask keeps dropout reproducible from a seed.
       at::Tensor keep = at::empty_like(t).bernoulli_(1 - p, ddpm::generator(g));

@@ -186,11 +186,12 @@ func runServe(c *cli.Context) error {
 			fmt.Fprintf(c.App.Writer, "ddpm serve: model %s warmed up in %.2f s (a forward of each row count up to %d)\n",
 				model, d.Seconds(), eo.MaxBatch)
 		})
-		if err != nil && ctx.Err() == nil {
+		switch {
+		case ctx.Err() != nil: // stopped while warming up: drain below
+		case err != nil:
 			srv.Close()
 			return fmt.Errorf("serve: %w", err)
-		}
-		if ctx.Err() == nil {
+		default:
 			fmt.Fprintln(c.App.Writer, "ddpm serve: ready")
 		}
 	}
