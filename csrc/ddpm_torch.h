@@ -327,21 +327,25 @@ ddpm_error ddpm_bmm(ddpm_mode mode, ddpm_tensor a, ddpm_tensor b,
 ddpm_error ddpm_linear(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w,
                        ddpm_tensor bias, ddpm_tensor* out);
 /* 2-D convolution; bias may be NULL; stride/padding/dilation are [h, w].
- * With winograd non-zero, a 3x3 convolution with stride 1 and padding 1 of
- * a float32 channels-last x without autograd or autocast runs the shim's
- * Winograd kernel on CPUs with AVX-512 or AVX2 (see
- * ddpm_winograd_conv_isa); else libtorch's convolution. */
+ * Without autograd or autocast, on a float32 channels-last x, on CPUs with
+ * AVX-512 or AVX2 (see ddpm_vector_isa), the kernels named in kernels run
+ * the convolutions they take: DDPM_CONV_WINOGRAD 3x3 ones with stride 1 and
+ * padding 1, DDPM_CONV_POINTWISE 1x1 ones with stride 1 and no padding;
+ * else libtorch's convolution. */
+#define DDPM_CONV_WINOGRAD 1
+#define DDPM_CONV_POINTWISE 2
 ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w,
                        ddpm_tensor bias, const int64_t* stride,
                        const int64_t* padding, const int64_t* dilation,
-                       int64_t groups, int32_t winograd, ddpm_tensor* out);
-/* The vectors ddpm_conv2d's Winograd kernel uses on this CPU and build,
- * after limiting them to limit when limit >= 0 (tests run the AVX2 kernel
+                       int64_t groups, int32_t kernels, ddpm_tensor* out);
+/* The vectors the shim's hand-vectorised CPU kernels (ddpm_conv2d's
+ * Winograd and 1x1 kernels) use on this CPU and build,
+ * after limiting them to limit when limit >= 0 (tests run the AVX2 kernels
  * on AVX-512 CPUs this way): one of the values below. */
-#define DDPM_WINOGRAD_NONE 0
-#define DDPM_WINOGRAD_AVX2 1
-#define DDPM_WINOGRAD_AVX512 2
-int32_t ddpm_winograd_conv_isa(int32_t limit);
+#define DDPM_VECTORS_NONE 0
+#define DDPM_VECTORS_AVX2 1
+#define DDPM_VECTORS_AVX512 2
+int32_t ddpm_vector_isa(int32_t limit);
 /* GroupNorm over (N, C, ...) of x + shift, shift (N, C) added to each
  * channel's values (NULL for none), then SiLU when silu is non-zero;
  * weight/bias may be NULL. Under autocast it computes in float32 and

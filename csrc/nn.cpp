@@ -49,14 +49,20 @@ bool onednn_1x1(const at::Tensor& x, const at::Tensor& w, const int64_t* stride,
          at::get_num_threads() == 1 && x.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
 }
 
-// The shim's Winograd kernel where it takes the convolution and the weight's
-// transform fits in the weight cache; oneDNN's 1x1 kernel where onednn_1x1
-// says; else libtorch's choice.
+// The shim's Winograd or 1x1 kernel where kernels names it, it takes the
+// convolution and the weight's form fits in the weight cache; oneDNN's 1x1
+// kernel where onednn_1x1 says; else libtorch's choice.
 at::Tensor conv2d(ddpm_mode mode, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
                   const int64_t* stride, const int64_t* padding, const int64_t* dilation, int64_t groups,
-                  bool winograd) {
-  if (winograd && ddpm::winograd_conv_takes(x, w, bias, stride, padding, dilation, groups)) {
+                  int32_t kernels) {
+  if ((kernels & DDPM_CONV_WINOGRAD) != 0 &&
+      ddpm::winograd_conv_takes(x, w, bias, stride, padding, dilation, groups)) {
     at::Tensor y = ddpm::winograd_conv(x, w, bias);
+    if (y.defined()) return y;
+  }
+  if ((kernels & DDPM_CONV_POINTWISE) != 0 &&
+      ddpm::pointwise_conv_takes(x, w, bias, stride, padding, dilation, groups)) {
+    at::Tensor y = ddpm::pointwise_conv(x, w, bias);
     if (y.defined()) return y;
   }
   if (onednn_1x1(x, w, stride, padding, dilation, groups)) {
@@ -73,9 +79,9 @@ extern "C" {
 
 ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w, ddpm_tensor bias,
                        const int64_t* stride, const int64_t* padding, const int64_t* dilation,
-                       int64_t groups, int32_t winograd, ddpm_tensor* out) {
+                       int64_t groups, int32_t kernels, ddpm_tensor* out) {
   DDPM_TRY(mode, *out = wrap(conv2d(mode, ref(x), ref(w), ddpm::optional(bias), stride, padding, dilation, groups,
-                                     winograd != 0)));
+                                     kernels)));
 }
 
 ddpm_error ddpm_softmax(ddpm_mode mode, ddpm_tensor a, int64_t dim, ddpm_tensor* out) {

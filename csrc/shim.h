@@ -128,7 +128,7 @@ inline at::Tensor fp32_if_autocast(ddpm_mode mode, const at::Tensor& t) {
 }
 
 // The forms of a weight that weight_cache.cpp derives and keeps.
-enum class WeightForm { kBFloat16, kWinograd };
+enum class WeightForm { kBFloat16, kWinograd, kPointwise };
 
 // Whether w is a float32 CPU weight that needs no gradient here and is not
 // an inference tensor (which has no version): one whose derived forms are
@@ -157,6 +157,16 @@ bool winograd_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Ten
 // F(4x4, 3x3), channels-last (winograd_conv.cpp); an undefined tensor when
 // w's transform does not fit in the weight cache's limit.
 at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias);
+
+// Whether pointwise_conv computes conv2d(x, w, bias) with these arguments
+// here: see pointwise_conv.cpp.
+bool pointwise_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const int64_t* stride,
+                          const int64_t* padding, const int64_t* dilation, int64_t groups);
+
+// conv2d(x, w, bias) for a 1x1 w with stride 1 and no padding, as one
+// matrix product, channels-last (pointwise_conv.cpp); an undefined tensor
+// when w's transpose does not fit in the weight cache's limit.
+at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias);
 
 // The weight or bias of a convolution or linear layer as the call takes it:
 // under bf16 autocast, bf16_weight's copy of a float32 CPU one, else w.

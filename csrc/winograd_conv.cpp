@@ -34,22 +34,16 @@
 // beyond the weight cache's limit (weight_cache.cpp) libtorch's convolution
 // runs too.
 #include <algorithm>
-#include <atomic>
 #include <cstring>
 #include <vector>
 
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
+#include "lanes_gemm.h"
 #include "shim.h"
 
 using ddpm::divup;
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
-#define DDPM_WINOGRAD 1
-#else
-#define DDPM_WINOGRAD 0
-#endif
 
 namespace {
 
@@ -77,71 +71,17 @@ at::Tensor winograd_weight(const at::Tensor& w) {
   return U;
 }
 
-#if DDPM_WINOGRAD
+#if DDPM_LANES
 
-// The kernel is written once for vectors of L floats and compiled twice,
-// inlined into an AVX-512 entry (L = 16) and an AVX2 entry (L = 8), each
-// with its own target; the CPU picks one when the library loads. Both sum
-// every value in the same order, so they give the same bits.
-#define DDPM_INLINE inline __attribute__((always_inline))
-// Vectors pass only between inlined functions, so their ABI does not matter
-// (GCC warns about it at the end of the file, hence no pop).
-#pragma GCC diagnostic ignored "-Wpsabi"
+using ddpm::Lanes;
 
-template <int L>
-struct Lanes {
-  typedef float vec __attribute__((vector_size(4 * L)));
-  typedef float vec_u __attribute__((vector_size(4 * L), aligned(4)));  // the same, unaligned in memory
-  static DDPM_INLINE vec load(const float* p) { return *reinterpret_cast<const vec_u*>(p); }
-  static DDPM_INLINE void store(float* p, vec v) { *reinterpret_cast<vec_u*>(p) = v; }
-};
-
-constexpr int64_t kRows = 12;     // a block's rows (tiles) are a multiple of every kernel's R
-constexpr int64_t kColumns = 64;  // output channels a block's products cover at once
+// The kernel is written once for vectors of L floats (lanes.h) and
+// compiled twice, inlined into an AVX-512 entry (L = 16) and an AVX2 entry
+// (L = 8); both sum every value in the same order, so they give the same
+// bits.
+constexpr int64_t kRows = ddpm::kGemmRows;        // a block's rows (tiles)
+constexpr int64_t kColumns = ddpm::kGemmColumns;  // output channels a block's products cover at once
 constexpr int64_t kThreadFlops = 10000000;  // the least work a thread takes, in the products' flops
-
-// C (R x L NV, row stride ldc) = A (R x K, row stride lda) B (K x L NV,
-// row stride ldb): R x NV vectors of sums held in registers, each summed
-// over k in order (so a row's values depend on no other row, nor on L).
-template <int L, int NV, int R>
-DDPM_INLINE void product(const float* __restrict A, int64_t lda, const float* __restrict B, int64_t ldb,
-                         float* __restrict C, int64_t ldc, int64_t K) {
-  using V = Lanes<L>;
-  typename V::vec acc[R][NV];
-  _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)
-      _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = typename V::vec{};
-  for (int64_t k = 0; k < K; k++) {
-    typename V::vec b[NV];
-    _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) b[v] = V::load(B + k * ldb + L * v);
-    _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {
-      const float a = A[r * lda + k];
-      _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] += a * b[v];
-    }
-  }
-  _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)
-      _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) V::store(C + r * ldc + L * v, acc[r][v]);
-}
-
-// rows x (16 n16) products of one of the 36 points: with AVX-512's 32
-// registers up to 4 vectors by 6 rows at a time, with AVX2's 16 two vectors
-// by 6 rows.
-template <int L>
-DDPM_INLINE void products(int n16, int64_t rows, const float* A, int64_t K, const float* B, int64_t ldb, float* C) {
-  if constexpr (L == 16) {
-    for (int64_t r = 0; r < rows;) {
-      switch (n16) {
-        case 4: product<16, 4, 6>(A + r * K, K, B, ldb, C + r * kColumns, kColumns, K), r += 6; break;
-        case 3: product<16, 3, 6>(A + r * K, K, B, ldb, C + r * kColumns, kColumns, K), r += 6; break;
-        case 2: product<16, 2, 12>(A + r * K, K, B, ldb, C + r * kColumns, kColumns, K), r += 12; break;
-        default: product<16, 1, 12>(A + r * K, K, B, ldb, C + r * kColumns, kColumns, K), r += 12; break;
-      }
-    }
-  } else {
-    for (int s = 0; s < n16; s++)
-      for (int64_t r = 0; r < rows; r += 6)
-        product<L, 16 / L, 6>(A + r * K, K, B + 16 * s, ldb, C + r * kColumns + 16 * s, kColumns, K);
-  }
-}
 
 // r = B^T d for six vectors d0..d5.
 template <class T>
@@ -237,7 +177,7 @@ DDPM_INLINE void convolve_block(const float* x, const float* U, const float* bia
   }
   const int n16 = static_cast<int>((oc1 - oc0) / 16);
   for (int p = 0; p < 36; p++)
-    products<L>(n16, rows, V + p * rows * C, C, U + p * C * OC + oc0, OC, M + p * rows * kColumns);
+    ddpm::products<L>(n16, rows, V + p * rows * C, C, U + p * C * OC + oc0, OC, M + p * rows * kColumns, kColumns);
   for (int64_t r = 0; r < nt; r++) {
     const int64_t t = t0 + r, n = t / (tH * tW), ty = t / tW % tH, tx = t % tW;
     transform_output<L>(M + r * kColumns, rows * kColumns, n16, bias != nullptr ? bias + oc0 : nullptr,
@@ -257,30 +197,7 @@ __attribute__((target("arch=x86-64-v3"))) void convolve_block_avx2(DDPM_BLOCK_AR
 }
 #undef DDPM_BLOCK_ARGS
 
-// The widest vectors this CPU has for the kernel.
-int cpu_isa() {
-  static const int isa = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-                                 __builtin_cpu_supports("avx512cd")
-                             ? DDPM_WINOGRAD_AVX512
-                         : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? DDPM_WINOGRAD_AVX2
-                                                                                            : DDPM_WINOGRAD_NONE;
-  return isa;
-}
-
-#endif  // DDPM_WINOGRAD
-
-// The widest vectors the kernel may use (ddpm_winograd_conv_isa).
-std::atomic<int> isa_limit{DDPM_WINOGRAD_AVX512};
-
-// The vectors the kernel uses: DDPM_WINOGRAD_NONE where it does not run.
-int winograd_isa() {
-#if DDPM_WINOGRAD
-  return std::min(cpu_isa(), isa_limit.load());
-#else
-  return DDPM_WINOGRAD_NONE;
-#endif
-}
+#endif  // DDPM_LANES
 
 }  // namespace
 
@@ -289,7 +206,7 @@ namespace ddpm {
 bool winograd_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const int64_t* stride,
                          const int64_t* padding, const int64_t* dilation, int64_t groups) {
   const auto float_cpu = [](const at::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == at::kFloat; };
-  return winograd_isa() != DDPM_WINOGRAD_NONE && !at::autocast::is_cpu_enabled() && float_cpu(x) && x.dim() == 4 &&
+  return ddpm::vector_isa() != DDPM_VECTORS_NONE && !at::autocast::is_cpu_enabled() && float_cpu(x) && x.dim() == 4 &&
          !(at::GradMode::is_enabled() && x.requires_grad()) && weight_cacheable(w) && w.dim() == 4 &&
          w.size(2) == 3 && w.size(3) == 3 && groups == 1 && x.size(1) == w.size(1) && x.size(1) > 0 &&
          x.size(1) % 16 == 0 && w.size(0) > 0 && w.size(0) % 16 == 0 && (!bias.defined() || (weight_cacheable(bias) && bias.dim() == 1 &&
@@ -299,9 +216,9 @@ bool winograd_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Ten
 }
 
 at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
-#if DDPM_WINOGRAD
-  const int isa = winograd_isa();
-  TORCH_CHECK(isa != DDPM_WINOGRAD_NONE, "winograd_conv: this CPU has neither AVX-512 nor AVX2");
+#if DDPM_LANES
+  const int isa = ddpm::vector_isa();
+  TORCH_CHECK(isa != DDPM_VECTORS_NONE, "winograd_conv: this CPU has neither AVX-512 nor AVX2");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), OC = w.size(0);
   const at::Tensor U = derived_weight(w, WeightForm::kWinograd, 36 * C * OC * 4, winograd_weight);
   if (!U.defined()) return U;  // over the weight cache's limit: libtorch's convolution
@@ -341,7 +258,7 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Ten
     if (zeros.size() < static_cast<size_t>(C)) zeros.resize(C);  // only ever read
     for (int64_t i = i0; i < i1; i++) {
       const int64_t b = i / groups, oc0 = i % groups * kColumns, t0 = b * per_block;
-      (isa == DDPM_WINOGRAD_AVX512 ? convolve_block_avx512 : convolve_block_avx2)(
+      (isa == DDPM_VECTORS_AVX512 ? convolve_block_avx512 : convolve_block_avx2)(
           xp, up, bp, yp, H, W, C, OC, t0, std::min(per_block, tiles - t0), rows, oc0, std::min(OC, oc0 + kColumns),
           i == i0 || oc0 == 0, zeros.data(), V.data(), M.data());
     }
@@ -353,8 +270,3 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Ten
 }
 
 }  // namespace ddpm
-
-extern "C" int32_t ddpm_winograd_conv_isa(int32_t limit) {
-  if (limit >= 0) isa_limit.store(limit);
-  return winograd_isa();
-}

@@ -40,12 +40,15 @@ type Conv2dOptions struct {
 }
 
 // Conv2d convolves x (N, C, H, W) with w (O, C/groups, kH, kW); bias may be nil.
-// Without autograd or autocast on a CPU with AVX-512 or AVX2, a 3x3 convolution
-// with stride 1 and padding 1 of a float32 channels-last x whose channels
-// in and out are multiples of 16 runs the shim's Winograd kernel (see
-// csrc/winograd_conv.cpp and SetWinogradConv): 0.14-0.52 of libtorch's
-// time on the small preset's shapes, up to 1.5e-6 relative L2 error against
-// a float64 convolution where libtorch's is up to 6e-7.
+// Without autograd or autocast on a CPU with AVX-512 or AVX2, on a float32
+// channels-last x, two kernels of the shim run the convolutions they take:
+// a 3x3 convolution with stride 1 and padding 1 whose channels in and out
+// are multiples of 16 runs the Winograd kernel (csrc/winograd_conv.cpp,
+// SetWinogradConv): 0.14-0.52 of libtorch's time on the small preset's
+// shapes, up to 1.5e-6 relative L2 error against a float64 convolution
+// where libtorch's is up to 6e-7; a 1x1 convolution with stride 1 and no
+// padding whose channels out are a multiple of 16 runs as one matrix
+// product (csrc/pointwise_conv.cpp, SetPointwiseConv).
 func (s *Scope) Conv2d(x, w, bias *Tensor, o Conv2dOptions) *Tensor {
 	if !s.ready("conv2d", x, w) || !s.readyOptional("conv2d", bias) {
 		return nil
@@ -61,15 +64,23 @@ func (s *Scope) Conv2d(x, w, bias *Tensor, o Conv2dOptions) *Tensor {
 	}
 	groups := max(o.Groups, 1)
 	pad := o.Padding
+	var kernels C.int32_t
+	if !winogradConvOff.Load() {
+		kernels |= C.DDPM_CONV_WINOGRAD
+	}
+	if !pointwiseConvOff.Load() {
+		kernels |= C.DDPM_CONV_POINTWISE
+	}
 	var out C.ddpm_tensor
 	e := C.ddpm_conv2d(s.mode, x.h, w.h, opt(bias), (*C.int64_t)(&stride[0]), (*C.int64_t)(&pad[0]),
-		(*C.int64_t)(&dil[0]), C.int64_t(groups), cBool(!winogradConvOff.Load()), &out)
+		(*C.int64_t)(&dil[0]), C.int64_t(groups), kernels, &out)
 	return s.wrap("conv2d", e, out, x, w, bias)
 }
 
-// winogradConvOff says whether Conv2d leaves every convolution to libtorch
-// (SetWinogradConv).
-var winogradConvOff atomic.Bool
+// winogradConvOff and pointwiseConvOff say whether Conv2d leaves the
+// convolutions of the shim's Winograd and 1x1 kernels to libtorch
+// (SetWinogradConv, SetPointwiseConv).
+var winogradConvOff, pointwiseConvOff atomic.Bool
 
 // SetWinogradConv chooses between the shim's Winograd kernel for the 3x3
 // convolutions it takes (on, the default; see Conv2d) and libtorch's
@@ -77,19 +88,26 @@ var winogradConvOff atomic.Bool
 // choice. libtorch's gives PyTorch's values to the last bit.
 func SetWinogradConv(on bool) bool { return !winogradConvOff.Swap(!on) }
 
+// SetPointwiseConv chooses between the shim's kernel for the 1x1
+// convolutions it takes (on, the default; see Conv2d) and libtorch's
+// convolution for all of them from then on, and returns the previous
+// choice. libtorch's gives PyTorch's values to the last bit.
+func SetPointwiseConv(on bool) bool { return !pointwiseConvOff.Swap(!on) }
+
 // WinogradConvSupported says whether this build and CPU have the Winograd
 // kernel (x86-64 with AVX-512, or AVX2 and FMA).
-func WinogradConvSupported() bool { return winogradISA(-1) != C.DDPM_WINOGRAD_NONE }
+func WinogradConvSupported() bool { return vectorISA(-1) != C.DDPM_VECTORS_NONE }
 
-// winogradISA limits the Winograd kernel's vectors to limit (one of the
-// shim's DDPM_WINOGRAD_ values; -1 leaves them) and returns what it uses
-// then: the tests run the AVX2 kernel on an AVX-512 CPU this way, and
-// restore the default, the widest, with winogradAVX512.
-func winogradISA(limit int) int { return int(C.ddpm_winograd_conv_isa(C.int32_t(limit))) }
+// vectorISA limits the vectors of the shim's hand-vectorised kernels (the
+// Winograd convolution, the GroupNorm kernel) to limit (one of the shim's
+// DDPM_VECTORS_ values; -1 leaves them) and returns what they use then: the
+// tests run the AVX2 kernels on an AVX-512 CPU this way, and restore the
+// default, the widest, with vectorsAVX512.
+func vectorISA(limit int) int { return int(C.ddpm_vector_isa(C.int32_t(limit))) }
 
 const (
-	winogradAVX2   = C.DDPM_WINOGRAD_AVX2
-	winogradAVX512 = C.DDPM_WINOGRAD_AVX512
+	vectorsAVX2   = C.DDPM_VECTORS_AVX2
+	vectorsAVX512 = C.DDPM_VECTORS_AVX512
 )
 
 // GroupNorm normalises x (N, C, ...) over groups of channels, then applies

@@ -94,7 +94,7 @@ func withWeightCacheLimit(t *testing.T, bytes int64, f func()) {
 // values; a closed weight's transform makes room for the next one; lowering
 // the limit drops forms.
 func TestWeightCacheLimitWinograd(t *testing.T) {
-	skipWithoutWinograd(t)
+	skipWithoutVectors(t)
 	s := opScope(t, NoGrad)
 	c := winogradCase{2, 16, 32, 8, 8, true}
 	const transform = 36 * 16 * 32 * 4

@@ -32,7 +32,7 @@ func BenchmarkWinogradConvShapes(b *testing.B) {
 			{0, 256, 256, 16, 16, true}, {0, 256, 256, 8, 8, true}} { // the last two: the cifar10 preset's
 			c.n = run.batch
 			paths := []string{"winograd", "libtorch"}
-			if winogradISA(-1) == winogradAVX512 {
+			if vectorISA(-1) == vectorsAVX512 {
 				paths = append(paths, "winograd-avx2")
 			}
 			for _, path := range paths {
@@ -43,8 +43,8 @@ func BenchmarkWinogradConvShapes(b *testing.B) {
 					}
 					defer SetWinogradConv(SetWinogradConv(path != "libtorch"))
 					if path == "winograd-avx2" {
-						winogradISA(winogradAVX2)
-						defer winogradISA(winogradAVX512)
+						vectorISA(vectorsAVX2)
+						defer vectorISA(vectorsAVX512)
 					}
 					s := NewScope(NoGrad)
 					defer s.Close()

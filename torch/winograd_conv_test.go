@@ -35,10 +35,10 @@ func adopted(s *Scope, y *Tensor) *Tensor {
 	return y
 }
 
-func skipWithoutWinograd(t *testing.T) {
+func skipWithoutVectors(t *testing.T) {
 	t.Helper()
 	if !WinogradConvSupported() {
-		t.Skip("the Winograd kernel needs an x86-64 CPU with AVX-512 or AVX2")
+		t.Skip("the shim's vector kernels (Winograd, 1x1 convolution) need an x86-64 CPU with AVX-512 or AVX2")
 	}
 }
 
@@ -49,11 +49,11 @@ func skipWithoutWinograd(t *testing.T) {
 // and without bias, on the sizes of the small preset. Measured: relative L2
 // error 3e-7 to 1.5e-6, largest error 5e-7 to 3.2e-5 of values about 1.
 func TestWinogradConv(t *testing.T) {
-	for _, isa := range winogradISAs(t) {
+	for _, isa := range vectorISAs(t) {
 		t.Run(isa.name, func(t *testing.T) {
-			winogradISA(isa.limit)
-			defer winogradISA(winogradAVX512)
-			if got := winogradISA(-1); got != isa.limit {
+			vectorISA(isa.limit)
+			defer vectorISA(vectorsAVX512)
+			if got := vectorISA(-1); got != isa.limit {
 				t.Fatalf("the kernel runs vectors %d, want %d", got, isa.limit)
 			}
 			testWinogradConv(t)
@@ -61,18 +61,18 @@ func TestWinogradConv(t *testing.T) {
 	}
 }
 
-// winogradISAs are the kernel's vector widths this CPU runs, widest first,
+// vectorISAs are the kernel's vector widths this CPU runs, widest first,
 // with the limits that choose them; the test skips where there are none.
-func winogradISAs(t *testing.T) []struct {
+func vectorISAs(t *testing.T) []struct {
 	name  string
 	limit int
 } {
-	skipWithoutWinograd(t)
+	skipWithoutVectors(t)
 	all := []struct {
 		name  string
 		limit int
-	}{{"avx512", winogradAVX512}, {"avx2", winogradAVX2}}
-	widest := winogradISA(-1)
+	}{{"avx512", vectorsAVX512}, {"avx2", vectorsAVX2}}
+	widest := vectorISA(-1)
 	for len(all) > 0 && all[0].limit > widest {
 		all = all[1:]
 	}
@@ -125,7 +125,7 @@ func testWinogradConv(t *testing.T) {
 // everything else goes to libtorch's convolution, as does everything after
 // SetWinogradConv(false).
 func TestWinogradConvOnlyWhereItTakes(t *testing.T) {
-	skipWithoutWinograd(t)
+	skipWithoutVectors(t)
 	in := opScope(t, NoGrad)
 	x, w, b := winogradCase{2, 16, 32, 8, 8, true}.inputs(in, nil)
 	for _, c := range []struct {
@@ -207,10 +207,10 @@ func TestWinogradConvOnlyWhereItTakes(t *testing.T) {
 // AVX2, to the bit (a server's requests give the same images whatever
 // shares their forward, and so do machines of either kind).
 func TestWinogradConvBatchIndependent(t *testing.T) {
-	isas := winogradISAs(t)
+	isas := vectorISAs(t)
 	before := NumThreads()
 	defer SetNumThreads(before)
-	defer winogradISA(winogradAVX512)
+	defer vectorISA(vectorsAVX512)
 	s := opScope(t, NoGrad)
 	for _, c := range []winogradCase{
 		{5, 48, 80, 18, 18, true}, // 25 tiles an image; 64 + 16 channels out
@@ -220,7 +220,7 @@ func TestWinogradConvBatchIndependent(t *testing.T) {
 		var ref []float32
 		for i := range 2 * len(isas) {
 			isa, threads := isas[i/2], 1+i%2
-			winogradISA(isa.limit)
+			vectorISA(isa.limit)
 			if err := SetNumThreads(threads); err != nil {
 				t.Fatal(err)
 			}
@@ -250,7 +250,7 @@ func TestWinogradConvBatchIndependent(t *testing.T) {
 // loaded into it): the result is then that of a fresh copy of the changed
 // weight.
 func TestWinogradConvWeightChanged(t *testing.T) {
-	skipWithoutWinograd(t)
+	skipWithoutVectors(t)
 	s := opScope(t, NoGrad)
 	x, w, b := winogradCase{2, 16, 16, 8, 8, true}.inputs(s, nil)
 	bits := func(y *Tensor) []byte { return contiguousBytes(t, s, y) }
@@ -280,7 +280,7 @@ func TestWinogradConvWeightChanged(t *testing.T) {
 // without the kernel (it never reaches the kernel, whose blocks would
 // divide by the channels).
 func TestWinogradConvNoOutputChannels(t *testing.T) {
-	skipWithoutWinograd(t)
+	skipWithoutVectors(t)
 	s := NewScope(NoGrad)
 	defer s.Close()
 	x := s.ChannelsLast(s.Randn([]int64{2, 16, 8, 8}, Float32, CPU, nil))
@@ -298,7 +298,7 @@ func TestWinogradConvNoOutputChannels(t *testing.T) {
 // TrimCPUCache, which a server calls every minute): a closed model's
 // transforms do not stay in memory.
 func TestWinogradConvTransformFreedWithWeight(t *testing.T) {
-	skipWithoutWinograd(t)
+	skipWithoutVectors(t)
 	s := opScope(t, NoGrad)
 	x := s.ChannelsLast(s.Randn([]int64{1, 256, 4, 4}, Float32, CPU, nil))
 	w := s.Randn([]int64{256, 256, 3, 3}, Float32, CPU, nil)

@@ -51,6 +51,20 @@ func BenchmarkWinogradConv(b *testing.B) {
 	})
 }
 
+// BenchmarkPointwiseConv compares the shim's 1x1 convolution kernel with
+// libtorch's convolution (torch.SetPointwiseConv) in the same way, in
+// float32 (skipped on a CPU without AVX-512 or AVX2).
+//
+//	go test ./diffusion/unet/ -run '^$' -bench PointwiseConv -benchtime 1x
+func BenchmarkPointwiseConv(b *testing.B) {
+	if !torch.WinogradConvSupported() {
+		b.Skip("the 1x1 kernel needs an x86-64 CPU with AVX-512 or AVX2")
+	}
+	compareKernels(b, torch.SetPointwiseConv, []kernelCase{
+		{8, 1, diffusion.Float32}, {1, 2, diffusion.Float32}, {64, 2, diffusion.Float32},
+	})
+}
+
 // compareKernels times each case's forward with the kernel that set turns
 // on and off, taking turns, and reports their medians and ratio.
 func compareKernels(b *testing.B, set func(on bool) bool, cases []kernelCase) {

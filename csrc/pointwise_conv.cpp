@@ -1,0 +1,136 @@
+// pointwise_conv.cpp: 1x1 convolutions (stride 1, no padding) of
+// channels-last float32 maps on CPUs with AVX-512 or AVX2, for inference.
+//
+// On a channels-last map a 1x1 convolution is one matrix product: the
+// pixels (N H W rows of C values) times the weight's transpose (C x OC,
+// kept by the weight cache), plus the bias. The shim's register-blocked
+// kernel (lanes_gemm.h) computes it in blocks of pixels and groups of 64
+// output channels, each block's products written straight into the output.
+// libtorch sends these to oneDNN, whose 1x1 kernel took about 60 us a call
+// of its own besides the arithmetic on the small preset's maps (its
+// attention's q, k, v and projection, the residual blocks' shortcuts), or,
+// at batch 1 on two threads, to its own im2col and GEMM. Every value is
+// summed over the input channels in order, so an image's values depend
+// neither on the batch around it, nor on the thread count, nor on the
+// vectors. With autograd, under autocast, in other dtypes, layouts or
+// shapes, on other devices and CPUs libtorch's convolution runs, and
+// torch's SetPointwiseConv(false) chooses it everywhere.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include <ATen/Parallel.h>
+#include <ATen/record_function.h>
+
+#include "lanes_gemm.h"
+#include "shim.h"
+
+using ddpm::divup;
+
+namespace {
+
+// The weight (OC, C, 1, 1) as the product's right-hand matrix: (C, OC).
+at::Tensor pointwise_weight(const at::Tensor& w) {
+  return w.reshape({w.size(0), w.size(1)}).t().contiguous();
+}
+
+#if DDPM_LANES
+
+constexpr int64_t kBlockRows = 4 * ddpm::kGemmRows;  // pixels a unit of work takes
+// The least work a thread takes, in flops: one image's 32x32 shortcut
+// (96 channels into 32, 6.3 MFLOP) splits over two threads, its 8x8
+// attention convolutions (64 into 64, 0.5 MFLOP) stay on one.
+constexpr int64_t kThreadFlops = 4000000;
+
+// Output channels oc0 .. oc0 + 16 n16 of pixels p0 .. p0 + rows (rows at
+// most kBlockRows): whole groups of kGemmRows pixels straight into y, the
+// rest through the zero-padded buffers A and M; then the bias.
+template <int L>
+DDPM_INLINE void pointwise_block(const float* x, const float* WT, const float* bias, float* y, int64_t C, int64_t OC,
+                                 int64_t p0, int64_t rows, int64_t oc0, int n16, float* A, float* M) {
+  const int64_t whole = rows / ddpm::kGemmRows * ddpm::kGemmRows, cols = 16 * n16;
+  ddpm::products<L>(n16, whole, x + p0 * C, C, WT + oc0, OC, y + p0 * OC + oc0, OC);
+  if (whole < rows) {
+    const int64_t rest = rows - whole;
+    std::memcpy(A, x + (p0 + whole) * C, rest * C * sizeof(float));
+    std::memset(A + rest * C, 0, (ddpm::kGemmRows - rest) * C * sizeof(float));
+    ddpm::products<L>(n16, ddpm::kGemmRows, A, C, WT + oc0, OC, M, ddpm::kGemmColumns);
+    for (int64_t r = 0; r < rest; r++)
+      std::memcpy(y + (p0 + whole + r) * OC + oc0, M + r * ddpm::kGemmColumns, cols * sizeof(float));
+  }
+  if (bias == nullptr) return;
+  using V = ddpm::Lanes<L>;
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < cols; c += L) {
+      float* out = y + (p0 + r) * OC + oc0 + c;
+      V::store(out, V::load(out) + V::load(bias + oc0 + c));
+    }
+}
+
+#define DDPM_BLOCK_ARGS                                                                                      \
+  const float *x, const float *WT, const float *bias, float *y, int64_t C, int64_t OC, int64_t p0, int64_t rows, \
+      int64_t oc0, int n16, float *A, float *M
+__attribute__((target("arch=x86-64-v4"))) void pointwise_block_avx512(DDPM_BLOCK_ARGS) {
+  pointwise_block<16>(x, WT, bias, y, C, OC, p0, rows, oc0, n16, A, M);
+}
+__attribute__((target("arch=x86-64-v3"))) void pointwise_block_avx2(DDPM_BLOCK_ARGS) {
+  pointwise_block<8>(x, WT, bias, y, C, OC, p0, rows, oc0, n16, A, M);
+}
+#undef DDPM_BLOCK_ARGS
+
+#endif  // DDPM_LANES
+
+}  // namespace
+
+namespace ddpm {
+
+bool pointwise_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const int64_t* stride,
+                          const int64_t* padding, const int64_t* dilation, int64_t groups) {
+  const auto float_cpu = [](const at::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == at::kFloat; };
+  return vector_isa() != DDPM_VECTORS_NONE && !at::autocast::is_cpu_enabled() && float_cpu(x) && x.dim() == 4 &&
+         !(at::GradMode::is_enabled() && x.requires_grad()) && weight_cacheable(w) && w.dim() == 4 &&
+         w.size(2) == 1 && w.size(3) == 1 && groups == 1 && x.size(1) == w.size(1) && x.size(1) > 0 &&
+         w.size(0) > 0 && w.size(0) % 16 == 0 &&
+         (!bias.defined() || (weight_cacheable(bias) && bias.dim() == 1 && bias.size(0) == w.size(0) &&
+                              bias.is_contiguous())) &&
+         stride[0] == 1 && stride[1] == 1 && padding[0] == 0 && padding[1] == 0 && dilation[0] == 1 &&
+         dilation[1] == 1 && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
+#if DDPM_LANES
+  const int isa = vector_isa();
+  TORCH_CHECK(isa != DDPM_VECTORS_NONE, "pointwise_conv: this CPU has neither AVX-512 nor AVX2");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), OC = w.size(0);
+  const at::Tensor WT = derived_weight(w, WeightForm::kPointwise, C * OC * 4, pointwise_weight);
+  if (!WT.defined()) return WT;  // over the weight cache's limit: libtorch's convolution
+  RECORD_FUNCTION("ddpm::pointwise_conv", std::vector<c10::IValue>({x}));
+  at::Tensor y = at::empty({N, OC, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const int64_t P = N * H * W;
+  if (P == 0) return y;
+  const int64_t blocks = divup(P, kBlockRows), groups = divup(OC, kGemmColumns);
+  const int64_t unit_flops = 2 * kBlockRows * C * std::min(OC, kGemmColumns);
+  const float* xp = x.data_ptr<float>();
+  const float* wp = WT.data_ptr<float>();
+  const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, blocks * groups, divup(kThreadFlops, unit_flops), [&](int64_t i0, int64_t i1) {
+    // The last block's rows short of kGemmRows, zero-padded, and their
+    // products: kept by each thread for the next call.
+    thread_local std::vector<float> A, M;
+    if (A.size() < static_cast<size_t>(kGemmRows * C)) A.resize(kGemmRows * C);
+    if (M.size() < static_cast<size_t>(kGemmRows * kGemmColumns)) M.resize(kGemmRows * kGemmColumns);
+    for (int64_t i = i0; i < i1; i++) {
+      const int64_t p0 = i / groups * kBlockRows, oc0 = i % groups * kGemmColumns;
+      const int n16 = static_cast<int>((std::min(OC, oc0 + kGemmColumns) - oc0) / 16);
+      (isa == DDPM_VECTORS_AVX512 ? pointwise_block_avx512 : pointwise_block_avx2)(
+          xp, wp, bp, yp, C, OC, p0, std::min(kBlockRows, P - p0), oc0, n16, A.data(), M.data());
+    }
+  });
+  return y;
+#else
+  TORCH_CHECK(false, "pointwise_conv: not built for this CPU");
+#endif
+}
+
+}  // namespace ddpm
