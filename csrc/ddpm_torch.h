@@ -326,7 +326,9 @@ ddpm_error ddpm_bmm(ddpm_mode mode, ddpm_tensor a, ddpm_tensor b,
 /* x W^T + b; bias may be NULL. */
 ddpm_error ddpm_linear(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w,
                        ddpm_tensor bias, ddpm_tensor* out);
-/* 2-D convolution; bias may be NULL; stride/padding/dilation are [h, w].
+/* 2-D convolution, plus residual when it is not NULL (added to the output
+ * as ddpm_binary's DDPM_ADD would); bias may be NULL;
+ * stride/padding/dilation are [h, w].
  * Without autograd or autocast, on a float32 channels-last x, on CPUs with
  * AVX-512 or AVX2 (see ddpm_vector_isa), the kernels named in kernels run
  * the convolutions they take: DDPM_CONV_WINOGRAD 3x3 ones with stride 1 and
@@ -335,9 +337,10 @@ ddpm_error ddpm_linear(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w,
 #define DDPM_CONV_WINOGRAD 1
 #define DDPM_CONV_POINTWISE 2
 ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w,
-                       ddpm_tensor bias, const int64_t* stride,
-                       const int64_t* padding, const int64_t* dilation,
-                       int64_t groups, int32_t kernels, ddpm_tensor* out);
+                       ddpm_tensor bias, ddpm_tensor residual,
+                       const int64_t* stride, const int64_t* padding,
+                       const int64_t* dilation, int64_t groups,
+                       int32_t kernels, ddpm_tensor* out);
 /* The vectors the shim's hand-vectorised CPU kernels (ddpm_conv2d's
  * Winograd and 1x1 kernels) use on this CPU and build,
  * after limiting them to limit when limit >= 0 (tests run the AVX2 kernels

@@ -49,22 +49,9 @@ bool onednn_1x1(const at::Tensor& x, const at::Tensor& w, const int64_t* stride,
          at::get_num_threads() == 1 && x.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
 }
 
-// The shim's Winograd or 1x1 kernel where kernels names it, it takes the
-// convolution and the weight's form fits in the weight cache; oneDNN's 1x1
-// kernel where onednn_1x1 says; else libtorch's choice.
-at::Tensor conv2d(ddpm_mode mode, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
-                  const int64_t* stride, const int64_t* padding, const int64_t* dilation, int64_t groups,
-                  int32_t kernels) {
-  if ((kernels & DDPM_CONV_WINOGRAD) != 0 &&
-      ddpm::winograd_conv_takes(x, w, bias, stride, padding, dilation, groups)) {
-    at::Tensor y = ddpm::winograd_conv(x, w, bias);
-    if (y.defined()) return y;
-  }
-  if ((kernels & DDPM_CONV_POINTWISE) != 0 &&
-      ddpm::pointwise_conv_takes(x, w, bias, stride, padding, dilation, groups)) {
-    at::Tensor y = ddpm::pointwise_conv(x, w, bias);
-    if (y.defined()) return y;
-  }
+// oneDNN's 1x1 kernel where onednn_1x1 says, else libtorch's choice.
+at::Tensor plain_conv2d(ddpm_mode mode, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
+                        const int64_t* stride, const int64_t* padding, const int64_t* dilation, int64_t groups) {
   if (onednn_1x1(x, w, stride, padding, dilation, groups)) {
     return at::mkldnn_convolution(x, w, bias, ddpm::dims(padding, 2), ddpm::dims(stride, 2), ddpm::dims(dilation, 2),
                                   groups);
@@ -73,15 +60,48 @@ at::Tensor conv2d(ddpm_mode mode, const at::Tensor& x, const at::Tensor& w, cons
                     ddpm::dims(stride, 2), ddpm::dims(padding, 2), ddpm::dims(dilation, 2), groups);
 }
 
+
+// Whether the shim's kernels can add res to the output of a convolution of
+// x by w (stride 1, the input's size) in their last pass.
+bool residual_fits(const at::Tensor& res, const at::Tensor& x, const at::Tensor& w) {
+  return res.defined() && res.device().is_cpu() && res.scalar_type() == at::kFloat && res.dim() == 4 &&
+         res.size(0) == x.size(0) && res.size(1) == w.size(0) && res.size(2) == x.size(2) &&
+         res.size(3) == x.size(3) && res.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+         !(at::GradMode::is_enabled() && res.requires_grad());
+}
+
+// The convolution, plus res when defined. The shim's Winograd or 1x1 kernel
+// where kernels names it, it takes the convolution and the weight's form
+// fits in the weight cache (res added in its last pass where it fits, after
+// it otherwise); oneDNN's 1x1 kernel where onednn_1x1 says; else libtorch's
+// choice, res added after.
+at::Tensor conv2d(ddpm_mode mode, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
+                  const at::Tensor& res, const int64_t* stride, const int64_t* padding, const int64_t* dilation,
+                  int64_t groups, int32_t kernels) {
+  const at::Tensor fused = residual_fits(res, x, w) ? res : at::Tensor();
+  at::Tensor y;
+  if ((kernels & DDPM_CONV_WINOGRAD) != 0 &&
+      ddpm::winograd_conv_takes(x, w, bias, stride, padding, dilation, groups)) {
+    y = ddpm::winograd_conv(x, w, bias, fused);
+  }
+  if (!y.defined() && (kernels & DDPM_CONV_POINTWISE) != 0 &&
+      ddpm::pointwise_conv_takes(x, w, bias, stride, padding, dilation, groups)) {
+    y = ddpm::pointwise_conv(x, w, bias, fused);
+  }
+  if (y.defined()) return res.defined() && !fused.defined() ? at::add(y, res) : y;
+  y = plain_conv2d(mode, x, w, bias, stride, padding, dilation, groups);
+  return res.defined() ? at::add(y, res) : y;
+}
+
 }  // namespace
 
 extern "C" {
 
-ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w, ddpm_tensor bias,
-                       const int64_t* stride, const int64_t* padding, const int64_t* dilation,
-                       int64_t groups, int32_t kernels, ddpm_tensor* out) {
-  DDPM_TRY(mode, *out = wrap(conv2d(mode, ref(x), ref(w), ddpm::optional(bias), stride, padding, dilation, groups,
-                                     kernels)));
+ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w, ddpm_tensor bias, ddpm_tensor residual,
+                       const int64_t* stride, const int64_t* padding, const int64_t* dilation, int64_t groups,
+                       int32_t kernels, ddpm_tensor* out) {
+  DDPM_TRY(mode, *out = wrap(conv2d(mode, ref(x), ref(w), ddpm::optional(bias), ddpm::optional(residual), stride,
+                                     padding, dilation, groups, kernels)));
 }
 
 ddpm_error ddpm_softmax(ddpm_mode mode, ddpm_tensor a, int64_t dim, ddpm_tensor* out) {

@@ -44,10 +44,12 @@ constexpr int64_t kThreadFlops = 4000000;
 
 // Output channels oc0 .. oc0 + 16 n16 of pixels p0 .. p0 + rows (rows at
 // most kBlockRows): whole groups of kGemmRows pixels straight into y, the
-// rest through the zero-padded buffers A and M; then the bias.
+// rest through the zero-padded buffers A and M; then the bias, then res
+// (each or both may be null), as an add after the convolution would give.
 template <int L>
-DDPM_INLINE void pointwise_block(const float* x, const float* WT, const float* bias, float* y, int64_t C, int64_t OC,
-                                 int64_t p0, int64_t rows, int64_t oc0, int n16, float* A, float* M) {
+DDPM_INLINE void pointwise_block(const float* x, const float* WT, const float* bias, const float* res, float* y,
+                                 int64_t C, int64_t OC, int64_t p0, int64_t rows, int64_t oc0, int n16, float* A,
+                                 float* M) {
   const int64_t whole = rows / ddpm::kGemmRows * ddpm::kGemmRows, cols = 16 * n16;
   ddpm::products<L>(n16, whole, x + p0 * C, C, WT + oc0, OC, y + p0 * OC + oc0, OC);
   if (whole < rows) {
@@ -58,23 +60,27 @@ DDPM_INLINE void pointwise_block(const float* x, const float* WT, const float* b
     for (int64_t r = 0; r < rest; r++)
       std::memcpy(y + (p0 + whole + r) * OC + oc0, M + r * ddpm::kGemmColumns, cols * sizeof(float));
   }
-  if (bias == nullptr) return;
   using V = ddpm::Lanes<L>;
-  for (int64_t r = 0; r < rows; r++)
+  for (int64_t r = 0; bias != nullptr && r < rows; r++)
     for (int64_t c = 0; c < cols; c += L) {
       float* out = y + (p0 + r) * OC + oc0 + c;
       V::store(out, V::load(out) + V::load(bias + oc0 + c));
     }
+  for (int64_t r = 0; res != nullptr && r < rows; r++)
+    for (int64_t c = 0; c < cols; c += L) {
+      const int64_t at = (p0 + r) * OC + oc0 + c;
+      V::store(y + at, V::load(y + at) + V::load(res + at));
+    }
 }
 
 #define DDPM_BLOCK_ARGS                                                                                      \
-  const float *x, const float *WT, const float *bias, float *y, int64_t C, int64_t OC, int64_t p0, int64_t rows, \
-      int64_t oc0, int n16, float *A, float *M
+  const float *x, const float *WT, const float *bias, const float *res, float *y, int64_t C, int64_t OC,        \
+      int64_t p0, int64_t rows, int64_t oc0, int n16, float *A, float *M
 __attribute__((target("arch=x86-64-v4"))) void pointwise_block_avx512(DDPM_BLOCK_ARGS) {
-  pointwise_block<16>(x, WT, bias, y, C, OC, p0, rows, oc0, n16, A, M);
+  pointwise_block<16>(x, WT, bias, res, y, C, OC, p0, rows, oc0, n16, A, M);
 }
 __attribute__((target("arch=x86-64-v3"))) void pointwise_block_avx2(DDPM_BLOCK_ARGS) {
-  pointwise_block<8>(x, WT, bias, y, C, OC, p0, rows, oc0, n16, A, M);
+  pointwise_block<8>(x, WT, bias, res, y, C, OC, p0, rows, oc0, n16, A, M);
 }
 #undef DDPM_BLOCK_ARGS
 
@@ -97,7 +103,7 @@ bool pointwise_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Te
          dilation[1] == 1 && x.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
 
-at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
+at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& res) {
 #if DDPM_LANES
   const int isa = vector_isa();
   TORCH_CHECK(isa != DDPM_VECTORS_NONE, "pointwise_conv: this CPU has neither AVX-512 nor AVX2");
@@ -113,6 +119,7 @@ at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& w, const at::Te
   const float* xp = x.data_ptr<float>();
   const float* wp = WT.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  const float* rp = res.defined() ? res.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
   at::parallel_for(0, blocks * groups, divup(kThreadFlops, unit_flops), [&](int64_t i0, int64_t i1) {
     // The last block's rows short of kGemmRows, zero-padded, and their
@@ -124,7 +131,7 @@ at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& w, const at::Te
       const int64_t p0 = i / groups * kBlockRows, oc0 = i % groups * kGemmColumns;
       const int n16 = static_cast<int>((std::min(OC, oc0 + kGemmColumns) - oc0) / 16);
       (isa == DDPM_VECTORS_AVX512 ? pointwise_block_avx512 : pointwise_block_avx2)(
-          xp, wp, bp, yp, C, OC, p0, std::min(kBlockRows, P - p0), oc0, n16, A.data(), M.data());
+          xp, wp, bp, rp, yp, C, OC, p0, std::min(kBlockRows, P - p0), oc0, n16, A.data(), M.data());
     }
   });
   return y;

@@ -154,9 +154,10 @@ bool winograd_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Ten
                          const int64_t* padding, const int64_t* dilation, int64_t groups);
 
 // conv2d(x, w, bias) with stride 1 and padding 1 for a 3x3 w, by Winograd's
-// F(4x4, 3x3), channels-last (winograd_conv.cpp); an undefined tensor when
-// w's transform does not fit in the weight cache's limit.
-at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias);
+// F(4x4, 3x3), channels-last (winograd_conv.cpp), plus res (undefined, or
+// float32 of the output's shape, channels-last) added to it; an undefined
+// tensor when w's transform does not fit in the weight cache's limit.
+at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& res);
 
 // Whether pointwise_conv computes conv2d(x, w, bias) with these arguments
 // here: see pointwise_conv.cpp.
@@ -164,9 +165,10 @@ bool pointwise_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Te
                           const int64_t* padding, const int64_t* dilation, int64_t groups);
 
 // conv2d(x, w, bias) for a 1x1 w with stride 1 and no padding, as one
-// matrix product, channels-last (pointwise_conv.cpp); an undefined tensor
-// when w's transpose does not fit in the weight cache's limit.
-at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias);
+// matrix product, channels-last (pointwise_conv.cpp), plus res as for
+// winograd_conv; an undefined tensor when w's transpose does not fit in the
+// weight cache's limit.
+at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& res);
 
 // The weight or bias of a convolution or linear layer as the call takes it:
 // under bf16 autocast, bf16_weight's copy of a float32 CPU one, else w.

@@ -133,10 +133,12 @@ DDPM_INLINE void transform_input(const float* x, int64_t H, int64_t W, int64_t C
 }
 
 // The 4x4 output tile at (y0, x0) of a channels-last map (H, W, OC), 16 n16
-// channels of it, from the products M[p * mstride] and the bias (or none).
+// channels of it, from the products M[p * mstride] and the bias (or none),
+// plus the same tile of res (or nothing) after the bias, as an add after
+// the convolution would give.
 template <int L>
-DDPM_INLINE void transform_output(const float* M, int64_t mstride, int n16, const float* bias, float* y, int64_t H,
-                                  int64_t W, int64_t OC, int64_t y0, int64_t x0) {
+DDPM_INLINE void transform_output(const float* M, int64_t mstride, int n16, const float* bias, const float* res,
+                                  float* y, int64_t H, int64_t W, int64_t OC, int64_t y0, int64_t x0) {
   using Vec = Lanes<L>;
   for (int v = 0; v < n16 * 16 / L; v++) {
     typename Vec::vec m[6][6];
@@ -151,7 +153,10 @@ DDPM_INLINE void transform_output(const float* M, int64_t mstride, int n16, cons
     for (int i = 0; i < 4 && y0 + i < H; i++) {
       typename Vec::vec o[4];
       output_points(t[i][0], t[i][1], t[i][2], t[i][3], t[i][4], t[i][5], o);
-      for (int j = 0; j < 4 && x0 + j < W; j++) Vec::store(y + ((y0 + i) * W + x0 + j) * OC + L * v, o[j] + b);
+      for (int j = 0; j < 4 && x0 + j < W; j++) {
+        const int64_t at = ((y0 + i) * W + x0 + j) * OC + L * v;
+        Vec::store(y + at, res != nullptr ? (o[j] + b) + Vec::load(res + at) : o[j] + b);
+      }
     }
   }
 }
@@ -163,8 +168,8 @@ DDPM_INLINE void transform_output(const float* M, int64_t mstride, int n16, cons
 // V holds them already (fresh false: the same block's other channels came
 // before on this thread).
 template <int L>
-DDPM_INLINE void convolve_block(const float* x, const float* U, const float* bias, float* y, int64_t H, int64_t W,
-                                int64_t C, int64_t OC, int64_t t0, int64_t nt, int64_t rows, int64_t oc0,
+DDPM_INLINE void convolve_block(const float* x, const float* U, const float* bias, const float* res, float* y,
+                                int64_t H, int64_t W, int64_t C, int64_t OC, int64_t t0, int64_t nt, int64_t rows, int64_t oc0,
                                 int64_t oc1, bool fresh, const float* zeros, float* V, float* M) {
   const int64_t tH = divup(H, 4), tW = divup(W, 4);
   for (int64_t r = 0; fresh && r < rows; r++) {
@@ -181,19 +186,20 @@ DDPM_INLINE void convolve_block(const float* x, const float* U, const float* bia
   for (int64_t r = 0; r < nt; r++) {
     const int64_t t = t0 + r, n = t / (tH * tW), ty = t / tW % tH, tx = t % tW;
     transform_output<L>(M + r * kColumns, rows * kColumns, n16, bias != nullptr ? bias + oc0 : nullptr,
-                        y + n * H * W * OC + oc0, H, W, OC, 4 * ty, 4 * tx);
+                        res != nullptr ? res + n * H * W * OC + oc0 : nullptr, y + n * H * W * OC + oc0, H, W, OC,
+                        4 * ty, 4 * tx);
   }
 }
 
 #define DDPM_BLOCK_ARGS                                                                                          \
-  const float *x, const float *U, const float *bias, float *y, int64_t H, int64_t W, int64_t C, int64_t OC,     \
-      int64_t t0, int64_t nt, int64_t rows, int64_t oc0, int64_t oc1, bool fresh, const float *zeros, float *V, \
-      float *M
+  const float *x, const float *U, const float *bias, const float *res, float *y, int64_t H, int64_t W, int64_t C, \
+      int64_t OC, int64_t t0, int64_t nt, int64_t rows, int64_t oc0, int64_t oc1, bool fresh, const float *zeros, \
+      float *V, float *M
 __attribute__((target("arch=x86-64-v4"))) void convolve_block_avx512(DDPM_BLOCK_ARGS) {
-  convolve_block<16>(x, U, bias, y, H, W, C, OC, t0, nt, rows, oc0, oc1, fresh, zeros, V, M);
+  convolve_block<16>(x, U, bias, res, y, H, W, C, OC, t0, nt, rows, oc0, oc1, fresh, zeros, V, M);
 }
 __attribute__((target("arch=x86-64-v3"))) void convolve_block_avx2(DDPM_BLOCK_ARGS) {
-  convolve_block<8>(x, U, bias, y, H, W, C, OC, t0, nt, rows, oc0, oc1, fresh, zeros, V, M);
+  convolve_block<8>(x, U, bias, res, y, H, W, C, OC, t0, nt, rows, oc0, oc1, fresh, zeros, V, M);
 }
 #undef DDPM_BLOCK_ARGS
 
@@ -215,7 +221,7 @@ bool winograd_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Ten
          dilation[1] == 1 && x.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
 
-at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
+at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& res) {
 #if DDPM_LANES
   const int isa = ddpm::vector_isa();
   TORCH_CHECK(isa != DDPM_VECTORS_NONE, "winograd_conv: this CPU has neither AVX-512 nor AVX2");
@@ -248,6 +254,7 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Ten
   const float* xp = x.data_ptr<float>();
   const float* up = U.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  const float* rp = res.defined() ? res.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
   at::parallel_for(0, blocks * groups, grain, [&](int64_t i0, int64_t i1) {
     // Each thread keeps its buffers for the next call: 36 x 36 x (C + 64)
@@ -259,7 +266,7 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Ten
     for (int64_t i = i0; i < i1; i++) {
       const int64_t b = i / groups, oc0 = i % groups * kColumns, t0 = b * per_block;
       (isa == DDPM_VECTORS_AVX512 ? convolve_block_avx512 : convolve_block_avx2)(
-          xp, up, bp, yp, H, W, C, OC, t0, std::min(per_block, tiles - t0), rows, oc0, std::min(OC, oc0 + kColumns),
+          xp, up, bp, rp, yp, H, W, C, OC, t0, std::min(per_block, tiles - t0), rows, oc0, std::min(OC, oc0 + kColumns),
           i == i0 || oc0 == 0, zeros.data(), V.data(), M.data());
     }
   });

@@ -37,6 +37,12 @@ func (s *Scope) Linear(x, w, bias *Tensor) *Tensor {
 type Conv2dOptions struct {
 	Stride, Padding, Dilation [2]int64
 	Groups                    int64
+	// Residual, when set, is added to the output as Add would add it: a
+	// residual connection. Where one of the shim's kernels runs the
+	// convolution and Residual is float32 of the output's shape,
+	// channels-last, the kernel adds it in its last pass instead of a pass
+	// of its own, with the same values.
+	Residual *Tensor
 }
 
 // Conv2d convolves x (N, C, H, W) with w (O, C/groups, kH, kW); bias may be nil.
@@ -50,7 +56,7 @@ type Conv2dOptions struct {
 // padding whose channels out are a multiple of 16 runs as one matrix
 // product (csrc/pointwise_conv.cpp, SetPointwiseConv).
 func (s *Scope) Conv2d(x, w, bias *Tensor, o Conv2dOptions) *Tensor {
-	if !s.ready("conv2d", x, w) || !s.readyOptional("conv2d", bias) {
+	if !s.ready("conv2d", x, w) || !s.readyOptional("conv2d", bias) || !s.readyOptional("conv2d", o.Residual) {
 		return nil
 	}
 	stride, dil := o.Stride, o.Dilation
@@ -72,9 +78,9 @@ func (s *Scope) Conv2d(x, w, bias *Tensor, o Conv2dOptions) *Tensor {
 		kernels |= C.DDPM_CONV_POINTWISE
 	}
 	var out C.ddpm_tensor
-	e := C.ddpm_conv2d(s.mode, x.h, w.h, opt(bias), (*C.int64_t)(&stride[0]), (*C.int64_t)(&pad[0]),
-		(*C.int64_t)(&dil[0]), C.int64_t(groups), kernels, &out)
-	return s.wrap("conv2d", e, out, x, w, bias)
+	e := C.ddpm_conv2d(s.mode, x.h, w.h, opt(bias), opt(o.Residual), (*C.int64_t)(&stride[0]),
+		(*C.int64_t)(&pad[0]), (*C.int64_t)(&dil[0]), C.int64_t(groups), kernels, &out)
+	return s.wrap("conv2d", e, out, x, w, bias, o.Residual)
 }
 
 // winogradConvOff and pointwiseConvOff say whether Conv2d leaves the

@@ -41,12 +41,11 @@ func newResnet(b *nn.Builder, in, out int64, groups int64) *resnet {
 
 func (r *resnet) forward(s *torch.Scope, x *torch.Tensor) *torch.Tensor {
 	return scoped(s, func(s *torch.Scope) *torch.Tensor {
-		h := r.conv1.Forward(s, r.norm1.ForwardSiLU(s, x, nil))
-		h = r.conv2.Forward(s, r.norm2.ForwardSiLU(s, h, nil))
-		if r.shortcut != nil {
-			x = r.shortcut.Forward(s, x)
+		h := r.norm2.ForwardSiLU(s, r.conv1.Forward(s, r.norm1.ForwardSiLU(s, x, nil)), nil)
+		if r.shortcut == nil {
+			return r.conv2.ForwardAdd(s, h, x) // x + conv2(h)
 		}
-		return s.Add(x, h)
+		return r.shortcut.ForwardAdd(s, x, r.conv2.Forward(s, h))
 	})
 }
 

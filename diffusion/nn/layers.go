@@ -156,9 +156,17 @@ func (b *Builder) Conv2d(in, out, kernel int64, opts ...Option) *Conv2d {
 
 // Forward convolves x (N, In, H, W).
 func (c *Conv2d) Forward(s *torch.Scope, x *torch.Tensor) *torch.Tensor {
+	return c.ForwardAdd(s, x, nil)
+}
+
+// ForwardAdd convolves x (N, In, H, W) and adds residual (nil for none),
+// the output's shape: a residual connection, added in the convolution's
+// last pass where the shim's kernels run it (torch.Conv2dOptions.Residual).
+func (c *Conv2d) ForwardAdd(s *torch.Scope, x, residual *torch.Tensor) *torch.Tensor {
 	y := s.Conv2d(x, c.Weight, c.Bias, torch.Conv2dOptions{
-		Stride:  [2]int64{c.Stride, c.Stride},
-		Padding: [2]int64{c.Padding, c.Padding},
+		Stride:   [2]int64{c.Stride, c.Stride},
+		Padding:  [2]int64{c.Padding, c.Padding},
+		Residual: residual,
 	})
 	if !c.channelsLast {
 		return y

@@ -66,11 +66,11 @@ func (r *resBlock) forward(s *torch.Scope, x, skip, embAct *torch.Tensor, d drop
 		// norm2 takes h + temb_proj(emb), (N, out) added over H and W, without
 		// the sum ever being stored.
 		proj := r.tembProj.Forward(s, embAct)
-		h = r.conv2.Forward(s, d.apply(s, r.norm2.ForwardSiLU(s, h, proj))) // zero at init
-		if r.shortcut != nil {
-			x = r.shortcut.Forward(s, x)
+		h = d.apply(s, r.norm2.ForwardSiLU(s, h, proj))
+		if r.shortcut == nil {
+			return r.conv2.ForwardAdd(s, h, x) // x + conv2(h); conv2 is zero at init
 		}
-		return s.Add(x, h)
+		return r.shortcut.ForwardAdd(s, x, r.conv2.Forward(s, h))
 	})
 }
 
@@ -113,7 +113,7 @@ func (a *attnBlock) forward(s *torch.Scope, x *torch.Tensor, n, ch, h, w int64) 
 		v := split(a.v.Forward(s, hn))
 		o := s.Attention(q, k, v, 1/math.Sqrt(float64(hd))) // (n, heads, hw, hd)
 		o = s.Reshape(s.Transpose(o, 2, 3), n, ch, h, w)
-		return s.Add(x, a.proj.Forward(s, o))
+		return a.proj.ForwardAdd(s, o, x) // x + proj_out(o)
 	})
 }
 
