@@ -326,18 +326,20 @@ ddpm_error ddpm_bmm(ddpm_mode mode, ddpm_tensor a, ddpm_tensor b,
 /* x W^T + b; bias may be NULL. */
 ddpm_error ddpm_linear(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w,
                        ddpm_tensor bias, ddpm_tensor* out);
-/* 2-D convolution, plus residual when it is not NULL (added to the output
- * as ddpm_binary's DDPM_ADD would); bias may be NULL;
- * stride/padding/dilation are [h, w].
+/* 2-D convolution of x upsampled by upsample (nearest neighbour, as
+ * ddpm_upsample_nearest2d to upsample times x's size; 1: x itself), plus
+ * residual when it is not NULL (added to the output as ddpm_binary's
+ * DDPM_ADD would); bias may be NULL; stride/padding/dilation are [h, w].
  * Without autograd or autocast, on a float32 channels-last x, on CPUs with
  * AVX-512 or AVX2 (see ddpm_vector_isa), the kernels named in kernels run
  * the convolutions they take: DDPM_CONV_WINOGRAD 3x3 ones with stride 1 and
- * padding 1, DDPM_CONV_POINTWISE 1x1 ones with stride 1 and no padding;
+ * padding 1 (upsampled or not), DDPM_CONV_POINTWISE 1x1 ones with stride 1
+ * and no padding;
  * else libtorch's convolution. */
 #define DDPM_CONV_WINOGRAD 1
 #define DDPM_CONV_POINTWISE 2
-ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w,
-                       ddpm_tensor bias, ddpm_tensor residual,
+ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, int64_t upsample,
+                       ddpm_tensor w, ddpm_tensor bias, ddpm_tensor residual,
                        const int64_t* stride, const int64_t* padding,
                        const int64_t* dilation, int64_t groups,
                        int32_t kernels, ddpm_tensor* out);

@@ -60,48 +60,57 @@ at::Tensor plain_conv2d(ddpm_mode mode, const at::Tensor& x, const at::Tensor& w
                     ddpm::dims(stride, 2), ddpm::dims(padding, 2), ddpm::dims(dilation, 2), groups);
 }
 
-
 // Whether the shim's kernels can add res to the output of a convolution of
-// x by w (stride 1, the input's size) in their last pass.
-bool residual_fits(const at::Tensor& res, const at::Tensor& x, const at::Tensor& w) {
+// x upsampled by up by w (stride 1, the input's size) in their last pass.
+bool residual_fits(const at::Tensor& res, const at::Tensor& x, int64_t up, const at::Tensor& w) {
   return res.defined() && res.device().is_cpu() && res.scalar_type() == at::kFloat && res.dim() == 4 &&
-         res.size(0) == x.size(0) && res.size(1) == w.size(0) && res.size(2) == x.size(2) &&
-         res.size(3) == x.size(3) && res.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+         res.size(0) == x.size(0) && res.size(1) == w.size(0) && res.size(2) == x.size(2) * up &&
+         res.size(3) == x.size(3) * up && res.is_contiguous(at::MemoryFormat::ChannelsLast) &&
          !(at::GradMode::is_enabled() && res.requires_grad());
 }
 
-// The convolution, plus res when defined. The shim's Winograd or 1x1 kernel
-// where kernels names it, it takes the convolution and the weight's form
-// fits in the weight cache (res added in its last pass where it fits, after
-// it otherwise); oneDNN's 1x1 kernel where onednn_1x1 says; else libtorch's
+// The convolution of x upsampled by up (nearest neighbour), plus res when
+// defined. The shim's Winograd or 1x1 kernel where kernels names it, it
+// takes the convolution and the weight's form fits in the weight cache: the
+// Winograd kernel reads the upsampled map from x, and each adds res in its
+// last pass where it fits (after it otherwise). Else the upsampled map is
+// made and oneDNN's 1x1 kernel runs where onednn_1x1 says, or libtorch's
 // choice, res added after.
-at::Tensor conv2d(ddpm_mode mode, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
+at::Tensor conv2d(ddpm_mode mode, const at::Tensor& x, int64_t up, const at::Tensor& w, const at::Tensor& bias,
                   const at::Tensor& res, const int64_t* stride, const int64_t* padding, const int64_t* dilation,
                   int64_t groups, int32_t kernels) {
-  const at::Tensor fused = residual_fits(res, x, w) ? res : at::Tensor();
+  TORCH_CHECK(up >= 1, "conv2d: upsampling factor ", up, ", want 1 or more");
+  const at::Tensor none;
+  bool added = false;  // whether a kernel added res
   at::Tensor y;
   if ((kernels & DDPM_CONV_WINOGRAD) != 0 &&
       ddpm::winograd_conv_takes(x, w, bias, stride, padding, dilation, groups)) {
-    y = ddpm::winograd_conv(x, w, bias, fused);
+    added = residual_fits(res, x, up, w);
+    y = ddpm::winograd_conv(x, w, bias, added ? res : none, up);
   }
+  at::Tensor in = x;
+  if (!y.defined() && up > 1) in = at::upsample_nearest2d(x, {x.size(2) * up, x.size(3) * up});
   if (!y.defined() && (kernels & DDPM_CONV_POINTWISE) != 0 &&
-      ddpm::pointwise_conv_takes(x, w, bias, stride, padding, dilation, groups)) {
-    y = ddpm::pointwise_conv(x, w, bias, fused);
+      ddpm::pointwise_conv_takes(in, w, bias, stride, padding, dilation, groups)) {
+    added = residual_fits(res, in, 1, w);
+    y = ddpm::pointwise_conv(in, w, bias, added ? res : none);
   }
-  if (y.defined()) return res.defined() && !fused.defined() ? at::add(y, res) : y;
-  y = plain_conv2d(mode, x, w, bias, stride, padding, dilation, groups);
-  return res.defined() ? at::add(y, res) : y;
+  if (!y.defined()) {
+    added = false;
+    y = plain_conv2d(mode, in, w, bias, stride, padding, dilation, groups);
+  }
+  return res.defined() && !added ? at::add(y, res) : y;
 }
 
 }  // namespace
 
 extern "C" {
 
-ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w, ddpm_tensor bias, ddpm_tensor residual,
-                       const int64_t* stride, const int64_t* padding, const int64_t* dilation, int64_t groups,
-                       int32_t kernels, ddpm_tensor* out) {
-  DDPM_TRY(mode, *out = wrap(conv2d(mode, ref(x), ref(w), ddpm::optional(bias), ddpm::optional(residual), stride,
-                                     padding, dilation, groups, kernels)));
+ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, int64_t upsample, ddpm_tensor w, ddpm_tensor bias,
+                       ddpm_tensor residual, const int64_t* stride, const int64_t* padding, const int64_t* dilation,
+                       int64_t groups, int32_t kernels, ddpm_tensor* out) {
+  DDPM_TRY(mode, *out = wrap(conv2d(mode, ref(x), upsample, ref(w), ddpm::optional(bias), ddpm::optional(residual),
+                                     stride, padding, dilation, groups, kernels)));
 }
 
 ddpm_error ddpm_softmax(ddpm_mode mode, ddpm_tensor a, int64_t dim, ddpm_tensor* out) {

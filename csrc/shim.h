@@ -153,11 +153,14 @@ at::Tensor bf16_weight(const at::Tensor& w);
 bool winograd_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const int64_t* stride,
                          const int64_t* padding, const int64_t* dilation, int64_t groups);
 
-// conv2d(x, w, bias) with stride 1 and padding 1 for a 3x3 w, by Winograd's
-// F(4x4, 3x3), channels-last (winograd_conv.cpp), plus res (undefined, or
-// float32 of the output's shape, channels-last) added to it; an undefined
-// tensor when w's transform does not fit in the weight cache's limit.
-at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& res);
+// conv2d(x', w, bias) with stride 1 and padding 1 for a 3x3 w, by
+// Winograd's F(4x4, 3x3), channels-last (winograd_conv.cpp), where x' is x
+// upsampled by up (nearest neighbour; 1: x itself) without being made, plus
+// res (undefined, or float32 of the output's shape, channels-last) added to
+// it; an undefined tensor when w's transform does not fit in the weight
+// cache's limit.
+at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& res,
+                         int64_t up);
 
 // Whether pointwise_conv computes conv2d(x, w, bias) with these arguments
 // here: see pointwise_conv.cpp.

@@ -105,16 +105,22 @@ DDPM_INLINE void output_points(T m0, T m1, T m2, T m3, T m4, T m5, T* o) {
 
 // V[p * vstride + c] = (B^T d B)[p] for the 6x6 patch d whose top left
 // pixel is (y0, x0) of a channels-last map (H, W, C), zero outside it
-// (read from zeros, C zero floats).
+// (read from zeros, C zero floats). The map is x (H / up, W / up, C)
+// repeated up times along each axis (nearest-neighbour upsampling), read
+// where it lies.
 template <int L>
-DDPM_INLINE void transform_input(const float* x, int64_t H, int64_t W, int64_t C, int64_t y0, int64_t x0,
-                                 const float* zeros, float* V, int64_t vstride) {
+DDPM_INLINE void transform_input(const float* x, int64_t H, int64_t W, int64_t up, int64_t C, int64_t y0,
+                                 int64_t x0, const float* zeros, float* V, int64_t vstride) {
   using Vec = Lanes<L>;
   const float* pixel[6][6];
   for (int i = 0; i < 6; i++)
     for (int j = 0; j < 6; j++) {
       const int64_t y = y0 + i, xx = x0 + j;
-      pixel[i][j] = y >= 0 && y < H && xx >= 0 && xx < W ? x + (y * W + xx) * C : zeros;
+      if (y < 0 || y >= H || xx < 0 || xx >= W) {
+        pixel[i][j] = zeros;
+      } else {
+        pixel[i][j] = up == 1 ? x + (y * W + xx) * C : x + (y / up * (W / up) + xx / up) * C;
+      }
     }
   for (int64_t c = 0; c < C; c += L) {
     typename Vec::vec t[6][6];  // B^T d
@@ -169,7 +175,7 @@ DDPM_INLINE void transform_output(const float* M, int64_t mstride, int n16, cons
 // before on this thread).
 template <int L>
 DDPM_INLINE void convolve_block(const float* x, const float* U, const float* bias, const float* res, float* y,
-                                int64_t H, int64_t W, int64_t C, int64_t OC, int64_t t0, int64_t nt, int64_t rows, int64_t oc0,
+                                int64_t H, int64_t W, int64_t up, int64_t C, int64_t OC, int64_t t0, int64_t nt, int64_t rows, int64_t oc0,
                                 int64_t oc1, bool fresh, const float* zeros, float* V, float* M) {
   const int64_t tH = divup(H, 4), tW = divup(W, 4);
   for (int64_t r = 0; fresh && r < rows; r++) {
@@ -178,7 +184,8 @@ DDPM_INLINE void convolve_block(const float* x, const float* U, const float* bia
       continue;
     }
     const int64_t t = t0 + r, n = t / (tH * tW), ty = t / tW % tH, tx = t % tW;
-    transform_input<L>(x + n * H * W * C, H, W, C, 4 * ty - 1, 4 * tx - 1, zeros, V + r * C, rows * C);
+    transform_input<L>(x + n * (H / up) * (W / up) * C, H, W, up, C, 4 * ty - 1, 4 * tx - 1, zeros, V + r * C,
+                       rows * C);
   }
   const int n16 = static_cast<int>((oc1 - oc0) / 16);
   for (int p = 0; p < 36; p++)
@@ -192,14 +199,14 @@ DDPM_INLINE void convolve_block(const float* x, const float* U, const float* bia
 }
 
 #define DDPM_BLOCK_ARGS                                                                                          \
-  const float *x, const float *U, const float *bias, const float *res, float *y, int64_t H, int64_t W, int64_t C, \
-      int64_t OC, int64_t t0, int64_t nt, int64_t rows, int64_t oc0, int64_t oc1, bool fresh, const float *zeros, \
-      float *V, float *M
+  const float *x, const float *U, const float *bias, const float *res, float *y, int64_t H, int64_t W, int64_t up, \
+      int64_t C, int64_t OC, int64_t t0, int64_t nt, int64_t rows, int64_t oc0, int64_t oc1, bool fresh,         \
+      const float *zeros, float *V, float *M
 __attribute__((target("arch=x86-64-v4"))) void convolve_block_avx512(DDPM_BLOCK_ARGS) {
-  convolve_block<16>(x, U, bias, res, y, H, W, C, OC, t0, nt, rows, oc0, oc1, fresh, zeros, V, M);
+  convolve_block<16>(x, U, bias, res, y, H, W, up, C, OC, t0, nt, rows, oc0, oc1, fresh, zeros, V, M);
 }
 __attribute__((target("arch=x86-64-v3"))) void convolve_block_avx2(DDPM_BLOCK_ARGS) {
-  convolve_block<8>(x, U, bias, res, y, H, W, C, OC, t0, nt, rows, oc0, oc1, fresh, zeros, V, M);
+  convolve_block<8>(x, U, bias, res, y, H, W, up, C, OC, t0, nt, rows, oc0, oc1, fresh, zeros, V, M);
 }
 #undef DDPM_BLOCK_ARGS
 
@@ -221,11 +228,12 @@ bool winograd_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Ten
          dilation[1] == 1 && x.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
 
-at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& res) {
+at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& res,
+                         int64_t up) {
 #if DDPM_LANES
   const int isa = ddpm::vector_isa();
   TORCH_CHECK(isa != DDPM_VECTORS_NONE, "winograd_conv: this CPU has neither AVX-512 nor AVX2");
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), OC = w.size(0);
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2) * up, W = x.size(3) * up, OC = w.size(0);
   const at::Tensor U = derived_weight(w, WeightForm::kWinograd, 36 * C * OC * 4, winograd_weight);
   if (!U.defined()) return U;  // over the weight cache's limit: libtorch's convolution
   RECORD_FUNCTION("ddpm::winograd_conv", std::vector<c10::IValue>({x}));
@@ -252,7 +260,7 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Ten
   const int64_t group_flops = 72 * rows * C * std::min(OC, kColumns);
   const int64_t grain = divup(kThreadFlops, group_flops);
   const float* xp = x.data_ptr<float>();
-  const float* up = U.data_ptr<float>();
+  const float* Up = U.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   const float* rp = res.defined() ? res.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
@@ -266,7 +274,7 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Ten
     for (int64_t i = i0; i < i1; i++) {
       const int64_t b = i / groups, oc0 = i % groups * kColumns, t0 = b * per_block;
       (isa == DDPM_VECTORS_AVX512 ? convolve_block_avx512 : convolve_block_avx2)(
-          xp, up, bp, rp, yp, H, W, C, OC, t0, std::min(per_block, tiles - t0), rows, oc0, std::min(OC, oc0 + kColumns),
+          xp, Up, bp, rp, yp, H, W, up, C, OC, t0, std::min(per_block, tiles - t0), rows, oc0, std::min(OC, oc0 + kColumns),
           i == i0 || oc0 == 0, zeros.data(), V.data(), M.data());
     }
   });

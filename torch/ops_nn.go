@@ -3,7 +3,10 @@ package torch
 // #include "ddpm_torch.h"
 import "C"
 
-import "sync/atomic"
+import (
+	"fmt"
+	"sync/atomic"
+)
 
 // Matmul is torch.matmul (batched and broadcast).
 func (s *Scope) Matmul(a, b *Tensor) *Tensor {
@@ -37,6 +40,12 @@ func (s *Scope) Linear(x, w, bias *Tensor) *Tensor {
 type Conv2dOptions struct {
 	Stride, Padding, Dilation [2]int64
 	Groups                    int64
+	// Upsample, when above 1 (0 and 1: none), convolves x repeated
+	// Upsample times along each spatial axis (UpsampleNearest2d to Upsample
+	// times its size). Where the shim's Winograd kernel runs the
+	// convolution it reads that map from x without making it, with the
+	// same values.
+	Upsample int64
 	// Residual, when set, is added to the output as Add would add it: a
 	// residual connection. Where one of the shim's kernels runs the
 	// convolution and Residual is float32 of the output's shape,
@@ -59,6 +68,10 @@ func (s *Scope) Conv2d(x, w, bias *Tensor, o Conv2dOptions) *Tensor {
 	if !s.ready("conv2d", x, w) || !s.readyOptional("conv2d", bias) || !s.readyOptional("conv2d", o.Residual) {
 		return nil
 	}
+	if o.Upsample < 0 {
+		s.fail(&Error{Op: "conv2d", Msg: fmt.Sprintf("upsampling factor %d, want 1 or more (0: none)", o.Upsample)})
+		return nil
+	}
 	stride, dil := o.Stride, o.Dilation
 	for i := range 2 {
 		if stride[i] == 0 {
@@ -68,7 +81,7 @@ func (s *Scope) Conv2d(x, w, bias *Tensor, o Conv2dOptions) *Tensor {
 			dil[i] = 1
 		}
 	}
-	groups := max(o.Groups, 1)
+	groups, up := max(o.Groups, 1), max(o.Upsample, 1)
 	pad := o.Padding
 	var kernels C.int32_t
 	if !winogradConvOff.Load() {
@@ -78,7 +91,7 @@ func (s *Scope) Conv2d(x, w, bias *Tensor, o Conv2dOptions) *Tensor {
 		kernels |= C.DDPM_CONV_POINTWISE
 	}
 	var out C.ddpm_tensor
-	e := C.ddpm_conv2d(s.mode, x.h, w.h, opt(bias), opt(o.Residual), (*C.int64_t)(&stride[0]),
+	e := C.ddpm_conv2d(s.mode, x.h, C.int64_t(up), w.h, opt(bias), opt(o.Residual), (*C.int64_t)(&stride[0]),
 		(*C.int64_t)(&pad[0]), (*C.int64_t)(&dil[0]), C.int64_t(groups), kernels, &out)
 	return s.wrap("conv2d", e, out, x, w, bias, o.Residual)
 }

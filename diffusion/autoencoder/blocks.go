@@ -165,10 +165,7 @@ func (l level) up(s *torch.Scope, h *torch.Tensor) *torch.Tensor {
 	if l.sampler == nil {
 		return h
 	}
-	return replace(h, scoped(s, func(s *torch.Scope) *torch.Tensor {
-		shape := h.Shape()
-		return l.sampler.Forward(s, s.UpsampleNearest2d(h, 2*shape[2], 2*shape[3]))
-	}))
+	return replace(h, l.sampler.ForwardUpsample(s, h, 2))
 }
 
 // scoped runs f in a child scope of s (same mode) and hands only its result

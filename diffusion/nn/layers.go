@@ -156,18 +156,28 @@ func (b *Builder) Conv2d(in, out, kernel int64, opts ...Option) *Conv2d {
 
 // Forward convolves x (N, In, H, W).
 func (c *Conv2d) Forward(s *torch.Scope, x *torch.Tensor) *torch.Tensor {
-	return c.ForwardAdd(s, x, nil)
+	return c.forward(s, x, torch.Conv2dOptions{})
 }
 
 // ForwardAdd convolves x (N, In, H, W) and adds residual (nil for none),
 // the output's shape: a residual connection, added in the convolution's
 // last pass where the shim's kernels run it (torch.Conv2dOptions.Residual).
 func (c *Conv2d) ForwardAdd(s *torch.Scope, x, residual *torch.Tensor) *torch.Tensor {
-	y := s.Conv2d(x, c.Weight, c.Bias, torch.Conv2dOptions{
-		Stride:   [2]int64{c.Stride, c.Stride},
-		Padding:  [2]int64{c.Padding, c.Padding},
-		Residual: residual,
-	})
+	return c.forward(s, x, torch.Conv2dOptions{Residual: residual})
+}
+
+// ForwardUpsample convolves x (N, In, H, W) upsampled by factor (nearest
+// neighbour, to factor H x factor W), a map the shim's Winograd kernel
+// reads from x without making it (torch.Conv2dOptions.Upsample).
+func (c *Conv2d) ForwardUpsample(s *torch.Scope, x *torch.Tensor, factor int64) *torch.Tensor {
+	return c.forward(s, x, torch.Conv2dOptions{Upsample: factor})
+}
+
+// forward convolves x with c's geometry and o's upsampling and residual.
+func (c *Conv2d) forward(s *torch.Scope, x *torch.Tensor, o torch.Conv2dOptions) *torch.Tensor {
+	o.Stride = [2]int64{c.Stride, c.Stride}
+	o.Padding = [2]int64{c.Padding, c.Padding}
+	y := s.Conv2d(x, c.Weight, c.Bias, o)
 	if !c.channelsLast {
 		return y
 	}

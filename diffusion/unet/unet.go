@@ -282,9 +282,7 @@ func (u *UNet) Forward(s *torch.Scope, x, t, labels *torch.Tensor) *torch.Tensor
 			}
 		}
 		if lv.upsample != nil {
-			h = replace(h, scoped(s, func(s *torch.Scope) *torch.Tensor {
-				return lv.upsample.Forward(s, s.UpsampleNearest2d(h, 2*hi, 2*wi))
-			}))
+			h = replace(h, lv.upsample.ForwardUpsample(s, h, 2))
 		}
 	}
 	return replace(h, scoped(s, func(s *torch.Scope) *torch.Tensor {
