@@ -114,7 +114,8 @@ func SetWinogradConv(on bool) bool { return !winogradConvOff.Swap(!on) }
 func SetPointwiseConv(on bool) bool { return !pointwiseConvOff.Swap(!on) }
 
 // WinogradConvSupported says whether this build and CPU have the Winograd
-// kernel (x86-64 with AVX-512, or AVX2 and FMA).
+// kernel, and the 1x1 kernel with it (x86-64 with AVX-512, or AVX2 and
+// FMA).
 func WinogradConvSupported() bool { return vectorISA(-1) != C.DDPM_VECTORS_NONE }
 
 // vectorISA limits the vectors of the shim's hand-vectorised kernels (the
