@@ -2,6 +2,7 @@
 #include <torch/version.h>
 #include <ATen/ops/mkldnn_convolution.h>
 
+#include "lanes.h"
 #include "shim.h"
 
 using ddpm::ref;
@@ -103,6 +104,23 @@ at::Tensor conv2d(ddpm_mode mode, const at::Tensor& x, int64_t up, const at::Ten
 }
 
 }  // namespace
+
+namespace ddpm {
+
+bool vector_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const int64_t* stride,
+                       const int64_t* padding, const int64_t* dilation, int64_t groups, int64_t kernel, int64_t pad) {
+  const auto float_cpu = [](const at::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == at::kFloat; };
+  return vector_isa() != DDPM_VECTORS_NONE && !at::autocast::is_cpu_enabled() && float_cpu(x) && x.dim() == 4 &&
+         !(at::GradMode::is_enabled() && x.requires_grad()) && weight_cacheable(w) && w.dim() == 4 &&
+         w.size(2) == kernel && w.size(3) == kernel && groups == 1 && x.size(1) == w.size(1) && x.size(1) > 0 &&
+         w.size(0) > 0 && w.size(0) % 16 == 0 &&
+         (!bias.defined() ||
+          (weight_cacheable(bias) && bias.dim() == 1 && bias.size(0) == w.size(0) && bias.is_contiguous())) &&
+         stride[0] == 1 && stride[1] == 1 && padding[0] == pad && padding[1] == pad && dilation[0] == 1 &&
+         dilation[1] == 1 && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+}  // namespace ddpm
 
 extern "C" {
 

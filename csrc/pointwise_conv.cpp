@@ -97,15 +97,7 @@ namespace ddpm {
 
 bool pointwise_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const int64_t* stride,
                           const int64_t* padding, const int64_t* dilation, int64_t groups) {
-  const auto float_cpu = [](const at::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == at::kFloat; };
-  return vector_isa() != DDPM_VECTORS_NONE && !at::autocast::is_cpu_enabled() && float_cpu(x) && x.dim() == 4 &&
-         !(at::GradMode::is_enabled() && x.requires_grad()) && weight_cacheable(w) && w.dim() == 4 &&
-         w.size(2) == 1 && w.size(3) == 1 && groups == 1 && x.size(1) == w.size(1) && x.size(1) > 0 &&
-         w.size(0) > 0 && w.size(0) % 16 == 0 &&
-         (!bias.defined() || (weight_cacheable(bias) && bias.dim() == 1 && bias.size(0) == w.size(0) &&
-                              bias.is_contiguous())) &&
-         stride[0] == 1 && stride[1] == 1 && padding[0] == 0 && padding[1] == 0 && dilation[0] == 1 &&
-         dilation[1] == 1 && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  return vector_conv_takes(x, w, bias, stride, padding, dilation, groups, 1, 0);
 }
 
 at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& res) {

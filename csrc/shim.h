@@ -148,6 +148,15 @@ void sweep_weight_cache();
 // weight_cacheable w within the cache's limit; else w itself.
 at::Tensor bf16_weight(const at::Tensor& w);
 
+// What the shim's convolution kernels (Winograd, 1x1) take in common: a
+// CPU with their vectors, no autocast, no gradient for x, a float32
+// channels-last x with channels, a kernel x kernel float32 w whose forms
+// the weight cache keeps, with output channels a multiple of 16, one
+// group, stride 1, no dilation, padding pad on each side and a bias of w's
+// output channels or none (nn.cpp).
+bool vector_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const int64_t* stride,
+                       const int64_t* padding, const int64_t* dilation, int64_t groups, int64_t kernel, int64_t pad);
+
 // Whether winograd_conv computes conv2d(x, w, bias) with these arguments
 // here: see winograd_conv.cpp.
 bool winograd_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const int64_t* stride,

@@ -33,21 +33,11 @@ func TestConv2dResidual(t *testing.T) {
 			in.Randn([]int64{2, 32, 4, 4}, Float32, CPU, nil), false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			s := opScope(t, NoGrad)
 			o := c.o
 			o.Residual = c.res
-			var got *Tensor
-			stats := profileOf(t, func() { got = s.Conv2d(x, c.w, b, o) })
-			want := s.Add(s.Conv2d(x, c.w, b, c.o), c.res)
-			if err := s.Err(); err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(contiguousBytes(t, s, got), contiguousBytes(t, s, want)) {
-				t.Error("the convolution with its residual differs from the convolution, then Add")
-			}
-			if _, added := stats["aten::add"]; added == c.fused {
-				t.Errorf("aten::add in the profile %v; want %v", added, !c.fused)
-			}
+			testFusedAsComposed(t, "aten::add", c.fused,
+				func(s *Scope) *Tensor { return s.Conv2d(x, c.w, b, o) },
+				func(s *Scope) *Tensor { return s.Add(s.Conv2d(x, c.w, b, c.o), c.res) })
 		})
 	}
 	t.Run("gradient", func(t *testing.T) {
@@ -82,10 +72,7 @@ func TestConv2dUpsample(t *testing.T) {
 	_, w1, _ := pointwiseCase{2, 16, 32, 8, 8, true}.inputs(in, nil)
 	res := in.ChannelsLast(in.Randn([]int64{2, 32, 16, 16}, Float32, CPU, nil))
 	kernel := WinogradConvSupported()
-	isas := []struct {
-		name  string
-		limit int
-	}{{"", -1}}
+	isas := []vectorWidth{{"", -1}}
 	if kernel {
 		isas = vectorISAs(t)
 	}
@@ -106,27 +93,20 @@ func TestConv2dUpsample(t *testing.T) {
 			{"stride 2", x, w3, Conv2dOptions{Stride: [2]int64{2, 2}, Padding: [2]int64{1, 1}}, false},
 		} {
 			t.Run(isa.name+" "+c.name, func(t *testing.T) {
-				s := opScope(t, NoGrad)
 				o := c.o
 				o.Upsample = 2
-				var got *Tensor
-				stats := profileOf(t, func() { got = s.Conv2d(c.x, c.w, b, o) })
-				shape := c.x.Shape()
-				plain := c.o
-				plain.Residual = nil
-				want := s.Conv2d(s.UpsampleNearest2d(c.x, 2*shape[2], 2*shape[3]), c.w, b, plain)
-				if c.o.Residual != nil {
-					want = s.Add(want, c.o.Residual)
-				}
-				if err := s.Err(); err != nil {
-					t.Fatal(err)
-				}
-				if !bytes.Equal(contiguousBytes(t, s, got), contiguousBytes(t, s, want)) {
-					t.Error("the upsampled convolution differs from UpsampleNearest2d, then Conv2d")
-				}
-				if _, made := stats["aten::upsample_nearest2d"]; made == c.kernel {
-					t.Errorf("aten::upsample_nearest2d in the profile %v; want %v", made, !c.kernel)
-				}
+				testFusedAsComposed(t, "aten::upsample_nearest2d", c.kernel,
+					func(s *Scope) *Tensor { return s.Conv2d(c.x, c.w, b, o) },
+					func(s *Scope) *Tensor {
+						shape := c.x.Shape()
+						plain := c.o
+						plain.Residual = nil
+						y := s.Conv2d(s.UpsampleNearest2d(c.x, 2*shape[2], 2*shape[3]), c.w, b, plain)
+						if c.o.Residual != nil {
+							y = s.Add(y, c.o.Residual)
+						}
+						return y
+					})
 			})
 		}
 	}
@@ -161,5 +141,25 @@ func TestConv2dUpsample(t *testing.T) {
 	if y := bad.Conv2d(x, w3, b, Conv2dOptions{Padding: [2]int64{1, 1}, Upsample: -1}); y != nil || bad.Err() == nil ||
 		!strings.Contains(bad.Err().Error(), "upsampling factor") {
 		t.Errorf("upsampling by -1: %v, %v; want an error about the factor", y, bad.Err())
+	}
+}
+
+// testFusedAsComposed checks that fused gives composed's values to the bit,
+// and that op, the step fused leaves out where its kernel runs, is in its
+// profile exactly when it does not (kernel false).
+func testFusedAsComposed(t *testing.T, op string, kernel bool, fused, composed func(s *Scope) *Tensor) {
+	t.Helper()
+	s := opScope(t, NoGrad)
+	var got *Tensor
+	stats := profileOf(t, func() { got = fused(s) })
+	want := composed(s)
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(contiguousBytes(t, s, got), contiguousBytes(t, s, want)) {
+		t.Error("the fused convolution's values differ from the ops composed")
+	}
+	if _, ran := stats[op]; ran == kernel {
+		t.Errorf("%s in the profile %v; want %v", op, ran, !kernel)
 	}
 }

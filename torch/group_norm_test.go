@@ -136,35 +136,14 @@ func TestGroupNormKernelOnlyWithoutAutograd(t *testing.T) {
 // batch of five as alone, on one thread as on two, to the bit (a server's
 // requests give the same images whatever shares their forward).
 func TestGroupNormKernelBatchIndependent(t *testing.T) {
-	before := NumThreads()
-	defer SetNumThreads(before)
-	s := opScope(t, Inference)
-	x := s.ChannelsLast(s.Randn([]int64{5, 32, 24, 24}, Float32, CPU, nil)) // 576 pixels: 3 chunks
-	shift := s.Randn([]int64{5, 32}, Float32, CPU, nil)
-	w := s.Randn([]int64{32}, Float32, CPU, nil)
-	b := s.Randn([]int64{32}, Float32, CPU, nil)
-	var ref []float32
-	for _, threads := range []int{1, 2} {
-		if err := SetNumThreads(threads); err != nil {
-			t.Fatal(err)
-		}
-		all, err := s.Contiguous(s.Narrow(s.GroupNormSiLU(x, shift, 8, w, b, 1e-5), 0, 3, 1)).Float32s()
-		if err != nil {
-			t.Fatal(err)
-		}
-		alone, err := s.Contiguous(s.GroupNormSiLU(s.Narrow(x, 0, 3, 1), s.Narrow(shift, 0, 3, 1), 8, w, b, 1e-5)).Float32s()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ref == nil {
-			ref = all
-		}
-		for i := range all {
-			if all[i] != alone[i] || all[i] != ref[i] {
-				t.Fatalf("%d threads, value %d: %v in the batch, %v alone, %v on one thread", threads, i, all[i], alone[i], ref[i])
-			}
-		}
-	}
+	in := opScope(t, Inference)
+	x := in.ChannelsLast(in.Randn([]int64{5, 32, 24, 24}, Float32, CPU, nil)) // 576 pixels: 3 chunks
+	shift := in.Randn([]int64{5, 32}, Float32, CPU, nil)
+	w := in.Randn([]int64{32}, Float32, CPU, nil)
+	b := in.Randn([]int64{32}, Float32, CPU, nil)
+	testImagesAlone(t, nil, func(s *Scope, n int64) *Tensor {
+		return s.GroupNormSiLU(s.Narrow(x, 0, 0, n), s.Narrow(shift, 0, 0, n), 8, w, b, 1e-5)
+	})
 }
 
 // A NaN spreads to its own group only, as in libtorch's GroupNorm; bad

@@ -60,13 +60,7 @@ func TestPointwiseConv(t *testing.T) {
 					!slices.Equal(m.Shape, []int64{c.n, c.oc, c.h, c.w}) || (m.Contiguous && c.h*c.w > 1) {
 					t.Fatalf("%+v: output %+v (%v), want float32 %d x %d x %d x %d channels-last", c, m, err, c.n, c.oc, c.h, c.w)
 				}
-				gv, wv := opValues(t, s.Contiguous(got)), opValues(t, s.Contiguous(want))
-				var d2, w2 float64
-				for i := range wv {
-					d2 += (gv[i] - wv[i]) * (gv[i] - wv[i])
-					w2 += wv[i] * wv[i]
-				}
-				if rel := math.Sqrt(d2 / w2); !(rel < 1e-6) {
+				if rel, _ := relativeL2(opValues(t, s.Contiguous(got)), opValues(t, s.Contiguous(want))); !(rel < 1e-6) {
 					t.Errorf("%+v: relative L2 error %.2g, want under 1e-6", c, rel)
 				} else {
 					t.Logf("%+v: relative L2 error %.2g", c, rel)
@@ -83,76 +77,12 @@ func TestPointwiseConvOnlyWhereItTakes(t *testing.T) {
 	skipWithoutVectors(t)
 	in := opScope(t, NoGrad)
 	x, w, b := pointwiseCase{2, 16, 32, 8, 8, true}.inputs(in, nil)
-	none := Conv2dOptions{}
-	for _, c := range []struct {
-		name   string
-		kernel bool
-		conv   func(s *Scope) *Tensor
-	}{
-		{"no grad", true, func(s *Scope) *Tensor { return s.Conv2d(x, w, b, none) }},
-		{"without bias", true, func(s *Scope) *Tensor { return s.Conv2d(x, w, nil, none) }},
-		{"inference mode", true, func(s *Scope) *Tensor {
-			is := NewScope(Inference)
-			defer is.Close()
-			return adopted(s, is.Conv2d(x, w, b, none))
+	testKernelUse(t, "ddpm::pointwise_conv", append(convUses(t, x, w, b, Conv2dOptions{}, SetPointwiseConv),
+		kernelUse{"padding 1", false, func(s *Scope) *Tensor { return s.Conv2d(x, w, b, pad1) }},
+		kernelUse{"3x3 kernel", false, func(s *Scope) *Tensor {
+			return s.Conv2d(x, s.Randn([]int64{32, 16, 3, 3}, Float32, CPU, nil), b, pad1)
 		}},
-		{"kernel off", false, func(s *Scope) *Tensor {
-			defer SetPointwiseConv(SetPointwiseConv(false))
-			return s.Conv2d(x, w, b, none)
-		}},
-		{"NCHW input", false, func(s *Scope) *Tensor { return s.Conv2d(s.Contiguous(x), w, b, none) }},
-		{"stride 2", false, func(s *Scope) *Tensor { return s.Conv2d(x, w, b, Conv2dOptions{Stride: [2]int64{2, 2}}) }},
-		{"padding 1", false, func(s *Scope) *Tensor { return s.Conv2d(x, w, b, pad1) }},
-		{"two groups", false, func(s *Scope) *Tensor {
-			return s.Conv2d(x, s.Narrow(w, 1, 0, 8), b, Conv2dOptions{Groups: 2})
-		}},
-		{"24 output channels", false, func(s *Scope) *Tensor {
-			return s.Conv2d(x, s.Narrow(w, 0, 0, 24), s.Narrow(b, 0, 0, 24), none)
-		}},
-		{"no input channels", false, func(s *Scope) *Tensor {
-			return s.Conv2d(s.Narrow(x, 1, 0, 0), s.Narrow(w, 1, 0, 0), b, none)
-		}},
-		{"float64", false, func(s *Scope) *Tensor {
-			return s.Conv2d(s.ToDType(x, Float64), s.ToDType(w, Float64), s.ToDType(b, Float64), none)
-		}},
-		{"bf16 autocast", false, func(s *Scope) *Tensor {
-			as, err := NewAutocastScope(NoGrad, BFloat16)
-			if err != nil {
-				t.Skip(err)
-			}
-			defer as.Close()
-			return adopted(s, as.Conv2d(x, w, b, none))
-		}},
-		{"input needs gradients", false, func(s *Scope) *Tensor {
-			gs := NewScope(Grad)
-			defer gs.Close()
-			xg := gs.Clone(x)
-			if err := xg.SetRequiresGrad(true); err != nil {
-				t.Fatal(err)
-			}
-			return adopted(s, gs.Conv2d(xg, w, b, none))
-		}},
-		{"weights made in inference mode", false, func(s *Scope) *Tensor {
-			is := NewScope(Inference)
-			defer is.Close()
-			return adopted(s, is.Conv2d(x, is.Clone(w), b, none))
-		}},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			s := opScope(t, NoGrad)
-			var y *Tensor
-			stats := profileOf(t, func() { y = c.conv(s) })
-			if err := s.Err(); err != nil {
-				t.Fatal(err)
-			}
-			if y == nil {
-				t.Fatal("no output")
-			}
-			if _, ok := stats["ddpm::pointwise_conv"]; ok != c.kernel {
-				t.Errorf("the profile has ddpm::pointwise_conv %v; want %v", ok, c.kernel)
-			}
-		})
-	}
+	))
 }
 
 // An image's values depend on nothing but the image: the same within a
@@ -160,36 +90,10 @@ func TestPointwiseConvOnlyWhereItTakes(t *testing.T) {
 // one thread as on two, with AVX-512 as with AVX2, to the bit.
 func TestPointwiseConvBatchIndependent(t *testing.T) {
 	isas := vectorISAs(t)
-	before := NumThreads()
-	defer SetNumThreads(before)
-	defer vectorISA(vectorsAVX512)
-	s := opScope(t, NoGrad)
-	x, w, b := pointwiseCase{5, 48, 80, 7, 7, true}.inputs(s, nil)
-	var ref []float32
-	for i := range 2 * len(isas) {
-		isa, threads := isas[i/2], 1+i%2
-		vectorISA(isa.limit)
-		if err := SetNumThreads(threads); err != nil {
-			t.Fatal(err)
-		}
-		all, err := s.Contiguous(s.Narrow(s.Conv2d(x, w, b, Conv2dOptions{}), 0, 3, 1)).Float32s()
-		if err != nil {
-			t.Fatal(err)
-		}
-		alone, err := s.Contiguous(s.Conv2d(s.Narrow(x, 0, 3, 1), w, b, Conv2dOptions{})).Float32s()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ref == nil {
-			ref = all
-		}
-		for i := range all {
-			if all[i] != alone[i] || all[i] != ref[i] {
-				t.Fatalf("%s, %d threads, value %d: %v in the batch, %v alone, %v with %s on one thread",
-					isa.name, threads, i, all[i], alone[i], ref[i], isas[0].name)
-			}
-		}
-	}
+	x, w, b := pointwiseCase{5, 48, 80, 7, 7, true}.inputs(opScope(t, NoGrad), nil)
+	testImagesAlone(t, isas, func(s *Scope, n int64) *Tensor {
+		return s.Conv2d(s.Narrow(x, 0, 0, n), w, b, Conv2dOptions{})
+	})
 }
 
 // The weight's transpose is made once and kept while the weight is

@@ -2,7 +2,6 @@ package torch
 
 import (
 	"bytes"
-	"math"
 	"strings"
 	"testing"
 )
@@ -124,13 +123,7 @@ func TestWeightCacheLimitWinograd(t *testing.T) {
 		if err := s.Err(); err != nil {
 			t.Fatal(err)
 		}
-		got, want := opValues(t, s.Contiguous(y)), opValues(t, s.Contiguous(ref))
-		var d2, w2 float64
-		for i := range want {
-			d2 += (got[i] - want[i]) * (got[i] - want[i])
-			w2 += want[i] * want[i]
-		}
-		if rel := math.Sqrt(d2 / w2); !(rel < 1e-5) {
+		if rel, _ := relativeL2(opValues(t, s.Contiguous(y)), opValues(t, s.Contiguous(ref))); !(rel < 1e-5) {
 			t.Errorf("%.2g relative L2 from libtorch's convolution", rel)
 		}
 		if !kernel && !bytes.Equal(contiguousBytes(t, s, y), contiguousBytes(t, s, ref)) {

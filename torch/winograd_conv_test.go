@@ -61,17 +61,18 @@ func TestWinogradConv(t *testing.T) {
 	}
 }
 
-// vectorISAs are the kernel's vector widths this CPU runs, widest first,
-// with the limits that choose them; the test skips where there are none.
-func vectorISAs(t *testing.T) []struct {
+// vectorWidth is a vector width of the shim's kernels and the limit that
+// chooses it (vectorISA).
+type vectorWidth struct {
 	name  string
 	limit int
-} {
+}
+
+// vectorISAs are the kernels' vector widths this CPU runs, widest first;
+// the test skips where there are none.
+func vectorISAs(t *testing.T) []vectorWidth {
 	skipWithoutVectors(t)
-	all := []struct {
-		name  string
-		limit int
-	}{{"avx512", vectorsAVX512}, {"avx2", vectorsAVX2}}
+	all := []vectorWidth{{"avx512", vectorsAVX512}, {"avx2", vectorsAVX2}}
 	widest := vectorISA(-1)
 	for len(all) > 0 && all[0].limit > widest {
 		all = all[1:]
@@ -104,15 +105,7 @@ func testWinogradConv(t *testing.T) {
 				m.Shape[2] != c.h || m.Shape[3] != c.w {
 				t.Fatalf("output meta %+v (%v): want float32 %d x %d x %d x %d", m, err, c.n, c.oc, c.h, c.w)
 			}
-			gv, wv := opValues(t, s.Contiguous(got)), opValues(t, s.Contiguous(want))
-			var d2, w2, dmax float64
-			for i := range wv {
-				d := math.Abs(gv[i] - wv[i])
-				d2 += d * d
-				w2 += wv[i] * wv[i]
-				dmax = math.Max(dmax, d)
-			}
-			rel := math.Sqrt(d2 / w2)
+			rel, dmax := relativeL2(opValues(t, s.Contiguous(got)), opValues(t, s.Contiguous(want)))
 			if !(rel < 1e-5) || !(dmax < 1e-3) {
 				t.Errorf("relative L2 error %.2g, largest %.2g; want under 1e-5 and 1e-3", rel, dmax)
 			}
@@ -128,78 +121,18 @@ func TestWinogradConvOnlyWhereItTakes(t *testing.T) {
 	skipWithoutVectors(t)
 	in := opScope(t, NoGrad)
 	x, w, b := winogradCase{2, 16, 32, 8, 8, true}.inputs(in, nil)
-	for _, c := range []struct {
-		name   string
-		kernel bool
-		conv   func(s *Scope) *Tensor
-	}{
-		{"no grad", true, func(s *Scope) *Tensor { return s.Conv2d(x, w, b, pad1) }},
-		{"without bias", true, func(s *Scope) *Tensor { return s.Conv2d(x, w, nil, pad1) }},
-		{"inference mode", true, func(s *Scope) *Tensor {
-			is := NewScope(Inference)
-			defer is.Close()
-			return adopted(s, is.Conv2d(x, w, b, pad1))
-		}},
-		{"kernel off", false, func(s *Scope) *Tensor {
-			defer SetWinogradConv(SetWinogradConv(false))
-			return s.Conv2d(x, w, b, pad1)
-		}},
-		{"NCHW input", false, func(s *Scope) *Tensor { return s.Conv2d(s.Contiguous(x), w, b, pad1) }},
-		{"stride 2", false, func(s *Scope) *Tensor {
-			return s.Conv2d(x, w, b, Conv2dOptions{Stride: [2]int64{2, 2}, Padding: [2]int64{1, 1}})
-		}},
-		{"padding 0", false, func(s *Scope) *Tensor { return s.Conv2d(x, w, b, Conv2dOptions{}) }},
-		{"dilation 2", false, func(s *Scope) *Tensor {
+	testKernelUse(t, "ddpm::winograd_conv", append(convUses(t, x, w, b, pad1, SetWinogradConv),
+		kernelUse{"padding 0", false, func(s *Scope) *Tensor { return s.Conv2d(x, w, b, Conv2dOptions{}) }},
+		kernelUse{"dilation 2", false, func(s *Scope) *Tensor {
 			return s.Conv2d(x, w, b, Conv2dOptions{Padding: [2]int64{2, 2}, Dilation: [2]int64{2, 2}})
 		}},
-		{"two groups", false, func(s *Scope) *Tensor {
-			return s.Conv2d(x, s.Narrow(w, 1, 0, 8), b, Conv2dOptions{Padding: [2]int64{1, 1}, Groups: 2})
-		}},
-		{"8 input channels", false, func(s *Scope) *Tensor {
+		kernelUse{"8 input channels", false, func(s *Scope) *Tensor {
 			return s.Conv2d(s.Narrow(x, 1, 0, 8), s.Contiguous(s.Narrow(w, 1, 0, 8)), b, pad1)
 		}},
-		{"24 output channels", false, func(s *Scope) *Tensor {
-			return s.Conv2d(x, s.Narrow(w, 0, 0, 24), s.Narrow(b, 0, 0, 24), pad1)
-		}},
-		{"no input channels", false, func(s *Scope) *Tensor {
-			return s.Conv2d(s.Narrow(x, 1, 0, 0), s.Narrow(w, 1, 0, 0), b, pad1)
-		}},
-		{"5x5 kernel", false, func(s *Scope) *Tensor {
+		kernelUse{"5x5 kernel", false, func(s *Scope) *Tensor {
 			return s.Conv2d(x, s.Randn([]int64{32, 16, 5, 5}, Float32, CPU, nil), b, Conv2dOptions{Padding: [2]int64{2, 2}})
 		}},
-		{"float64", false, func(s *Scope) *Tensor {
-			return s.Conv2d(s.ToDType(x, Float64), s.ToDType(w, Float64), s.ToDType(b, Float64), pad1)
-		}},
-		{"input needs gradients", false, func(s *Scope) *Tensor {
-			gs := NewScope(Grad)
-			defer gs.Close()
-			xg := gs.Clone(x)
-			if err := xg.SetRequiresGrad(true); err != nil {
-				t.Fatal(err)
-			}
-			return adopted(s, gs.Conv2d(xg, w, b, pad1))
-		}},
-		{"weights made in inference mode", false, func(s *Scope) *Tensor {
-			is := NewScope(Inference)
-			defer is.Close()
-			return adopted(s, is.Conv2d(x, is.Clone(w), b, pad1))
-		}},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			s := opScope(t, NoGrad)
-			var y *Tensor
-			stats := profileOf(t, func() { y = c.conv(s) })
-			if err := s.Err(); err != nil {
-				t.Fatal(err)
-			}
-			if y == nil {
-				t.Fatal("no output")
-			}
-			if _, ok := stats["ddpm::winograd_conv"]; ok != c.kernel {
-				t.Errorf("the profile has ddpm::winograd_conv %v; want %v", ok, c.kernel)
-			}
-		})
-	}
+	))
 }
 
 // An image's values depend on nothing but the image: the same within a
@@ -208,40 +141,13 @@ func TestWinogradConvOnlyWhereItTakes(t *testing.T) {
 // shares their forward, and so do machines of either kind).
 func TestWinogradConvBatchIndependent(t *testing.T) {
 	isas := vectorISAs(t)
-	before := NumThreads()
-	defer SetNumThreads(before)
-	defer vectorISA(vectorsAVX512)
-	s := opScope(t, NoGrad)
+	in := opScope(t, NoGrad)
 	for _, c := range []winogradCase{
 		{5, 48, 80, 18, 18, true}, // 25 tiles an image; 64 + 16 channels out
 		{5, 256, 192, 8, 8, true}, // one block, its three groups of 64 channels out on two threads
 	} {
-		x, w, b := c.inputs(s, nil)
-		var ref []float32
-		for i := range 2 * len(isas) {
-			isa, threads := isas[i/2], 1+i%2
-			vectorISA(isa.limit)
-			if err := SetNumThreads(threads); err != nil {
-				t.Fatal(err)
-			}
-			all, err := s.Contiguous(s.Narrow(s.Conv2d(x, w, b, pad1), 0, 3, 1)).Float32s()
-			if err != nil {
-				t.Fatal(err)
-			}
-			alone, err := s.Contiguous(s.Conv2d(s.Narrow(x, 0, 3, 1), w, b, pad1)).Float32s()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if ref == nil {
-				ref = all
-			}
-			for i := range all {
-				if all[i] != alone[i] || all[i] != ref[i] {
-					t.Fatalf("%+v, %s, %d threads, value %d: %v in the batch, %v alone, %v with %s on one thread",
-						c, isa.name, threads, i, all[i], alone[i], ref[i], isas[0].name)
-				}
-			}
-		}
+		x, w, b := c.inputs(in, nil)
+		testImagesAlone(t, isas, func(s *Scope, n int64) *Tensor { return s.Conv2d(s.Narrow(x, 0, 0, n), w, b, pad1) })
 	}
 }
 

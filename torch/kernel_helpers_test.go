@@ -1,0 +1,153 @@
+package torch
+
+import (
+	"math"
+	"testing"
+)
+
+// relativeL2 is ||got - want|| / ||want|| and the largest |got - want|.
+func relativeL2(got, want []float64) (rel, largest float64) {
+	var d2, w2 float64
+	for i := range want {
+		d := math.Abs(got[i] - want[i])
+		d2 += d * d
+		w2 += want[i] * want[i]
+		largest = math.Max(largest, d)
+	}
+	return math.Sqrt(d2 / w2), largest
+}
+
+// kernelUse is a call that should (kernel) or should not run a shim kernel.
+type kernelUse struct {
+	name   string
+	kernel bool
+	call   func(s *Scope) *Tensor
+}
+
+// testKernelUse runs each call in a subtest and checks that the profile
+// has op exactly when the call's kernel is true.
+func testKernelUse(t *testing.T, op string, uses []kernelUse) {
+	t.Helper()
+	for _, u := range uses {
+		t.Run(u.name, func(t *testing.T) {
+			s := opScope(t, NoGrad)
+			var y *Tensor
+			stats := profileOf(t, func() { y = u.call(s) })
+			if err := s.Err(); err != nil {
+				t.Fatal(err)
+			}
+			if y == nil {
+				t.Fatal("no output")
+			}
+			if _, ok := stats[op]; ok != u.kernel {
+				t.Errorf("the profile has %s %v; want %v", op, ok, u.kernel)
+			}
+		})
+	}
+}
+
+// testImagesAlone checks that first(s, n), an op on the first n images of
+// a batch of five, gives the first three images' values to the bit with n
+// = 5 as with n = 3, on one thread as on two, with each of the vector
+// widths isas (none: the CPU's own): what a server needs for the same
+// images whatever shares their forward, and machines of either kind.
+func testImagesAlone(t *testing.T, isas []vectorWidth, first func(s *Scope, n int64) *Tensor) {
+	t.Helper()
+	before := NumThreads()
+	defer SetNumThreads(before)
+	defer vectorISA(vectorsAVX512)
+	if len(isas) == 0 {
+		isas = []vectorWidth{{"this CPU's", -1}}
+	}
+	s := opScope(t, NoGrad)
+	var ref []float32
+	for i := range 2 * len(isas) {
+		isa, threads := isas[i/2], 1+i%2
+		vectorISA(isa.limit)
+		if err := SetNumThreads(threads); err != nil {
+			t.Fatal(err)
+		}
+		all, err := s.Contiguous(s.Narrow(first(s, 5), 0, 0, 3)).Float32s()
+		if err != nil {
+			t.Fatal(err)
+		}
+		alone, err := s.Contiguous(first(s, 3)).Float32s()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ref == nil {
+			ref = all
+		}
+		for i := range all {
+			if all[i] != alone[i] || all[i] != ref[i] {
+				t.Fatalf("%s vectors, %d threads, value %d: %v in the batch, %v alone, %v with %s vectors on one thread",
+					isa.name, threads, i, all[i], alone[i], ref[i], isas[0].name)
+			}
+		}
+	}
+}
+
+// convUses are the calls of a shim convolution kernel that runs x, w, b
+// with options o: those it takes (without grad, without bias, in inference
+// mode) and those it leaves to libtorch's convolution (the kernel off by
+// set, an NCHW input, stride 2, two groups, 24 output channels, no input
+// channels, float64, bf16 autocast, an input that needs gradients, weights
+// made in inference mode), for a test to add its own to.
+func convUses(t *testing.T, x, w, b *Tensor, o Conv2dOptions, set func(on bool) bool) []kernelUse {
+	with := func(f func(o *Conv2dOptions)) Conv2dOptions {
+		c := o
+		f(&c)
+		return c
+	}
+	return []kernelUse{
+		{"no grad", true, func(s *Scope) *Tensor { return s.Conv2d(x, w, b, o) }},
+		{"without bias", true, func(s *Scope) *Tensor { return s.Conv2d(x, w, nil, o) }},
+		{"inference mode", true, func(s *Scope) *Tensor {
+			is := NewScope(Inference)
+			defer is.Close()
+			return adopted(s, is.Conv2d(x, w, b, o))
+		}},
+		{"kernel off", false, func(s *Scope) *Tensor {
+			defer set(set(false))
+			return s.Conv2d(x, w, b, o)
+		}},
+		{"NCHW input", false, func(s *Scope) *Tensor { return s.Conv2d(s.Contiguous(x), w, b, o) }},
+		{"stride 2", false, func(s *Scope) *Tensor {
+			return s.Conv2d(x, w, b, with(func(o *Conv2dOptions) { o.Stride = [2]int64{2, 2} }))
+		}},
+		{"two groups", false, func(s *Scope) *Tensor {
+			return s.Conv2d(x, s.Narrow(w, 1, 0, w.Shape()[1]/2), b, with(func(o *Conv2dOptions) { o.Groups = 2 }))
+		}},
+		{"24 output channels", false, func(s *Scope) *Tensor {
+			return s.Conv2d(x, s.Narrow(w, 0, 0, 24), s.Narrow(b, 0, 0, 24), o)
+		}},
+		{"no input channels", false, func(s *Scope) *Tensor {
+			return s.Conv2d(s.Narrow(x, 1, 0, 0), s.Narrow(w, 1, 0, 0), b, o)
+		}},
+		{"float64", false, func(s *Scope) *Tensor {
+			return s.Conv2d(s.ToDType(x, Float64), s.ToDType(w, Float64), s.ToDType(b, Float64), o)
+		}},
+		{"bf16 autocast", false, func(s *Scope) *Tensor {
+			as, err := NewAutocastScope(NoGrad, BFloat16)
+			if err != nil {
+				t.Skip(err)
+			}
+			defer as.Close()
+			return adopted(s, as.Conv2d(x, w, b, o))
+		}},
+		{"input needs gradients", false, func(s *Scope) *Tensor {
+			gs := NewScope(Grad)
+			defer gs.Close()
+			xg := gs.Clone(x)
+			if err := xg.SetRequiresGrad(true); err != nil {
+				t.Fatal(err)
+			}
+			return adopted(s, gs.Conv2d(xg, w, b, o))
+		}},
+		{"weights made in inference mode", false, func(s *Scope) *Tensor {
+			is := NewScope(Inference)
+			defer is.Close()
+			return adopted(s, is.Conv2d(x, is.Clone(w), b, o))
+		}},
+	}
+}
