@@ -1,9 +1,9 @@
 // lanes.h: vectors of L floats (GCC's vector extensions) for the shim's
-// hand-vectorised CPU kernels (winograd_conv.cpp, pointwise_conv.cpp). A kernel
-// is written once as a template over L and compiled for AVX-512 (L = 16)
-// and AVX2 (L = 8) in functions with those targets, chosen at run time by
-// vector_isa(); each lane computes what the lanes of the other width
-// compute, so the two give the same bits.
+// hand-vectorised CPU kernels (winograd_conv.cpp, pointwise_conv.cpp,
+// narrow_conv.cpp). A kernel is written once as a template over L and
+// compiled for AVX-512 (L = 16) and AVX2 (L = 8) in functions with those
+// targets, chosen at run time by vector_isa(); each lane computes what the
+// lanes of the other width compute, so the two give the same bits.
 #pragma once
 
 #include <cstdint>

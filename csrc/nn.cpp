@@ -71,7 +71,7 @@ bool residual_fits(const at::Tensor& res, const at::Tensor& x, int64_t up, const
 }
 
 // The convolution of x upsampled by up (nearest neighbour), plus res when
-// defined. The shim's Winograd or 1x1 kernel where kernels names it, it
+// defined. The shim's Winograd, 1x1 or narrow kernel where kernels names it, it
 // takes the convolution and the weight's form fits in the weight cache: the
 // Winograd kernel reads the upsampled map from x, and each adds res in its
 // last pass where it fits (after it otherwise). Else the upsampled map is
@@ -96,6 +96,11 @@ at::Tensor conv2d(ddpm_mode mode, const at::Tensor& x, int64_t up, const at::Ten
     added = residual_fits(res, in, 1, w);
     y = ddpm::pointwise_conv(in, w, bias, added ? res : none);
   }
+  if (!y.defined() && (kernels & DDPM_CONV_NARROW) != 0 &&
+      ddpm::narrow_conv_takes(in, w, bias, stride, padding, dilation, groups)) {
+    added = false;
+    y = ddpm::narrow_conv(in, w, bias);
+  }
   if (!y.defined()) {
     added = false;
     y = plain_conv2d(mode, in, w, bias, stride, padding, dilation, groups);
@@ -108,12 +113,13 @@ at::Tensor conv2d(ddpm_mode mode, const at::Tensor& x, int64_t up, const at::Ten
 namespace ddpm {
 
 bool vector_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const int64_t* stride,
-                       const int64_t* padding, const int64_t* dilation, int64_t groups, int64_t kernel, int64_t pad) {
+                       const int64_t* padding, const int64_t* dilation, int64_t groups, int64_t kernel, int64_t pad,
+                       bool sixteens) {
   const auto float_cpu = [](const at::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == at::kFloat; };
   return vector_isa() != DDPM_VECTORS_NONE && !at::autocast::is_cpu_enabled() && float_cpu(x) && x.dim() == 4 &&
          !(at::GradMode::is_enabled() && x.requires_grad()) && weight_cacheable(w) && w.dim() == 4 &&
          w.size(2) == kernel && w.size(3) == kernel && groups == 1 && x.size(1) == w.size(1) && x.size(1) > 0 &&
-         w.size(0) > 0 && w.size(0) % 16 == 0 &&
+         w.size(0) > 0 && (!sixteens || w.size(0) % 16 == 0) &&
          (!bias.defined() ||
           (weight_cacheable(bias) && bias.dim() == 1 && bias.size(0) == w.size(0) && bias.is_contiguous())) &&
          stride[0] == 1 && stride[1] == 1 && padding[0] == pad && padding[1] == pad && dilation[0] == 1 &&

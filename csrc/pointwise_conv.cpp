@@ -97,7 +97,7 @@ namespace ddpm {
 
 bool pointwise_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const int64_t* stride,
                           const int64_t* padding, const int64_t* dilation, int64_t groups) {
-  return vector_conv_takes(x, w, bias, stride, padding, dilation, groups, 1, 0);
+  return vector_conv_takes(x, w, bias, stride, padding, dilation, groups, 1, 0, true);
 }
 
 at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& res) {

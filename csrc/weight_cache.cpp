@@ -1,7 +1,8 @@
 // weight_cache.cpp: forms of float32 CPU weights derived once and kept
 // while the weight lives unchanged, for calls without autograd: bfloat16
 // copies for bf16 autocast, Winograd transforms for 3x3 convolutions
-// (winograd_conv.cpp), transposes for 1x1 convolutions (pointwise_conv.cpp).
+// (winograd_conv.cpp), transposes for 1x1 convolutions (pointwise_conv.cpp)
+// and the taps of 3x3 ones into few channels (narrow_conv.cpp).
 //
 // Autocast casts a convolution's or linear layer's float32 weight and bias
 // to bfloat16 at every call; libtorch keeps those casts only for leaves that

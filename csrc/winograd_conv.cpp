@@ -218,7 +218,7 @@ namespace ddpm {
 
 bool winograd_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const int64_t* stride,
                          const int64_t* padding, const int64_t* dilation, int64_t groups) {
-  return vector_conv_takes(x, w, bias, stride, padding, dilation, groups, 3, 1) && x.size(1) % 16 == 0;
+  return vector_conv_takes(x, w, bias, stride, padding, dilation, groups, 3, 1, true) && x.size(1) % 16 == 0;
 }
 
 at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& res,

@@ -57,3 +57,24 @@ func benchConvShapes(b *testing.B, set func(on bool) bool, runs [][2]int, shapes
 		}
 	}
 }
+
+// BenchmarkNarrowConvShapes times 3x3 convolutions into few channels: the
+// small preset's last (32 channels into 1 at 32x32) and the cifar10
+// preset's (128 into 3), as benchConvShapes does.
+//
+//	go test ./torch -run '^$' -bench NarrowConvShapes
+func BenchmarkNarrowConvShapes(b *testing.B) {
+	var shapes []convShape
+	for _, c := range [][3]int64{{32, 1, 32}, {128, 3, 32}} {
+		ic, oc, hw := c[0], c[1], c[2]
+		shapes = append(shapes, convShape{
+			name: fmt.Sprintf("x%dx%dx%d-to-%d", ic, hw, hw, oc),
+			inputs: func(s *Scope, batch int64) (x, w, b *Tensor) {
+				return narrowInputs(s, batch, ic, oc, hw, hw, true)
+			},
+			o:     pad1,
+			flops: func(batch int64) float64 { return 2 * 9 * float64(batch*ic*oc*hw*hw) },
+		})
+	}
+	benchConvShapes(b, SetNarrowConv, [][2]int{{8, 1}, {1, 2}}, shapes, "GFLOP/s")
+}

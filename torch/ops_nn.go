@@ -56,14 +56,16 @@ type Conv2dOptions struct {
 
 // Conv2d convolves x (N, C, H, W) with w (O, C/groups, kH, kW); bias may be nil.
 // Without autograd or autocast on a CPU with AVX-512 or AVX2, on a float32
-// channels-last x, two kernels of the shim run the convolutions they take:
+// channels-last x, three kernels of the shim run the convolutions they take:
 // a 3x3 convolution with stride 1 and padding 1 whose channels in and out
 // are multiples of 16 runs the Winograd kernel (csrc/winograd_conv.cpp,
 // SetWinogradConv): 0.14-0.52 of libtorch's time on the small preset's
 // shapes, up to 1.5e-6 relative L2 error against a float64 convolution
 // where libtorch's is up to 6e-7; a 1x1 convolution with stride 1 and no
 // padding whose channels out are a multiple of 16 runs as one matrix
-// product (csrc/pointwise_conv.cpp, SetPointwiseConv).
+// product (csrc/pointwise_conv.cpp, SetPointwiseConv); a 3x3 convolution
+// with stride 1 and padding 1 from channels in sixteens into 1 to 8
+// channels runs directly (csrc/narrow_conv.cpp, SetNarrowConv).
 func (s *Scope) Conv2d(x, w, bias *Tensor, o Conv2dOptions) *Tensor {
 	if !s.ready("conv2d", x, w) || !s.readyOptional("conv2d", bias) || !s.readyOptional("conv2d", o.Residual) {
 		return nil
@@ -90,16 +92,19 @@ func (s *Scope) Conv2d(x, w, bias *Tensor, o Conv2dOptions) *Tensor {
 	if !pointwiseConvOff.Load() {
 		kernels |= C.DDPM_CONV_POINTWISE
 	}
+	if !narrowConvOff.Load() {
+		kernels |= C.DDPM_CONV_NARROW
+	}
 	var out C.ddpm_tensor
 	e := C.ddpm_conv2d(s.mode, x.h, C.int64_t(up), w.h, opt(bias), opt(o.Residual), (*C.int64_t)(&stride[0]),
 		(*C.int64_t)(&pad[0]), (*C.int64_t)(&dil[0]), C.int64_t(groups), kernels, &out)
 	return s.wrap("conv2d", e, out, x, w, bias, o.Residual)
 }
 
-// winogradConvOff and pointwiseConvOff say whether Conv2d leaves the
-// convolutions of the shim's Winograd and 1x1 kernels to libtorch
-// (SetWinogradConv, SetPointwiseConv).
-var winogradConvOff, pointwiseConvOff atomic.Bool
+// winogradConvOff, pointwiseConvOff and narrowConvOff say whether Conv2d
+// leaves the convolutions of the shim's Winograd, 1x1 and narrow kernels to
+// libtorch (SetWinogradConv, SetPointwiseConv, SetNarrowConv).
+var winogradConvOff, pointwiseConvOff, narrowConvOff atomic.Bool
 
 // SetWinogradConv chooses between the shim's Winograd kernel for the 3x3
 // convolutions it takes (on, the default; see Conv2d) and libtorch's
@@ -113,9 +118,15 @@ func SetWinogradConv(on bool) bool { return !winogradConvOff.Swap(!on) }
 // choice. libtorch's gives PyTorch's values to the last bit.
 func SetPointwiseConv(on bool) bool { return !pointwiseConvOff.Swap(!on) }
 
+// SetNarrowConv chooses between the shim's kernel for the 3x3
+// convolutions into 1 to 8 channels it takes (on, the default; see Conv2d)
+// and libtorch's convolution for all of them from then on, and returns the
+// previous choice. libtorch's gives PyTorch's values to the last bit.
+func SetNarrowConv(on bool) bool { return !narrowConvOff.Swap(!on) }
+
 // WinogradConvSupported says whether this build and CPU have the Winograd
-// kernel, and the 1x1 kernel with it (x86-64 with AVX-512, or AVX2 and
-// FMA).
+// kernel, and the 1x1 and narrow kernels with it (x86-64 with AVX-512, or
+// AVX2 and FMA).
 func WinogradConvSupported() bool { return vectorISA(-1) != C.DDPM_VECTORS_NONE }
 
 // vectorISA limits the vectors of the shim's hand-vectorised kernels (the

@@ -79,6 +79,9 @@ func TestPointwiseConvOnlyWhereItTakes(t *testing.T) {
 	x, w, b := pointwiseCase{2, 16, 32, 8, 8, true}.inputs(in, nil)
 	testKernelUse(t, "ddpm::pointwise_conv", append(convUses(t, x, w, b, Conv2dOptions{}, SetPointwiseConv),
 		kernelUse{"padding 1", false, func(s *Scope) *Tensor { return s.Conv2d(x, w, b, pad1) }},
+		kernelUse{"24 output channels", false, func(s *Scope) *Tensor {
+			return s.Conv2d(x, s.Narrow(w, 0, 0, 24), s.Narrow(b, 0, 0, 24), Conv2dOptions{})
+		}},
 		kernelUse{"3x3 kernel", false, func(s *Scope) *Tensor {
 			return s.Conv2d(x, s.Randn([]int64{32, 16, 3, 3}, Float32, CPU, nil), b, pad1)
 		}},

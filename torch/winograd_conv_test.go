@@ -123,6 +123,9 @@ func TestWinogradConvOnlyWhereItTakes(t *testing.T) {
 	x, w, b := winogradCase{2, 16, 32, 8, 8, true}.inputs(in, nil)
 	testKernelUse(t, "ddpm::winograd_conv", append(convUses(t, x, w, b, pad1, SetWinogradConv),
 		kernelUse{"padding 0", false, func(s *Scope) *Tensor { return s.Conv2d(x, w, b, Conv2dOptions{}) }},
+		kernelUse{"24 output channels", false, func(s *Scope) *Tensor {
+			return s.Conv2d(x, s.Narrow(w, 0, 0, 24), s.Narrow(b, 0, 0, 24), pad1)
+		}},
 		kernelUse{"dilation 2", false, func(s *Scope) *Tensor {
 			return s.Conv2d(x, w, b, Conv2dOptions{Padding: [2]int64{2, 2}, Dilation: [2]int64{2, 2}})
 		}},

@@ -65,6 +65,21 @@ func BenchmarkPointwiseConv(b *testing.B) {
 	})
 }
 
+// BenchmarkNarrowConv compares the shim's kernel for 3x3 convolutions into
+// few channels (the U-Net's last) with libtorch's convolution
+// (torch.SetNarrowConv) in the same way, in float32 (skipped on a CPU
+// without AVX-512 or AVX2).
+//
+//	go test ./diffusion/unet/ -run '^$' -bench NarrowConv -benchtime 1x
+func BenchmarkNarrowConv(b *testing.B) {
+	if !torch.WinogradConvSupported() {
+		b.Skip("the narrow kernel needs an x86-64 CPU with AVX-512 or AVX2")
+	}
+	compareKernels(b, torch.SetNarrowConv, []kernelCase{
+		{8, 1, diffusion.Float32}, {1, 2, diffusion.Float32}, {64, 2, diffusion.Float32},
+	})
+}
+
 // compareKernels times each case's forward with the kernel that set turns
 // on and off, taking turns, and reports their medians and ratio.
 func compareKernels(b *testing.B, set func(on bool) bool, cases []kernelCase) {
