@@ -20,7 +20,7 @@ func narrowInputs(s *Scope, n, ic, oc, h, w int64, bias bool) (x, wt, b *Tensor)
 // The narrow kernel against libtorch's convolution in float64: each of 1
 // to 8 output channels, 16 to 128 input channels, maps down to 1x1 and of
 // odd sizes (pixels in groups and alone), with and without bias, on both
-// vector widths. Measured: relative L2 error 4e-8 to 1.3e-7.
+// vector widths. Measured: relative L2 error 2.3e-8 to 1.5e-7.
 func TestNarrowConv(t *testing.T) {
 	for _, isa := range vectorISAs(t) {
 		t.Run(isa.name, func(t *testing.T) {
@@ -43,6 +43,7 @@ func TestNarrowConv(t *testing.T) {
 					if !(rel < 1e-6) {
 						t.Errorf("%d channels out, %+v: relative L2 error %.2g, want under 1e-6", oc, c, rel)
 					}
+					t.Logf("%d channels out, %+v: relative L2 error %.2g", oc, c, rel)
 				}
 			}
 		})
