@@ -2,6 +2,7 @@ package torch
 
 import (
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -147,4 +148,40 @@ func convUses(t *testing.T, x, w, b *Tensor, o Conv2dOptions, set func(on bool) 
 			return adopted(s, is.Conv2d(x, is.Clone(w), b, o))
 		}},
 	}
+}
+
+// forEachWidth runs f in a subtest for each vector width this CPU runs,
+// the kernels held to it, and restores the widest after.
+func forEachWidth(t *testing.T, f func(t *testing.T)) {
+	for _, isa := range vectorISAs(t) {
+		t.Run(isa.name, func(t *testing.T) {
+			vectorISA(isa.limit)
+			defer vectorISA(vectorsAVX512)
+			if got := vectorISA(-1); got != isa.limit {
+				t.Fatalf("the kernels run vectors %d, want %d", got, isa.limit)
+			}
+			f(t)
+		})
+	}
+}
+
+// convAgainstFloat64 convolves x, w, b with o, checks that the shim's
+// kernel op ran and gave float32 of the reference's shape, and returns its
+// relative L2 and largest error against libtorch's convolution in float64
+// (which no kernel of the shim runs), logged.
+func convAgainstFloat64(t *testing.T, op string, x, w, b *Tensor, o Conv2dOptions) (rel, largest float64) {
+	t.Helper()
+	s := opScope(t, NoGrad)
+	var got *Tensor
+	stats := profileOf(t, func() { got = s.Conv2d(x, w, b, o) })
+	if _, ok := stats[op]; !ok {
+		t.Fatalf("the profile has no %s: %v", op, stats)
+	}
+	want := s.Conv2d(float64Of(s, x), float64Of(s, w), float64Of(s, b), o)
+	if m, err := got.Meta(); err != nil || m.DType != Float32 || !slices.Equal(m.Shape, want.Shape()) {
+		t.Fatalf("output %+v (%v), want float32 of shape %v", m, err, want.Shape())
+	}
+	rel, largest = relativeL2(opValues(t, s.Contiguous(got)), opValues(t, s.Contiguous(want)))
+	t.Logf("%v into %v: relative L2 error %.2g, largest %.2g", x.Shape(), w.Shape(), rel, largest)
+	return rel, largest
 }

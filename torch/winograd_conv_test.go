@@ -2,7 +2,6 @@ package torch
 
 import (
 	"bytes"
-	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -48,18 +47,7 @@ func skipWithoutVectors(t *testing.T) {
 // maps that are and are not multiples of the 4x4 tiles (down to 1x1), with
 // and without bias, on the sizes of the small preset. Measured: relative L2
 // error 3e-7 to 1.5e-6, largest error 5e-7 to 3.2e-5 of values about 1.
-func TestWinogradConv(t *testing.T) {
-	for _, isa := range vectorISAs(t) {
-		t.Run(isa.name, func(t *testing.T) {
-			vectorISA(isa.limit)
-			defer vectorISA(vectorsAVX512)
-			if got := vectorISA(-1); got != isa.limit {
-				t.Fatalf("the kernel runs vectors %d, want %d", got, isa.limit)
-			}
-			testWinogradConv(t)
-		})
-	}
-}
+func TestWinogradConv(t *testing.T) { forEachWidth(t, testWinogradConv) }
 
 // vectorWidth is a vector width of the shim's kernels and the limit that
 // chooses it (vectorISA).
@@ -92,25 +80,10 @@ func testWinogradConv(t *testing.T) {
 		{2, 96, 64, 16, 16, true},
 		{1, 64, 128, 4, 4, true},
 	} {
-		t.Run(fmt.Sprintf("%dx%dx%dx%d to %d bias %v", c.n, c.ic, c.h, c.w, c.oc, c.bias), func(t *testing.T) {
-			s := opScope(t, NoGrad)
-			x, w, b := c.inputs(s, g)
-			var got *Tensor
-			stats := profileOf(t, func() { got = s.Conv2d(x, w, b, pad1) })
-			if _, ok := stats["ddpm::winograd_conv"]; !ok {
-				t.Fatalf("the profile has no ddpm::winograd_conv: %v", stats)
-			}
-			want := s.Conv2d(float64Of(s, x), float64Of(s, w), float64Of(s, b), pad1)
-			if m, err := got.Meta(); err != nil || m.DType != Float32 || len(m.Shape) != 4 || m.Shape[1] != c.oc ||
-				m.Shape[2] != c.h || m.Shape[3] != c.w {
-				t.Fatalf("output meta %+v (%v): want float32 %d x %d x %d x %d", m, err, c.n, c.oc, c.h, c.w)
-			}
-			rel, dmax := relativeL2(opValues(t, s.Contiguous(got)), opValues(t, s.Contiguous(want)))
-			if !(rel < 1e-5) || !(dmax < 1e-3) {
-				t.Errorf("relative L2 error %.2g, largest %.2g; want under 1e-5 and 1e-3", rel, dmax)
-			}
-			t.Logf("relative L2 error %.2g, largest %.2g", rel, dmax)
-		})
+		x, w, b := c.inputs(opScope(t, NoGrad), g)
+		if rel, largest := convAgainstFloat64(t, "ddpm::winograd_conv", x, w, b, pad1); !(rel < 1e-5) || !(largest < 1e-3) {
+			t.Errorf("%+v: relative L2 error %.2g, largest %.2g; want under 1e-5 and 1e-3", c, rel, largest)
+		}
 	}
 }
 
