@@ -185,3 +185,17 @@ func convAgainstFloat64(t *testing.T, op string, x, w, b *Tensor, o Conv2dOption
 	t.Logf("%v into %v: relative L2 error %.2g, largest %.2g", x.Shape(), w.Shape(), rel, largest)
 	return rel, largest
 }
+
+// ConvKernelVectors names the widest vectors the limit leaves, and none
+// where the kernels do not run.
+func TestConvKernelVectors(t *testing.T) {
+	defer vectorISA(vectorsAVX512)
+	want := map[int]string{vectorsAVX512: "avx512", vectorsAVX2: "avx2", 0: ""}
+	widest := vectorISA(-1)
+	for _, limit := range []int{vectorsAVX512, vectorsAVX2, 0} {
+		vectorISA(limit)
+		if got := ConvKernelVectors(); got != want[min(limit, widest)] {
+			t.Errorf("vectors limited to %d on a CPU of %d: %q, want %q", limit, widest, got, want[min(limit, widest)])
+		}
+	}
+}

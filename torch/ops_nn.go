@@ -129,6 +129,19 @@ func SetNarrowConv(on bool) bool { return !narrowConvOff.Swap(!on) }
 // AVX2 and FMA).
 func WinogradConvSupported() bool { return vectorISA(-1) != C.DDPM_VECTORS_NONE }
 
+// ConvKernelVectors names the vectors the shim's convolution kernels
+// (Winograd, 1x1, narrow; see Conv2d) use on this CPU and build: "avx512",
+// "avx2", or "" where they do not run and libtorch's convolutions do.
+func ConvKernelVectors() string {
+	switch vectorISA(-1) {
+	case vectorsAVX512:
+		return "avx512"
+	case vectorsAVX2:
+		return "avx2"
+	}
+	return ""
+}
+
 // vectorISA limits the vectors of the shim's hand-vectorised kernels (the
 // Winograd convolution, the GroupNorm kernel) to limit (one of the shim's
 // DDPM_VECTORS_ values; -1 leaves them) and returns what they use then: the

@@ -230,7 +230,10 @@ func TestVersion(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	want := []string{"libtorch  " + torch.Version(), "cuda ", "threads   "}
+	want := []string{"libtorch  " + torch.Version(), "cuda ", "threads   ", "kernels   "}
+	if v := torch.ConvKernelVectors(); v != "" {
+		want = append(want, "kernels   "+v+" ")
+	}
 	if blas := torch.BLAS(); blas != "" {
 		want = append(want, "blas      "+blas+"\n")
 	}

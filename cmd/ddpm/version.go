@@ -9,7 +9,7 @@ import (
 
 var versionCommand = &cli.Command{
 	Name:  "version",
-	Usage: "print the versions of ddpm, libtorch and the BLAS, CUDA availability and threads",
+	Usage: "print the versions of ddpm, libtorch and the BLAS, CUDA availability, the shim's kernels and threads",
 	Action: func(c *cli.Context) error {
 		w := c.App.Writer
 		fmt.Fprintf(w, "ddpm      %s\n", version)
@@ -21,6 +21,11 @@ var versionCommand = &cli.Command{
 		}
 		if blas := torch.BLAS(); blas != "" {
 			fmt.Fprintf(w, "blas      %s\n", blas)
+		}
+		if v := torch.ConvKernelVectors(); v != "" {
+			fmt.Fprintf(w, "kernels   %s (the shim's Winograd, 1x1 and narrow convolutions in float32 sampling)\n", v)
+		} else {
+			fmt.Fprintf(w, "kernels   none (no AVX-512 or AVX2 here: libtorch's convolutions)\n")
 		}
 		threads := torch.NumThreads()
 		if n := torch.DefaultThreads(); n > 0 {
