@@ -132,8 +132,9 @@ ddpm_error ddpm_cpu_cache_trim(int64_t idle_ms, int64_t* freed);
 
 /* Forms the shim derives from float32 CPU weights and keeps while they live
  * unchanged, for calls without autograd: bfloat16 copies under bf16
- * autocast, Winograd transforms of 3x3 convolutions (see
- * csrc/weight_cache.cpp). bytes counts those being made too. */
+ * autocast, and the forms ddpm_conv2d's kernels take (Winograd transforms,
+ * 1x1 transposes, reordered taps; see csrc/weight_cache.cpp). bytes counts
+ * those being made too. */
 typedef struct {
   int64_t bytes;       /* held by the forms */
   int64_t forms;       /* forms kept (live weights' and, until swept, dead ones') */
@@ -346,9 +347,9 @@ ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, int64_t upsample,
                        const int64_t* dilation, int64_t groups,
                        int32_t kernels, ddpm_tensor* out);
 /* The vectors the shim's hand-vectorised CPU kernels (ddpm_conv2d's
- * Winograd, 1x1 and narrow kernels) use on this CPU and build, after limiting them
- * to limit when limit >= 0 (tests run the AVX2 kernels on AVX-512 CPUs this
- * way): one of the values below. */
+ * Winograd, 1x1 and narrow kernels) use on this CPU and build, after
+ * limiting them to limit when limit >= 0 (tests run the AVX2 kernels on
+ * AVX-512 CPUs this way): one of the values below. */
 #define DDPM_VECTORS_NONE 0
 #define DDPM_VECTORS_AVX2 1
 #define DDPM_VECTORS_AVX512 2

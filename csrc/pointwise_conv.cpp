@@ -66,15 +66,13 @@ DDPM_INLINE void pointwise_block(const float* x, const float* WT, const float* b
       std::memcpy(y + (p0 + whole + r) * OC + oc0, M + r * ddpm::kGemmColumns, cols * sizeof(float));
   }
   using V = ddpm::Lanes<L>;
-  for (int64_t r = 0; bias != nullptr && r < rows; r++)
-    for (int64_t c = 0; c < cols; c += L) {
-      float* out = y + (p0 + r) * OC + oc0 + c;
-      V::store(out, V::load(out) + V::load(bias + oc0 + c));
-    }
-  for (int64_t r = 0; res != nullptr && r < rows; r++)
+  for (int64_t r = 0; (bias != nullptr || res != nullptr) && r < rows; r++)
     for (int64_t c = 0; c < cols; c += L) {
       const int64_t at = (p0 + r) * OC + oc0 + c;
-      V::store(y + at, V::load(y + at) + V::load(res + at));
+      typename V::vec v = V::load(y + at);
+      if (bias != nullptr) v = v + V::load(bias + oc0 + c);
+      if (res != nullptr) v = v + V::load(res + at);
+      V::store(y + at, v);
     }
 }
 
