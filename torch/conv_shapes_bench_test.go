@@ -70,7 +70,7 @@ func BenchmarkNarrowConvShapes(b *testing.B) {
 		shapes = append(shapes, convShape{
 			name: fmt.Sprintf("x%dx%dx%d-to-%d", ic, hw, hw, oc),
 			inputs: func(s *Scope, batch int64) (x, w, b *Tensor) {
-				return narrowInputs(s, batch, ic, oc, hw, hw, true)
+				return narrowInputs(s, nil, batch, ic, oc, hw, hw, true)
 			},
 			o:     pad1,
 			flops: func(batch int64) float64 { return 2 * 9 * float64(batch*ic*oc*hw*hw) },

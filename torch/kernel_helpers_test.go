@@ -167,8 +167,12 @@ func forEachWidth(t *testing.T, f func(t *testing.T)) {
 
 // convAgainstFloat64 convolves x, w, b with o, checks that the shim's
 // kernel op ran and gave float32 of the reference's shape, and returns its
-// relative L2 and largest error against libtorch's convolution in float64
-// (which no kernel of the shim runs), logged.
+// error against libtorch's convolution in float64 (which no kernel of the
+// shim runs), logged: the L2 norm of the error over that of |x| convolved
+// with |w| plus |b|, the size of the terms each output sums (the scale
+// floating-point summation's error bound takes: an output whose terms
+// nearly cancel, as one of a few terms can, is no reason for a larger
+// error), and the largest error.
 func convAgainstFloat64(t *testing.T, op string, x, w, b *Tensor, o Conv2dOptions) (rel, largest float64) {
 	t.Helper()
 	s := opScope(t, NoGrad)
@@ -181,8 +185,21 @@ func convAgainstFloat64(t *testing.T, op string, x, w, b *Tensor, o Conv2dOption
 	if m, err := got.Meta(); err != nil || m.DType != Float32 || !slices.Equal(m.Shape, want.Shape()) {
 		t.Fatalf("output %+v (%v), want float32 of shape %v", m, err, want.Shape())
 	}
-	rel, largest = relativeL2(opValues(t, s.Contiguous(got)), opValues(t, s.Contiguous(want)))
-	t.Logf("%v into %v: relative L2 error %.2g, largest %.2g", x.Shape(), w.Shape(), rel, largest)
+	var absB *Tensor
+	if b != nil {
+		absB = s.Abs(float64Of(s, b))
+	}
+	size := opValues(t, s.Contiguous(s.Conv2d(s.Abs(float64Of(s, x)), s.Abs(float64Of(s, w)), absB, o)))
+	g, wv := opValues(t, s.Contiguous(got)), opValues(t, s.Contiguous(want))
+	var d2, s2 float64
+	for i := range wv {
+		d := math.Abs(g[i] - wv[i])
+		d2 += d * d
+		s2 += size[i] * size[i]
+		largest = math.Max(largest, d)
+	}
+	rel = math.Sqrt(d2 / s2)
+	t.Logf("%v into %v: error %.2g of the terms' size (L2), largest %.2g", x.Shape(), w.Shape(), rel, largest)
 	return rel, largest
 }
 
