@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"image/png"
 	"io"
 	"math"
 	"net/http"
@@ -244,7 +243,7 @@ func encodeJSON(imgs *pipeline.Images, format string) (*generationResponse, erro
 			d.Shape = []int64{int64(imgs.C), int64(imgs.H), int64(imgs.W)}
 		default:
 			var buf bytes.Buffer
-			if err := png.Encode(&buf, imgs.Image(i)); err != nil {
+			if err := encodePNG(&buf, imgs.Image(i)); err != nil {
 				return nil, err
 			}
 			d.B64PNG = base64.StdEncoding.EncodeToString(buf.Bytes())
@@ -272,7 +271,7 @@ func (h *Handler) writeRaw(w http.ResponseWriter, m Model, seed uint64, imgs *pi
 			img, err = imgs.Grid(cols, 2)
 		}
 		if err == nil {
-			err = png.Encode(&buf, img)
+			err = encodePNG(&buf, img)
 		}
 	}
 	if err != nil {
