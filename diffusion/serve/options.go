@@ -11,10 +11,14 @@ import (
 const (
 	// DefaultMaxBatch is the default number of model rows per forward.
 	// Measured on the small preset, one denoising forward on one thread (a
-	// worker's; bin/ddpm bench --threads 1, three rounds of the sizes in
-	// turn): batch 1 4.8-5.9 ms, 8 26-29 ms, 16 49-52 ms. Sixteen rows
-	// cost 3.1-3.2 ms each against 4.8-5.9 for one, while a step, which
-	// every request in the forward waits for, stays near 50 ms.
+	// worker's; bin/ddpm bench --threads 1): batch 1 3.9 ms, 8 16.1 ms, 16
+	// 32.0 ms, 32 56.2 ms. Sixteen rows cost 2.0 ms each against 3.9 for
+	// one, while a step, which every request in the forward waits for,
+	// stays near 30 ms. At 64 clients, two workers of 8 rows answered
+	// 43.2-45.7 images/s against 40.1-48.2 with 16 (bin/ddpm loadtest
+	// --clients 64 --max-batch 8 or 16, taking turns twice): no
+	// difference beyond the noise, and 16 takes a burst in fewer steps.
+	// (An earlier build: batch 1 4.8-5.9 ms, 8 26-29, 16 49-52.)
 	DefaultMaxBatch = 16
 	// DefaultWorkers is the default number of scheduler goroutines per
 	// model.
