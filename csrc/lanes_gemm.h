@@ -8,12 +8,16 @@
 
 #include "lanes.h"
 
-#if DDPM_LANES
-
 namespace ddpm {
 
 constexpr int64_t kGemmRows = 12;     // products take rows in multiples of this (every kernel's R divides it)
 constexpr int64_t kGemmColumns = 64;  // the most columns of B one call covers
+
+}  // namespace ddpm
+
+#if DDPM_LANES
+
+namespace ddpm {
 
 // C (R x L NV, row stride ldc) = A (R x K, row stride lda) B (K x L NV,
 // row stride ldb): R x NV vectors of sums held in registers.

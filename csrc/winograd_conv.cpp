@@ -47,12 +47,9 @@ using ddpm::divup;
 
 namespace {
 
-// Output channels a group of the products covers at once (kColumns below).
-constexpr int64_t kGroupColumns = 64;
-
 // The weight's transform U of w (OC, IC, 3, 3), computed in double, (G g
-// G^T)[i][j] for each (input, output) channel, in groups of kGroupColumns
-// output channels: the group of oc0 .. oc0 + width at U + 36 IC oc0, (36,
+// G^T)[i][j] for each (input, output) channel, in groups of the products'
+// kGemmColumns output channels: the group of oc0 .. oc0 + width at U + 36 IC oc0, (36,
 // IC, width) there, so that its products read their part of U in one piece
 // (as one (36, IC, OC) tensor, rows of OC, the products of 128 and 256
 // output channels took 1.06-1.2 times as long).
@@ -70,7 +67,7 @@ at::Tensor winograd_weight(const at::Tensor& w) {
       double t[6][3];  // G g
       for (int a = 0; a < 6; a++)
         for (int c = 0; c < 3; c++) t[a][c] = G[a][0] * k[c] + G[a][1] * k[3 + c] + G[a][2] * k[6 + c];
-      const int64_t oc0 = o / kGroupColumns * kGroupColumns, width = std::min(OC - oc0, kGroupColumns);
+      const int64_t oc0 = o / ddpm::kGemmColumns * ddpm::kGemmColumns, width = std::min(OC - oc0, ddpm::kGemmColumns);
       float* group = u + 36 * IC * oc0;
       for (int a = 0; a < 6; a++)
         for (int b = 0; b < 6; b++)
@@ -90,7 +87,6 @@ using ddpm::Lanes;
 // bits.
 constexpr int64_t kRows = ddpm::kGemmRows;        // a block's rows (tiles)
 constexpr int64_t kColumns = ddpm::kGemmColumns;  // output channels a block's products cover at once
-static_assert(kColumns == kGroupColumns, "U's groups are the products' columns");
 constexpr int64_t kThreadFlops = 10000000;  // the least work a thread takes, in the products' flops
 
 // The distance in floats between two of the 36 points' slices of a block's
