@@ -49,10 +49,10 @@ namespace {
 
 // The weight's transform U of w (OC, IC, 3, 3), computed in double, (G g
 // G^T)[i][j] for each (input, output) channel, in groups of the products'
-// kGemmColumns output channels: the group of oc0 .. oc0 + width at U + 36 IC oc0, (36,
-// IC, width) there, so that its products read their part of U in one piece
-// (as one (36, IC, OC) tensor, rows of OC, the products of 128 and 256
-// output channels took 1.06-1.2 times as long).
+// kGemmColumns output channels: the group of oc0 .. oc0 + width at U + 36
+// IC oc0, (36, IC, width) there, so that its products read their part of
+// U in one piece (as one (36, IC, OC) tensor, rows of OC, the products of
+// 128 and 256 output channels took 1.06-1.2 times as long).
 at::Tensor winograd_weight(const at::Tensor& w) {
   static const double G[6][3] = {{1. / 4, 0, 0},          {-1. / 6, -1. / 6, -1. / 6}, {-1. / 6, 1. / 6, -1. / 6},
                                  {1. / 24, 1. / 12, 1. / 6}, {1. / 24, -1. / 12, 1. / 6}, {0, 0, 1}};
