@@ -6,16 +6,17 @@ import (
 	"testing"
 )
 
-// relativeL2 is ||got - want|| / ||want|| and the largest |got - want|.
-func relativeL2(got, want []float64) (rel, largest float64) {
-	var d2, w2 float64
+// errorL2 is ||got - want|| / ||scale|| (scale want for the relative L2
+// error) and the largest |got - want|.
+func errorL2(got, want, scale []float64) (rel, largest float64) {
+	var d2, s2 float64
 	for i := range want {
 		d := math.Abs(got[i] - want[i])
 		d2 += d * d
-		w2 += want[i] * want[i]
+		s2 += scale[i] * scale[i]
 		largest = math.Max(largest, d)
 	}
-	return math.Sqrt(d2 / w2), largest
+	return math.Sqrt(d2 / s2), largest
 }
 
 // kernelUse is a call that should (kernel) or should not run a shim kernel.
@@ -190,15 +191,7 @@ func convAgainstFloat64(t *testing.T, op string, x, w, b *Tensor, o Conv2dOption
 		absB = s.Abs(float64Of(s, b))
 	}
 	size := opValues(t, s.Contiguous(s.Conv2d(s.Abs(float64Of(s, x)), s.Abs(float64Of(s, w)), absB, o)))
-	g, wv := opValues(t, s.Contiguous(got)), opValues(t, s.Contiguous(want))
-	var d2, s2 float64
-	for i := range wv {
-		d := math.Abs(g[i] - wv[i])
-		d2 += d * d
-		s2 += size[i] * size[i]
-		largest = math.Max(largest, d)
-	}
-	rel = math.Sqrt(d2 / s2)
+	rel, largest = errorL2(opValues(t, s.Contiguous(got)), opValues(t, s.Contiguous(want)), size)
 	t.Logf("%v into %v: error %.2g of the terms' size (L2), largest %.2g", x.Shape(), w.Shape(), rel, largest)
 	return rel, largest
 }
