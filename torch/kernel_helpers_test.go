@@ -19,6 +19,43 @@ func errorL2(got, want, scale []float64) (rel, largest float64) {
 	return math.Sqrt(d2 / s2), largest
 }
 
+// pad1 is the options of a 3x3 convolution that keeps the map's size.
+var pad1 = Conv2dOptions{Padding: [2]int64{1, 1}}
+
+// adopted moves y into s (out of the scope that made it).
+func adopted(s *Scope, y *Tensor) *Tensor {
+	s.Adopt(y)
+	return y
+}
+
+// skipWithoutVectors skips the test where the shim's convolution kernels
+// do not run.
+func skipWithoutVectors(t *testing.T) {
+	t.Helper()
+	if !WinogradConvSupported() {
+		t.Skip("the shim's vector kernels (Winograd, 1x1 and narrow convolutions) need an x86-64 CPU with AVX-512 or AVX2")
+	}
+}
+
+// vectorWidth is a vector width of the shim's kernels and the limit that
+// chooses it (vectorISA).
+type vectorWidth struct {
+	name  string
+	limit int
+}
+
+// vectorISAs are the kernels' vector widths this CPU runs, widest first;
+// the test skips where there are none.
+func vectorISAs(t *testing.T) []vectorWidth {
+	skipWithoutVectors(t)
+	all := []vectorWidth{{"avx512", vectorsAVX512}, {"avx2", vectorsAVX2}}
+	widest := vectorISA(-1)
+	for len(all) > 0 && all[0].limit > widest {
+		all = all[1:]
+	}
+	return all
+}
+
 // kernelUse is a call that should (kernel) or should not run a shim kernel.
 type kernelUse struct {
 	name   string

@@ -143,7 +143,7 @@ func ConvKernelVectors() string {
 }
 
 // vectorISA limits the vectors of the shim's hand-vectorised kernels (the
-// Winograd convolution, the GroupNorm kernel) to limit (one of the shim's
+// Winograd, 1x1 and narrow convolutions) to limit (one of the shim's
 // DDPM_VECTORS_ values; -1 leaves them) and returns what they use then: the
 // tests run the AVX2 kernels on an AVX-512 CPU this way, and restore the
 // default, the widest, with vectorsAVX512.

@@ -26,21 +26,6 @@ func (c winogradCase) inputs(s *Scope, g *Generator) (x, w, b *Tensor) {
 	return x, w, b
 }
 
-var pad1 = Conv2dOptions{Padding: [2]int64{1, 1}}
-
-// adopted moves y into s (out of the scope that made it).
-func adopted(s *Scope, y *Tensor) *Tensor {
-	s.Adopt(y)
-	return y
-}
-
-func skipWithoutVectors(t *testing.T) {
-	t.Helper()
-	if !WinogradConvSupported() {
-		t.Skip("the shim's vector kernels (Winograd, 1x1 convolution) need an x86-64 CPU with AVX-512 or AVX2")
-	}
-}
-
 // The Winograd kernel against libtorch's convolution in float64 (which the
 // kernel never runs): channel counts that use each of the kernel's product
 // widths (16, 32, 48 and 64 output channels at once, and 80 = 64 + 16),
@@ -49,25 +34,6 @@ func skipWithoutVectors(t *testing.T) {
 // 6e-8 to 1.4e-7 of the terms' size (convAgainstFloat64), largest error
 // 5e-7 to 3.2e-5 of values about 1.
 func TestWinogradConv(t *testing.T) { forEachWidth(t, testWinogradConv) }
-
-// vectorWidth is a vector width of the shim's kernels and the limit that
-// chooses it (vectorISA).
-type vectorWidth struct {
-	name  string
-	limit int
-}
-
-// vectorISAs are the kernels' vector widths this CPU runs, widest first;
-// the test skips where there are none.
-func vectorISAs(t *testing.T) []vectorWidth {
-	skipWithoutVectors(t)
-	all := []vectorWidth{{"avx512", vectorsAVX512}, {"avx2", vectorsAVX2}}
-	widest := vectorISA(-1)
-	for len(all) > 0 && all[0].limit > widest {
-		all = all[1:]
-	}
-	return all
-}
 
 func testWinogradConv(t *testing.T) {
 	g := opGen(t, 5)
