@@ -32,7 +32,9 @@ var loadtestCommand = &cli.Command{
 	Usage: "load a sampling server with concurrent clients: images/s and latency percentiles, step-level batching against one request at a time",
 	Description: `Without --url it serves the model itself on loopback twice, in one run: with
 step-level batching (--max-batch rows per forward) and one request at a time (the
-baseline), the two taking turns at each level, and times a direct pipeline call for
+baseline), the two taking turns at each level (--rounds times: the machine's speed
+drifts, and each round's ratio compares servers that ran side by side; the ratio's
+median over the rounds is printed last), and times a direct pipeline call for
 the same request. With --url it
 loads that server only. Each client sends its next request when the last is
 answered, for --duration at each --clients level.`,
@@ -42,7 +44,8 @@ answered, for --duration at each --clients level.`,
 		&cli.StringFlag{Name: "url", Usage: "load this server (http://HOST:PORT) instead of serving the model here"},
 		&cli.StringFlag{Name: "token", Usage: "bearer token for --url", EnvVars: []string{"DDPM_SERVE_TOKEN"}},
 		&cli.StringFlag{Name: "clients", Value: "1,4,16,64", Usage: "concurrent clients, comma-separated levels"},
-		&cli.DurationFlag{Name: "duration", Value: 20 * time.Second, Usage: "time at each level"},
+		&cli.DurationFlag{Name: "duration", Value: 20 * time.Second, Usage: "time at each level (each round)"},
+		&cli.IntFlag{Name: "rounds", Value: 1, Usage: "times each level runs, the servers taking turns: each round's batched / one-at-a-time ratio and their median"},
 		&cli.IntFlag{Name: "n", Value: 1, Usage: "images per request"},
 		&cli.StringFlag{Name: "sampler", Value: "ddim", Usage: "sampler of every request"},
 		&cli.IntFlag{Name: "steps", Value: 20, Usage: "sampler steps of every request"},
@@ -64,6 +67,7 @@ type loadLevel struct {
 	Workers    int     `json:"workers,omitempty"`
 	Threads    int     `json:"threads,omitempty"` // intra-op threads (of each worker)
 	Clients    int     `json:"clients"`
+	Round      int     `json:"round"` // 1, 2, ... --rounds
 	Requests   int     `json:"requests"`
 	Errors     int     `json:"errors"`
 	FirstError string  `json:"first_error,omitempty"`
@@ -146,6 +150,59 @@ type loadReport struct {
 	Precision string      `json:"precision,omitempty"`
 	DirectS   float64     `json:"direct_pipeline_s,omitempty"`
 	Levels    []loadLevel `json:"levels"`
+	// Ratios is the batched server's images/s over the one-at-a-time
+	// server's at each level (with both servers).
+	Ratios []loadRatio `json:"ratios,omitempty"`
+}
+
+// loadRatio is the batched / one-at-a-time ratio of images/s at one level:
+// each round's, and their median.
+type loadRatio struct {
+	Clients int       `json:"clients"`
+	Rounds  []float64 `json:"rounds"`
+	Median  float64   `json:"median"`
+}
+
+// loadRatios pairs each level and round of the batched server with the
+// one-at-a-time server's, in the order of levels.
+func loadRatios(levels []loadLevel) []loadRatio {
+	base := map[[2]int]float64{}
+	for _, l := range levels {
+		if l.Server == "one-at-a-time" {
+			base[[2]int{l.Clients, l.Round}] = l.ImagesPerS
+		}
+	}
+	var out []loadRatio
+	at := map[int]int{} // clients -> index in out
+	for _, l := range levels {
+		b := base[[2]int{l.Clients, l.Round}]
+		if l.Server != "batched" || b <= 0 {
+			continue
+		}
+		i, ok := at[l.Clients]
+		if !ok {
+			i, at[l.Clients] = len(out), len(out)
+			out = append(out, loadRatio{Clients: l.Clients})
+		}
+		out[i].Rounds = append(out[i].Rounds, l.ImagesPerS/b)
+	}
+	for i := range out {
+		out[i].Median = median(out[i].Rounds)
+	}
+	return out
+}
+
+// median is the middle value of v (the mean of the two middle ones for an
+// even count), 0 if none; v is left as it was.
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(v))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func runLoadtest(c *cli.Context) error {
@@ -155,6 +212,10 @@ func runLoadtest(c *cli.Context) error {
 	}
 	if c.Duration("duration") <= 0 || c.Int("n") < 1 || c.Int("steps") < 1 || c.Int("max-batch") < 1 {
 		return errors.New("loadtest: --duration, --n, --steps and --max-batch must be positive")
+	}
+	rounds := c.Int("rounds")
+	if rounds < 1 || rounds > 100 {
+		return fmt.Errorf("loadtest: --rounds %d: want 1 to 100", rounds)
 	}
 	if c.IsSet("baseline-threads") && c.Int("baseline-threads") < 1 {
 		return fmt.Errorf("loadtest: --baseline-threads %d: want at least 1", c.Int("baseline-threads"))
@@ -168,7 +229,7 @@ func runLoadtest(c *cli.Context) error {
 	// run loads url with clients; engine, if not nil, is the engine behind
 	// it, its workers running threads intra-op threads each, with the GEMM
 	// peak of those workers and threads.
-	run := func(server, url, token string, clients int, engine *serve.Engine, threads int, peak float64) error {
+	run := func(server, url, token string, clients, round int, engine *serve.Engine, threads int, peak float64) error {
 		var before serve.Stats
 		if engine != nil {
 			before = engine.Stats()
@@ -182,10 +243,10 @@ func runLoadtest(c *cli.Context) error {
 			l.Engine = engineLoadBetween(before, engine.Stats(), time.Since(t0), engine.Pipeline().Info().ForwardFLOPs)
 			l.Workers, l.Threads, l.GEMMPeak = engine.Options().Workers, threads, peak
 		}
-		l.Server = server
+		l.Server, l.Round = server, round
 		rep.Levels = append(rep.Levels, l)
 		if !c.Bool("json") {
-			fmt.Fprintf(c.App.ErrWriter, "loadtest: %s, %d clients: %.2f images/s\n", server, clients, l.ImagesPerS)
+			fmt.Fprintf(c.App.ErrWriter, "loadtest: %s: %.2f images/s\n", levelName(l, rounds), l.ImagesPerS)
 		}
 		return nil
 	}
@@ -194,8 +255,10 @@ func runLoadtest(c *cli.Context) error {
 			return errors.New("loadtest: give --url or --model, not both")
 		}
 		for _, clients := range levels {
-			if err := run(url, strings.TrimRight(url, "/"), c.String("token"), clients, nil, 0, 0); err != nil {
-				return err
+			for round := 1; round <= rounds; round++ {
+				if err := run(url, strings.TrimRight(url, "/"), c.String("token"), clients, round, nil, 0, 0); err != nil {
+					return err
+				}
 			}
 		}
 		return printLoad(c, rep)
@@ -265,23 +328,13 @@ func runLoadtest(c *cli.Context) error {
 	// The servers take turns at each level, so that the machine's speed,
 	// which drifts over minutes, falls on both alike.
 	for _, clients := range levels {
-		for i, s := range servers {
-			if err := torch.SetNumThreads(s.threads); err != nil {
-				return err
-			}
-			// No cached memory blocks: neither the GEMMs' nor the other
-			// server's count in the level's memory.
-			if _, err := torch.TrimCPUCache(0); err != nil {
-				return fmt.Errorf("loadtest: %w", err)
-			}
-			e, url, stop, err := serveLoopback(p, serve.Options{MaxBatch: s.maxBatch, Workers: s.workers, QueueSize: 4 * slices.Max(levels)})
-			if err != nil {
-				return err
-			}
-			err = run(s.name, url, "", clients, e, s.threads, peaks[i])
-			stop()
-			if err != nil {
-				return err
+		for round := 1; round <= rounds; round++ {
+			for i, s := range servers {
+				if err := runServer(p, s.maxBatch, s.workers, s.threads, 4*slices.Max(levels), func(e *serve.Engine, url string) error {
+					return run(s.name, url, "", clients, round, e, s.threads, peaks[i])
+				}); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -291,7 +344,28 @@ func runLoadtest(c *cli.Context) error {
 		order[s.name] = i
 	}
 	slices.SortStableFunc(rep.Levels, func(a, b loadLevel) int { return order[a.Server] - order[b.Server] })
+	rep.Ratios = loadRatios(rep.Levels)
 	return printLoad(c, rep)
+}
+
+// runServer serves p with maxBatch rows per forward and workers workers of
+// threads threads each on loopback, with an empty CPU cache, and calls load
+// with its engine and URL before stopping it.
+func runServer(p *pipeline.Pipeline, maxBatch, workers, threads, queue int, load func(*serve.Engine, string) error) error {
+	if err := torch.SetNumThreads(threads); err != nil {
+		return err
+	}
+	// No cached memory blocks: neither the GEMMs' nor the other server's
+	// count in the level's memory.
+	if _, err := torch.TrimCPUCache(0); err != nil {
+		return fmt.Errorf("loadtest: %w", err)
+	}
+	e, url, stop, err := serveLoopback(p, serve.Options{MaxBatch: maxBatch, Workers: workers, QueueSize: queue})
+	if err != nil {
+		return err
+	}
+	defer stop()
+	return load(e, url)
 }
 
 // loadtestPipeline is --model's pipeline, or --preset's U-Net with random
@@ -493,17 +567,30 @@ func printLoad(c *cli.Context, rep loadReport) error {
 	if rep.DirectS > 0 {
 		fmt.Fprintf(w, "direct pipeline call: %.3f s\n", rep.DirectS)
 	}
-	base := map[int]float64{}
+	base := map[[2]int]float64{}
+	rounds := 1
 	for _, l := range rep.Levels {
 		if l.Server == "one-at-a-time" {
-			base[l.Clients] = l.ImagesPerS
+			base[[2]int{l.Clients, l.Round}] = l.ImagesPerS
 		}
+		rounds = max(rounds, l.Round)
+	}
+	// The round column only when there are rounds to tell apart.
+	round := func(l loadLevel) string {
+		if rounds == 1 {
+			return ""
+		}
+		return fmt.Sprintf("%d\t", l.Round)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "server\tworkers x threads\tclients\trequests\terrors\timages/s\tvs one-at-a-time\tp50 s\tp95 s\tp99 s\tp50 vs direct\tRSS MiB (1st min, end)")
+	head := "server\tworkers x threads\tclients\t"
+	if rounds > 1 {
+		head += "round\t"
+	}
+	fmt.Fprintln(tw, head+"requests\terrors\timages/s\tvs one-at-a-time\tp50 s\tp95 s\tp99 s\tp50 vs direct\tRSS MiB (1st min, end)")
 	for _, l := range rep.Levels {
 		vs, direct := "-", "-"
-		if b := base[l.Clients]; b > 0 {
+		if b := base[[2]int{l.Clients, l.Round}]; b > 0 {
 			vs = fmt.Sprintf("%.2fx", l.ImagesPerS/b)
 		}
 		if rep.DirectS > 0 && l.P50 > 0 {
@@ -513,15 +600,25 @@ func printLoad(c *cli.Context, rep loadReport) error {
 		if l.Workers > 0 {
 			wt = fmt.Sprintf("%d x %d", l.Workers, l.Threads)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.2f\t%s\t%.3f\t%.3f\t%.3f\t%s\t%.0f, %.0f\n", l.Server, wt, l.Clients, l.Requests, l.Errors,
-			l.ImagesPerS, vs, l.P50, l.P95, l.P99, direct, l.Memory[0].RSS, l.Memory[1].RSS)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s%d\t%d\t%.2f\t%s\t%.3f\t%.3f\t%.3f\t%s\t%.0f, %.0f\n", l.Server, wt, l.Clients, round(l), l.Requests,
+			l.Errors, l.ImagesPerS, vs, l.P50, l.P95, l.P99, direct, l.Memory[0].RSS, l.Memory[1].RSS)
 	}
 	tw.Flush()
+	if rounds > 1 && len(rep.Ratios) > 0 {
+		fmt.Fprintf(w, "batched / one-at-a-time, median of %d rounds (each round's):\n", rounds)
+		for _, r := range rep.Ratios {
+			each := make([]string, len(r.Rounds))
+			for i, v := range r.Rounds {
+				each[i] = fmt.Sprintf("%.2f", v)
+			}
+			fmt.Fprintf(w, "  %d clients: %.2fx (%s)\n", r.Clients, r.Median, strings.Join(each, ", "))
+		}
+	}
 	fmt.Fprintf(w, "engine: model rows per forward, mean forward and iteration (forward and sampler steps) ms, share of the time iterating;\n"+
 		"  the model's GFLOP/s and their share of the GEMM peak (%d x %d matmuls, one per worker at once on its threads)\n", gemmSize, gemmSize)
 	for _, l := range rep.Levels {
 		if e := l.Engine; e != nil {
-			fmt.Fprintf(w, "  %s, %d clients: %.1f rows, %.1f ms, %.1f ms, %.0f%%", l.Server, l.Clients,
+			fmt.Fprintf(w, "  %s: %.1f rows, %.1f ms, %.1f ms, %.0f%%", levelName(l, rounds),
 				e.RowsPerForward, e.ForwardMS, e.IterationMS, 100*e.Busy)
 			if e.GFLOPS > 0 && l.GEMMPeak > 0 {
 				fmt.Fprintf(w, "; %.0f GFLOP/s, %.0f%% of %.0f", e.GFLOPS, 100*e.GFLOPS/l.GEMMPeak, l.GEMMPeak)
@@ -532,10 +629,10 @@ func printLoad(c *cli.Context, rep loadReport) error {
 	fmt.Fprintln(w, "memory MiB (1st min -> end): tensors in use, freed blocks cached for reuse, Go heap")
 	for _, l := range rep.Levels {
 		a, b := l.Memory[0], l.Memory[1]
-		fmt.Fprintf(w, "  %s, %d clients: %.0f -> %.0f, %.0f -> %.0f, %.0f -> %.0f\n", l.Server, l.Clients,
+		fmt.Fprintf(w, "  %s: %.0f -> %.0f, %.0f -> %.0f, %.0f -> %.0f\n", levelName(l, rounds),
 			a.TensorsUsed, b.TensorsUsed, a.CachedFree, b.CachedFree, a.GoHeap, b.GoHeap)
 		if len(l.RSSByMinute) > 1 {
-			fmt.Fprintf(w, "  %s, %d clients, RSS MiB at each minute:", l.Server, l.Clients)
+			fmt.Fprintf(w, "  %s, RSS MiB at each minute:", levelName(l, rounds))
 			for _, r := range l.RSSByMinute {
 				fmt.Fprintf(w, " %.0f", r)
 			}
@@ -544,8 +641,18 @@ func printLoad(c *cli.Context, rep loadReport) error {
 	}
 	for _, l := range rep.Levels {
 		if l.Errors > 0 {
-			return fmt.Errorf("loadtest: %s, %d clients: %d of %d requests failed; first: %s", l.Server, l.Clients, l.Errors, l.Requests, l.FirstError)
+			return fmt.Errorf("loadtest: %s: %d of %d requests failed; first: %s", levelName(l, rounds), l.Errors, l.Requests, l.FirstError)
 		}
 	}
 	return nil
+}
+
+// levelName is how the text report names a level: "batched, 16 clients",
+// and ", round 2" when there are rounds.
+func levelName(l loadLevel, rounds int) string {
+	s := fmt.Sprintf("%s, %d clients", l.Server, l.Clients)
+	if rounds > 1 {
+		s += fmt.Sprintf(", round %d", l.Round)
+	}
+	return s
 }

@@ -2,16 +2,17 @@ package main
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/ddpm-go/ddpm/diffusion/unet"
 )
 
-// The load generator runs both servers at each level, counts every request
-// and fails none.
+// The load generator runs both servers at each level, taking turns each
+// round, counts every request and fails none.
 func TestLoadtest(t *testing.T) {
-	code, out, errOut := ddpm(t, "loadtest", "--preset", "tiny", "--clients", "1,3", "--duration", "400ms", "--steps", "2", "--json")
+	code, out, errOut := ddpm(t, "loadtest", "--preset", "tiny", "--clients", "1,3", "--rounds", "2", "--duration", "300ms", "--steps", "2", "--json")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -19,7 +20,7 @@ func TestLoadtest(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	if len(rep.Levels) != 4 || rep.DirectS <= 0 {
+	if len(rep.Levels) != 8 || rep.DirectS <= 0 {
 		t.Fatalf("report %+v", rep)
 	}
 	cfg, err := unet.Preset("tiny")
@@ -28,8 +29,9 @@ func TestLoadtest(t *testing.T) {
 	}
 	flops := cfg.FLOPs()
 	for i, l := range rep.Levels {
-		wantServer, wantClients := []string{"one-at-a-time", "one-at-a-time", "batched", "batched"}[i], []int{1, 3, 1, 3}[i]
-		if l.Server != wantServer || l.Clients != wantClients || l.Requests < 1 || l.Errors != 0 || l.ImagesPerS <= 0 ||
+		// Server by server, level by level, round by round.
+		wantServer, wantClients, wantRound := []string{"one-at-a-time", "batched"}[i/4], []int{1, 3}[i/2%2], 1+i%2
+		if l.Server != wantServer || l.Clients != wantClients || l.Round != wantRound || l.Requests < 1 || l.Errors != 0 || l.ImagesPerS <= 0 ||
 			!(l.P50 > 0 && l.P50 <= l.P95 && l.P95 <= l.P99) {
 			t.Errorf("level %d: %+v", i, l)
 		}
@@ -54,8 +56,24 @@ func TestLoadtest(t *testing.T) {
 			t.Errorf("level %d: %d workers of %d threads (of %d)", i, l.Workers, l.Threads, rep.Threads)
 		}
 	}
+	// Each round's ratio pairs the servers of that round.
+	if len(rep.Ratios) != 2 {
+		t.Fatalf("ratios %+v", rep.Ratios)
+	}
+	for i, r := range rep.Ratios {
+		if r.Clients != []int{1, 3}[i] || len(r.Rounds) != 2 || r.Median != (r.Rounds[0]+r.Rounds[1])/2 {
+			t.Errorf("ratio %+v", r)
+		}
+		for round, got := range r.Rounds {
+			if want := rep.Levels[4+2*i+round].ImagesPerS / rep.Levels[2*i+round].ImagesPerS; got != want {
+				t.Errorf("%d clients, round %d: ratio %g, want %g", r.Clients, round+1, got, want)
+			}
+		}
+	}
 	for _, args := range [][]string{
 		{"loadtest", "--clients", "0"},
+		{"loadtest", "--rounds", "0"},
+		{"loadtest", "--rounds", "101"},
 		{"loadtest", "--clients", "1,x"},
 		{"loadtest", "--duration", "0s"},
 		{"loadtest", "--sampler", "euler"},
@@ -79,5 +97,17 @@ func TestPercentile(t *testing.T) {
 	}
 	if percentile(nil, 0.5) != 0 {
 		t.Error("empty")
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		v    []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{3, 1, 2}, 2}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		in := slices.Clone(c.v)
+		if got := median(c.v); got != c.want || !slices.Equal(in, c.v) {
+			t.Errorf("median(%v) = %g, want %g (input left %v)", in, got, c.want, c.v)
+		}
 	}
 }
