@@ -10,7 +10,6 @@
 
 namespace ddpm {
 
-constexpr int64_t kGemmRows = 12;     // products take rows in multiples of this (every kernel's R divides it)
 constexpr int64_t kGemmColumns = 64;  // the most columns of B one call covers
 
 }  // namespace ddpm
@@ -40,26 +39,47 @@ DDPM_INLINE void product(const float* __restrict A, int64_t lda, const float* __
       _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) V::store(C + r * ldc + L * v, acc[r][v]);
 }
 
+// The last rows of a product, fewer than R + 1: product<L, NV, rows>.
+template <int L, int NV, int R>
+DDPM_INLINE void last_rows(int64_t rows, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
+                           int64_t ldc, int64_t K) {
+  if constexpr (R > 0) {
+    if (rows == R) {
+      product<L, NV, R>(A, lda, B, ldb, C, ldc, K);
+    } else {
+      last_rows<L, NV, R - 1>(rows, A, lda, B, ldb, C, ldc, K);
+    }
+  }
+}
+
+// C (rows x L NV) = A (rows x K, row stride K) B: R rows at a time, then
+// the rest in one product of their own, so that no row is computed that
+// is not wanted (one image's 4x4 map is one Winograd tile: with the rows
+// rounded up to 12, eleven twelfths of its products were waste).
+template <int L, int NV, int R>
+DDPM_INLINE void row_products(int64_t rows, const float* A, int64_t K, const float* B, int64_t ldb, float* C,
+                              int64_t ldc) {
+  int64_t r = 0;
+  for (; r + R <= rows; r += R) product<L, NV, R>(A + r * K, K, B, ldb, C + r * ldc, ldc, K);
+  last_rows<L, NV, R - 1>(rows - r, A + r * K, K, B, ldb, C + r * ldc, ldc, K);
+}
+
 // C (rows x 16 n16, row stride ldc) = A (rows x K, row stride K) B (K x
-// 16 n16, row stride ldb), rows a multiple of kGemmRows, n16 from 1 to 4:
-// with AVX-512's 32 registers up to 4 vectors by 6 rows at a time, with
-// AVX2's 16 two vectors by 6 rows.
+// 16 n16, row stride ldb), any number of rows, n16 from 1 to 4: with
+// AVX-512's 32 registers up to 4 vectors by 6 rows at a time, with AVX2's
+// 16 two vectors by 6 rows.
 template <int L>
 DDPM_INLINE void products(int n16, int64_t rows, const float* A, int64_t K, const float* B, int64_t ldb, float* C,
                           int64_t ldc) {
   if constexpr (L == 16) {
-    for (int64_t r = 0; r < rows;) {
-      switch (n16) {
-        case 4: product<16, 4, 6>(A + r * K, K, B, ldb, C + r * ldc, ldc, K), r += 6; break;
-        case 3: product<16, 3, 6>(A + r * K, K, B, ldb, C + r * ldc, ldc, K), r += 6; break;
-        case 2: product<16, 2, 12>(A + r * K, K, B, ldb, C + r * ldc, ldc, K), r += 12; break;
-        default: product<16, 1, 12>(A + r * K, K, B, ldb, C + r * ldc, ldc, K), r += 12; break;
-      }
+    switch (n16) {
+      case 4: row_products<16, 4, 6>(rows, A, K, B, ldb, C, ldc); break;
+      case 3: row_products<16, 3, 6>(rows, A, K, B, ldb, C, ldc); break;
+      case 2: row_products<16, 2, 12>(rows, A, K, B, ldb, C, ldc); break;
+      default: row_products<16, 1, 12>(rows, A, K, B, ldb, C, ldc); break;
     }
   } else {
-    for (int s = 0; s < n16; s++)
-      for (int64_t r = 0; r < rows; r += 6)
-        product<L, 16 / L, 6>(A + r * K, K, B + 16 * s, ldb, C + r * ldc + 16 * s, ldc, K);
+    for (int s = 0; s < n16; s++) row_products<L, 16 / L, 6>(rows, A, K, B + 16 * s, ldb, C + 16 * s, ldc);
   }
 }
 

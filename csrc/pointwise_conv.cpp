@@ -21,7 +21,6 @@
 // shapes, on other devices and CPUs libtorch's convolution runs, and
 // torch's SetPointwiseConv(false) chooses it everywhere.
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -41,30 +40,20 @@ at::Tensor pointwise_weight(const at::Tensor& w) {
 
 #if DDPM_LANES
 
-constexpr int64_t kBlockRows = 4 * ddpm::kGemmRows;  // pixels a unit of work takes
+constexpr int64_t kBlockRows = 48;  // pixels a unit of work takes
 // The least work a thread takes, in flops: one image's 32x32 shortcut
 // (96 channels into 32, 6.3 MFLOP) splits over two threads, its 8x8
 // attention convolutions (64 into 64, 0.5 MFLOP) stay on one.
 constexpr int64_t kThreadFlops = 4000000;
 
-// Output channels oc0 .. oc0 + 16 n16 of pixels p0 .. p0 + rows (rows at
-// most kBlockRows): whole groups of kGemmRows pixels straight into y, the
-// rest through the zero-padded buffers A and M; then the bias, then res
-// (each or both may be null), as an add after the convolution would give.
+// Output channels oc0 .. oc0 + 16 n16 of pixels p0 .. p0 + rows, straight
+// into y; then the bias, then res (each or both may be null), as an add
+// after the convolution would give.
 template <int L>
 DDPM_INLINE void pointwise_block(const float* x, const float* WT, const float* bias, const float* res, float* y,
-                                 int64_t C, int64_t OC, int64_t p0, int64_t rows, int64_t oc0, int n16, float* A,
-                                 float* M) {
-  const int64_t whole = rows / ddpm::kGemmRows * ddpm::kGemmRows, cols = 16 * n16;
-  ddpm::products<L>(n16, whole, x + p0 * C, C, WT + oc0, OC, y + p0 * OC + oc0, OC);
-  if (whole < rows) {
-    const int64_t rest = rows - whole;
-    std::memcpy(A, x + (p0 + whole) * C, rest * C * sizeof(float));
-    std::memset(A + rest * C, 0, (ddpm::kGemmRows - rest) * C * sizeof(float));
-    ddpm::products<L>(n16, ddpm::kGemmRows, A, C, WT + oc0, OC, M, ddpm::kGemmColumns);
-    for (int64_t r = 0; r < rest; r++)
-      std::memcpy(y + (p0 + whole + r) * OC + oc0, M + r * ddpm::kGemmColumns, cols * sizeof(float));
-  }
+                                 int64_t C, int64_t OC, int64_t p0, int64_t rows, int64_t oc0, int n16) {
+  const int64_t cols = 16 * n16;
+  ddpm::products<L>(n16, rows, x + p0 * C, C, WT + oc0, OC, y + p0 * OC + oc0, OC);
   using V = ddpm::Lanes<L>;
   for (int64_t r = 0; (bias != nullptr || res != nullptr) && r < rows; r++)
     for (int64_t c = 0; c < cols; c += L) {
@@ -78,12 +67,12 @@ DDPM_INLINE void pointwise_block(const float* x, const float* WT, const float* b
 
 #define DDPM_BLOCK_ARGS                                                                                      \
   const float *x, const float *WT, const float *bias, const float *res, float *y, int64_t C, int64_t OC,        \
-      int64_t p0, int64_t rows, int64_t oc0, int n16, float *A, float *M
+      int64_t p0, int64_t rows, int64_t oc0, int n16
 __attribute__((target("arch=x86-64-v4"))) void pointwise_block_avx512(DDPM_BLOCK_ARGS) {
-  pointwise_block<16>(x, WT, bias, res, y, C, OC, p0, rows, oc0, n16, A, M);
+  pointwise_block<16>(x, WT, bias, res, y, C, OC, p0, rows, oc0, n16);
 }
 __attribute__((target("arch=x86-64-v3"))) void pointwise_block_avx2(DDPM_BLOCK_ARGS) {
-  pointwise_block<8>(x, WT, bias, res, y, C, OC, p0, rows, oc0, n16, A, M);
+  pointwise_block<8>(x, WT, bias, res, y, C, OC, p0, rows, oc0, n16);
 }
 #undef DDPM_BLOCK_ARGS
 
@@ -117,16 +106,11 @@ at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& w, const at::Te
   const float* rp = res.defined() ? res.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
   at::parallel_for(0, blocks * groups, divup(kThreadFlops, unit_flops), [&](int64_t i0, int64_t i1) {
-    // The last block's rows short of kGemmRows, zero-padded, and their
-    // products: kept by each thread for the next call.
-    thread_local std::vector<float> A, M;
-    if (A.size() < static_cast<size_t>(kGemmRows * C)) A.resize(kGemmRows * C);
-    if (M.size() < static_cast<size_t>(kGemmRows * kGemmColumns)) M.resize(kGemmRows * kGemmColumns);
     for (int64_t i = i0; i < i1; i++) {
       const int64_t p0 = i / groups * kBlockRows, oc0 = i % groups * kGemmColumns;
       const int n16 = static_cast<int>((std::min(OC, oc0 + kGemmColumns) - oc0) / 16);
       (isa == DDPM_VECTORS_AVX512 ? pointwise_block_avx512 : pointwise_block_avx2)(
-          xp, wp, bp, rp, yp, C, OC, p0, std::min(kBlockRows, P - p0), oc0, n16, A.data(), M.data());
+          xp, wp, bp, rp, yp, C, OC, p0, std::min(kBlockRows, P - p0), oc0, n16);
     }
   });
   return y;

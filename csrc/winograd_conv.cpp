@@ -35,7 +35,6 @@
 // beyond the weight cache's limit (weight_cache.cpp) libtorch's convolution
 // runs too.
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -86,7 +85,6 @@ using ddpm::Lanes;
 // compiled twice, inlined into an AVX-512 entry (L = 16) and an AVX2 entry
 // (L = 8); both sum every value in the same order, so they give the same
 // bits.
-constexpr int64_t kRows = ddpm::kGemmRows;        // a block's rows (tiles)
 constexpr int64_t kColumns = ddpm::kGemmColumns;  // output channels a block's products cover at once
 constexpr int64_t kThreadFlops = 10000000;  // the least work a thread takes, in the products' flops
 
@@ -186,21 +184,17 @@ DDPM_INLINE void transform_output(const float* M, int64_t mstride, int n16, cons
 }
 
 // Output channels oc0 .. oc1 (a multiple of 16 apart, at most kColumns) of
-// tiles t0 .. t0 + nt of the output, in a block of rows >= nt rows (the rest
-// zero), with the thread's buffers V (36 x slice_stride(rows, C)) and M (36 x
-// slice_stride(rows, 64)) and C zero floats. The block's input transforms go
+// tiles t0 .. t0 + nt of the output, one row of the products each, with the
+// thread's buffers V (36 x slice_stride(nt, C)) and M (36 x slice_stride(nt,
+// 64)) and C zero floats. The block's input transforms go
 // into V first unless V holds them already (fresh false: the same block's
 // other channels came before on this thread).
 template <int L>
 DDPM_INLINE void convolve_block(const float* x, const float* U, const float* bias, const float* res, float* y,
-                                int64_t H, int64_t W, int64_t up, int64_t C, int64_t OC, int64_t t0, int64_t nt, int64_t rows, int64_t oc0,
+                                int64_t H, int64_t W, int64_t up, int64_t C, int64_t OC, int64_t t0, int64_t nt, int64_t oc0,
                                 int64_t oc1, bool fresh, const float* zeros, float* V, float* M) {
-  const int64_t tH = divup(H, 4), tW = divup(W, 4), vs = slice_stride(rows, C), ms = slice_stride(rows, kColumns);
-  for (int64_t r = 0; fresh && r < rows; r++) {
-    if (r >= nt) {
-      for (int p = 0; p < 36; p++) std::memset(V + p * vs + r * C, 0, C * sizeof(float));
-      continue;
-    }
+  const int64_t tH = divup(H, 4), tW = divup(W, 4), vs = slice_stride(nt, C), ms = slice_stride(nt, kColumns);
+  for (int64_t r = 0; fresh && r < nt; r++) {
     const int64_t t = t0 + r, n = t / (tH * tW), ty = t / tW % tH, tx = t % tW;
     transform_input<L>(x + n * (H / up) * (W / up) * C, H, W, up, C, 4 * ty - 1, 4 * tx - 1, zeros, V + r * C, vs);
   }
@@ -208,7 +202,7 @@ DDPM_INLINE void convolve_block(const float* x, const float* U, const float* bia
   const int n16 = static_cast<int>(width / 16);
   const float* Ug = U + 36 * C * oc0;  // the group's (36, C, width) part of U
   for (int p = 0; p < 36; p++)
-    ddpm::products<L>(n16, rows, V + p * vs, C, Ug + p * C * width, width, M + p * ms, kColumns);
+    ddpm::products<L>(n16, nt, V + p * vs, C, Ug + p * C * width, width, M + p * ms, kColumns);
   for (int64_t r = 0; r < nt; r++) {
     const int64_t t = t0 + r, n = t / (tH * tW), ty = t / tW % tH, tx = t % tW;
     transform_output<L>(M + r * kColumns, ms, n16, bias != nullptr ? bias + oc0 : nullptr,
@@ -219,13 +213,13 @@ DDPM_INLINE void convolve_block(const float* x, const float* U, const float* bia
 
 #define DDPM_BLOCK_ARGS                                                                                          \
   const float *x, const float *U, const float *bias, const float *res, float *y, int64_t H, int64_t W, int64_t up, \
-      int64_t C, int64_t OC, int64_t t0, int64_t nt, int64_t rows, int64_t oc0, int64_t oc1, bool fresh,         \
+      int64_t C, int64_t OC, int64_t t0, int64_t nt, int64_t oc0, int64_t oc1, bool fresh,                       \
       const float *zeros, float *V, float *M
 __attribute__((target("arch=x86-64-v4"))) void convolve_block_avx512(DDPM_BLOCK_ARGS) {
-  convolve_block<16>(x, U, bias, res, y, H, W, up, C, OC, t0, nt, rows, oc0, oc1, fresh, zeros, V, M);
+  convolve_block<16>(x, U, bias, res, y, H, W, up, C, OC, t0, nt, oc0, oc1, fresh, zeros, V, M);
 }
 __attribute__((target("arch=x86-64-v3"))) void convolve_block_avx2(DDPM_BLOCK_ARGS) {
-  convolve_block<8>(x, U, bias, res, y, H, W, up, C, OC, t0, nt, rows, oc0, oc1, fresh, zeros, V, M);
+  convolve_block<8>(x, U, bias, res, y, H, W, up, C, OC, t0, nt, oc0, oc1, fresh, zeros, V, M);
 }
 #undef DDPM_BLOCK_ARGS
 
@@ -265,15 +259,17 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Ten
   // took 0.83-0.88 of the time of one block a thread (BenchmarkWinograd-
   // ConvShapes, the two builds taking turns, two runs); its whole forward
   // there did not change beyond the noise.
-  // Blocks are 36 tiles but the last, whose rows are its tiles rounded up
-  // to the products' kRows: splitting the tiles evenly padded each block
-  // (128 tiles, a 16x16 map at batch 8, made four blocks of 32 tiles in 36
-  // rows, 11% of the products wasted; now 36, 36, 36 and 20 in 24).
+  // Blocks are 36 tiles but the last, which has the rest, and the products
+  // compute a block's tiles and no more. With a block's rows rounded up to
+  // the products' 12, one image's 4x4 and 8x8 maps (one and four tiles)
+  // spent most of their products on zeros: 64 channels into 64 at batch 1
+  // on two threads now take a third and a half of that time, the small
+  // preset's one-image forward 0.80-0.87 (BenchmarkWinogradConvShapes,
+  // bin/ddpm bench, the two builds taking turns).
   const int64_t per_block = std::min<int64_t>(tiles, 36);
-  const int64_t rows = divup(per_block, kRows) * kRows;  // every block's but the last
   const int64_t blocks = divup(tiles, per_block);
   const int64_t groups = divup(OC, kColumns);
-  const int64_t group_flops = 72 * rows * C * std::min(OC, kColumns);
+  const int64_t group_flops = 72 * per_block * C * std::min(OC, kColumns);
   const int64_t grain = divup(kThreadFlops, group_flops);
   const float* xp = x.data_ptr<float>();
   const float* Up = U.data_ptr<float>();
@@ -284,14 +280,15 @@ at::Tensor winograd_conv(const at::Tensor& x, const at::Tensor& w, const at::Ten
     // Each thread keeps its buffers for the next call: 36 x 36 x (C + 64)
     // floats for the widest C it has met (1 MiB at C = 128).
     thread_local std::vector<float> V, M, zeros;
-    if (V.size() < static_cast<size_t>(36 * slice_stride(rows, C))) V.resize(36 * slice_stride(rows, C));
-    if (M.size() < static_cast<size_t>(36 * slice_stride(rows, kColumns))) M.resize(36 * slice_stride(rows, kColumns));
+    if (V.size() < static_cast<size_t>(36 * slice_stride(per_block, C))) V.resize(36 * slice_stride(per_block, C));
+    if (M.size() < static_cast<size_t>(36 * slice_stride(per_block, kColumns)))
+      M.resize(36 * slice_stride(per_block, kColumns));
     if (zeros.size() < static_cast<size_t>(C)) zeros.resize(C);  // only ever read
     for (int64_t i = i0; i < i1; i++) {
       const int64_t b = i / groups, oc0 = i % groups * kColumns, t0 = b * per_block;
       const int64_t nt = std::min(per_block, tiles - t0);
       (isa == DDPM_VECTORS_AVX512 ? convolve_block_avx512 : convolve_block_avx2)(
-          xp, Up, bp, rp, yp, H, W, up, C, OC, t0, nt, divup(nt, kRows) * kRows, oc0, std::min(OC, oc0 + kColumns),
+          xp, Up, bp, rp, yp, H, W, up, C, OC, t0, nt, oc0, std::min(OC, oc0 + kColumns),
           i == i0 || oc0 == 0, zeros.data(), V.data(), M.data());
     }
   });

@@ -28,7 +28,7 @@ func (c pointwiseCase) inputs(s *Scope, g *Generator) (x, w, b *Tensor) {
 // The 1x1 kernel against libtorch's convolution in float64: output
 // channels in each of the product's widths (16, 32, 48, 64, and 80 = 64 +
 // 16, 192 = three groups), input channels that are not multiples of 16,
-// pixel counts that are and are not multiples of the kernel's 12 rows (one
+// pixel counts that are and are not multiples of the products' 12 rows (one
 // pixel alone), with and without bias, on both vector widths. Measured:
 // error 1.8e-8 to 2.7e-8 of the terms' size (convAgainstFloat64), as
 // float32 dot products of up to 128 terms give.
@@ -47,6 +47,26 @@ func TestPointwiseConv(t *testing.T) {
 			x, w, b := c.inputs(opScope(t, NoGrad), g)
 			if rel, _ := convAgainstFloat64(t, "ddpm::pointwise_conv", x, w, b, Conv2dOptions{}); !(rel < 1e-6) {
 				t.Errorf("%+v: error %.2g of the terms' size, want under 1e-6", c, rel)
+			}
+		}
+	})
+}
+
+// The products compute any number of rows, whole groups of the register
+// blocks (12 or 6 rows) and then the rest in a product of their own: every
+// pixel count from 1 to 25 (each rest for each block height, and
+// blocks before it) into each of the product's widths, on both vector
+// widths, against libtorch's convolution in float64.
+func TestPointwiseConvEveryRowCount(t *testing.T) {
+	forEachWidth(t, func(t *testing.T) {
+		g := opGen(t, 12)
+		for oc := int64(16); oc <= 64; oc += 16 {
+			for pixels := int64(1); pixels <= 25; pixels++ {
+				c := pointwiseCase{1, 24, oc, 1, pixels, true}
+				x, w, b := c.inputs(opScope(t, NoGrad), g)
+				if rel, _ := convAgainstFloat64(t, "ddpm::pointwise_conv", x, w, b, Conv2dOptions{}); !(rel < 1e-6) {
+					t.Errorf("%+v: error %.2g of the terms' size, want under 1e-6", c, rel)
+				}
 			}
 		}
 	})
