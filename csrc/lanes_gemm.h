@@ -39,7 +39,8 @@ DDPM_INLINE void product(const float* __restrict A, int64_t lda, const float* __
       _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) V::store(C + r * ldc + L * v, acc[r][v]);
 }
 
-// The last rows of a product, fewer than R + 1: product<L, NV, rows>.
+// The last 0 to R rows of a product, in product<L, NV, rows> (nothing for
+// none).
 template <int L, int NV, int R>
 DDPM_INLINE void last_rows(int64_t rows, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
                            int64_t ldc, int64_t K) {
