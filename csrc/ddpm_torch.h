@@ -337,17 +337,19 @@ ddpm_error ddpm_linear(ddpm_mode mode, ddpm_tensor x, ddpm_tensor w,
  * padding 1 (upsampled or not) into channels in sixteens,
  * DDPM_CONV_POINTWISE 1x1 ones with stride 1 and no padding,
  * DDPM_CONV_NARROW 3x3 ones with stride 1 and padding 1 into 1 to 8
- * channels; else libtorch's convolution. */
+ * channels, DDPM_CONV_IM2COL the other 3x3 ones with stride 1 or 2 and
+ * padding 1 into channels in sixteens; else libtorch's convolution. */
 #define DDPM_CONV_WINOGRAD 1
 #define DDPM_CONV_POINTWISE 2
 #define DDPM_CONV_NARROW 4
+#define DDPM_CONV_IM2COL 8
 ddpm_error ddpm_conv2d(ddpm_mode mode, ddpm_tensor x, int64_t upsample,
                        ddpm_tensor w, ddpm_tensor bias, ddpm_tensor residual,
                        const int64_t* stride, const int64_t* padding,
                        const int64_t* dilation, int64_t groups,
                        int32_t kernels, ddpm_tensor* out);
 /* The vectors the shim's hand-vectorised CPU kernels (ddpm_conv2d's
- * Winograd, 1x1 and narrow kernels) use on this CPU and build, after
+ * Winograd, 1x1, narrow and im2col kernels) use on this CPU and build, after
  * limiting them to limit when limit >= 0 (tests run the AVX2 kernels on
  * AVX-512 CPUs this way): one of the values below. */
 #define DDPM_VECTORS_NONE 0

@@ -71,7 +71,7 @@ bool residual_fits(const at::Tensor& res, const at::Tensor& x, int64_t up, const
 }
 
 // The convolution of x upsampled by up (nearest neighbour), plus res when
-// defined. The shim's Winograd, 1x1 or narrow kernel where kernels names it, it
+// defined. The shim's Winograd, 1x1, narrow or im2col kernel where kernels names it, it
 // takes the convolution and the weight's form fits in the weight cache: the
 // Winograd kernel reads the upsampled map from x, and each adds res in its
 // last pass where it fits (after it otherwise). Else the upsampled map is
@@ -100,6 +100,11 @@ at::Tensor conv2d(ddpm_mode mode, const at::Tensor& x, int64_t up, const at::Ten
       ddpm::narrow_conv_takes(in, w, bias, stride, padding, dilation, groups)) {
     added = false;
     y = ddpm::narrow_conv(in, w, bias);
+  }
+  if (!y.defined() && (kernels & DDPM_CONV_IM2COL) != 0 &&
+      ddpm::im2col_conv_takes(in, w, bias, stride, padding, dilation, groups)) {
+    added = false;
+    y = ddpm::im2col_conv(in, w, bias, stride[0]);
   }
   if (!y.defined()) {
     added = false;

@@ -128,7 +128,7 @@ inline at::Tensor fp32_if_autocast(ddpm_mode mode, const at::Tensor& t) {
 }
 
 // The forms of a weight that weight_cache.cpp derives and keeps.
-enum class WeightForm { kBFloat16, kWinograd, kPointwise, kNarrow };
+enum class WeightForm { kBFloat16, kWinograd, kPointwise, kNarrow, kIm2col };
 
 // Whether w is a float32 CPU weight that needs no gradient here and is not
 // an inference tensor (which has no version): one whose derived forms are
@@ -148,7 +148,7 @@ void sweep_weight_cache();
 // weight_cacheable w within the cache's limit; else w itself.
 at::Tensor bf16_weight(const at::Tensor& w);
 
-// What the shim's convolution kernels (Winograd, 1x1, narrow) take in
+// What the shim's convolution kernels (Winograd, 1x1, narrow, im2col) take in
 // common: a CPU with their vectors, no autocast, no gradient for x, a
 // float32 channels-last x with channels, a kernel x kernel float32 w whose
 // forms the weight cache keeps, with output channels (a multiple of 16 when
@@ -186,6 +186,17 @@ bool narrow_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Tenso
 // channels, channels-last (narrow_conv.cpp); an undefined tensor when w's
 // form does not fit in the weight cache's limit.
 at::Tensor narrow_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias);
+
+// Whether im2col_conv computes conv2d(x, w, bias) with these arguments
+// here: see im2col_conv.cpp.
+bool im2col_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const int64_t* stride,
+                       const int64_t* padding, const int64_t* dilation, int64_t groups);
+
+// conv2d(x, w, bias) with stride stride (1 or 2, both axes) and padding 1
+// for a 3x3 w into channels in sixteens, as products of gathered patches,
+// channels-last (im2col_conv.cpp); an undefined tensor when w's form does
+// not fit in the weight cache's limit.
+at::Tensor im2col_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, int64_t stride);
 
 // conv2d(x, w, bias) for a 1x1 w with stride 1 and no padding, as one
 // matrix product, channels-last (pointwise_conv.cpp), plus res as for

@@ -56,7 +56,7 @@ type Conv2dOptions struct {
 
 // Conv2d convolves x (N, C, H, W) with w (O, C/groups, kH, kW); bias may be nil.
 // Without autograd or autocast on a CPU with AVX-512 or AVX2, on a float32
-// channels-last x, three kernels of the shim run the convolutions they take:
+// channels-last x, four kernels of the shim run the convolutions they take:
 // a 3x3 convolution with stride 1 and padding 1 whose channels in and out
 // are multiples of 16 runs the Winograd kernel (csrc/winograd_conv.cpp,
 // SetWinogradConv): 0.14-0.52 of libtorch's time on the small preset's
@@ -65,7 +65,10 @@ type Conv2dOptions struct {
 // padding whose channels out are a multiple of 16 runs as one matrix
 // product (csrc/pointwise_conv.cpp, SetPointwiseConv); a 3x3 convolution
 // with stride 1 and padding 1 from channels in sixteens into 1 to 8
-// channels runs directly (csrc/narrow_conv.cpp, SetNarrowConv).
+// channels runs directly (csrc/narrow_conv.cpp, SetNarrowConv); the other
+// 3x3 convolutions with stride 1 or 2 and padding 1 into channels in
+// sixteens (a U-Net's downsampling, its first convolution) run as products
+// of gathered patches (csrc/im2col_conv.cpp, SetIm2colConv).
 func (s *Scope) Conv2d(x, w, bias *Tensor, o Conv2dOptions) *Tensor {
 	if !s.ready("conv2d", x, w) || !s.readyOptional("conv2d", bias) || !s.readyOptional("conv2d", o.Residual) {
 		return nil
@@ -95,16 +98,20 @@ func (s *Scope) Conv2d(x, w, bias *Tensor, o Conv2dOptions) *Tensor {
 	if !narrowConvOff.Load() {
 		kernels |= C.DDPM_CONV_NARROW
 	}
+	if !im2colConvOff.Load() {
+		kernels |= C.DDPM_CONV_IM2COL
+	}
 	var out C.ddpm_tensor
 	e := C.ddpm_conv2d(s.mode, x.h, C.int64_t(up), w.h, opt(bias), opt(o.Residual), (*C.int64_t)(&stride[0]),
 		(*C.int64_t)(&pad[0]), (*C.int64_t)(&dil[0]), C.int64_t(groups), kernels, &out)
 	return s.wrap("conv2d", e, out, x, w, bias, o.Residual)
 }
 
-// winogradConvOff, pointwiseConvOff and narrowConvOff say whether Conv2d
-// leaves the convolutions of the shim's Winograd, 1x1 and narrow kernels to
-// libtorch (SetWinogradConv, SetPointwiseConv, SetNarrowConv).
-var winogradConvOff, pointwiseConvOff, narrowConvOff atomic.Bool
+// winogradConvOff, pointwiseConvOff, narrowConvOff and im2colConvOff say
+// whether Conv2d leaves the convolutions of the shim's Winograd, 1x1,
+// narrow and im2col kernels to libtorch (SetWinogradConv, SetPointwiseConv,
+// SetNarrowConv, SetIm2colConv).
+var winogradConvOff, pointwiseConvOff, narrowConvOff, im2colConvOff atomic.Bool
 
 // SetWinogradConv chooses between the shim's Winograd kernel for the 3x3
 // convolutions it takes (on, the default; see Conv2d) and libtorch's
@@ -124,13 +131,19 @@ func SetPointwiseConv(on bool) bool { return !pointwiseConvOff.Swap(!on) }
 // previous choice. libtorch's gives PyTorch's values to the last bit.
 func SetNarrowConv(on bool) bool { return !narrowConvOff.Swap(!on) }
 
+// SetIm2colConv chooses between the shim's kernel for the strided and
+// few-channel 3x3 convolutions it takes (on, the default; see Conv2d) and
+// libtorch's convolution for all of them from then on, and returns the
+// previous choice. libtorch's gives PyTorch's values to the last bit.
+func SetIm2colConv(on bool) bool { return !im2colConvOff.Swap(!on) }
+
 // WinogradConvSupported says whether this build and CPU have the Winograd
-// kernel, and the 1x1 and narrow kernels with it (x86-64 with AVX-512, or
+// kernel, and the 1x1, narrow and im2col kernels with it (x86-64 with AVX-512, or
 // AVX2 and FMA).
 func WinogradConvSupported() bool { return vectorISA(-1) != C.DDPM_VECTORS_NONE }
 
 // ConvKernelVectors names the vectors the shim's convolution kernels
-// (Winograd, 1x1, narrow; see Conv2d) use on this CPU and build: "avx512",
+// (Winograd, 1x1, narrow, im2col; see Conv2d) use on this CPU and build: "avx512",
 // "avx2", or "" where they do not run and libtorch's convolutions do.
 func ConvKernelVectors() string {
 	switch vectorISA(-1) {
@@ -143,7 +156,7 @@ func ConvKernelVectors() string {
 }
 
 // vectorISA limits the vectors of the shim's hand-vectorised kernels (the
-// Winograd, 1x1 and narrow convolutions) to limit (one of the shim's
+// Winograd, 1x1, narrow and im2col convolutions) to limit (one of the shim's
 // DDPM_VECTORS_ values; -1 leaves them) and returns what they use then: the
 // tests run the AVX2 kernels on an AVX-512 CPU this way, and restore the
 // default, the widest, with vectorsAVX512.

@@ -26,7 +26,8 @@ func benchJSON(t *testing.T, args ...string) benchResult {
 
 // bench --profile times libtorch's operators in both steps: the denoising
 // step calls aten::conv2d or one of the shim's kernels
-// (ddpm::winograd_conv, ddpm::pointwise_conv, ddpm::narrow_conv) once per
+// (ddpm::winograd_conv, ddpm::pointwise_conv, ddpm::narrow_conv,
+// ddpm::im2col_conv) once per
 // convolution of the model, and the
 // training step runs backward functions too. Without --profile there is no
 // profile.
@@ -80,7 +81,7 @@ func tinyConvs(t *testing.T) int {
 // libtorch's and the shim's kernels' calls.
 func sampleConvs(r benchResult) float64 {
 	return sampleCalls(r, "aten::conv2d") + sampleCalls(r, "ddpm::winograd_conv") + sampleCalls(r, "ddpm::pointwise_conv") +
-		sampleCalls(r, "ddpm::narrow_conv")
+		sampleCalls(r, "ddpm::narrow_conv") + sampleCalls(r, "ddpm::im2col_conv")
 }
 
 // sampleCalls is the calls a denoising step of op in r's profile.

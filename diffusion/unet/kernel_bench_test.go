@@ -80,6 +80,21 @@ func BenchmarkNarrowConv(b *testing.B) {
 	})
 }
 
+// BenchmarkIm2colConv compares the shim's kernel for the strided and
+// few-channel 3x3 convolutions (the U-Net's downsampling and first
+// convolutions) with libtorch's convolution (torch.SetIm2colConv) in the
+// same way, in float32 (skipped on a CPU without AVX-512 or AVX2).
+//
+//	go test ./diffusion/unet/ -run '^$' -bench Im2colConv -benchtime 1x
+func BenchmarkIm2colConv(b *testing.B) {
+	if !torch.WinogradConvSupported() {
+		b.Skip("the im2col kernel needs an x86-64 CPU with AVX-512 or AVX2")
+	}
+	compareKernels(b, torch.SetIm2colConv, []kernelCase{
+		{8, 1, diffusion.Float32}, {1, 2, diffusion.Float32}, {1, 1, diffusion.Float32}, {64, 2, diffusion.Float32},
+	})
+}
+
 // compareKernels times each case's forward with the kernel that set turns
 // on and off, taking turns, and reports their medians and ratio.
 func compareKernels(b *testing.B, set func(on bool) bool, cases []kernelCase) {
