@@ -122,10 +122,11 @@ namespace ddpm {
 bool im2col_conv_takes(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const int64_t* stride,
                        const int64_t* padding, const int64_t* dilation, int64_t groups) {
   // Stride 1 from channels in sixteens is the Winograd kernel's alone,
-  // also where its transform does not fit in the weight cache.
+  // also where its transform does not fit in the weight cache. An empty map
+  // is libtorch's to answer.
   const int64_t one[2] = {1, 1};
-  return (stride[0] == 2 || (stride[0] == 1 && x.size(1) % 16 != 0)) && stride[1] == stride[0] &&
-         vector_conv_takes(x, w, bias, one, padding, dilation, groups, 3, 1, true);
+  return vector_conv_takes(x, w, bias, one, padding, dilation, groups, 3, 1, true) && stride[1] == stride[0] &&
+         (stride[0] == 2 || (stride[0] == 1 && x.size(1) % 16 != 0)) && x.size(2) > 0 && x.size(3) > 0;
 }
 
 at::Tensor im2col_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, int64_t stride) {
