@@ -13,7 +13,7 @@
 // to its own im2col and GEMM, which takes a layout copy each way for a
 // channels-last map. BenchmarkIm2colConvShapes (package torch, one run):
 // 0.11-0.7 of libtorch's time at batch 1 on two threads (one request's;
-// 1.15 for the cifar10 preset's 128 channels at 32x32), 0.62-1.07 at batch
+// 1.15 for the cifar10 preset's 128 channels at 32x32), 0.61-1.10 at batch
 // 8 on one (a serving worker's), about the same at 64 on two; the small
 // preset's forward 0.93-0.98 of the time (BenchmarkIm2colConv in package
 // unet). Each value is summed over its taps and channels in
