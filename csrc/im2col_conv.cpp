@@ -94,12 +94,7 @@ DDPM_INLINE void im2col_block(const float* x, const float* WT, const float* bias
     const int n16 = static_cast<int>((std::min(OC, oc0 + ddpm::kGemmColumns) - oc0) / 16);
     ddpm::products<L>(n16, rows, A, K, WT + oc0, OC, y + p0 * OC + oc0, OC);
   }
-  using V = ddpm::Lanes<L>;
-  for (int64_t r = 0; bias != nullptr && r < rows; r++)
-    for (int64_t c = 0; c < OC; c += L) {
-      float* at = y + (p0 + r) * OC + c;
-      V::store(at, V::load(at) + V::load(bias + c));
-    }
+  ddpm::add_bias_residual<L>(y + p0 * OC, OC, rows, OC, bias, nullptr);
 }
 
 #define DDPM_BLOCK_ARGS                                                                                      \

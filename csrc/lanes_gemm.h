@@ -84,6 +84,22 @@ DDPM_INLINE void products(int n16, int64_t rows, const float* A, int64_t K, cons
   }
 }
 
+// y[r, c] + bias[c], then + res[r, c], into y for rows x cols values (cols
+// a multiple of L) whose rows lie ld floats apart in y and res alike: what
+// adds after the product would give. Either or both may be null.
+template <int L>
+DDPM_INLINE void add_bias_residual(float* y, int64_t ld, int64_t rows, int64_t cols, const float* bias,
+                                   const float* res) {
+  using V = Lanes<L>;
+  for (int64_t r = 0; (bias != nullptr || res != nullptr) && r < rows; r++)
+    for (int64_t c = 0; c < cols; c += L) {
+      typename V::vec v = V::load(y + r * ld + c);
+      if (bias != nullptr) v = v + V::load(bias + c);
+      if (res != nullptr) v = v + V::load(res + r * ld + c);
+      V::store(y + r * ld + c, v);
+    }
+}
+
 }  // namespace ddpm
 
 #endif  // DDPM_LANES

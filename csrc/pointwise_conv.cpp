@@ -52,17 +52,10 @@ constexpr int64_t kThreadFlops = 4000000;
 template <int L>
 DDPM_INLINE void pointwise_block(const float* x, const float* WT, const float* bias, const float* res, float* y,
                                  int64_t C, int64_t OC, int64_t p0, int64_t rows, int64_t oc0, int n16) {
-  const int64_t cols = 16 * n16;
-  ddpm::products<L>(n16, rows, x + p0 * C, C, WT + oc0, OC, y + p0 * OC + oc0, OC);
-  using V = ddpm::Lanes<L>;
-  for (int64_t r = 0; (bias != nullptr || res != nullptr) && r < rows; r++)
-    for (int64_t c = 0; c < cols; c += L) {
-      const int64_t at = (p0 + r) * OC + oc0 + c;
-      typename V::vec v = V::load(y + at);
-      if (bias != nullptr) v = v + V::load(bias + oc0 + c);
-      if (res != nullptr) v = v + V::load(res + at);
-      V::store(y + at, v);
-    }
+  const int64_t at = p0 * OC + oc0;  // the block's first output
+  ddpm::products<L>(n16, rows, x + p0 * C, C, WT + oc0, OC, y + at, OC);
+  ddpm::add_bias_residual<L>(y + at, OC, rows, 16 * n16, bias != nullptr ? bias + oc0 : nullptr,
+                             res != nullptr ? res + at : nullptr);
 }
 
 #define DDPM_BLOCK_ARGS                                                                                      \

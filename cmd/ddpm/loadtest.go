@@ -163,15 +163,22 @@ type loadRatio struct {
 	Median  float64   `json:"median"`
 }
 
-// loadRatios pairs each level and round of the batched server with the
-// one-at-a-time server's, in the order of levels.
-func loadRatios(levels []loadLevel) []loadRatio {
+// baselines is the one-at-a-time server's images/s at each level and round
+// ({clients, round}).
+func baselines(levels []loadLevel) map[[2]int]float64 {
 	base := map[[2]int]float64{}
 	for _, l := range levels {
 		if l.Server == "one-at-a-time" {
 			base[[2]int{l.Clients, l.Round}] = l.ImagesPerS
 		}
 	}
+	return base
+}
+
+// loadRatios pairs each level and round of the batched server with the
+// one-at-a-time server's, in the order of levels.
+func loadRatios(levels []loadLevel) []loadRatio {
+	base := baselines(levels)
 	var out []loadRatio
 	at := map[int]int{} // clients -> index in out
 	for _, l := range levels {
@@ -567,12 +574,9 @@ func printLoad(c *cli.Context, rep loadReport) error {
 	if rep.DirectS > 0 {
 		fmt.Fprintf(w, "direct pipeline call: %.3f s\n", rep.DirectS)
 	}
-	base := map[[2]int]float64{}
+	base := baselines(rep.Levels)
 	rounds := 1
 	for _, l := range rep.Levels {
-		if l.Server == "one-at-a-time" {
-			base[[2]int{l.Clients, l.Round}] = l.ImagesPerS
-		}
 		rounds = max(rounds, l.Round)
 	}
 	// The round column only when there are rounds to tell apart.
