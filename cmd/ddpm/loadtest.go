@@ -95,9 +95,8 @@ type loadLevel struct {
 // the mean forward and iteration (forward and sampler steps) times, the
 // share of the level it spent iterating, and the model's floating-point
 // rate over the level (its rows times pipeline.Info.ForwardFLOPs; zero when
-// the model does not say). An iteration's time is counted once it has
-// answered its finished requests, so a level may be charged the last
-// iteration of the one before.
+// the model does not say). An iteration is counted before it answers its
+// finished requests, so a level's last answers come with its whole time.
 type engineLoad struct {
 	RowsPerForward float64 `json:"rows_per_forward"`
 	ForwardMS      float64 `json:"forward_ms"`

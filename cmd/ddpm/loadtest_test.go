@@ -37,9 +37,7 @@ func TestLoadtest(t *testing.T) {
 		}
 		// The one-at-a-time server forwards one row at a time; a
 		// forward is within its iteration, and the engine's time within
-		// the level's (give or take the last iteration of the level
-		// before: an iteration's time is counted after it answered its
-		// finished requests).
+		// the level's (give or take the timing of the two clocks).
 		if e := l.Engine; e == nil || e.RowsPerForward < 1 || (wantServer == "one-at-a-time" && e.RowsPerForward != 1) ||
 			e.RowsPerForward > float64(wantClients) || !(e.ForwardMS > 0 && e.ForwardMS <= e.IterationMS) || !(e.Busy > 0 && e.Busy <= 1.05) {
 			t.Errorf("level %d: engine %+v", i, l.Engine)

@@ -312,7 +312,16 @@ func (e *Engine) step(w int, active []*job) []*job {
 	}
 	n := int64(len(ts))
 	// One iteration's time: the shared forward and every request's step.
+	// The iteration is counted before its finished requests are answered,
+	// so that Stats and the metrics read after an answer include its last
+	// step.
 	var forward time.Duration
+	type answer struct {
+		j    *job
+		imgs *pipeline.Images
+		err  error
+	}
+	var answers []answer
 	defer func() {
 		d := time.Since(began)
 		// Both together: a Stats read in between sees neither, so the
@@ -322,6 +331,9 @@ func (e *Engine) step(w int, active []*job) []*job {
 		e.stats.StepTime += d
 		e.mu.Unlock()
 		e.opts.Metrics.step(e.opts.Name, int(n), d)
+		for _, a := range answers {
+			e.finish(a.j, a.imgs, a.err)
+		}
 	}()
 	x := s.Cat(xs, 0)
 	t := s.FromInt64s(ts, n)
@@ -358,7 +370,7 @@ func (e *Engine) step(w int, active []*job) []*job {
 	e.mu.Unlock()
 	if err := s.Err(); err != nil {
 		for _, j := range active {
-			e.finish(j, nil, fmt.Errorf("serve: model forward over %d rows: %w", n, err))
+			answers = append(answers, answer{j, nil, fmt.Errorf("serve: model forward over %d rows: %w", n, err)})
 		}
 		return nil
 	}
@@ -370,10 +382,10 @@ func (e *Engine) step(w int, active []*job) []*job {
 		done, err := e.advance(j, jp)
 		switch {
 		case err != nil:
-			e.finish(j, nil, fmt.Errorf("serve: %w", err))
+			answers = append(answers, answer{j, nil, fmt.Errorf("serve: %w", err)})
 		case done:
-			e.finish(j, &pipeline.Images{N: j.n, C: e.info.Channels, H: e.info.Size, W: e.info.Size,
-				Pixels: j.pixels, Labels: j.labels}, nil)
+			answers = append(answers, answer{j, &pipeline.Images{N: j.n, C: e.info.Channels, H: e.info.Size,
+				W: e.info.Size, Pixels: j.pixels, Labels: j.labels}, nil})
 		default:
 			keep = append(keep, j)
 		}
