@@ -112,6 +112,47 @@ func TestKeepAndAdopt(t *testing.T) {
 	}
 }
 
+// Block frees a block's intermediates when it returns and hands its result
+// to the outer scope, keeps the outer scope's autocast, and records a
+// failure inside it in the outer scope (after which it runs nothing).
+func TestBlock(t *testing.T) {
+	start := LiveTensors()
+	s, err := NewAutocastScope(NoGrad, BFloat16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := s.Ones([]int64{2, 3}, Float32, CPU)
+	y := s.Block(func(c *Scope) *Tensor {
+		if dt, ok := c.Autocast(); !ok || dt != BFloat16 {
+			t.Errorf("block's autocast %v, %v; want bfloat16", dt, ok)
+		}
+		return c.AddScalar(c.MulScalar(c.AddScalar(x, 1), 3), -1) // two intermediates
+	})
+	if got := LiveTensors() - start; got != 2 {
+		t.Errorf("%d tensors alive after the block, want 2 (x and its result)", got)
+	}
+	if s.Len() != 2 {
+		t.Errorf("outer scope owns %d tensors, want 2", s.Len())
+	}
+	if v, err := y.Float32s(); err != nil || v[0] != 5 {
+		t.Errorf("block's result %v, %v; want 5s", v, err)
+	}
+	bad := s.Block(func(c *Scope) *Tensor {
+		return c.Add(x, c.Ones([]int64{4}, Float32, CPU)) // shapes that do not broadcast
+	})
+	if bad != nil || s.Err() == nil {
+		t.Errorf("a failing block returned %v and left the scope's error %v", bad, s.Err())
+	}
+	ran := false
+	if s.Block(func(c *Scope) *Tensor { ran = true; return nil }) != nil || ran {
+		t.Error("a block ran in a scope that had failed")
+	}
+	s.Close()
+	if got := LiveTensors(); got != start {
+		t.Errorf("live tensors %d, want %d", got, start)
+	}
+}
+
 // Adopting a tensor of another scope takes it out of that scope: closing the
 // old owner no longer frees it, closing the new one does.
 func TestAdoptTakesTensorFromItsOwner(t *testing.T) {

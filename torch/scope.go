@@ -100,6 +100,30 @@ func (s *Scope) Child() *Scope {
 	return &Scope{mode: s.mode, owned: make(map[*Tensor]struct{})}
 }
 
+// Block runs f in a child scope of s (same mode and autocast) and hands
+// only f's result to s: the intermediates of a model's block are freed when
+// the block is done rather than when the whole pass is (autograd keeps its
+// own references to what backward needs). Freeing early lets the CPU
+// allocator reuse memory within a pass: a U-Net forward that held every
+// intermediate ran memory-bound operations such as GroupNorm and SiLU
+// several times slower. A failure in f is recorded in s, and Block returns
+// nil; so does a scope that has failed already, without calling f.
+func (s *Scope) Block(f func(c *Scope) *Tensor) *Tensor {
+	if s.Err() != nil {
+		return nil
+	}
+	c := s.Child()
+	defer c.Close()
+	out := f(c)
+	if err := c.Err(); err != nil {
+		s.Fail(err)
+		return nil
+	}
+	c.Keep(out)
+	s.Adopt(out)
+	return out
+}
+
 // Err is the first error of the scope's operations, or nil.
 func (s *Scope) Err() error {
 	s.mu.Lock()

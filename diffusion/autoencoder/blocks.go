@@ -40,7 +40,7 @@ func newResnet(b *nn.Builder, in, out int64, groups int64) *resnet {
 }
 
 func (r *resnet) forward(s *torch.Scope, x *torch.Tensor) *torch.Tensor {
-	return scoped(s, func(s *torch.Scope) *torch.Tensor {
+	return s.Block(func(s *torch.Scope) *torch.Tensor {
 		h := r.norm2.ForwardSiLU(s, r.conv1.Forward(s, r.norm1.ForwardSiLU(s, x, nil)), nil)
 		if r.shortcut == nil {
 			return r.conv2.ForwardAdd(s, h, x) // x + conv2(h)
@@ -72,7 +72,7 @@ func newAttention(b *nn.Builder, ch, groups int64) *attention {
 }
 
 func (a *attention) forward(s *torch.Scope, x *torch.Tensor) *torch.Tensor {
-	return scoped(s, func(s *torch.Scope) *torch.Tensor {
+	return s.Block(func(s *torch.Scope) *torch.Tensor {
 		shape := x.Shape()
 		n, c, h, w := shape[0], shape[1], shape[2], shape[3]
 		hn := s.Transpose(s.Reshape(a.norm.Forward(s, x), n, c, h*w), 1, 2) // (N, HW, C)
@@ -146,7 +146,7 @@ func (l level) down(s *torch.Scope, h *torch.Tensor) *torch.Tensor {
 	if l.sampler == nil {
 		return h
 	}
-	return replace(h, scoped(s, func(s *torch.Scope) *torch.Tensor {
+	return replace(h, s.Block(func(s *torch.Scope) *torch.Tensor {
 		shape := h.Shape()
 		n, c, ht, w := shape[0], shape[1], shape[2], shape[3]
 		dt, dev := h.DType(), h.Device()
@@ -166,26 +166,6 @@ func (l level) up(s *torch.Scope, h *torch.Tensor) *torch.Tensor {
 		return h
 	}
 	return replace(h, l.sampler.ForwardUpsample(s, h, 2))
-}
-
-// scoped runs f in a child scope of s (same mode) and hands only its result
-// to s, so a block's intermediates are freed as soon as the block is done
-// (autograd keeps its own references to what backward needs). A failure in
-// f is recorded in s.
-func scoped(s *torch.Scope, f func(s *torch.Scope) *torch.Tensor) *torch.Tensor {
-	if s.Err() != nil {
-		return nil
-	}
-	c := torch.NewScope(s.Mode())
-	defer c.Close()
-	out := f(c)
-	if err := c.Err(); err != nil {
-		s.Fail(err)
-		return nil
-	}
-	c.Keep(out)
-	s.Adopt(out)
-	return out
 }
 
 // replace frees old, an intermediate result that next was computed from,

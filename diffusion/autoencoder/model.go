@@ -148,7 +148,7 @@ func (m *Model) Encode(s *torch.Scope, x *torch.Tensor) (mean, logVar *torch.Ten
 		h = l.down(s, h)
 	}
 	h = replace(h, m.encMid.forward(s, h))
-	moments := replace(h, scoped(s, func(s *torch.Scope) *torch.Tensor {
+	moments := replace(h, s.Block(func(s *torch.Scope) *torch.Tensor {
 		out := m.encConvOut.Forward(s, m.encNormOut.ForwardSiLU(s, h, nil))
 		if m.quantConv != nil {
 			out = m.quantConv.Forward(s, out)
@@ -188,7 +188,7 @@ func (m *Model) Decode(s *torch.Scope, z *torch.Tensor) *torch.Tensor {
 		s.Fail(err)
 		return nil
 	}
-	h := scoped(s, func(s *torch.Scope) *torch.Tensor {
+	h := s.Block(func(s *torch.Scope) *torch.Tensor {
 		if m.postQuantConv != nil {
 			z = m.postQuantConv.Forward(s, z)
 		}
@@ -198,7 +198,7 @@ func (m *Model) Decode(s *torch.Scope, z *torch.Tensor) *torch.Tensor {
 	for _, l := range m.decUp {
 		h = l.up(s, h)
 	}
-	return replace(h, scoped(s, func(s *torch.Scope) *torch.Tensor {
+	return replace(h, s.Block(func(s *torch.Scope) *torch.Tensor {
 		return m.decConvOut.Forward(s, m.decNormOut.ForwardSiLU(s, h, nil))
 	}))
 }

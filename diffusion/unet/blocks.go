@@ -58,7 +58,7 @@ func newResBlock(b *nn.Builder, r resSpec, c Config) *resBlock {
 // timestep (and label) embedding, (N, TimeEmbedDim). A non-nil skip is
 // concatenated to x along the channels first (the way up of the U).
 func (r *resBlock) forward(s *torch.Scope, x, skip, embAct *torch.Tensor, d dropout) *torch.Tensor {
-	return scoped(s, func(s *torch.Scope) *torch.Tensor {
+	return s.Block(func(s *torch.Scope) *torch.Tensor {
 		if skip != nil {
 			x = s.Cat([]*torch.Tensor{x, skip}, 1)
 		}
@@ -100,7 +100,7 @@ func newAttnBlock(b *nn.Builder, ch int64, c Config) *attnBlock {
 
 // forward maps x (n, ch, h, w) to the same shape.
 func (a *attnBlock) forward(s *torch.Scope, x *torch.Tensor, n, ch, h, w int64) *torch.Tensor {
-	return scoped(s, func(s *torch.Scope) *torch.Tensor {
+	return s.Block(func(s *torch.Scope) *torch.Tensor {
 		hd := ch / a.heads
 		hn := a.norm.Forward(s, x)
 		// (n, ch, h, w) -> (n, heads, hw, hd): head i holds channels
@@ -115,29 +115,6 @@ func (a *attnBlock) forward(s *torch.Scope, x *torch.Tensor, n, ch, h, w int64) 
 		o = s.Reshape(s.Transpose(o, 2, 3), n, ch, h, w)
 		return a.proj.ForwardAdd(s, o, x) // x + proj_out(o)
 	})
-}
-
-// scoped runs f in a child scope of s (same mode and autocast) and hands only its result
-// to s, so the intermediates of a block are freed when the block is done
-// rather than when the whole pass is (autograd keeps its own references to
-// what backward needs). Freeing early lets the allocator reuse memory within
-// a pass: holding every intermediate made memory-bound operations such as
-// GroupNorm and SiLU several times slower on the CPU. A failure in f is
-// recorded in s.
-func scoped(s *torch.Scope, f func(s *torch.Scope) *torch.Tensor) *torch.Tensor {
-	if s.Err() != nil {
-		return nil
-	}
-	c := s.Child()
-	defer c.Close()
-	out := f(c)
-	if err := c.Err(); err != nil {
-		s.Fail(err)
-		return nil
-	}
-	c.Keep(out)
-	s.Adopt(out)
-	return out
 }
 
 // timestepEmbedding is the sinusoidal embedding of the timesteps t (N) as

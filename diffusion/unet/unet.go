@@ -222,7 +222,7 @@ func (u *UNet) Forward(s *torch.Scope, x, t, labels *torch.Tensor) *torch.Tensor
 	d := dropout{p: u.cfg.Dropout, train: u.train, gen: u.gen}
 
 	// SiLU of the timestep (and label) embedding: every temb_proj takes it.
-	embAct := scoped(s, func(s *torch.Scope) *torch.Tensor {
+	embAct := s.Block(func(s *torch.Scope) *torch.Tensor {
 		emb := timestepEmbedding(s, t, int64(u.cfg.BaseChannels), u.cfg.SinFirst, u.cfg.FreqShift, u.dev)
 		if u.dtype != torch.Float32 {
 			emb = s.ToDType(emb, u.dtype)
@@ -238,7 +238,7 @@ func (u *UNet) Forward(s *torch.Scope, x, t, labels *torch.Tensor) *torch.Tensor
 	})
 	defer embAct.Close()
 
-	// Every intermediate is closed as soon as it has been used (see scoped).
+	// Every intermediate is closed as soon as it has been used (see torch.Scope.Block).
 	h := u.convIn.Forward(s, x)
 	skips := []*torch.Tensor{h}
 	for i, lv := range u.down {
@@ -285,7 +285,7 @@ func (u *UNet) Forward(s *torch.Scope, x, t, labels *torch.Tensor) *torch.Tensor
 			h = replace(h, lv.upsample.ForwardUpsample(s, h, 2))
 		}
 	}
-	return replace(h, scoped(s, func(s *torch.Scope) *torch.Tensor {
+	return replace(h, s.Block(func(s *torch.Scope) *torch.Tensor {
 		out := u.convOut.Forward(s, u.normOut.ForwardSiLU(s, h, nil))
 		if _, ok := s.Autocast(); ok {
 			out = s.ToDType(out, u.dtype) // under autocast conv_out returns the lower precision
@@ -298,7 +298,7 @@ func (u *UNet) Forward(s *torch.Scope, x, t, labels *torch.Tensor) *torch.Tensor
 // and one column at the right, as the original DDPM (and diffusers with
 // downsample_padding 0) pads before its stride-2 convolution.
 func padBottomRight(s *torch.Scope, x *torch.Tensor) *torch.Tensor {
-	return scoped(s, func(s *torch.Scope) *torch.Tensor {
+	return s.Block(func(s *torch.Scope) *torch.Tensor {
 		m, err := x.Meta()
 		if err != nil {
 			s.Fail(err)
