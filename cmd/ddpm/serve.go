@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -49,6 +51,7 @@ requests in flight finish (at most --drain-timeout) and exits.`,
 		&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto", EnvVars: []string{"DDPM_DEVICE"}},
 		&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads, divided among each model's workers (default: every CPU, or OMP_NUM_THREADS)", EnvVars: []string{"DDPM_THREADS"}},
 		&cli.BoolFlag{Name: "warmup", Value: true, Usage: "on start, run one forward of every row count up to --max-batch of each model, /readyz answering 503 meanwhile, so that no request pays for what libtorch makes on a shape's first use (--warmup=false: ready at once)", EnvVars: []string{"DDPM_SERVE_WARMUP"}},
+		&cli.StringFlag{Name: "log", Value: "text", Usage: "access log on stderr, a line per request (ID, status, seconds, model, n, seed, sampler, steps, error): text, json or off", EnvVars: []string{"DDPM_SERVE_LOG"}},
 		workersFlag,
 		precisionFlag,
 	},
@@ -87,6 +90,19 @@ func resolveWorkers(c *cli.Context, dev torch.Device) (workers, threads int, err
 // least one.
 func workerThreads(threads, workers int) int { return max(1, threads/max(1, workers)) }
 
+// accessLogger is --log's logger, writing to w (nil for off).
+func accessLogger(format string, w io.Writer) (*slog.Logger, error) {
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, nil)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, nil)), nil
+	case "off":
+		return nil, nil
+	}
+	return nil, fmt.Errorf("--log %q: want text, json or off", format)
+}
+
 // servedModel is one --model: its pipeline and the engine batching it.
 type servedModel struct {
 	name   string
@@ -105,6 +121,10 @@ func runServe(c *cli.Context) error {
 	}
 	if c.Duration("timeout") < 0 || c.Duration("drain-timeout") < 0 {
 		return errors.New("serve: --timeout and --drain-timeout must be non-negative")
+	}
+	logger, err := accessLogger(c.String("log"), c.App.ErrWriter)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
 	}
 	w, err := checkpoint.ParseWeights(c.String("weights"))
 	if err != nil {
@@ -161,7 +181,8 @@ func runServe(c *cli.Context) error {
 	for i, m := range models {
 		served[i] = serve.Model{Name: m.name, Engine: m.engine}
 	}
-	h, err := serve.NewHandler(served, serve.HandlerOptions{Token: c.String("token"), Metrics: metrics, Gatherer: reg})
+	h, err := serve.NewHandler(served, serve.HandlerOptions{Token: c.String("token"), Metrics: metrics, Gatherer: reg,
+		Logger: logger})
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
+	"github.com/ddpm-go/ddpm/diffusion/serve"
 )
 
 // A client that sends half its headers and stalls is dropped after the
@@ -71,6 +72,7 @@ func TestServeLoadsModels(t *testing.T) {
 		{"serve", "--model", "a=" + runDir, "--model", "a=" + runDir},
 		{"serve", "--model", "a=" + runDir, "--max-batch", "0"},
 		{"serve", "--model", "a=" + runDir, "--workers", "-2"},
+		{"serve", "--model", "a=" + runDir, "--log", "xml"},
 	} {
 		code, _, errOut := ddpm(t, args...)
 		if code != 1 || strings.Count(errOut, "\n") != 1 || !strings.HasPrefix(errOut, "ddpm: serve: ") {
@@ -90,7 +92,7 @@ func TestServeCommand(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "serve", "--model", "tiny="+runDir, "--addr", "127.0.0.1:0", "--max-batch", "4")
+	cmd := exec.Command(bin, "serve", "--model", "tiny="+runDir, "--addr", "127.0.0.1:0", "--max-batch", "4", "--log", "json")
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -118,6 +120,16 @@ func TestServeCommand(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("generation: %s", resp.Status)
+	}
+	// Its access log line (the probe's is at Debug, not logged).
+	id := resp.Header.Get(serve.RequestIDHeader)
+	logged := regexp.MustCompile(`(?m)^\{"time":[^\n]*"msg":"request","id":"` + regexp.QuoteMeta(id) +
+		`","method":"POST","path":"/v1/images/generations","status":200,[^\n]*"model":"tiny","n":1,`)
+	for deadline := time.Now().Add(10 * time.Second); !logged.MatchString(out.String()) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !logged.MatchString(out.String()) || strings.Contains(out.String(), `"path":"/readyz"`) {
+		t.Errorf("access log: want the generation's line (request ID %q) and no probe's:\n%s", id, out.String())
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil || !strings.Contains(out.String(), "ddpm serve: stopped") {

@@ -126,6 +126,9 @@ func TestSamplerVisitsTimesteps(t *testing.T) {
 			if !slices.Equal(got, want) {
 				t.Errorf("visited %v, want %v", got, want)
 			}
+			if n, err := DefaultSteps(tc.o.Sampler, sc.T()); tc.o.Steps == 0 && (err != nil || n != len(got)) {
+				t.Errorf("DefaultSteps: %d, %v; the sampler took %d", n, err, len(got))
+			}
 		})
 	}
 }

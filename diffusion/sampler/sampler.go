@@ -78,6 +78,17 @@ func lookup(k Kind) (algorithm, error) {
 	return algorithm{}, fmt.Errorf("sampler: unknown sampler %q (valid: %s)", k, enum.List(kinds()))
 }
 
+// DefaultSteps is the number of steps sampler k takes on a schedule of T
+// timesteps when Options.Steps is 0: T for DDPM, at most DefaultDDIMSteps
+// for DDIM and DefaultDPMSolverSteps for DPM-Solver++(2M).
+func DefaultSteps(k Kind, T int) (int, error) {
+	a, err := lookup(k)
+	if err != nil {
+		return 0, err
+	}
+	return a.steps(T), nil
+}
+
 // ParseKind parses a sampler name the enum way. "dpm++2m", "dpmpp2m" and
 // "dpm-solver++" name DPMPP2M, "ancestral" names DDPM.
 func ParseKind(s string) (Kind, error) {

@@ -40,6 +40,22 @@ func TestParseSamplerOptions(t *testing.T) {
 	}
 }
 
+// DefaultSteps is bounded by a short schedule's T and names an unknown
+// sampler (TestSamplerVisitsTimesteps checks it against the steps taken).
+func TestDefaultSteps(t *testing.T) {
+	for _, tc := range []struct {
+		k       Kind
+		T, want int
+	}{{DDPM, 30, 30}, {DDIM, 30, 30}, {DDIM, 1000, DefaultDDIMSteps}, {DPMPP2M, 10, 10}, {DPMPP2M, 1000, DefaultDPMSolverSteps}} {
+		if got, err := DefaultSteps(tc.k, tc.T); err != nil || got != tc.want {
+			t.Errorf("DefaultSteps(%s, %d) = %d, %v; want %d", tc.k, tc.T, got, err, tc.want)
+		}
+	}
+	if _, err := DefaultSteps("euler", 1000); err == nil || !strings.Contains(err.Error(), "euler") {
+		t.Errorf("an unknown sampler: %v", err)
+	}
+}
+
 // Invalid options fail before any model call, with a message that says why.
 func TestSampleOptionsValidation(t *testing.T) {
 	sc := mustSchedule(t, diffusion.DefaultScheduleConfig())

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"sort"
@@ -73,6 +74,15 @@ type HandlerOptions struct {
 	Gatherer prometheus.Gatherer
 	// RetryAfter is the Retry-After of a 429, in whole seconds; default 1.
 	RetryAfter int
+	// Logger, if not nil, gets one access log record ("request") per
+	// request when it is answered: its ID (RequestIDHeader), method, path,
+	// status, body bytes, seconds and remote address, the error code if
+	// any, and for a generation the model, n, seed, sampler, steps and
+	// whether it streamed. The level is Info, Error for a 5xx (or a
+	// stream's internal error, after its 200), and Debug
+	// for /healthz, /readyz and /metrics. A client that left before its
+	// answer is logged with status 499 and error client_closed.
+	Logger *slog.Logger
 }
 
 // Handler is the HTTP/JSON API over engines. It is safe for concurrent use.
@@ -137,8 +147,17 @@ func NewHandler(models []Model, o HandlerOptions) (*Handler, error) {
 	return h, nil
 }
 
-// ServeHTTP serves the API.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+// ServeHTTP serves the API. Every response carries the request's ID in
+// RequestIDHeader.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := requestID(r)
+	w.Header().Set(RequestIDHeader, id)
+	if h.opts.Logger == nil {
+		h.mux.ServeHTTP(w, r)
+		return
+	}
+	h.serveLogged(w, r, id)
+}
 
 // Warmup warms each model's engine up (Engine.Warmup) in turn while /readyz
 // answers 503 (warming_up), so that a load balancer sends no traffic before
@@ -214,6 +233,7 @@ func (h *Handler) writeJSON(w http.ResponseWriter, status int, v any) {
 
 func (h *Handler) writeError(w http.ResponseWriter, status int, code, msg string) {
 	h.opts.Metrics.httpError(code)
+	noteError(w, code)
 	if status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", fmt.Sprint(h.opts.RetryAfter))
 	}

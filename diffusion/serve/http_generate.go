@@ -82,6 +82,7 @@ func (h *Handler) generations(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, http.StatusBadRequest, codeInvalidRequest, err.Error())
 		return
 	}
+	noteGeneration(w, m, sreq, req.Stream)
 	if req.Stream {
 		h.stream(w, r, m, sreq, format)
 		return
@@ -187,6 +188,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, m Model, req Re
 			if err := event("progress", progressEvent{Step: p.Step, Steps: p.Steps, Images: p.Images}); err != nil {
 				// The client stopped reading: the request's context ends
 				// with the handler, and its slots leave the batch.
+				noteError(w, codeClientClosed)
 				return
 			}
 		case o := <-done:
@@ -194,6 +196,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, m Model, req Re
 			select {
 			case p := <-progress:
 				if err := event("progress", progressEvent{Step: p.Step, Steps: p.Steps, Images: p.Images}); err != nil {
+					noteError(w, codeClientClosed)
 					return
 				}
 			default:
@@ -202,10 +205,12 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, m Model, req Re
 				status, e, ok := h.failure(m, o.err)
 				switch {
 				case !ok:
+					noteError(w, codeClientClosed)
 				case !started:
 					h.writeError(w, status, e.Error.Code, e.Error.Message)
 				default:
 					h.opts.Metrics.httpError(e.Error.Code)
+					noteError(w, e.Error.Code)
 					event("error", e)
 				}
 				return
@@ -213,6 +218,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, m Model, req Re
 			resp, err := encodeJSON(o.imgs, format)
 			if err != nil {
 				h.opts.Metrics.httpError(codeInternal)
+				noteError(w, codeInternal)
 				event("error", newAPIError(codeInternal, err.Error()))
 				return
 			}
