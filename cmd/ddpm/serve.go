@@ -31,7 +31,8 @@ var serveCommand = &cli.Command{
 	Usage: "serve models over HTTP/JSON, batching the denoising steps of concurrent requests",
 	Description: `POST /v1/images/generations {"model", "n", "seed", "sampler", "steps", "eta",
 "spacing", "class", "guidance", "response_format": "png_base64" | "raw_float32_base64" |
-"png" | "npy", "stream": true for server-sent progress events};
+"png" | "npy", "stream": true for server-sent progress events, "preview_every": k
+with it for x_0 previews every k steps};
 GET /v1/models, /healthz, /readyz, /metrics (Prometheus). With --token (or
 DDPM_SERVE_TOKEN) every endpoint but /healthz and /readyz needs
 "Authorization: Bearer TOKEN". Each model warms up first (--warmup; /readyz

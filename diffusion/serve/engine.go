@@ -317,8 +317,14 @@ func (e *Engine) prepare(r Request) (*job, error) {
 			model[i] = l
 		}
 	}
+	if r.PreviewEvery < 0 {
+		return nil, bad("preview every %d steps: want 0 (none) or more", r.PreviewEvery)
+	}
 	j := &job{n: r.N, seed: r.Seed, batch: r.Batch, so: so, rows: rows, steps: steps,
 		labels: labels, modelLabels: model, progress: r.Progress, result: make(chan result, 1)}
+	if r.Progress != nil {
+		j.previewEvery = r.PreviewEvery
+	}
 	return j, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
@@ -35,11 +36,31 @@ type generationResponse struct {
 	Data    []generatedImage `json:"data"`
 }
 
-// progressEvent is the data of a stream's progress event.
+// progressEvent is the data of a stream's progress event. Preview, on the
+// steps preview_every picks, holds the predicted x_0 of the batch being
+// denoised as base64 PNGs: images Images, Images+1, ...
 type progressEvent struct {
-	Step   int `json:"step"`
-	Steps  int `json:"steps"`
-	Images int `json:"images"`
+	Step    int      `json:"step"`
+	Steps   int      `json:"steps"`
+	Images  int      `json:"images"`
+	Preview []string `json:"preview,omitempty"`
+}
+
+// newProgressEvent encodes p for a stream.
+func newProgressEvent(p Progress) (progressEvent, error) {
+	ev := progressEvent{Step: p.Step, Steps: p.Steps, Images: p.Images}
+	if p.Preview == nil {
+		return ev, nil
+	}
+	ev.Preview = make([]string, p.Preview.N)
+	for i := range ev.Preview {
+		var buf bytes.Buffer
+		if err := encodePNG(&buf, p.Preview.Image(i)); err != nil {
+			return ev, err
+		}
+		ev.Preview[i] = base64.StdEncoding.EncodeToString(buf.Bytes())
+	}
+	return ev, nil
 }
 
 func (h *Handler) generations(w http.ResponseWriter, r *http.Request) {
@@ -128,7 +149,8 @@ func (h *Handler) failure(m Model, err error) (status int, e apiError, ok bool) 
 }
 
 // stream answers with server-sent events: "progress" after each denoising
-// step (the latest only, if the client reads slower than the engine steps),
+// step (the latest only, and the latest preview, if the client reads
+// slower than the engine steps),
 // then "result" with the JSON response or "error". An error before the
 // first step (a full queue, an invalid request) is a plain JSON error
 // with its status, as without streaming.
@@ -139,21 +161,9 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, m Model, req Re
 		return
 	}
 	// The engine calls Progress on a worker's goroutine, which must not
-	// wait for a slow client: a one-slot mailbox that keeps the latest.
-	progress := make(chan Progress, 1)
-	req.Progress = func(p Progress) {
-		for {
-			select {
-			case progress <- p:
-				return
-			default:
-				select {
-				case <-progress:
-				default:
-				}
-			}
-		}
-	}
+	// wait for a slow client: a mailbox that keeps the latest.
+	box := newProgressBox()
+	req.Progress = box.put
 	type outcome struct {
 		imgs *pipeline.Images
 		err  error
@@ -182,24 +192,41 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, m Model, req Re
 		flusher.Flush()
 		return nil
 	}
+	// sendProgress sends p; false when the stream ends: the client stopped
+	// reading (the request's context ends with the handler, and its slots
+	// leave the batch), or a preview could not be encoded.
+	sendProgress := func(p Progress) bool {
+		ev, err := newProgressEvent(p)
+		if err != nil {
+			h.opts.Metrics.httpError(codeInternal)
+			noteError(w, codeInternal)
+			event("error", newAPIError(codeInternal, "preview: "+err.Error()))
+			return false
+		}
+		if err := event("progress", ev); err != nil {
+			noteError(w, codeClientClosed)
+			return false
+		}
+		return true
+	}
+	sendAll := func() bool {
+		for _, p := range box.take() {
+			if !sendProgress(p) {
+				return false
+			}
+		}
+		return true
+	}
 	for {
 		select {
-		case p := <-progress:
-			if err := event("progress", progressEvent{Step: p.Step, Steps: p.Steps, Images: p.Images}); err != nil {
-				// The client stopped reading: the request's context ends
-				// with the handler, and its slots leave the batch.
-				noteError(w, codeClientClosed)
+		case <-box.ready:
+			if !sendAll() {
 				return
 			}
 		case o := <-done:
 			// The last step's progress may still wait in the mailbox.
-			select {
-			case p := <-progress:
-				if err := event("progress", progressEvent{Step: p.Step, Steps: p.Steps, Images: p.Images}); err != nil {
-					noteError(w, codeClientClosed)
-					return
-				}
-			default:
+			if !sendAll() {
+				return
 			}
 			if o.err != nil {
 				status, e, ok := h.failure(m, o.err)
@@ -227,6 +254,48 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, m Model, req Re
 			return
 		}
 	}
+}
+
+// progressBox hands a stream's progress from the engine's worker, which
+// must not wait, to the handler: the latest progress with a preview and
+// the latest after it, in step order. A slow client misses steps (and
+// previews, the older for the newer), never the last.
+type progressBox struct {
+	mu      sync.Mutex
+	preview *Progress // the latest with a preview, not sent yet
+	latest  *Progress // the latest after it (or after the last sent)
+	ready   chan struct{}
+}
+
+func newProgressBox() *progressBox { return &progressBox{ready: make(chan struct{}, 1)} }
+
+// put keeps p; it never blocks.
+func (b *progressBox) put(p Progress) {
+	b.mu.Lock()
+	if p.Preview != nil {
+		b.preview, b.latest = &p, nil
+	} else {
+		b.latest = &p
+	}
+	b.mu.Unlock()
+	select {
+	case b.ready <- struct{}{}:
+	default:
+	}
+}
+
+// take empties the box: the preview first, then the latest.
+func (b *progressBox) take() []Progress {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var ps []Progress
+	for _, p := range []*Progress{b.preview, b.latest} {
+		if p != nil {
+			ps = append(ps, *p)
+		}
+	}
+	b.preview, b.latest = nil, nil
+	return ps
 }
 
 // encodeJSON encodes the images for a JSON response.

@@ -29,6 +29,7 @@ type generationRequest struct {
 	Guidance       *float64 `json:"guidance"`        // classifier-free guidance weight
 	ResponseFormat string   `json:"response_format"` // see the format* constants
 	Stream         bool     `json:"stream"`          // server-sent progress events
+	PreviewEvery   int      `json:"preview_every"`   // with stream: x_0 previews every k steps
 }
 
 // Response formats. The JSON ones hold every image base64-encoded; the raw
@@ -57,6 +58,13 @@ func parseRequest(req generationRequest, p *pipeline.Pipeline) (Request, string,
 	if req.Stream && format != formatPNGBase64 && format != formatF32Base64 {
 		return r, "", fmt.Errorf("stream needs a JSON response_format (%s or %s), not %s", formatPNGBase64, formatF32Base64, format)
 	}
+	switch {
+	case req.PreviewEvery < 0:
+		return r, "", fmt.Errorf("preview_every %d: want 0 (none) or more steps", req.PreviewEvery)
+	case req.PreviewEvery > 0 && !req.Stream:
+		return r, "", errors.New("preview_every needs stream: true (previews come in progress events)")
+	}
+	r.PreviewEvery = req.PreviewEvery
 	r.N = 1
 	if req.N != nil {
 		r.N = *req.N

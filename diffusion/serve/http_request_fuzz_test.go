@@ -66,6 +66,8 @@ func FuzzParseGenerationRequest(f *testing.F) {
 		`{"n": 1e9, "steps": 99999999999}`,
 		`{"model": "x", "unknown": 1}`,
 		`{"class": 9223372036854775807, "n": 3}`,
+		`{"stream": true, "preview_every": 3, "steps": 6}`,
+		`{"preview_every": -5}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -86,6 +88,9 @@ func FuzzParseGenerationRequest(f *testing.F) {
 		}
 		if format == "" {
 			t.Fatal("accepted with no response format")
+		}
+		if r.PreviewEvery < 0 || r.PreviewEvery > 0 && !req.Stream {
+			t.Fatalf("accepted preview_every %d with stream %v", r.PreviewEvery, req.Stream)
 		}
 		j, err := e.prepare(r)
 		if err != nil {

@@ -440,6 +440,72 @@ func TestHTTPStream(t *testing.T) {
 	}
 }
 
+// preview_every adds the predicted x_0 of the batch, as PNGs, to the
+// progress events of the steps it picks (never the last), in step order.
+func TestHTTPStreamPreview(t *testing.T) {
+	a := newAPI(t, serve.Options{}, serve.HandlerOptions{})
+	// Slow forwards, so that the client reads each event before the next.
+	a.f.model.setHook(func(int, int64) { time.Sleep(20 * time.Millisecond) })
+	resp, err := http.Post(a.srv.URL+"/v1/images/generations", "application/json",
+		strings.NewReader(`{"n": 2, "seed": 4, "steps": 6, "sampler": "ddim", "class": 1, "stream": true, "preview_every": 2}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("stream: %d", resp.StatusCode)
+	}
+	last := 0
+	var previewed []int
+	readEvents(t, resp.Body, func(ev event) bool {
+		if ev.name != "progress" {
+			return ev.name != "result"
+		}
+		var p struct {
+			Step, Images int
+			Preview      []string
+		}
+		if err := json.Unmarshal([]byte(ev.data), &p); err != nil {
+			t.Fatal(err)
+		}
+		if p.Step <= last {
+			t.Errorf("step %d after %d", p.Step, last)
+		}
+		last = p.Step
+		if p.Preview == nil {
+			return true
+		}
+		previewed = append(previewed, p.Step)
+		if len(p.Preview) != 2 || p.Images != 0 {
+			t.Errorf("step %d: %d previews of images from %d, want 2 from 0", p.Step, len(p.Preview), p.Images)
+		}
+		for _, b64 := range p.Preview {
+			b, err := base64.StdEncoding.DecodeString(b64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if img, err := png.Decode(bytes.NewReader(b)); err != nil || img.Bounds().Dx() != 16 {
+				t.Errorf("step %d: a preview that is no 16x16 PNG: %v", p.Step, err)
+			}
+		}
+		return true
+	})
+	if last != 6 || !slices.Equal(previewed, []int{2, 4}) {
+		t.Errorf("last step %d, previews at steps %v; want 6 and [2 4]", last, previewed)
+	}
+	for body, want := range map[string]string{
+		`{"steps": 4, "preview_every": 2}`:                  "preview_every needs stream: true",
+		`{"steps": 4, "stream": true, "preview_every": -1}`: "preview_every -1",
+	} {
+		code, _, b := a.post(t, body)
+		var e apiError
+		json.Unmarshal(b, &e)
+		if code != 400 || e.Error.Code != "invalid_request" || !strings.Contains(e.Error.Message, want) {
+			t.Errorf("%s: %d %s", body, code, b)
+		}
+	}
+}
+
 // A client that leaves mid-stream: its slots leave the batch, the others
 // finish, nothing leaks (newAPI's cleanup counts the tensors).
 func TestHTTPClientLeaves(t *testing.T) {

@@ -14,17 +14,18 @@ import (
 // job is one request in the engine. The fields below result are touched by
 // its worker's goroutine only.
 type job struct {
-	ctx         context.Context
-	n, batch    int
-	seed        uint64
-	so          sampler.Options // resolved against the model: Target, NullLabel
-	rows        int             // model rows per image: 2 under guidance
-	steps       int
-	labels      []int64 // the images' labels (Unconditional for none), nil for an unconditional model
-	modelLabels []int64 // the same with the null label substituted
-	progress    func(Progress)
-	enqueued    time.Time
-	result      chan result // capacity 1: the scheduler never blocks on it
+	ctx          context.Context
+	n, batch     int
+	seed         uint64
+	so           sampler.Options // resolved against the model: Target, NullLabel
+	rows         int             // model rows per image: 2 under guidance
+	steps        int
+	labels       []int64 // the images' labels (Unconditional for none), nil for an unconditional model
+	modelLabels  []int64 // the same with the null label substituted
+	progress     func(Progress)
+	previewEvery int // Request.PreviewEvery, 0 without Progress
+	enqueued     time.Time
+	result       chan result // capacity 1: the scheduler never blocks on it
 
 	gen       *torch.Generator
 	st        *sampler.Stepper
@@ -42,10 +43,11 @@ type result struct {
 	err    error
 }
 
-// report tells the request's Progress that done steps are done.
-func (j *job) report(done int) {
+// report tells the request's Progress that done steps are done, with the
+// current batch's preview (or nil).
+func (j *job) report(done int, preview *pipeline.Images) {
 	if j.progress != nil {
-		j.progress(Progress{Step: done, Steps: (j.n + j.batch - 1) / j.batch * j.steps, Images: j.start})
+		j.progress(Progress{Step: done, Steps: (j.n + j.batch - 1) / j.batch * j.steps, Images: j.start, Preview: preview})
 	}
 }
 
@@ -415,7 +417,7 @@ func (e *Engine) advance(j *job, parts []*torch.Tensor) (bool, error) {
 			return false, fmt.Errorf("guidance: %w", err)
 		}
 	}
-	next, _, err := j.st.Step(s, j.i, j.x, out, nil)
+	next, x0, err := j.st.Step(s, j.i, j.x, out, nil)
 	if err != nil {
 		return false, err
 	}
@@ -426,7 +428,18 @@ func (e *Engine) advance(j *job, parts []*torch.Tensor) (bool, error) {
 	j.x = next
 	j.i++
 	if j.i < len(j.timesteps) {
-		j.report(j.start/j.batch*j.steps + j.i)
+		var preview *pipeline.Images
+		if j.previewEvery > 0 && j.i%j.previewEvery == 0 {
+			pix, err := e.pixels(x0)
+			if err != nil {
+				return false, fmt.Errorf("preview: %w", err)
+			}
+			preview = &pipeline.Images{N: j.b, C: e.info.Channels, H: e.info.Size, W: e.info.Size, Pixels: pix}
+			if j.labels != nil {
+				preview.Labels = j.labels[j.start : j.start+j.b]
+			}
+		}
+		j.report(j.start/j.batch*j.steps+j.i, preview)
 		return false, nil
 	}
 	pix, err := e.pixels(j.x)
@@ -435,7 +448,7 @@ func (e *Engine) advance(j *job, parts []*torch.Tensor) (bool, error) {
 	}
 	j.pixels = append(j.pixels, pix...)
 	j.start += j.b
-	j.report((j.start + j.batch - 1) / j.batch * j.steps)
+	j.report((j.start+j.batch-1)/j.batch*j.steps, nil)
 	j.st.Close()
 	j.st = nil
 	j.x.Close()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/ddpm-go/ddpm/diffusion/pipeline"
 	"github.com/ddpm-go/ddpm/diffusion/sampler"
 )
 
@@ -153,6 +154,12 @@ type Request struct {
 	// request, on the goroutine of the worker running it: it must return
 	// at once (hand the value to a channel without blocking, say).
 	Progress func(Progress)
+	// PreviewEvery, if above 0, adds Progress.Preview to every
+	// PreviewEvery-th step of each batch but its last (whose images are the
+	// result). A preview costs the worker a copy of the batch's predicted
+	// x_0 to the host, and for a latent model a decode by its autoencoder,
+	// which every request sharing the worker's forwards waits for.
+	PreviewEvery int
 }
 
 // Progress is how far a request has come.
@@ -162,6 +169,11 @@ type Progress struct {
 	Step, Steps int
 	// Images is the number of images finished.
 	Images int
+	// Preview, on the steps Request.PreviewEvery picks, is the sampler's
+	// prediction of the clean images of the batch being denoised (images
+	// Images to Images+Preview.N-1), as pixels in [-1, 1]: after guidance
+	// and clipping, decoded for a latent model. Nil on other steps.
+	Preview *pipeline.Images
 }
 
 var (

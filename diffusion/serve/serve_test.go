@@ -559,6 +559,7 @@ func TestInvalidRequests(t *testing.T) {
 		{eu, serve.Request{N: 1, Labels: []int64{0}}, "the model is unconditional"},
 		{eu, serve.Request{N: 1, Sampling: sampler.Options{Sampler: sampler.DDIM, Guidance: 2}}, "needs a class-conditional model"},
 		{eu, serve.Request{N: 1, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 51}}, "steps 51 out of range [1, 50]"},
+		{e, serve.Request{N: 1, Sampling: ddim, PreviewEvery: -1}, "preview every -1 steps"},
 	} {
 		_, err := c.e.Generate(context.Background(), c.r)
 		if !errors.Is(err, serve.ErrInvalidRequest) || !strings.Contains(err.Error(), c.want) {
@@ -567,6 +568,66 @@ func TestInvalidRequests(t *testing.T) {
 	}
 	e.Close()
 	eu.Close()
+	checkNoLeaks(t, start)
+}
+
+// Previews are the sampler's predictions of x_0 that pipeline.Generate's
+// callback sees at the same steps (guided, over two batches), on the steps
+// PreviewEvery picks but each batch's last; without Progress none is made.
+func TestPreview(t *testing.T) {
+	f := tinyPipeline(t, 2)
+	start := torch.LiveTensors()
+	e, err := serve.New(f.p, serve.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	so := sampler.Options{Sampler: sampler.DDIM, Steps: 6, Guidance: 2}
+	r := serve.Request{N: 3, Seed: 9, Batch: 2, Labels: []int64{0, 1, pipeline.Unconditional}, Sampling: so, PreviewEvery: 2}
+	var got []serve.Progress
+	r.Progress = func(p serve.Progress) {
+		if p.Preview != nil {
+			got = append(got, p)
+		}
+	}
+	if _, err := e.Generate(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	var want []*pipeline.Images
+	so.Callback = func(step, total, tt int, xt, x0 *torch.Tensor) error {
+		if (step+1)%2 == 0 && step+1 < total {
+			pix, err := pipeline.Pixels(x0)
+			if err != nil {
+				return err
+			}
+			want = append(want, &pipeline.Images{N: int(x0.Shape()[0]), C: 1, H: 16, W: 16, Pixels: pix})
+		}
+		return nil
+	}
+	if _, err := f.p.Generate(context.Background(), 3, pipeline.GenerateOptions{Seed: 9, Batch: 2, Labels: r.Labels, Sampling: so}); err != nil {
+		t.Fatal(err)
+	}
+	// Steps 2 and 4 of each batch of 6: images 0-1, then image 2.
+	if len(got) != 4 || len(want) != 4 {
+		t.Fatalf("%d previews, pipeline.Generate's callback %d; want 4", len(got), len(want))
+	}
+	for i, p := range got {
+		if wantStep, wantImages := []int{2, 4, 8, 10}[i], []int{0, 0, 2, 2}[i]; p.Step != wantStep || p.Images != wantImages || p.Steps != 12 {
+			t.Errorf("preview %d at step %d of %d, images %d; want step %d of 12, images %d", i, p.Step, p.Steps, p.Images, wantStep, wantImages)
+		}
+		compare8(t, fmt.Sprintf("preview %d", i), p.Preview, want[i])
+		if wantLabels := r.Labels[p.Images : p.Images+p.Preview.N]; fmt.Sprint(p.Preview.Labels) != fmt.Sprint(wantLabels) {
+			t.Errorf("preview %d labels %v, want %v", i, p.Preview.Labels, wantLabels)
+		}
+	}
+	// Each step's prediction is its own: the batch's two previews differ.
+	if maxDiff(got[0].Preview.Pixels, got[1].Preview.Pixels) == 0 {
+		t.Error("the previews at steps 2 and 4 are the same")
+	}
+	r.Progress = nil
+	if _, err := e.Generate(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
 	checkNoLeaks(t, start)
 }
 
