@@ -204,9 +204,40 @@ func TestLoadLatentCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	served, err := e.Generate(context.Background(), serve.Request{N: 2, Seed: 4, Sampling: o.Sampling})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A served preview is the prediction of x_0 decoded into an image, as
+	// the pipeline decodes its samples.
+	var preview *pipeline.Images
+	progress := func(p serve.Progress) {
+		if p.Preview != nil {
+			preview = p.Preview
+		}
+	}
+	_, err = e.Generate(context.Background(), serve.Request{N: 2, Seed: 4, Sampling: o.Sampling, PreviewEvery: 1, Progress: progress})
 	e.Close()
 	if err != nil {
 		t.Fatal(err)
+	}
+	var wantPreview []float32
+	po := o
+	po.Sampling.Callback = func(step, total, tt int, xt, x0 *torch.Tensor) error {
+		if step == 0 {
+			wantPreview, err = q.Pixels(x0)
+		}
+		return err
+	}
+	if _, err := q.Generate(context.Background(), 2, po); err != nil {
+		t.Fatal(err)
+	}
+	if preview == nil || preview.N != 2 || preview.C != 1 || preview.H != 16 || len(preview.Pixels) != len(wantPreview) {
+		t.Fatalf("preview %+v: want two decoded 1x16x16 images", preview)
+	}
+	for i := range wantPreview {
+		if d := math.Abs(float64(preview.Pixels[i] - wantPreview[i])); d > 1e-4 {
+			t.Fatalf("preview pixel %d differs from the decoded x_0 by %g", i, d)
+		}
 	}
 	if served.C != 1 || served.H != 16 || len(served.Pixels) != len(want.Pixels) {
 		t.Fatalf("served %dx%dx%d, want 1x16x16", served.C, served.H, served.W)
