@@ -8,6 +8,7 @@ import (
 
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
 	"github.com/ddpm-go/ddpm/diffusion/serve"
+	"github.com/ddpm-go/ddpm/diffusion/serve/api"
 	"github.com/ddpm-go/ddpm/torch"
 )
 
@@ -31,14 +32,15 @@ func BenchmarkGOMAXPROCS(b *testing.B) {
 	}
 	defer closeModel()
 	const clients = 16
-	body := `{"n": 1, "sampler": "ddim", "steps": 20, "seed": %d}`
+	n := 1
+	req := api.GenerationRequest{N: &n, Sampler: "ddim", Steps: 20}
 	round := func(keep bool) float64 {
 		_, url, stop, err := serveLoopback(p, serve.Options{Workers: 2, KeepGOMAXPROCS: keep, QueueSize: 4 * clients})
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer stop()
-		l, err := loadAt(context.Background(), url, "", body, clients, 1, 10*time.Second)
+		l, err := loadAt(context.Background(), url, "", req, clients, 10*time.Second)
 		if err != nil || l.Errors > 0 {
 			b.Fatalf("%v; %d of %d requests failed, first: %s", err, l.Errors, l.Requests, l.FirstError)
 		}

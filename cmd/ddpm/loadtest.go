@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +22,8 @@ import (
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
 	"github.com/ddpm-go/ddpm/diffusion/sampler"
 	"github.com/ddpm-go/ddpm/diffusion/serve"
+	"github.com/ddpm-go/ddpm/diffusion/serve/api"
+	"github.com/ddpm-go/ddpm/diffusion/serve/client"
 	"github.com/ddpm-go/ddpm/diffusion/unet"
 	"github.com/ddpm-go/ddpm/torch"
 )
@@ -230,7 +231,8 @@ func runLoadtest(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--sampler: %w", err)
 	}
-	body := fmt.Sprintf(`{"n": %d, "sampler": %q, "steps": %d, "seed": %%d}`, c.Int("n"), kind, c.Int("steps"))
+	n := c.Int("n")
+	req := api.GenerationRequest{N: &n, Sampler: string(kind), Steps: c.Int("steps")}
 	rep := loadReport{Request: fmt.Sprintf("n=%d, %s, %d steps", c.Int("n"), kind, c.Int("steps"))}
 	// run loads url with clients; engine, if not nil, is the engine behind
 	// it, its workers running threads intra-op threads each, with the GEMM
@@ -241,7 +243,7 @@ func runLoadtest(c *cli.Context) error {
 			before = engine.Stats()
 		}
 		t0 := time.Now()
-		l, err := loadAt(c.Context, url, token, body, clients, c.Int("n"), c.Duration("duration"))
+		l, err := loadAt(c.Context, url, token, req, clients, c.Duration("duration"))
 		if err != nil {
 			return err
 		}
@@ -439,13 +441,17 @@ func serveLoopback(p *pipeline.Pipeline, o serve.Options) (*serve.Engine, string
 
 // loadAt runs clients concurrent clients against url for d, each sending
 // its next request when the last is answered, and measures.
-func loadAt(ctx context.Context, url, token, body string, clients, n int, d time.Duration) (loadLevel, error) {
+func loadAt(ctx context.Context, url, token string, req api.GenerationRequest, clients int, d time.Duration) (loadLevel, error) {
 	l := loadLevel{Clients: clients}
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: 0}}
-	defer client.CloseIdleConnections()
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: 0}}
+	defer hc.CloseIdleConnections()
+	c, err := client.New(url, client.Options{Token: token, HTTPClient: hc})
+	if err != nil {
+		return l, fmt.Errorf("loadtest: %w", err)
+	}
 	var mu sync.Mutex
 	var lat []float64
-	seed := 0
+	seed := uint64(0)
 	memAt := min(time.Minute, d/2)
 	memTaken := false
 	start := time.Now()
@@ -461,7 +467,9 @@ func loadAt(ctx context.Context, url, token, body string, clients, n int, d time
 				s := seed
 				mu.Unlock()
 				t0 := time.Now()
-				err := postOnce(ctx, client, url, token, fmt.Sprintf(body, s))
+				r := req
+				r.Seed = &s
+				_, err := c.Generate(ctx, r)
 				dt := time.Since(t0).Seconds()
 				mu.Lock()
 				l.Requests++
@@ -489,39 +497,10 @@ func loadAt(ctx context.Context, url, token, body string, clients, n int, d time
 	}
 	elapsed := time.Since(start).Seconds()
 	l.Memory[1] = snapshotMemory()
-	l.ImagesPerS = float64(len(lat)*n) / elapsed
+	l.ImagesPerS = float64(len(lat)**req.N) / elapsed
 	slices.Sort(lat)
 	l.P50, l.P95, l.P99 = percentile(lat, 0.50), percentile(lat, 0.95), percentile(lat, 0.99)
 	return l, nil
-}
-
-// postOnce sends one generation and reads the answer.
-func postOnce(ctx context.Context, client *http.Client, url, token, body string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/images/generations", strings.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error struct{ Code, Message string } `json:"error"`
-		}
-		json.Unmarshal(b, &e)
-		return fmt.Errorf("%d %s: %s", resp.StatusCode, e.Error.Code, e.Error.Message)
-	}
-	return nil
 }
 
 // percentile is the q-quantile of sorted values (nearest rank), 0 if none.

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
-	"github.com/ddpm-go/ddpm/diffusion/serve"
+	"github.com/ddpm-go/ddpm/diffusion/serve/api"
 )
 
 // A client that sends half its headers and stalls is dropped after the
@@ -122,7 +122,7 @@ func TestServeCommand(t *testing.T) {
 		t.Errorf("generation: %s", resp.Status)
 	}
 	// Its access log line (the probe's is at Debug, not logged).
-	id := resp.Header.Get(serve.RequestIDHeader)
+	id := resp.Header.Get(api.RequestIDHeader)
 	logged := regexp.MustCompile(`(?m)^\{"time":[^\n]*"msg":"request","id":"` + regexp.QuoteMeta(id) +
 		`","method":"POST","path":"/v1/images/generations","status":200,[^\n]*"model":"tiny","n":1,`)
 	for deadline := time.Now().Add(10 * time.Second); !logged.MatchString(out.String()) && time.Now().Before(deadline); {

@@ -16,34 +16,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ddpm-go/ddpm/diffusion/serve/api"
 )
 
-// The HTTP API (Handler):
-//
-//	POST /v1/images/generations  a generation (see generationRequest); with "stream": true,
-//	                             server-sent events: progress, then result (or error)
-//	GET  /v1/models              the models served
-//	GET  /healthz                200 while the process serves
-//	GET  /readyz                 200 while it admits requests; 503 while warming up (Handler.Warmup)
-//	                             and once draining
-//	GET  /metrics                Prometheus metrics (when HandlerOptions.Gatherer is set)
-//
-// Every error is JSON {"error": {"code", "message"}} with one of the stable
-// codes below.
-const (
-	codeInvalidJSON      = "invalid_json"       // 400: the body is not one JSON request
-	codeInvalidRequest   = "invalid_request"    // 400: a field is out of range or does not fit the model
-	codeUnauthorized     = "unauthorized"       // 401: a token is required
-	codeNotFound         = "not_found"          // 404: no such endpoint
-	codeUnknownModel     = "unknown_model"      // 404: no such model
-	codeMethodNotAllowed = "method_not_allowed" // 405
-	codeTooLarge         = "request_too_large"  // 413: the body exceeds HandlerOptions.MaxBodyBytes
-	codeQueueFull        = "queue_full"         // 429: with Retry-After
-	codeInternal         = "internal_error"     // 500: the model or engine failed
-	codeShuttingDown     = "shutting_down"      // 503: draining
-	codeWarmingUp        = "warming_up"         // 503 from /readyz: Handler.Warmup runs
-	codeTimeout          = "timeout"            // 504: the request ran past the engine's Timeout
-)
+// The HTTP API (Handler) and its wire types, error codes and headers are
+// package api's.
 
 // DefaultMaxBodyBytes is the default limit on a request body.
 const DefaultMaxBodyBytes = 64 << 10
@@ -75,7 +53,7 @@ type HandlerOptions struct {
 	// RetryAfter is the Retry-After of a 429, in whole seconds; default 1.
 	RetryAfter int
 	// Logger, if not nil, gets one access log record ("request") per
-	// request when it is answered: its ID (RequestIDHeader), method, path,
+	// request when it is answered: its ID (api.RequestIDHeader), method, path,
 	// status, body bytes, seconds and remote address, the error code if
 	// any, and for a generation the model, n, seed, sampler, steps and
 	// whether it streamed. The level is Info, Error for a 5xx (or a
@@ -131,9 +109,9 @@ func NewHandler(models []Model, o HandlerOptions) (*Handler, error) {
 	h.mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case h.draining.Load():
-			h.writeError(w, http.StatusServiceUnavailable, codeShuttingDown, "the server is shutting down")
+			h.writeError(w, http.StatusServiceUnavailable, api.CodeShuttingDown, "the server is shutting down")
 		case h.warming.Load() > 0:
-			h.writeError(w, http.StatusServiceUnavailable, codeWarmingUp, "the models are warming up")
+			h.writeError(w, http.StatusServiceUnavailable, api.CodeWarmingUp, "the models are warming up")
 		default:
 			h.writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 		}
@@ -142,16 +120,16 @@ func NewHandler(models []Model, o HandlerOptions) (*Handler, error) {
 		h.mux.Handle("/metrics", h.authorized(promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}).ServeHTTP))
 	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		h.writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("no endpoint %s", r.URL.Path))
+		h.writeError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no endpoint %s", r.URL.Path))
 	})
 	return h, nil
 }
 
 // ServeHTTP serves the API. Every response carries the request's ID in
-// RequestIDHeader.
+// api.RequestIDHeader.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := requestID(r)
-	w.Header().Set(RequestIDHeader, id)
+	w.Header().Set(api.RequestIDHeader, id)
 	if h.opts.Logger == nil {
 		h.mux.ServeHTTP(w, r)
 		return
@@ -196,25 +174,15 @@ func (h *Handler) authorized(f http.HandlerFunc) http.HandlerFunc {
 		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(token), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="ddpm"`)
-			h.writeError(w, http.StatusUnauthorized, codeUnauthorized, "a valid bearer token is required (Authorization: Bearer TOKEN)")
+			h.writeError(w, http.StatusUnauthorized, api.CodeUnauthorized, "a valid bearer token is required (Authorization: Bearer TOKEN)")
 			return
 		}
 		f(w, r)
 	}
 }
 
-// apiError is the body of every error response.
-type apiError struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-func newAPIError(code, msg string) apiError {
-	var e apiError
-	e.Error.Code, e.Error.Message = code, msg
-	return e
+func newAPIError(code, msg string) api.ErrorBody {
+	return api.ErrorBody{Error: api.Error{Code: code, Message: msg}}
 }
 
 // deadline gives the client WriteTimeout for the next write.
@@ -240,37 +208,17 @@ func (h *Handler) writeError(w http.ResponseWriter, status int, code, msg string
 	h.writeJSON(w, status, newAPIError(code, msg))
 }
 
-// modelInfo is one entry of GET /v1/models.
-type modelInfo struct {
-	ID             string   `json:"id"`
-	Channels       int      `json:"channels"`
-	Size           int      `json:"size"`
-	NumClasses     int      `json:"num_classes"`
-	ClassNames     []string `json:"class_names,omitempty"`
-	Target         string   `json:"target"`
-	Precision      string   `json:"precision"`
-	T              int      `json:"num_train_timesteps"`
-	DefaultSampler string   `json:"default_sampler"`
-	DefaultSteps   int      `json:"default_steps"`
-	MaxBatch       int      `json:"max_batch"`
-	Workers        int      `json:"workers"`
-	MaxImages      int      `json:"max_images"`
-	MaxSteps       int      `json:"max_steps"`
-}
-
 func (h *Handler) listModels(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", "GET")
-		h.writeError(w, http.StatusMethodNotAllowed, codeMethodNotAllowed, "use GET")
+		h.writeError(w, http.StatusMethodNotAllowed, api.CodeMethodNotAllowed, "use GET")
 		return
 	}
-	out := struct {
-		Data []modelInfo `json:"data"`
-	}{Data: []modelInfo{}}
+	out := api.ModelList{Data: []api.ModelInfo{}}
 	for _, m := range h.models {
 		p, o := m.Engine.Pipeline(), m.Engine.Options()
 		info, def := p.Info(), p.DefaultSampling()
-		out.Data = append(out.Data, modelInfo{ID: m.Name, Channels: info.Channels, Size: info.Size, NumClasses: info.NumClasses,
+		out.Data = append(out.Data, api.ModelInfo{ID: m.Name, Channels: info.Channels, Size: info.Size, NumClasses: info.NumClasses,
 			ClassNames: info.ClassNames, Target: string(info.Target), Precision: string(p.Precision()), T: p.Schedule().T(),
 			DefaultSampler: string(def.Sampler), DefaultSteps: def.Steps,
 			MaxBatch: o.MaxBatch, Workers: o.Workers, MaxImages: o.MaxImages, MaxSteps: o.MaxSteps})

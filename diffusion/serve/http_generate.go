@@ -16,39 +16,13 @@ import (
 	"time"
 
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
+	"github.com/ddpm-go/ddpm/diffusion/serve/api"
 	"github.com/ddpm-go/ddpm/internal/npy"
 )
 
-// generatedImage is one image of a JSON response.
-type generatedImage struct {
-	Index      int     `json:"index"`
-	Class      *int64  `json:"class,omitempty"`
-	B64PNG     string  `json:"b64_png,omitempty"`
-	B64Float32 string  `json:"b64_float32,omitempty"`
-	Shape      []int64 `json:"shape,omitempty"`
-}
-
-// generationResponse is the JSON response (and a stream's result event).
-type generationResponse struct {
-	Model   string           `json:"model"`
-	Created int64            `json:"created"`
-	Seed    uint64           `json:"seed"`
-	Data    []generatedImage `json:"data"`
-}
-
-// progressEvent is the data of a stream's progress event. Preview, on the
-// steps preview_every picks, holds the predicted x_0 of the batch being
-// denoised as base64 PNGs: images Images, Images+1, ...
-type progressEvent struct {
-	Step    int      `json:"step"`
-	Steps   int      `json:"steps"`
-	Images  int      `json:"images"`
-	Preview []string `json:"preview,omitempty"`
-}
-
 // newProgressEvent encodes p for a stream.
-func newProgressEvent(p Progress) (progressEvent, error) {
-	ev := progressEvent{Step: p.Step, Steps: p.Steps, Images: p.Images}
+func newProgressEvent(p Progress) (api.ProgressEvent, error) {
+	ev := api.ProgressEvent{Step: p.Step, Steps: p.Steps, Images: p.Images}
 	if p.Preview == nil {
 		return ev, nil
 	}
@@ -66,41 +40,41 @@ func newProgressEvent(p Progress) (progressEvent, error) {
 func (h *Handler) generations(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
-		h.writeError(w, http.StatusMethodNotAllowed, codeMethodNotAllowed, "use POST")
+		h.writeError(w, http.StatusMethodNotAllowed, api.CodeMethodNotAllowed, "use POST")
 		return
 	}
 	if h.draining.Load() {
-		h.writeError(w, http.StatusServiceUnavailable, codeShuttingDown, "the server is shutting down")
+		h.writeError(w, http.StatusServiceUnavailable, api.CodeShuttingDown, "the server is shutting down")
 		return
 	}
-	var req generationRequest
+	var req api.GenerationRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			h.writeError(w, http.StatusRequestEntityTooLarge, codeTooLarge, fmt.Sprintf("the request body exceeds %d bytes", h.opts.MaxBodyBytes))
+			h.writeError(w, http.StatusRequestEntityTooLarge, api.CodeTooLarge, fmt.Sprintf("the request body exceeds %d bytes", h.opts.MaxBodyBytes))
 			return
 		}
-		h.writeError(w, http.StatusBadRequest, codeInvalidJSON, "the body is not a valid request: "+err.Error())
+		h.writeError(w, http.StatusBadRequest, api.CodeInvalidJSON, "the body is not a valid request: "+err.Error())
 		return
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		h.writeError(w, http.StatusBadRequest, codeInvalidJSON, "the body holds more than one JSON value")
+		h.writeError(w, http.StatusBadRequest, api.CodeInvalidJSON, "the body holds more than one JSON value")
 		return
 	}
 	m, err := h.pick(req.Model)
 	if err != nil {
-		status, code := http.StatusBadRequest, codeInvalidRequest
+		status, code := http.StatusBadRequest, api.CodeInvalidRequest
 		if req.Model != "" {
-			status, code = http.StatusNotFound, codeUnknownModel
+			status, code = http.StatusNotFound, api.CodeUnknownModel
 		}
 		h.writeError(w, status, code, err.Error())
 		return
 	}
 	sreq, format, err := parseRequest(req, m.Engine.Pipeline())
 	if err != nil {
-		h.writeError(w, http.StatusBadRequest, codeInvalidRequest, err.Error())
+		h.writeError(w, http.StatusBadRequest, api.CodeInvalidRequest, err.Error())
 		return
 	}
 	noteGeneration(w, m, sreq, req.Stream)
@@ -116,12 +90,12 @@ func (h *Handler) generations(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch format {
-	case formatPNG, formatNPY:
+	case api.FormatPNG, api.FormatNPY:
 		h.writeRaw(w, m, sreq.Seed, imgs, format)
 	default:
 		resp, err := encodeJSON(imgs, format)
 		if err != nil {
-			h.writeError(w, http.StatusInternalServerError, codeInternal, err.Error())
+			h.writeError(w, http.StatusInternalServerError, api.CodeInternal, err.Error())
 			return
 		}
 		resp.Model, resp.Created, resp.Seed = m.Name, time.Now().Unix(), sreq.Seed
@@ -131,21 +105,21 @@ func (h *Handler) generations(w http.ResponseWriter, r *http.Request) {
 
 // failure maps an error of Generate to its response; ok is false when the
 // client is gone and nothing is to be written.
-func (h *Handler) failure(m Model, err error) (status int, e apiError, ok bool) {
+func (h *Handler) failure(m Model, err error) (status int, e api.ErrorBody, ok bool) {
 	switch {
 	case errors.Is(err, ErrInvalidRequest):
-		return http.StatusBadRequest, newAPIError(codeInvalidRequest, strings.TrimPrefix(err.Error(), "serve: invalid request: ")), true
+		return http.StatusBadRequest, newAPIError(api.CodeInvalidRequest, strings.TrimPrefix(err.Error(), "serve: invalid request: ")), true
 	case errors.Is(err, ErrQueueFull):
-		return http.StatusTooManyRequests, newAPIError(codeQueueFull,
+		return http.StatusTooManyRequests, newAPIError(api.CodeQueueFull,
 			fmt.Sprintf("model %s has %d requests waiting; retry later", m.Name, m.Engine.Options().QueueSize)), true
 	case errors.Is(err, ErrClosed):
-		return http.StatusServiceUnavailable, newAPIError(codeShuttingDown, "the server is shutting down"), true
+		return http.StatusServiceUnavailable, newAPIError(api.CodeShuttingDown, "the server is shutting down"), true
 	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusGatewayTimeout, newAPIError(codeTimeout, "the request ran past the server's time limit"), true
+		return http.StatusGatewayTimeout, newAPIError(api.CodeTimeout, "the request ran past the server's time limit"), true
 	case errors.Is(err, context.Canceled):
-		return 0, apiError{}, false // the client is gone
+		return 0, api.ErrorBody{}, false // the client is gone
 	}
-	return http.StatusInternalServerError, newAPIError(codeInternal, err.Error()), true
+	return http.StatusInternalServerError, newAPIError(api.CodeInternal, err.Error()), true
 }
 
 // stream answers with server-sent events: "progress" after each denoising
@@ -157,7 +131,7 @@ func (h *Handler) failure(m Model, err error) (status int, e apiError, ok bool) 
 func (h *Handler) stream(w http.ResponseWriter, r *http.Request, m Model, req Request, format string) {
 	flusher, ok := w.(http.Flusher)
 	if !ok {
-		h.writeError(w, http.StatusInternalServerError, codeInternal, "this connection cannot stream")
+		h.writeError(w, http.StatusInternalServerError, api.CodeInternal, "this connection cannot stream")
 		return
 	}
 	// The engine calls Progress on a worker's goroutine, which must not
@@ -198,9 +172,9 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, m Model, req Re
 	sendProgress := func(p Progress) bool {
 		ev, err := newProgressEvent(p)
 		if err != nil {
-			h.opts.Metrics.httpError(codeInternal)
-			noteError(w, codeInternal)
-			event("error", newAPIError(codeInternal, "preview: "+err.Error()))
+			h.opts.Metrics.httpError(api.CodeInternal)
+			noteError(w, api.CodeInternal)
+			event("error", newAPIError(api.CodeInternal, "preview: "+err.Error()))
 			return false
 		}
 		if err := event("progress", ev); err != nil {
@@ -244,9 +218,9 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, m Model, req Re
 			}
 			resp, err := encodeJSON(o.imgs, format)
 			if err != nil {
-				h.opts.Metrics.httpError(codeInternal)
-				noteError(w, codeInternal)
-				event("error", newAPIError(codeInternal, err.Error()))
+				h.opts.Metrics.httpError(api.CodeInternal)
+				noteError(w, api.CodeInternal)
+				event("error", newAPIError(api.CodeInternal, err.Error()))
 				return
 			}
 			resp.Model, resp.Created, resp.Seed = m.Name, time.Now().Unix(), req.Seed
@@ -299,17 +273,17 @@ func (b *progressBox) take() []Progress {
 }
 
 // encodeJSON encodes the images for a JSON response.
-func encodeJSON(imgs *pipeline.Images, format string) (*generationResponse, error) {
-	resp := &generationResponse{Data: make([]generatedImage, imgs.N)}
+func encodeJSON(imgs *pipeline.Images, format string) (*api.GenerationResponse, error) {
+	resp := &api.GenerationResponse{Data: make([]api.Image, imgs.N)}
 	per := imgs.C * imgs.H * imgs.W
 	for i := range imgs.N {
-		d := generatedImage{Index: i}
+		d := api.Image{Index: i}
 		if imgs.Labels != nil {
 			l := imgs.Labels[i]
 			d.Class = &l
 		}
 		switch format {
-		case formatF32Base64:
+		case api.FormatF32Base64:
 			b := make([]byte, 4*per)
 			for k, v := range imgs.Pixels[i*per : (i+1)*per] {
 				binary.LittleEndian.PutUint32(b[4*k:], math.Float32bits(v))
@@ -336,7 +310,7 @@ func (h *Handler) writeRaw(w http.ResponseWriter, m Model, seed uint64, imgs *pi
 	var err error
 	ctype := "image/png"
 	switch format {
-	case formatNPY:
+	case api.FormatNPY:
 		ctype = "application/x-npy"
 		err = npy.WriteFloat32(&buf, []int{imgs.N, imgs.C, imgs.H, imgs.W}, imgs.Pixels)
 	default:
@@ -350,13 +324,13 @@ func (h *Handler) writeRaw(w http.ResponseWriter, m Model, seed uint64, imgs *pi
 		}
 	}
 	if err != nil {
-		h.writeError(w, http.StatusInternalServerError, codeInternal, err.Error())
+		h.writeError(w, http.StatusInternalServerError, api.CodeInternal, err.Error())
 		return
 	}
 	w.Header().Set("Content-Type", ctype)
-	w.Header().Set("X-Ddpm-Model", m.Name)
-	w.Header().Set("X-Ddpm-Seed", fmt.Sprint(seed))
-	w.Header().Set("X-Ddpm-Images", fmt.Sprint(imgs.N))
+	w.Header().Set(api.ModelHeader, m.Name)
+	w.Header().Set(api.SeedHeader, fmt.Sprint(seed))
+	w.Header().Set(api.ImagesHeader, fmt.Sprint(imgs.N))
 	w.Header().Set("Content-Length", fmt.Sprint(buf.Len()))
 	h.deadline(w)
 	w.WriteHeader(http.StatusOK)

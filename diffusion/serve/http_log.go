@@ -8,13 +8,8 @@ import (
 	"time"
 
 	"github.com/ddpm-go/ddpm/diffusion/sampler"
+	"github.com/ddpm-go/ddpm/diffusion/serve/api"
 )
-
-// RequestIDHeader names a request to the HTTP API: the client's own ID when
-// it sends a usable one (1 to 128 letters, digits and "-_.:+/="), else one
-// the handler makes. Every response carries it, and the access log records
-// it, so that a client's report can be matched to the server's line.
-const RequestIDHeader = "X-Request-ID"
 
 // codeClientClosed is the access log's error for a client that left before
 // its answer (status 499 in the log, as nginx writes it): it is no API
@@ -26,7 +21,7 @@ const statusClientClosed = 499
 
 // requestID is the client's ID when it is usable, else a new random one.
 func requestID(r *http.Request) string {
-	id := r.Header.Get(RequestIDHeader)
+	id := r.Header.Get(api.RequestIDHeader)
 	if len(id) == 0 || len(id) > 128 {
 		return rand.Text()
 	}
@@ -120,7 +115,7 @@ func (h *Handler) serveLogged(w http.ResponseWriter, r *http.Request, id string)
 	switch {
 	case r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics":
 		level = slog.LevelDebug
-	case status >= 500 || lw.code == codeInternal: // a stream's error comes after its 200
+	case status >= 500 || lw.code == api.CodeInternal: // a stream's error comes after its 200
 		level = slog.LevelError
 	}
 	attrs := []slog.Attr{slog.String("id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),

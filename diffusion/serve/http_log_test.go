@@ -12,6 +12,7 @@ import (
 
 	"github.com/ddpm-go/ddpm/diffusion/sampler"
 	"github.com/ddpm-go/ddpm/diffusion/serve"
+	"github.com/ddpm-go/ddpm/diffusion/serve/api"
 )
 
 // accessLog collects a Handler's JSON access log records.
@@ -65,24 +66,24 @@ func want(t *testing.T, what string, rec map[string]any, fields map[string]any) 
 func TestHTTPAccessLog(t *testing.T) {
 	var l accessLog
 	a := newAPI(t, serve.Options{}, serve.HandlerOptions{Logger: l.logger(slog.LevelInfo)})
-	a.header.Set(serve.RequestIDHeader, "client-7:a/b+c=")
+	a.header.Set(api.RequestIDHeader, "client-7:a/b+c=")
 	code, hdr, _ := a.post(t, `{"n": 2, "seed": 5, "steps": 4, "sampler": "ddim", "class": 1}`)
-	if code != 200 || hdr.Get(serve.RequestIDHeader) != "client-7:a/b+c=" {
-		t.Fatalf("generation: %d, request ID %q", code, hdr.Get(serve.RequestIDHeader))
+	if code != 200 || hdr.Get(api.RequestIDHeader) != "client-7:a/b+c=" {
+		t.Fatalf("generation: %d, request ID %q", code, hdr.Get(api.RequestIDHeader))
 	}
-	a.header.Set(serve.RequestIDHeader, "not usable")
+	a.header.Set(api.RequestIDHeader, "not usable")
 	code, hdr, _ = a.post(t, `{"n": `)
-	made := hdr.Get(serve.RequestIDHeader)
+	made := hdr.Get(api.RequestIDHeader)
 	if code != 400 || made == "" || made == "not usable" {
 		t.Fatalf("bad request: %d, request ID %q", code, made)
 	}
-	a.header.Del(serve.RequestIDHeader)
+	a.header.Del(api.RequestIDHeader)
 	if code, _, _ := a.post(t, `{"seed": 2}`); code != 200 {
 		t.Fatalf("a generation with the default sampler: %d", code)
 	}
-	a.header.Set(serve.RequestIDHeader, strings.Repeat("x", 129))
-	if _, hdr, _ := a.do(t, http.MethodGet, "/healthz", ""); len(hdr.Get(serve.RequestIDHeader)) != 26 {
-		t.Errorf("a 129-character request ID was kept: %q", hdr.Get(serve.RequestIDHeader))
+	a.header.Set(api.RequestIDHeader, strings.Repeat("x", 129))
+	if _, hdr, _ := a.do(t, http.MethodGet, "/healthz", ""); len(hdr.Get(api.RequestIDHeader)) != 26 {
+		t.Errorf("a 129-character request ID was kept: %q", hdr.Get(api.RequestIDHeader))
 	}
 	waitFor(t, func() bool { return len(l.records(t)) >= 3 })
 	recs := l.records(t)
@@ -168,7 +169,7 @@ func TestHTTPRequestIDWithoutLog(t *testing.T) {
 	a := newAPI(t, serve.Options{}, serve.HandlerOptions{})
 	_, hdr, _ := a.do(t, http.MethodGet, "/v1/models", "")
 	_, hdr2, _ := a.do(t, http.MethodGet, "/v1/models", "")
-	if id := hdr.Get(serve.RequestIDHeader); len(id) != 26 || id == hdr2.Get(serve.RequestIDHeader) {
-		t.Errorf("request IDs %q and %q: want two different 26-character IDs", id, hdr2.Get(serve.RequestIDHeader))
+	if id := hdr.Get(api.RequestIDHeader); len(id) != 26 || id == hdr2.Get(api.RequestIDHeader) {
+		t.Errorf("request IDs %q and %q: want two different 26-character IDs", id, hdr2.Get(api.RequestIDHeader))
 	}
 }

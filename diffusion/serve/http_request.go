@@ -12,51 +12,23 @@ import (
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
 	"github.com/ddpm-go/ddpm/diffusion/sampler"
+	"github.com/ddpm-go/ddpm/diffusion/serve/api"
 )
-
-// generationRequest is the body of POST /v1/images/generations. Absent
-// fields take the model's defaults (its default sampler, steps, spacing);
-// unknown fields are an error.
-type generationRequest struct {
-	Model          string   `json:"model"`           // default: the only model served
-	N              *int     `json:"n"`               // images; default 1
-	Seed           *uint64  `json:"seed"`            // default: random, returned in the response
-	Sampler        string   `json:"sampler"`         // ddpm, ddim, dpmpp-2m
-	Steps          int      `json:"steps"`           // in [1, T]
-	Eta            float64  `json:"eta"`             // DDIM's η in [0, 1]
-	Spacing        string   `json:"spacing"`         // linspace, leading, trailing, logsnr, karras, ...
-	Class          *int64   `json:"class"`           // every image's class, or -1 for none
-	Guidance       *float64 `json:"guidance"`        // classifier-free guidance weight
-	ResponseFormat string   `json:"response_format"` // see the format* constants
-	Stream         bool     `json:"stream"`          // server-sent progress events
-	PreviewEvery   int      `json:"preview_every"`   // with stream: x_0 previews every k steps
-}
-
-// Response formats. The JSON ones hold every image base64-encoded; the raw
-// ones are the response body themselves.
-const (
-	formatPNGBase64 = "png_base64"         // JSON: data[i].b64_png (the default)
-	formatF32Base64 = "raw_float32_base64" // JSON: data[i].b64_float32, C×H×W little-endian float32 in [-1, 1]
-	formatPNG       = "png"                // image/png: the image, or a grid of all n
-	formatNPY       = "npy"                // application/x-npy: float32 [n, C, H, W] in [-1, 1]
-)
-
-var formats = []string{formatPNGBase64, formatF32Base64, formatPNG, formatNPY}
 
 // parseRequest turns a JSON request into the engine's, starting from the
 // model's default sampling as ddpm sample does. Limits that depend on the
 // engine (n, steps, guidance) are checked by Generate.
-func parseRequest(req generationRequest, p *pipeline.Pipeline) (Request, string, error) {
+func parseRequest(req api.GenerationRequest, p *pipeline.Pipeline) (Request, string, error) {
 	var r Request
 	format := req.ResponseFormat
 	switch {
 	case format == "":
-		format = formatPNGBase64
-	case !slices.Contains(formats, format):
-		return r, "", fmt.Errorf("response_format %q: want one of %s", format, strings.Join(formats, ", "))
+		format = api.FormatPNGBase64
+	case !slices.Contains(api.Formats, format):
+		return r, "", fmt.Errorf("response_format %q: want one of %s", format, strings.Join(api.Formats, ", "))
 	}
-	if req.Stream && format != formatPNGBase64 && format != formatF32Base64 {
-		return r, "", fmt.Errorf("stream needs a JSON response_format (%s or %s), not %s", formatPNGBase64, formatF32Base64, format)
+	if req.Stream && format != api.FormatPNGBase64 && format != api.FormatF32Base64 {
+		return r, "", fmt.Errorf("stream needs a JSON response_format (%s or %s), not %s", api.FormatPNGBase64, api.FormatF32Base64, format)
 	}
 	switch {
 	case req.PreviewEvery < 0:

@@ -8,47 +8,28 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/ddpm-go/ddpm/diffusion"
-	"github.com/ddpm-go/ddpm/diffusion/pipeline"
-	"github.com/ddpm-go/ddpm/diffusion/unet"
-	"github.com/ddpm-go/ddpm/torch"
+	"github.com/ddpm-go/ddpm/diffusion/serve/api"
+	"github.com/ddpm-go/ddpm/internal/servetest"
 )
 
 var (
 	fuzzEngineOnce sync.Once
 	fuzzEngine     *Engine
-	fuzzEngineErr  error
 )
 
-// engineForFuzz is an engine over an untrained tiny U-Net with 3 classes
-// (T = 50). The fuzz target only validates requests; nothing is sampled.
+// engineForFuzz is an engine over the tiny test U-Net with 3 classes (T =
+// 50). The fuzz target only validates requests; nothing is sampled.
 func engineForFuzz(t testing.TB) *Engine {
 	fuzzEngineOnce.Do(func() {
-		cfg, err := unet.Preset("tiny")
+		p := servetest.Pipeline(t, servetest.TinyUNet(t, 3), 3)
+		e, err := New(p, Options{MaxImages: 8, MaxSteps: 40})
 		if err != nil {
-			fuzzEngineErr = err
-			return
+			t.Fatal(err)
 		}
-		cfg.NumClasses = 3
-		u, err := unet.New(cfg, torch.CPU, torch.Float32, nil)
-		if err != nil {
-			fuzzEngineErr = err
-			return
-		}
-		sched, err := diffusion.NewSchedule(diffusion.ScheduleConfig{T: 50})
-		if err != nil {
-			fuzzEngineErr = err
-			return
-		}
-		p, err := pipeline.New(u, sched, pipeline.Info{Channels: 1, Size: 16, NumClasses: 3}, pipeline.Options{})
-		if err != nil {
-			fuzzEngineErr = err
-			return
-		}
-		fuzzEngine, fuzzEngineErr = New(p, Options{MaxImages: 8, MaxSteps: 40})
+		fuzzEngine = e
 	})
-	if fuzzEngineErr != nil {
-		t.Fatal(fuzzEngineErr)
+	if fuzzEngine == nil {
+		t.Fatal("no engine to fuzz (its making failed before)")
 	}
 	return fuzzEngine
 }
@@ -73,7 +54,7 @@ func FuzzParseGenerationRequest(f *testing.F) {
 	}
 	e := engineForFuzz(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
-		var req generationRequest
+		var req api.GenerationRequest
 		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()
 		if dec.Decode(&req) != nil {

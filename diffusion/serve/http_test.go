@@ -46,9 +46,9 @@ type (
 	}
 )
 
-// api is a test server: the tiny fixture with two classes as model
+// testServer is a test server: the tiny fixture with two classes as model
 // "tiny", behind a Handler with Prometheus metrics.
-type api struct {
+type testServer struct {
 	srv    *httptest.Server
 	h      *serve.Handler
 	e      *serve.Engine
@@ -57,7 +57,7 @@ type api struct {
 	header http.Header // sent with every request
 }
 
-func newAPI(t *testing.T, o serve.Options, ho serve.HandlerOptions) *api {
+func newAPI(t *testing.T, o serve.Options, ho serve.HandlerOptions) *testServer {
 	t.Helper()
 	f := tinyPipeline(t, 2)
 	start := torch.LiveTensors()
@@ -82,10 +82,10 @@ func newAPI(t *testing.T, o serve.Options, ho serve.HandlerOptions) *api {
 		e.Close()
 		checkNoLeaks(t, start)
 	})
-	return &api{srv: srv, h: h, e: e, f: f, reg: reg, header: http.Header{}}
+	return &testServer{srv: srv, h: h, e: e, f: f, reg: reg, header: http.Header{}}
 }
 
-func (a *api) do(t *testing.T, method, path, body string) (int, http.Header, []byte) {
+func (a *testServer) do(t *testing.T, method, path, body string) (int, http.Header, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, a.srv.URL+path, strings.NewReader(body))
 	if err != nil {
@@ -103,7 +103,7 @@ func (a *api) do(t *testing.T, method, path, body string) (int, http.Header, []b
 	return resp.StatusCode, resp.Header, b
 }
 
-func (a *api) post(t *testing.T, body string) (int, http.Header, []byte) {
+func (a *testServer) post(t *testing.T, body string) (int, http.Header, []byte) {
 	t.Helper()
 	return a.do(t, http.MethodPost, "/v1/images/generations", body)
 }

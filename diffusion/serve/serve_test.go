@@ -16,7 +16,7 @@ import (
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
 	"github.com/ddpm-go/ddpm/diffusion/sampler"
 	"github.com/ddpm-go/ddpm/diffusion/serve"
-	"github.com/ddpm-go/ddpm/diffusion/unet"
+	"github.com/ddpm-go/ddpm/internal/servetest"
 	"github.com/ddpm-go/ddpm/torch"
 )
 
@@ -69,38 +69,8 @@ func tinyPipeline(t *testing.T, classes int) *fixture {
 		f.model.setHook(nil)
 		return f
 	}
-	cfg, err := unet.Preset("tiny")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.NumClasses = classes
-	gen, err := torch.NewGenerator(3, torch.CPU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gen.Close()
-	u, err := unet.New(cfg, torch.CPU, torch.Float32, gen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := torch.NewScope(torch.NoGrad)
-	for _, p := range u.Params() {
-		s.AddInPlace(p.T, s.MulScalar(s.Randn(p.T.Shape(), torch.Float32, torch.CPU, gen), 0.05))
-	}
-	err = s.Err()
-	s.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sched, err := diffusion.NewSchedule(diffusion.ScheduleConfig{T: 50})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &hookedModel{m: u}
-	p, err := pipeline.New(m, sched, pipeline.Info{Channels: 1, Size: 16, NumClasses: classes}, pipeline.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := &hookedModel{m: servetest.TinyUNet(t, classes)}
+	p := servetest.Pipeline(t, m, classes)
 	f := &fixture{p: p, model: m}
 	fixtures[classes] = f
 	return f
