@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
@@ -436,7 +437,7 @@ func (e *Engine) advance(j *job, parts []*torch.Tensor) (bool, error) {
 			}
 			preview = &pipeline.Images{N: j.b, C: e.info.Channels, H: e.info.Size, W: e.info.Size, Pixels: pix}
 			if j.labels != nil {
-				preview.Labels = j.labels[j.start : j.start+j.b]
+				preview.Labels = slices.Clone(j.labels[j.start : j.start+j.b])
 			}
 		}
 		j.report(j.start/j.batch*j.steps+j.i, preview)
