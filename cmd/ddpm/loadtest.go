@@ -77,10 +77,11 @@ type loadLevel struct {
 	P95        float64 `json:"p95_s"`
 	P99        float64 `json:"p99_s"`
 	// Memory after the first minute (or half the level, if shorter) and
-	// at the end.
-	Memory [2]memSnapshot `json:"memory"`
+	// at the end (a server of this process only).
+	Memory []memSnapshot `json:"memory,omitempty"`
 	// RSSByMinute is the resident memory at the end of each whole minute,
-	// MiB: whether a long level's memory levels off or keeps growing.
+	// MiB: whether a long level's memory levels off or keeps growing (a
+	// server of this process only).
 	RSSByMinute []float64 `json:"rss_mib_by_minute,omitempty"`
 	// Engine is where the served model's time went (a server of this
 	// process only).
@@ -246,6 +247,10 @@ func runLoadtest(c *cli.Context) error {
 		l, err := loadAt(c.Context, url, token, req, clients, c.Duration("duration"))
 		if err != nil {
 			return err
+		}
+		if engine == nil {
+			// This process's memory says nothing of another server's.
+			l.Memory, l.RSSByMinute = nil, nil
 		}
 		if engine != nil {
 			l.Engine = engineLoadBetween(before, engine.Stats(), time.Since(t0), engine.Pipeline().Info().ForwardFLOPs)
@@ -442,7 +447,7 @@ func serveLoopback(p *pipeline.Pipeline, o serve.Options) (*serve.Engine, string
 // loadAt runs clients concurrent clients against url for d, each sending
 // its next request when the last is answered, and measures.
 func loadAt(ctx context.Context, url, token string, req api.GenerationRequest, clients int, d time.Duration) (loadLevel, error) {
-	l := loadLevel{Clients: clients}
+	l := loadLevel{Clients: clients, Memory: make([]memSnapshot, 2)}
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: 0}}
 	defer hc.CloseIdleConnections()
 	c, err := client.New(url, client.Options{Token: token, HTTPClient: hc})
@@ -582,8 +587,12 @@ func printLoad(c *cli.Context, rep loadReport) error {
 		if l.Workers > 0 {
 			wt = fmt.Sprintf("%d x %d", l.Workers, l.Threads)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s%d\t%d\t%.2f\t%s\t%.3f\t%.3f\t%.3f\t%s\t%.0f, %.0f\n", l.Server, wt, l.Clients, round(l), l.Requests,
-			l.Errors, l.ImagesPerS, vs, l.P50, l.P95, l.P99, direct, l.Memory[0].RSS, l.Memory[1].RSS)
+		rss := "-"
+		if len(l.Memory) == 2 {
+			rss = fmt.Sprintf("%.0f, %.0f", l.Memory[0].RSS, l.Memory[1].RSS)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s%d\t%d\t%.2f\t%s\t%.3f\t%.3f\t%.3f\t%s\t%s\n", l.Server, wt, l.Clients, round(l), l.Requests,
+			l.Errors, l.ImagesPerS, vs, l.P50, l.P95, l.P99, direct, rss)
 	}
 	tw.Flush()
 	if rounds > 1 && len(rep.Ratios) > 0 {
@@ -608,8 +617,14 @@ func printLoad(c *cli.Context, rep loadReport) error {
 			fmt.Fprintln(w)
 		}
 	}
+	if !slices.ContainsFunc(rep.Levels, func(l loadLevel) bool { return len(l.Memory) == 2 }) {
+		return loadErrors(rep.Levels, rounds)
+	}
 	fmt.Fprintln(w, "memory MiB (1st min -> end): tensors in use, freed blocks cached for reuse, Go heap")
 	for _, l := range rep.Levels {
+		if len(l.Memory) != 2 {
+			continue
+		}
 		a, b := l.Memory[0], l.Memory[1]
 		fmt.Fprintf(w, "  %s: %.0f -> %.0f, %.0f -> %.0f, %.0f -> %.0f\n", levelName(l, rounds),
 			a.TensorsUsed, b.TensorsUsed, a.CachedFree, b.CachedFree, a.GoHeap, b.GoHeap)
@@ -621,7 +636,12 @@ func printLoad(c *cli.Context, rep loadReport) error {
 			fmt.Fprintln(w)
 		}
 	}
-	for _, l := range rep.Levels {
+	return loadErrors(rep.Levels, rounds)
+}
+
+// loadErrors is the first level's failure, if any request failed.
+func loadErrors(levels []loadLevel, rounds int) error {
+	for _, l := range levels {
 		if l.Errors > 0 {
 			return fmt.Errorf("loadtest: %s: %d of %d requests failed; first: %s", levelName(l, rounds), l.Errors, l.Requests, l.FirstError)
 		}

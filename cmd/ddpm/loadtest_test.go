@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ddpm-go/ddpm/diffusion/pipeline"
+	"github.com/ddpm-go/ddpm/diffusion/serve"
 	"github.com/ddpm-go/ddpm/diffusion/unet"
 )
 
@@ -83,6 +85,32 @@ func TestLoadtest(t *testing.T) {
 		if code != 1 || strings.Count(errOut, "\n") != 1 {
 			t.Errorf("%v: exit %d, %q", args, code, errOut)
 		}
+	}
+}
+
+// --url loads another server: its table and JSON say nothing of memory
+// (this process's would mislead).
+func TestLoadtestURL(t *testing.T) {
+	p, closeModel, err := presetPipeline("tiny", pipeline.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeModel()
+	_, url, stop, err := serveLoopback(p, serve.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	args := []string{"loadtest", "--url", url, "--clients", "2", "--duration", "300ms", "--steps", "2"}
+	code, out, errOut := ddpm(t, args...)
+	if code != 0 || !strings.Contains(out, url+"  -") || strings.Contains(out, "memory MiB") {
+		t.Errorf("exit %d, %s\n%s", code, out, errOut)
+	}
+	code, out, errOut = ddpm(t, append(args, "--json")...)
+	var rep loadReport
+	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || len(rep.Levels) != 1 || rep.Levels[0].Requests < 1 ||
+		rep.Levels[0].Memory != nil || strings.Contains(out, `"memory"`) {
+		t.Errorf("--json: exit %d, %s\n%s", code, out, errOut)
 	}
 }
 
