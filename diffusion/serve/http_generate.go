@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image"
 	"io"
 	"math"
 	"net/http"
@@ -28,13 +29,22 @@ func newProgressEvent(p Progress) (api.ProgressEvent, error) {
 	}
 	ev.Preview = make([]string, p.Preview.N)
 	for i := range ev.Preview {
-		var buf bytes.Buffer
-		if err := encodePNG(&buf, p.Preview.Image(i)); err != nil {
+		var err error
+		if ev.Preview[i], err = pngBase64(p.Preview.Image(i)); err != nil {
 			return ev, err
 		}
-		ev.Preview[i] = base64.StdEncoding.EncodeToString(buf.Bytes())
 	}
 	return ev, nil
+}
+
+// pngBase64 is img as a base64 PNG, as JSON responses and previews hold
+// images.
+func pngBase64(img image.Image) (string, error) {
+	var buf bytes.Buffer
+	if err := encodePNG(&buf, img); err != nil {
+		return "", err
+	}
+	return base64.StdEncoding.EncodeToString(buf.Bytes()), nil
 }
 
 func (h *Handler) generations(w http.ResponseWriter, r *http.Request) {
@@ -166,15 +176,20 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, m Model, req Re
 		flusher.Flush()
 		return nil
 	}
+	// streamError ends a started stream with an error event, counted and
+	// logged as writeError counts and logs an error response.
+	streamError := func(e api.ErrorBody) {
+		h.opts.Metrics.httpError(e.Error.Code)
+		noteError(w, e.Error.Code)
+		event("error", e)
+	}
 	// sendProgress sends p; false when the stream ends: the client stopped
 	// reading (the request's context ends with the handler, and its slots
 	// leave the batch), or a preview could not be encoded.
 	sendProgress := func(p Progress) bool {
 		ev, err := newProgressEvent(p)
 		if err != nil {
-			h.opts.Metrics.httpError(api.CodeInternal)
-			noteError(w, api.CodeInternal)
-			event("error", newAPIError(api.CodeInternal, "preview: "+err.Error()))
+			streamError(newAPIError(api.CodeInternal, "preview: "+err.Error()))
 			return false
 		}
 		if err := event("progress", ev); err != nil {
@@ -210,17 +225,13 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, m Model, req Re
 				case !started:
 					h.writeError(w, status, e.Error.Code, e.Error.Message)
 				default:
-					h.opts.Metrics.httpError(e.Error.Code)
-					noteError(w, e.Error.Code)
-					event("error", e)
+					streamError(e)
 				}
 				return
 			}
 			resp, err := encodeJSON(o.imgs, format)
 			if err != nil {
-				h.opts.Metrics.httpError(api.CodeInternal)
-				noteError(w, api.CodeInternal)
-				event("error", newAPIError(api.CodeInternal, err.Error()))
+				streamError(newAPIError(api.CodeInternal, err.Error()))
 				return
 			}
 			resp.Model, resp.Created, resp.Seed = m.Name, time.Now().Unix(), req.Seed
@@ -291,11 +302,10 @@ func encodeJSON(imgs *pipeline.Images, format string) (*api.GenerationResponse, 
 			d.B64Float32 = base64.StdEncoding.EncodeToString(b)
 			d.Shape = []int64{int64(imgs.C), int64(imgs.H), int64(imgs.W)}
 		default:
-			var buf bytes.Buffer
-			if err := encodePNG(&buf, imgs.Image(i)); err != nil {
+			var err error
+			if d.B64PNG, err = pngBase64(imgs.Image(i)); err != nil {
 				return nil, err
 			}
-			d.B64PNG = base64.StdEncoding.EncodeToString(buf.Bytes())
 		}
 		resp.Data[i] = d
 	}
