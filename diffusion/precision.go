@@ -91,24 +91,16 @@ type autocastModel struct {
 }
 
 func (a autocastModel) Forward(s *torch.Scope, x, t, labels *torch.Tensor) *torch.Tensor {
-	if s.Err() != nil {
-		return nil
-	}
 	c, err := torch.NewAutocastScope(s.Mode(), a.dt)
 	if err != nil {
 		s.Fail(err)
 		return nil
 	}
-	defer c.Close()
-	out := a.m.Forward(c, x, t, labels)
-	if out != nil && out.DType() != torch.Float32 {
-		out = c.ToDType(out, torch.Float32)
-	}
-	if err := c.Err(); err != nil {
-		s.Fail(err)
-		return nil
-	}
-	c.Keep(out)
-	s.Adopt(out)
-	return out
+	return s.BlockIn(c, func(c *torch.Scope) *torch.Tensor {
+		out := a.m.Forward(c, x, t, labels)
+		if out != nil && out.DType() != torch.Float32 {
+			out = c.ToDType(out, torch.Float32)
+		}
+		return out
+	})
 }

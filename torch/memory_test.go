@@ -148,6 +148,23 @@ func TestBlock(t *testing.T) {
 		t.Error("a block ran in a scope that had failed")
 	}
 	s.Close()
+	// BlockIn runs in the scope it is given (here an autocast one inside a
+	// scope without autocast) and closes it.
+	plain := NewScope(NoGrad)
+	c, err := NewAutocastScope(NoGrad, BFloat16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := plain.BlockIn(c, func(c *Scope) *Tensor {
+		if _, ok := c.Autocast(); !ok {
+			t.Error("BlockIn's f does not run in the scope given")
+		}
+		return c.AddScalar(c.Ones([]int64{2}, Float32, CPU), 1)
+	})
+	if c.Ones([]int64{1}, Float32, CPU) != nil || c.Err() == nil || plain.Len() != 1 || kept == nil {
+		t.Errorf("after BlockIn: the child still open (%v) or the outer scope owns %d tensors, want 1", c.Err(), plain.Len())
+	}
+	plain.Close()
 	if got := LiveTensors(); got != start {
 		t.Errorf("live tensors %d, want %d", got, start)
 	}

@@ -108,12 +108,15 @@ func (s *Scope) Child() *Scope {
 // intermediate ran memory-bound operations such as GroupNorm and SiLU
 // several times slower. A failure in f is recorded in s, and Block returns
 // nil; so does a scope that has failed already, without calling f.
-func (s *Scope) Block(f func(c *Scope) *Tensor) *Tensor {
+func (s *Scope) Block(f func(c *Scope) *Tensor) *Tensor { return s.BlockIn(s.Child(), f) }
+
+// BlockIn is Block with the child scope c given (an autocast scope, say):
+// f runs in c, which BlockIn closes, and only f's result is handed to s.
+func (s *Scope) BlockIn(c *Scope, f func(c *Scope) *Tensor) *Tensor {
+	defer c.Close()
 	if s.Err() != nil {
 		return nil
 	}
-	c := s.Child()
-	defer c.Close()
 	out := f(c)
 	if err := c.Err(); err != nil {
 		s.Fail(err)
