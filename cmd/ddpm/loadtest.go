@@ -234,7 +234,7 @@ func runLoadtest(c *cli.Context) error {
 	}
 	n := c.Int("n")
 	req := api.GenerationRequest{N: &n, Sampler: string(kind), Steps: c.Int("steps")}
-	rep := loadReport{Request: fmt.Sprintf("n=%d, %s, %d steps", c.Int("n"), kind, c.Int("steps"))}
+	rep := loadReport{Request: fmt.Sprintf("n=%d, %s, %d steps", n, kind, req.Steps)}
 	// run loads url with clients; engine, if not nil, is the engine behind
 	// it, its workers running threads intra-op threads each, with the GEMM
 	// peak of those workers and threads.
@@ -248,13 +248,12 @@ func runLoadtest(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		if engine == nil {
-			// This process's memory says nothing of another server's.
-			l.Memory, l.RSSByMinute = nil, nil
-		}
 		if engine != nil {
 			l.Engine = engineLoadBetween(before, engine.Stats(), time.Since(t0), engine.Pipeline().Info().ForwardFLOPs)
 			l.Workers, l.Threads, l.GEMMPeak = engine.Options().Workers, threads, peak
+		} else {
+			// This process's memory says nothing of another server's.
+			l.Memory, l.RSSByMinute = nil, nil
 		}
 		l.Server, l.Round = server, round
 		rep.Levels = append(rep.Levels, l)
