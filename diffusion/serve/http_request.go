@@ -27,7 +27,7 @@ func parseRequest(req api.GenerationRequest, p *pipeline.Pipeline) (Request, str
 	case !slices.Contains(api.Formats, format):
 		return r, "", fmt.Errorf("response_format %q: want one of %s", format, strings.Join(api.Formats, ", "))
 	}
-	if req.Stream && format != api.FormatPNGBase64 && format != api.FormatF32Base64 {
+	if req.Stream && !api.JSONFormat(format) {
 		return r, "", fmt.Errorf("stream needs a JSON response_format (%s or %s), not %s", api.FormatPNGBase64, api.FormatF32Base64, format)
 	}
 	switch {

@@ -47,6 +47,12 @@ const (
 // Formats are the response formats, the default first.
 var Formats = []string{FormatPNGBase64, FormatF32Base64, FormatPNG, FormatNPY}
 
+// JSONFormat reports whether format ("" for the default) answers with JSON,
+// as a stream must, rather than with the raw image or array.
+func JSONFormat(format string) bool {
+	return format == "" || format == FormatPNGBase64 || format == FormatF32Base64
+}
+
 // Image is one image of a JSON response.
 type Image struct {
 	Index      int     `json:"index"`

@@ -263,7 +263,7 @@ func DecodeFloat32(img api.Image) ([]float32, error) {
 // whether the call streams.
 func jsonFormat(req api.GenerationRequest, streamed bool) error {
 	switch {
-	case req.ResponseFormat != "" && req.ResponseFormat != api.FormatPNGBase64 && req.ResponseFormat != api.FormatF32Base64:
+	case !api.JSONFormat(req.ResponseFormat):
 		return fmt.Errorf("client: response format %q is raw: use GenerateRaw", req.ResponseFormat)
 	case req.Stream && !streamed:
 		return errors.New("client: use Stream for a streamed generation")
