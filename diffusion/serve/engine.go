@@ -132,8 +132,10 @@ func (e *Engine) Pipeline() *pipeline.Pipeline { return e.p }
 // Generate samples r.N images. It validates the request (errors wrap
 // ErrInvalidRequest), returns ErrQueueFull at once when the queue is full
 // and ErrClosed after Close, and otherwise waits for its images. When ctx
-// is done first (or Options.Timeout passes), it returns ctx's error,
-// wrapped, and the request's slots leave the batch at the next step.
+// is done first (or Options.Timeout passes) while the request waits, it
+// returns ctx's error, wrapped; once admitted, the request's slots leave the
+// batch before the next forward and Generate returns then (with the images
+// if that forward was the last).
 func (e *Engine) Generate(ctx context.Context, r Request) (*pipeline.Images, error) {
 	j, err := e.prepare(r)
 	if err != nil {
@@ -171,20 +173,29 @@ func (e *Engine) Generate(ctx context.Context, r Request) (*pipeline.Images, err
 	case res := <-j.result:
 		return res.images, res.err
 	case <-ctx.Done():
-		// Still queued: leave the queue now. Admitted: the scheduler sees
-		// the context at its next step and frees the slots.
+		// Still queued: leave the queue now.
 		e.mu.Lock()
+		queued := false
 		for i, q := range e.queue {
 			if q == j {
 				e.queue = append(e.queue[:i], e.queue[i+1:]...)
 				e.stats.Queued = len(e.queue)
 				e.stats.Cancelled++
 				e.opts.Metrics.request(e.opts.Name, outcomeOf(ctx.Err()), time.Since(j.enqueued))
+				queued = true
 				break
 			}
 		}
 		e.mu.Unlock()
-		return nil, fmt.Errorf("serve: %w", ctx.Err())
+		if queued {
+			return nil, fmt.Errorf("serve: %w", ctx.Err())
+		}
+		// Admitted: its worker sees the context before its next forward
+		// and answers, or has just finished it. Its answer is the one the
+		// stats count, so it is the one returned: a request cancelled in
+		// its last forward gets its images, and is counted completed.
+		res := <-j.result
+		return res.images, res.err
 	}
 }
 
@@ -251,6 +262,10 @@ func (e *Engine) prepare(r Request) (*job, error) {
 		return nil, bad("%d labels for %d images", len(r.Labels), r.N)
 	case k > 0 && r.Labels == nil && so.Guidance != 0 && so.Guidance != 1:
 		return nil, bad("guidance needs labels (a class per image)")
+	case !(so.Guidance >= 0):
+		// The stepper below sees no labels and so no guidance: its own
+		// check of the weight does not run.
+		return nil, bad("guidance weight %g must be finite and >= 0", so.Guidance)
 	case so.Guidance > o.MaxGuidance:
 		return nil, bad("guidance %g above the limit %g", so.Guidance, o.MaxGuidance)
 	case so.Steps > o.MaxSteps:

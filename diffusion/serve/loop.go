@@ -36,6 +36,7 @@ type job struct {
 	start, b  int           // the current batch's first image and size
 	active    bool          // counted in its worker's load (admitted)
 	worker    int           // the worker that admitted it
+	counted   int           // the slots its worker's load counts (b when counted; a smaller last batch changes b first)
 	pixels    []float32
 }
 
@@ -145,8 +146,8 @@ func (e *Engine) finish(j *job, imgs *pipeline.Images, err error) {
 		// The gauges drop before the caller hears, like the counters.
 		l := &e.load[j.worker]
 		l.requests--
-		l.slots -= j.b
-		l.rows -= j.b * j.rows
+		l.slots -= j.counted
+		l.rows -= j.counted * j.rows
 		e.publishLoad()
 	}
 	switch {
@@ -182,9 +183,13 @@ func (e *Engine) dropCancelled(active []*job) []*job {
 }
 
 // admit moves queued requests, oldest first, into worker w's batch while
-// their rows fit in MaxBatch and in w's share of all rows (running and
-// waiting, spread evenly over the workers), and starts them. The share
-// keeps the first worker awake from taking every request.
+// their rows fit in MaxBatch and w's rows are below its share of all rows
+// (running and waiting, spread evenly over the workers), and starts them.
+// The share keeps the first worker awake from taking every request; a
+// worker below it takes a request that takes it over, so that a request
+// never waits while every worker has room for it (two workers at one row
+// each and a request of two: the share is two, and neither would take it
+// if it had to fit in the share).
 func (e *Engine) admit(w int, active []*job) []*job {
 	used := 0
 	for _, j := range active {
@@ -208,7 +213,7 @@ func (e *Engine) admit(w int, active []*job) []*job {
 			continue
 		}
 		need := min(j.batch, j.n) * j.rows
-		if used+need > e.opts.MaxBatch || (used > 0 && used+need > share) {
+		if used+need > e.opts.MaxBatch || (used > 0 && used >= share) {
 			break
 		}
 		used += need
@@ -263,7 +268,7 @@ func (e *Engine) startBatch(j *job) error {
 func (e *Engine) setActive(w int, active []*job) {
 	l := load{requests: len(active)}
 	for _, j := range active {
-		j.active, j.worker = true, w
+		j.active, j.worker, j.counted = true, w, j.b
 		l.slots += j.b
 		l.rows += j.b * j.rows
 	}

@@ -521,6 +521,8 @@ func TestInvalidRequests(t *testing.T) {
 		{e, serve.Request{N: 2, Labels: []int64{1}, Sampling: ddim}, "1 labels for 2 images"},
 		{e, serve.Request{N: 1, Sampling: sampler.Options{Sampler: sampler.DDIM, Guidance: 3}}, "guidance needs labels"},
 		{e, serve.Request{N: 1, Labels: []int64{0}, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 3, Guidance: 11}}, "guidance 11 above the limit 10"},
+		{e, serve.Request{N: 1, Labels: []int64{0}, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 3, Guidance: -3}}, "guidance weight -3 must be finite and >= 0"},
+		{e, serve.Request{N: 1, Labels: []int64{0}, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 3, Guidance: math.NaN()}}, "guidance weight NaN must be finite"},
 		{e, serve.Request{N: 1, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 40}}, "steps 40 above the limit 30"},
 		{e, serve.Request{N: 1, Sampling: sampler.Options{Sampler: sampler.DDPM}}, "steps 50 above the limit 30"},
 		{e, serve.Request{N: 1, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 3, Eta: 2}}, "eta 2 out of range"},
@@ -814,5 +816,89 @@ func TestEngineGOMAXPROCS(t *testing.T) {
 	}
 	if got := runtime.GOMAXPROCS(0); got != base {
 		t.Errorf("GOMAXPROCS %d after the engines stopped, want %d", got, base)
+	}
+}
+
+// A request of two batches, the last smaller, whose engine is closed in its
+// first batch's last forward: the gauges fall back to zero (the load counts
+// the slots it added, not the smaller last batch's).
+func TestCloseBetweenBatches(t *testing.T) {
+	f := tinyPipeline(t, 0)
+	start := torch.LiveTensors()
+	e, err := serve.New(f.p, serve.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	f.model.setHook(func(call int, rows int64) {
+		if call == 2 { // the first batch's last step
+			go func() { e.Close(); close(closed) }()
+			time.Sleep(50 * time.Millisecond) // Close marks the engine at once
+		}
+	})
+	_, err = e.Generate(context.Background(), serve.Request{N: 3, Batch: 2, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 2}})
+	<-closed
+	f.model.setHook(nil)
+	if !errors.Is(err, serve.ErrClosed) {
+		t.Errorf("Generate = %v, want ErrClosed", err)
+	}
+	if st := e.Stats(); st.ActiveRequests != 0 || st.ActiveSlots != 0 || st.ActiveRows != 0 || st.Failed != 1 {
+		t.Errorf("after Close: %+v, want no active request, slot or row and one failed", st)
+	}
+	checkNoLeaks(t, start)
+}
+
+// Two workers running one row each take a waiting request of two rows at
+// once: both are below their share, though the request does not fit in it.
+func TestWorkersAdmitBelowShare(t *testing.T) {
+	f := tinyPipeline(t, 0)
+	e, err := serve.New(f.p, serve.Options{Workers: 2, KeepGOMAXPROCS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	f.model.setHook(func(call int, rows int64) { time.Sleep(5 * time.Millisecond) })
+	defer f.model.setHook(nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	long := serve.Request{N: 1, Sampling: sampler.Options{Sampler: sampler.DDPM, Steps: 50}}
+	for i := range 2 {
+		go e.Generate(ctx, long)
+		waitFor(t, func() bool { return e.Stats().ActiveRequests == i+1 })
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.Generate(ctx, serve.Request{N: 2, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 2}})
+		done <- err
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Stats(); st.Completed != 1 || st.ActiveRequests != 2 {
+		t.Errorf("the two-row request waited for a 50-step one: %+v", st)
+	}
+}
+
+// A request cancelled during its last forward gets what the stats count:
+// its images, counted completed (not the cancellation, counted completed).
+func TestCancelInLastForward(t *testing.T) {
+	f := tinyPipeline(t, 0)
+	e, err := serve.New(f.p, serve.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	f.model.setHook(func(call int, rows int64) {
+		if call == 2 {
+			cancel()
+			time.Sleep(20 * time.Millisecond) // Generate sees ctx done first
+		}
+	})
+	defer f.model.setHook(nil)
+	imgs, err := e.Generate(ctx, serve.Request{N: 1, Sampling: sampler.Options{Sampler: sampler.DDIM, Steps: 2}})
+	st := e.Stats()
+	if err != nil || imgs == nil || st.Completed != 1 || st.Cancelled != 0 {
+		t.Errorf("Generate = %v, %v; stats %+v: want the images, counted completed", imgs != nil, err, st)
 	}
 }
