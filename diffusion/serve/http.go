@@ -220,7 +220,7 @@ func (h *Handler) listModels(w http.ResponseWriter, r *http.Request) {
 		info, def := p.Info(), p.DefaultSampling()
 		out.Data = append(out.Data, api.ModelInfo{ID: m.Name, Channels: info.Channels, Size: info.Size, NumClasses: info.NumClasses,
 			ClassNames: info.ClassNames, Target: string(info.Target), Precision: string(p.Precision()), T: p.Schedule().T(),
-			DefaultSampler: string(def.Sampler), DefaultSteps: def.Steps,
+			DefaultSampler: string(def.Sampler), DefaultSteps: stepsOf(def, p.Schedule().T()),
 			MaxBatch: o.MaxBatch, Workers: o.Workers, MaxImages: o.MaxImages, MaxSteps: o.MaxSteps})
 	}
 	h.writeJSON(w, http.StatusOK, out)

@@ -60,17 +60,22 @@ func (h *Handler) generations(w http.ResponseWriter, r *http.Request) {
 	var req api.GenerationRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	err := dec.Decode(&req)
+	if err == nil {
+		// Nothing may follow but white space, up to the size limit.
+		if _, err = dec.Token(); err == nil {
+			err = errors.New("the body holds more than one JSON value")
+		} else if err == io.EOF {
+			err = nil
+		}
+	}
+	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			h.writeError(w, http.StatusRequestEntityTooLarge, api.CodeTooLarge, fmt.Sprintf("the request body exceeds %d bytes", h.opts.MaxBodyBytes))
 			return
 		}
 		h.writeError(w, http.StatusBadRequest, api.CodeInvalidJSON, "the body is not a valid request: "+err.Error())
-		return
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		h.writeError(w, http.StatusBadRequest, api.CodeInvalidJSON, "the body holds more than one JSON value")
 		return
 	}
 	m, err := h.pick(req.Model)

@@ -88,10 +88,8 @@ func noteError(w http.ResponseWriter, code string) {
 // noteGeneration records the generation a request asks of m.
 func noteGeneration(w http.ResponseWriter, m Model, req Request, stream bool) {
 	if lw, ok := w.(*loggedWriter); ok {
-		lw.model, lw.gen, lw.stream, lw.steps = m.Name, &req, stream, req.Sampling.Steps
-		if lw.steps == 0 {
-			lw.steps, _ = sampler.DefaultSteps(req.Sampling.Sampler, m.Engine.Pipeline().Schedule().T())
-		}
+		lw.model, lw.gen, lw.stream = m.Name, &req, stream
+		lw.steps = stepsOf(req.Sampling, m.Engine.Pipeline().Schedule().T())
 	}
 }
 
@@ -130,4 +128,14 @@ func (h *Handler) serveLogged(w http.ResponseWriter, r *http.Request, id string)
 			slog.Bool("stream", lw.stream))
 	}
 	h.opts.Logger.LogAttrs(context.Background(), level, "request", attrs...)
+}
+
+// stepsOf is the steps the sampler of o takes over T trained timesteps:
+// o.Steps, or its sampler's default for 0 (logged and listed instead of 0).
+func stepsOf(o sampler.Options, T int) int {
+	if o.Steps != 0 {
+		return o.Steps
+	}
+	steps, _ := sampler.DefaultSteps(o.Sampler, T)
+	return steps
 }

@@ -245,7 +245,8 @@ func TestHTTPEndpoints(t *testing.T) {
 		code, _, b := a.do(t, http.MethodGet, path, "")
 		return code, string(b)
 	}
-	if code, body := get("/v1/models"); code != 200 || !strings.Contains(body, `"id":"tiny"`) || !strings.Contains(body, `"num_classes":2`) || !strings.Contains(body, `"workers":1`) {
+	if code, body := get("/v1/models"); code != 200 || !strings.Contains(body, `"id":"tiny"`) || !strings.Contains(body, `"num_classes":2`) || !strings.Contains(body, `"workers":1`) ||
+		!strings.Contains(body, `"default_sampler":"dpmpp-2m","default_steps":20,`) {
 		t.Errorf("models: %d %s", code, body)
 	}
 	if code, _ := get("/healthz"); code != 200 {
@@ -302,6 +303,8 @@ func TestHTTPBadRequests(t *testing.T) {
 		{`{"response_format": "png", "stream": true}`, 400, "invalid_request", "stream needs a JSON response_format"},
 		{`{"model": "big"}`, 404, "unknown_model", `model "big" is not served`},
 		{`{"seed": 1, "pad": "` + strings.Repeat("x", 2000) + `"}`, 413, "request_too_large", "exceeds 1024 bytes"},
+		{`{"seed": 1}` + strings.Repeat(" ", 2000), 413, "request_too_large", "exceeds 1024 bytes"},
+		{`{"seed": 1} ]`, 400, "invalid_json", "invalid character"},
 	} {
 		status, _, body := a.post(t, c.body)
 		var e apiError

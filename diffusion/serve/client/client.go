@@ -59,6 +59,11 @@ func New(baseURL string, o Options) (*Client, error) {
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("client: server URL %q: want http://HOST[:PORT] or https://...", baseURL)
 	}
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.User != nil {
+		// The API's paths are appended to the URL: a query or fragment
+		// would swallow them, and a token goes in Options.
+		return nil, fmt.Errorf("client: server URL %q: want no query, fragment or user (the token goes in Options.Token)", baseURL)
+	}
 	hc := o.HTTPClient
 	if hc == nil {
 		hc = http.DefaultClient
@@ -73,7 +78,8 @@ type Error struct {
 	Status int
 	// Code and Message are the body's (Code one of api's Code constants).
 	Code, Message string
-	// RetryAfter is a 429's Retry-After, else 0.
+	// RetryAfter is the response's Retry-After (a full queue's 429 has
+	// one), at most a day; 0 without one.
 	RetryAfter time.Duration
 	// RequestID is the response's api.RequestIDHeader.
 	RequestID string
@@ -157,11 +163,19 @@ func (c *Client) Stream(ctx context.Context, req api.GenerationRequest, progress
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		return nil, fmt.Errorf("client: a stream answered with content type %q", ct)
 	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 64<<20) // an event holds every image, base64-encoded
+	// Lines of any length: the result event holds every image,
+	// base64-encoded, on one line (64 float32 images of 3x256x256 are
+	// 64 MiB of base64).
+	br := bufio.NewReader(resp.Body)
 	var name, data string
-	for sc.Scan() {
-		line := sc.Text()
+	var readErr error
+	for readErr == nil {
+		var line string
+		line, readErr = br.ReadString('\n')
+		if readErr != nil && line == "" {
+			break
+		}
+		line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
 		switch {
 		case strings.HasPrefix(line, "event: "):
 			name = strings.TrimPrefix(line, "event: ")
@@ -197,8 +211,8 @@ func (c *Client) Stream(ctx context.Context, req api.GenerationRequest, progress
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("client: reading the stream: %w", err)
+	if readErr != io.EOF {
+		return nil, fmt.Errorf("client: reading the stream: %w", readErr)
 	}
 	return nil, errors.New("client: the stream ended without a result")
 }
@@ -312,8 +326,27 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) (*htt
 	} else {
 		e.Message = resp.Status // not the API's answer (a proxy's, say)
 	}
-	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s >= 0 {
-		e.RetryAfter = time.Duration(s) * time.Second
-	}
+	e.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
 	return nil, e
+}
+
+// maxRetryAfter bounds a Retry-After: a day is longer than any wait a
+// caller would sleep, and the seconds of a larger one would overflow a
+// Duration.
+const maxRetryAfter = 24 * time.Hour
+
+// retryAfter reads a Retry-After header: seconds, or an HTTP date (RFC
+// 9110), as a wait from now in [0, maxRetryAfter]; 0 when it is missing or
+// unreadable.
+func retryAfter(h string, now time.Time) time.Duration {
+	if h == "" {
+		return 0
+	}
+	if s, err := strconv.ParseUint(h, 10, 64); err == nil {
+		return time.Duration(min(s, uint64(maxRetryAfter/time.Second))) * time.Second
+	}
+	if t, err := http.ParseTime(h); err == nil {
+		return min(max(t.Sub(now), 0), maxRetryAfter)
+	}
+	return 0
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"image/png"
 	"math"
 	"net/http"
@@ -226,6 +227,53 @@ func TestErrorNotFromTheAPI(t *testing.T) {
 	}
 }
 
+// Retry-After in seconds or as an HTTP date, at most a day; 0 when
+// missing or unreadable.
+func TestRetryAfter(t *testing.T) {
+	soon := time.Now().Add(90 * time.Second).UTC().Format(http.TimeFormat)
+	for _, c := range []struct {
+		header   string
+		min, max time.Duration
+	}{
+		{"", 0, 0},
+		{"0", 0, 0},
+		{"120", 120 * time.Second, 120 * time.Second},
+		{"99999999999", 24 * time.Hour, 24 * time.Hour},
+		{"-5", 0, 0},
+		{"soon", 0, 0},
+		{soon, 85 * time.Second, 90 * time.Second},
+		{"Mon, 01 Jan 2001 00:00:00 GMT", 0, 0},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if c.header != "" {
+				w.Header().Set("Retry-After", c.header)
+			}
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}))
+		_, err := newClient(t, srv.URL, "").Generate(context.Background(), api.GenerationRequest{})
+		srv.Close()
+		var e *client.Error
+		if !errors.As(err, &e) || e.RetryAfter < c.min || e.RetryAfter > c.max {
+			t.Errorf("Retry-After %q: %#v, want a wait in [%v, %v]", c.header, err, c.min, c.max)
+		}
+	}
+}
+
+// A result event longer than any fixed line buffer (65 MiB on one line)
+// is read whole.
+func TestStreamLongEvent(t *testing.T) {
+	long := strings.Repeat("A", 65<<20)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "event: result\r\ndata: {\"created\": 1, \"data\": [{\"b64_png\": %q}]}\r\n\r\n", long)
+	}))
+	defer srv.Close()
+	resp, err := newClient(t, srv.URL, "").Stream(context.Background(), api.GenerationRequest{}, nil)
+	if err != nil || len(resp.Data) != 1 || len(resp.Data[0].B64PNG) != len(long) {
+		t.Fatalf("a 65 MiB result event: %v", err)
+	}
+}
+
 // Cancelling a stream's context leaves it: the server drops the request.
 func TestStreamCancel(t *testing.T) {
 	srv, e, _ := server(t, "")
@@ -245,7 +293,7 @@ func TestStreamCancel(t *testing.T) {
 }
 
 func TestNew(t *testing.T) {
-	for _, u := range []string{"", "localhost:8080", "ftp://host", "http://", "://x"} {
+	for _, u := range []string{"", "localhost:8080", "ftp://host", "http://", "://x", "http://host?x=1", "http://host/#top", "http://user:pw@host", "http://host?"} {
 		if _, err := client.New(u, client.Options{}); err == nil {
 			t.Errorf("New(%q) accepted", u)
 		}
