@@ -59,6 +59,8 @@ func UNetConfigFor(m unet.Config) (UNetConfig, error) {
 		}
 	}
 	attnWidths = append(attnWidths, c.BlockOutChannels[len(c.BlockOutChannels)-1]) // the middle block
+	// null: one head as wide as the channels (a missing key would be 8)
+	c.AttentionHeadDim = nil
 	switch {
 	case m.HeadChannels > 0:
 		hd := m.HeadChannels

@@ -82,8 +82,8 @@ func Load(dir string, dev torch.Device) (*Folder, error) {
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("diffusers: %s is not a folder", dir)
 	}
+	var idx modelIndex
 	if b, err := os.ReadFile(filepath.Join(dir, "model_index.json")); err == nil {
-		var idx modelIndex
 		if err := json.Unmarshal(b, &idx); err != nil {
 			return nil, fmt.Errorf("diffusers: %s: %w", filepath.Join(dir, "model_index.json"), err)
 		}
@@ -98,6 +98,13 @@ func Load(dir string, dev torch.Device) (*Folder, error) {
 	sched, err := ReadSchedulerConfig(sp)
 	if err != nil {
 		return nil, err
+	}
+	if idx.ClassName == "DDIMPipeline" && sched.ClassName != DDIMScheduler {
+		// DDIMPipeline samples with DDIMScheduler.from_config(scheduler.config),
+		// whatever scheduler the folder holds.
+		if sched, err = sched.As(DDIMScheduler); err != nil {
+			return nil, fmt.Errorf("%w (in %s, for a DDIMPipeline)", err, sp)
+		}
 	}
 	f := &Folder{Scheduler: sched}
 	wrap := func(err error) error { return fmt.Errorf("%w (in %s)", err, sp) }

@@ -195,6 +195,36 @@ func ParseSchedulerConfig(b []byte) (SchedulerConfig, error) {
 	return c, nil
 }
 
+// As is the config diffusers' from_config makes of c for another scheduler
+// class: the fields both classes have keep c's values (its file's, or its
+// class's defaults), the others take the new class's defaults, and the
+// fields the new class lacks are dropped.
+func (c SchedulerConfig) As(class string) (SchedulerConfig, error) {
+	fields, ok := schedulerFields[class]
+	if !ok {
+		return SchedulerConfig{}, fmt.Errorf("diffusers: unknown scheduler _class_name %q (supported: %s)", class, strings.Join(schedulerClasses(), ", "))
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return SchedulerConfig{}, fmt.Errorf("diffusers: %s config: %w", c.ClassName, err)
+	}
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(b, &all); err != nil {
+		return SchedulerConfig{}, fmt.Errorf("diffusers: %s config: %w", c.ClassName, err)
+	}
+	name, _ := json.Marshal(class)
+	out := map[string]json.RawMessage{"_class_name": name}
+	for _, k := range fields {
+		if v, ok := all[k]; ok && slices.Contains(schedulerFields[c.ClassName], k) {
+			out[k] = v
+		}
+	}
+	if b, err = json.Marshal(out); err != nil {
+		return SchedulerConfig{}, fmt.Errorf("diffusers: %s config: %w", class, err)
+	}
+	return ParseSchedulerConfig(b)
+}
+
 // Schedule is the project's noise schedule for the config. It fails for the
 // schedule fields the project cannot reproduce: trained_betas, a
 // beta_schedule diffusers' class does not offer or the project lacks, and
@@ -220,6 +250,14 @@ func (c SchedulerConfig) Schedule() (diffusion.ScheduleConfig, error) {
 	}
 	if c.RescaleBetasZeroSNR && c.ClassName == DPMSolverScheduler {
 		return diffusion.ScheduleConfig{}, c.unsupported("rescale_betas_zero_snr", "true", "diffusers' DPM-Solver then sets the last alphas_cumprod to 2^-24 instead of 0")
+	}
+	// The project's schedule config reads 0 as "the default": a 0 here
+	// would silently become 1000 timesteps or a beta of 1e-4 or 0.02.
+	if c.NumTrainTimesteps < 1 {
+		return diffusion.ScheduleConfig{}, c.unsupported("num_train_timesteps", strconv.Itoa(c.NumTrainTimesteps), "at least 1 timestep is")
+	}
+	if c.BetaSchedule != "squaredcos_cap_v2" && !(c.BetaStart > 0 && c.BetaEnd > 0) {
+		return diffusion.ScheduleConfig{}, c.unsupported("beta_start, beta_end", fmt.Sprint(c.BetaStart, ", ", c.BetaEnd), "betas above 0 are")
 	}
 	// squaredcos_cap_v2 is the cosine schedule with s = 0.008 and betas
 	// capped at 0.999, the project's defaults; diffusers ignores
@@ -431,8 +469,11 @@ func (c SchedulerConfig) checkDPMSolver() error {
 //   - DDIM: diffusers steps from t to t - T/n (integer division) and ends
 //     on alpha = 1 only when that is negative; the project steps to the
 //     next visited timestep and ends on alpha = 1.
-//   - DPM-Solver++: with lower_order_final and n < 15 diffusers also takes
-//     the second-to-last step in first order.
+//
+// DPM-Solver++(2M) needs no check: diffusers' lower_order_final (n < 15)
+// makes the last step first order, which final_sigmas_type "zero" (the
+// only one the project takes) makes it anyway, and its second-order
+// second-to-last step is the project's.
 func (c SchedulerConfig) CheckSteps(n int) error {
 	o, err := c.SamplerOptions()
 	if err != nil {
@@ -462,10 +503,6 @@ func (c SchedulerConfig) CheckSteps(n int) error {
 			if prev := t - T/n; prev != next && !(next == -1 && prev < 0) {
 				return fmt.Errorf("diffusers: %s with timestep_spacing %q and %d steps goes from timestep %d to %d, the project to %d", c.ClassName, c.TimestepSpacing, n, t, prev, next)
 			}
-		}
-	case DPMSolverScheduler:
-		if c.LowerOrderFinal && n < 15 {
-			return fmt.Errorf("diffusers: %s with lower_order_final and %d steps (< 15) takes the second-to-last step in first order, the project in second order", c.ClassName, n)
 		}
 	}
 	return nil

@@ -59,7 +59,9 @@ type UNetConfig struct {
 // unetDefaults are the UNet2DModel constructor's defaults, for fields a
 // config file leaves out.
 func unetDefaults() UNetConfig {
+	heads, mid := 8, "UNetMidBlock2D"
 	return UNetConfig{
+		AttentionHeadDim: &heads, MidBlockType: &mid,
 		InChannels: 3, OutChannels: 3, TimeEmbeddingType: "positional", FlipSinToCos: true,
 		DownBlockTypes:   []string{"DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"},
 		UpBlockTypes:     []string{"AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"},
@@ -121,7 +123,9 @@ func (c UNetConfig) Model() (unet.Config, error) {
 		return bad("upsample_type", c.UpsampleType, "only conv is")
 	case !c.AddAttention:
 		return bad("add_attention", false, "the middle block always has attention")
-	case c.MidBlockType != nil && *c.MidBlockType != "UNetMidBlock2D":
+	case c.MidBlockType == nil:
+		return bad("mid_block_type", "null", "the U-Net always has a middle block")
+	case *c.MidBlockType != "UNetMidBlock2D":
 		return bad("mid_block_type", *c.MidBlockType, "only UNetMidBlock2D is")
 	case c.ClassEmbedType != nil:
 		return bad("class_embed_type", *c.ClassEmbedType, "only null (a label embedding) is")
@@ -147,7 +151,7 @@ func (c UNetConfig) Model() (unet.Config, error) {
 	if c.AttentionHeadDim != nil {
 		m.HeadChannels = *c.AttentionHeadDim
 	} else {
-		m.HeadChannels = 0 // one head as wide as the channels
+		m.HeadChannels = 0 // null: one head as wide as the channels (a missing key is 8)
 	}
 	for i, w := range c.BlockOutChannels {
 		if w%base != 0 {

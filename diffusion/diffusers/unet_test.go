@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ddpm-go/ddpm/diffusion"
+	"github.com/ddpm-go/ddpm/diffusion/sampler"
 	"github.com/ddpm-go/ddpm/diffusion/unet"
 	"github.com/ddpm-go/ddpm/internal/fixture"
 	"github.com/ddpm-go/ddpm/torch"
@@ -45,6 +47,107 @@ func TestUNetMatchesDiffusers(t *testing.T) {
 				t.Errorf("max |ours - diffusers| = %g, want <= 1e-4", d)
 			}
 		})
+	}
+}
+
+// copyFolder copies the fixture folder name into a temporary folder,
+// letting edit change each file's bytes (path relative to the folder).
+func copyFolder(t *testing.T, name string, edit func(path string, b []byte) []byte) string {
+	t.Helper()
+	src := filepath.Join(fixture.Diffusers(t), name)
+	dir := t.TempDir()
+	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, rel)), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dir, rel), edit(rel, b), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// A config without attention_head_dim takes diffusers' default, 8 channels
+// a head, and reproduces diffusers' output (which the fixture's explicit 8
+// made); null is one head as wide as the channels, another network.
+func TestUNetAttentionHeadDimDefault(t *testing.T) {
+	forward := func(edit func(string) string) float64 {
+		dir := copyFolder(t, "unet-classcond", func(p string, b []byte) []byte {
+			if p == filepath.Join("unet", "config.json") {
+				return []byte(edit(string(b)))
+			}
+			return b
+		})
+		u, err := LoadUNet(dir, torch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u.Close()
+		s := torch.NewScope(torch.Inference)
+		defer s.Close()
+		io, _, err := s.LoadSafetensors(filepath.Join(dir, "io.safetensors"), torch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := u.Forward(s, io["sample"], io["timestep"], io["class_labels"])
+		d, err := s.Max(s.Abs(s.Sub(out, io["output"])), nil, false).Item()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	const line = `"attention_head_dim": 8,`
+	if d := forward(func(c string) string { return strings.Replace(c, line, "", 1) }); !(d <= 1e-4) {
+		t.Errorf("attention_head_dim left out: max |ours - diffusers| = %g, want <= 1e-4", d)
+	}
+	if d := forward(func(c string) string { return strings.Replace(c, line, `"attention_head_dim": null,`, 1) }); !(d > 1e-3) {
+		t.Errorf("attention_head_dim null: max |ours - diffusers(8)| = %g, want a different network", d)
+	}
+}
+
+// A DDIMPipeline folder samples with DDIM whatever scheduler it holds, as
+// diffusers' DDIMPipeline does (DDIMScheduler.from_config): the DDPM
+// config's schedule, clipping and spacing, DDIM's set_alpha_to_one.
+func TestDDIMPipelineFolder(t *testing.T) {
+	dir := copyFolder(t, "unet-ddpm", func(p string, b []byte) []byte {
+		if p == "model_index.json" {
+			return []byte(strings.Replace(string(b), `"DDPMPipeline"`, `"DDIMPipeline"`, 1))
+		}
+		return b
+	})
+	f, err := Load(dir, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c, o := f.Scheduler, f.Sampling
+	if c.ClassName != DDIMScheduler || !c.SetAlphaToOne || c.VarianceType != nil || c.TimestepSpacing != "leading" || !c.ClipSample {
+		t.Errorf("scheduler %+v, want DDIMScheduler from the DDPM config", c)
+	}
+	if o.Sampler != sampler.DDIM || o.FinalAlphaCumprodAtZero || o.Spacing != diffusion.SpacingLeading || o.Clip != sampler.ClipStatic {
+		t.Errorf("sampling %+v, want DDIM to alpha = 1, leading, clipped", o)
+	}
+	// A DPM-Solver config's own defaults carry over where DDIM has the
+	// field: its linspace spacing, which DDIM here refuses by name.
+	dpm, err := DefaultSchedulerConfig(DPMSolverScheduler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := dpm.As(DDIMScheduler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.TimestepSpacing != "linspace" || !d.SetAlphaToOne || d.ClipSample != true {
+		t.Errorf("DPM-Solver as DDIM: %+v", d)
 	}
 }
 
@@ -125,6 +228,7 @@ func TestUNetConfigErrors(t *testing.T) {
 		{func(c *UNetConfig) { c.UpBlockTypes[0] = "AttnUpBlock2D" }, "mirror"},
 		{func(c *UNetConfig) { c.ResnetTimeScaleShift = "scale_shift" }, "resnet_time_scale_shift"},
 		{func(c *UNetConfig) { c.BlockOutChannels = []int{16, 24, 32} }, "multiple"},
+		{func(c *UNetConfig) { c.MidBlockType = nil }, "mid_block_type = null"},
 	} {
 		cfg := base
 		cfg.DownBlockTypes = append([]string(nil), base.DownBlockTypes...)

@@ -153,16 +153,20 @@ func LoadAutoencoder(dir string, dev torch.Device) (*autoencoder.Model, error) {
 	return m, nil
 }
 
-// LoadAutoencoderWeights copies an AutoencoderKL state dict into m after
-// checking it whole: every tensor present under its name, no other tensor,
+// LoadAutoencoderWeights copies an AutoencoderKL state dict (current or
+// legacy attention names) into m after checking it whole: every tensor present under its name, no other tensor,
 // every shape the model's, every value finite. The first problems are
 // named, and nothing is copied then.
 func LoadAutoencoderWeights(path string, m *autoencoder.Model) error {
 	s := torch.NewScope(torch.NoGrad)
 	defer s.Close()
-	all, _, err := s.LoadSafetensors(path, torch.CPU)
+	loaded, _, err := s.LoadSafetensors(path, torch.CPU)
 	if err != nil {
 		return fmt.Errorf("diffusers: %w", err)
+	}
+	all := make(map[string]*torch.Tensor, len(loaded))
+	for k, v := range loaded {
+		all[modernName(k)] = v // the middle blocks' attention, under its legacy names in older files
 	}
 	params := m.Params()
 	if err := nn.CheckStateDict(params, all); err != nil {

@@ -218,6 +218,46 @@ func rewriteWeights(t *testing.T, dir string, edit func(s *torch.Scope, w map[st
 	}
 }
 
+// Older files name the middle blocks' attention query, key, value and
+// proj_attn; diffusers renames them on load, and so does the project: the
+// model then reproduces diffusers' outputs as from current names.
+func TestAutoencoderLegacyAttentionNames(t *testing.T) {
+	dir := copyVAE(t, func(_ string, b []byte) []byte { return b })
+	legacy := strings.NewReplacer(".to_q.", ".query.", ".to_k.", ".key.", ".to_v.", ".value.", ".to_out.0.", ".proj_attn.")
+	renamed := 0
+	rewriteWeights(t, dir, func(s *torch.Scope, w map[string]*torch.Tensor) {
+		for k, v := range w {
+			if n := legacy.Replace(k); n != k {
+				delete(w, k)
+				w[n] = v
+				renamed++
+			}
+		}
+	})
+	if renamed == 0 {
+		t.Fatal("the fixture has no attention weights to rename")
+	}
+	m, err := LoadAutoencoder(dir, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	s := torch.NewScope(torch.Inference)
+	defer s.Close()
+	io, _, err := s.LoadSafetensors(filepath.Join(vaeFixture(t), "io.safetensors"), torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := encodeDecode(t, m, io["sample"], io["latent"])
+	want, err := io["decoded"].Float32s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := maxDiff(got[2], want); !(d <= 1e-4) {
+		t.Errorf("decoded from %d legacy names: max |ours - diffusers| = %g, want <= 1e-4", renamed, d)
+	}
+}
+
 // Broken folders fail in one line naming the problem, and nothing leaks.
 func TestAutoencoderBadFolders(t *testing.T) {
 	keep := func(_ string, b []byte) []byte { return b }
