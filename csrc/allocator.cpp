@@ -39,6 +39,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <map>
+#include <new>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -181,8 +182,15 @@ class CachingCPUAllocator final : public c10::Allocator {
       c10::free_cpu(p);
       return;
     }
-    evict_locked(limit_ - size);
-    classes_[bytes].idle.push_back({p, std::chrono::steady_clock::now()});
+    // Called from tensors' destructors, which must not throw: a block the
+    // cache has no memory to record is freed instead.
+    try {
+      evict_locked(limit_ - size);
+      classes_[bytes].idle.push_back({p, std::chrono::steady_clock::now()});
+    } catch (const std::bad_alloc&) {
+      c10::free_cpu(p);
+      return;
+    }
     cached_ += size;
   }
 

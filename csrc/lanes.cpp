@@ -11,12 +11,12 @@ std::atomic<int> isa_limit{DDPM_VECTORS_AVX512};
 
 #if DDPM_LANES
 int cpu_isa() {
-  static const int isa = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-                                 __builtin_cpu_supports("avx512cd")
-                             ? DDPM_VECTORS_AVX512
-                         : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? DDPM_VECTORS_AVX2
-                                                                                            : DDPM_VECTORS_NONE;
+  // The levels the kernels are compiled for (target("arch=x86-64-v4") and
+  // v3), not just their vectors: the compiler also uses the level's other
+  // instructions (BMI2's shlx, say), which a virtual machine may hide.
+  static const int isa = __builtin_cpu_supports("x86-64-v4")   ? DDPM_VECTORS_AVX512
+                         : __builtin_cpu_supports("x86-64-v3") ? DDPM_VECTORS_AVX2
+                                                               : DDPM_VECTORS_NONE;
   return isa;
 }
 #endif

@@ -25,6 +25,9 @@
 // it, once dead weights' forms are dropped, is not made: its call runs as
 // without the cache (libtorch's convolution, autocast's cast per call), so
 // memory stays bounded and the weights cached first keep their forms.
+#include <ATen/core/grad_mode.h>
+#include <c10/core/InferenceMode.h>
+
 #include <mutex>
 #include <unordered_map>
 
@@ -96,6 +99,11 @@ at::Tensor derived_weight(const at::Tensor& w, WeightForm form, int64_t bytes,
   }
   at::Tensor derived;
   try {
+    // A plain tensor without history whatever mode the first caller is in:
+    // an inference tensor made in an inference scope could not be saved for
+    // backward by a later call with autograd on a frozen weight.
+    c10::InferenceMode normal(false);
+    at::NoGradGuard no_grad;
     derived = derive(w);  // outside the lock: a transform takes milliseconds
   } catch (...) {
     std::lock_guard<std::mutex> lock(cache_mu);

@@ -164,7 +164,26 @@ func TestBlock(t *testing.T) {
 	if c.Ones([]int64{1}, Float32, CPU) != nil || c.Err() == nil || plain.Len() != 1 || kept == nil {
 		t.Errorf("after BlockIn: the child still open (%v) or the outer scope owns %d tensors, want 1", c.Err(), plain.Len())
 	}
+	// A block that returns a tensor it did not make (one of x's scope, a
+	// kept one) leaves it with its owner: closing the outer scope frees
+	// neither.
+	other, free := NewScope(NoGrad), NewScope(NoGrad)
+	theirs := other.Ones([]int64{2}, Float32, CPU)
+	loose := free.Keep(free.Ones([]int64{2}, Float32, CPU))
+	free.Close()
+	for _, want := range []*Tensor{theirs, loose} {
+		if got := plain.Block(func(*Scope) *Tensor { return want }); got != want {
+			t.Errorf("Block returned %v, want the tensor f returned", got)
+		}
+	}
 	plain.Close()
+	for _, x := range []*Tensor{theirs, loose} {
+		if _, err := x.Float32s(); err != nil {
+			t.Errorf("a tensor a block returned but did not make was freed with the outer scope: %v", err)
+		}
+	}
+	other.Close()
+	loose.Close()
 	if got := LiveTensors(); got != start {
 		t.Errorf("live tensors %d, want %d", got, start)
 	}

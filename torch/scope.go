@@ -111,7 +111,9 @@ func (s *Scope) Child() *Scope {
 func (s *Scope) Block(f func(c *Scope) *Tensor) *Tensor { return s.BlockIn(s.Child(), f) }
 
 // BlockIn is Block with the child scope c given (an autocast scope, say):
-// f runs in c, which BlockIn closes, and only f's result is handed to s.
+// f runs in c, which BlockIn closes, and only f's result is handed to s. A
+// result c does not own (a parameter, another scope's tensor) stays with
+// its owner.
 func (s *Scope) BlockIn(c *Scope, f func(c *Scope) *Tensor) *Tensor {
 	defer c.Close()
 	if s.Err() != nil {
@@ -122,8 +124,10 @@ func (s *Scope) BlockIn(c *Scope, f func(c *Scope) *Tensor) *Tensor {
 		s.Fail(err)
 		return nil
 	}
-	c.Keep(out)
-	s.Adopt(out)
+	if out != nil && out.owner.Load() == c {
+		c.Keep(out)
+		s.Adopt(out)
+	}
 	return out
 }
 

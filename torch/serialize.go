@@ -65,6 +65,16 @@ func (s *Scope) LoadSafetensors(path string, dev Device) (map[string]*Tensor, ma
 		if !ok {
 			return nil, nil, fmt.Errorf("load %s: tensor %q has dtype %s, which is not supported", path, e.Name, e.DType)
 		}
+		if len(e.Shape) > maxDims {
+			return nil, nil, fmt.Errorf("load %s: tensor %q has %d dimensions, more than the %d supported", path, e.Name, len(e.Shape), maxDims)
+		}
+		if dt == Bool {
+			for _, b := range data[e.Name] {
+				if b > 1 {
+					return nil, nil, fmt.Errorf("load %s: tensor %q is bool but holds the byte %d (a bool is 0 or 1)", path, e.Name, b)
+				}
+			}
+		}
 		t := s.FromBytes(data[e.Name], dt, e.Shape...)
 		if dev != CPU {
 			t = s.To(t, dev)

@@ -1,6 +1,7 @@
 package torch
 
 import (
+	"encoding/binary"
 	"errors"
 	"os"
 	"os/exec"
@@ -156,5 +157,39 @@ func TestLoadSafetensorsRejectsBadFiles(t *testing.T) {
 	}
 	if s.Err() != nil {
 		t.Errorf("a bad file poisoned the scope: %v", s.Err())
+	}
+}
+
+// A file whose tensors the shim cannot hold faithfully is an error naming
+// the tensor: bool bytes other than 0 and 1 (which would make Go bools
+// neither true nor false) and more dimensions than a tensor may have.
+func TestLoadSafetensorsRejectsBadTensors(t *testing.T) {
+	dir := t.TempDir()
+	s := NewScope(NoGrad)
+	defer s.Close()
+	file := func(name, header string, data []byte) string {
+		b := binary.LittleEndian.AppendUint64(nil, uint64(len(header)))
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, append(append(b, header...), data...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ones := strings.Repeat("1,", 16) + "1"
+	for _, c := range []struct{ path, want string }{
+		{file("bool.safetensors", `{"b":{"dtype":"BOOL","shape":[2],"data_offsets":[0,2]}}`, []byte{1, 2}), `tensor "b" is bool but holds the byte 2`},
+		{file("dims.safetensors", `{"d":{"dtype":"F32","shape":[`+ones+`],"data_offsets":[0,4]}}`, make([]byte, 4)), `tensor "d" has 17 dimensions, more than the 16 supported`},
+	} {
+		if _, _, err := s.LoadSafetensors(c.path, CPU); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an error with %q", c.path, err, c.want)
+		}
+	}
+	ok := file("ok.safetensors", `{"b":{"dtype":"BOOL","shape":[2],"data_offsets":[0,2]}}`, []byte{1, 0})
+	w, _, err := s.LoadSafetensors(ok, CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := w["b"].Bools(); err != nil || !b[0] || b[1] {
+		t.Errorf("bools %v, %v; want [true false]", b, err)
 	}
 }

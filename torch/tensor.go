@@ -12,6 +12,9 @@ import (
 	"unsafe"
 )
 
+// maxDims is the most dimensions a tensor of the shim may have.
+const maxDims = C.DDPM_MAX_DIMS
+
 // Tensor is a handle to a libtorch tensor. Its memory is released by Close
 // (directly, or by closing the Scope that created it); the garbage collector
 // frees forgotten tensors only as a backstop. A Tensor may be read from many

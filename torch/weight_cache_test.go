@@ -192,3 +192,44 @@ func TestWeightCacheLimitBF16(t *testing.T) {
 		}
 	})
 }
+
+// A frozen weight's bfloat16 copy made first under inference (a sampling
+// preview, say) serves a later autocast call with autograd, whose backward
+// saves it: the copy is a plain tensor, not an inference one.
+func TestBF16CopyFromInferenceServesAutograd(t *testing.T) {
+	if !CPUHasBF16() {
+		t.Skip("the CPU has no bfloat16 instructions")
+	}
+	ns := NewScope(NoGrad)
+	defer ns.Close()
+	w := ns.Randn([]int64{8, 4}, Float32, CPU, nil)          // frozen: no gradient
+	cw := ns.Randn([]int64{16, 4, 3, 3}, Float32, CPU, nil) // frozen
+	inf, err := NewAutocastScope(Inference, BFloat16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inf.Linear(inf.Randn([]int64{2, 4}, Float32, CPU, nil), w, nil)
+	inf.Conv2d(inf.Randn([]int64{1, 4, 5, 5}, Float32, CPU, nil), cw, nil, Conv2dOptions{Padding: [2]int64{1, 1}})
+	if err := inf.Err(); err != nil {
+		t.Fatal(err)
+	}
+	inf.Close()
+	g, err := NewAutocastScope(Grad, BFloat16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	x := g.Randn([]int64{2, 4}, Float32, CPU, nil)
+	xc := g.Randn([]int64{1, 4, 5, 5}, Float32, CPU, nil)
+	for _, v := range []*Tensor{x, xc} {
+		if err := v.SetRequiresGrad(true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	y := g.Add(g.Sum(g.ToDType(g.Linear(x, w, nil), Float32), nil, false),
+		g.Sum(g.ToDType(g.Conv2d(xc, cw, nil, Conv2dOptions{Padding: [2]int64{1, 1}}), Float32), nil, false))
+	g.Backward(y)
+	if err := g.Err(); err != nil {
+		t.Fatalf("backward through frozen weights cached under inference: %v", err)
+	}
+}
