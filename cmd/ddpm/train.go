@@ -240,6 +240,7 @@ func describeYAML(v any) string {
 func runTrain(c *cli.Context) error {
 	var cfg runConfig
 	var dir string
+	var newSteps bool // --resume with another --steps than config.json's
 	resume := c.String("resume")
 	if resume != "" {
 		var err error
@@ -251,6 +252,7 @@ func runTrain(c *cli.Context) error {
 			return err
 		}
 		if c.IsSet("steps") {
+			newSteps = c.Int64("steps") != cfg.Train.Steps
 			cfg.Train.Steps = c.Int64("steps")
 		}
 		if err := cfg.Train.Validate(); err != nil {
@@ -312,6 +314,10 @@ func runTrain(c *cli.Context) error {
 		return fmt.Errorf("the data has %d classes, the model %d", ds.NumClasses, cfg.Train.NumClasses)
 	}
 	trainSet, held := ds.Split(min(1000, ds.N/10), cfg.Train.Seed)
+	if cfg.Train.EvalEvery > 0 && held.N == 0 {
+		return fmt.Errorf("--eval-every %d needs held-out images: a tenth of the data is held out, and %s has only %d images; give at least 10 images or --eval-every 0",
+			cfg.Train.EvalEvery, ds.Source, ds.N)
+	}
 	if err := lat.prepare(&cfg, trainSet, c.App.Writer); err != nil {
 		return err
 	}
@@ -363,6 +369,14 @@ func runTrain(c *cli.Context) error {
 			return fmt.Errorf("the run is at step %d, past --steps %d; give --steps above %d to train further", tr.Step(), cfg.Train.Steps, tr.Step())
 		}
 		fmt.Fprintf(out, "ddpm: resumed from %s (step %d of %d)\n", rt.resumed, tr.Step(), cfg.Train.Steps)
+		// config.json is what every --resume reads, so a new --steps goes
+		// there (atomically, once the run has resumed), or the next plain
+		// --resume would go back to the old end.
+		if newSteps {
+			if err := writeRunConfig(dir, cfg); err != nil {
+				return err
+			}
+		}
 	}
 	if err := removeStaleTemps(dir); err != nil {
 		return err

@@ -74,11 +74,12 @@ type autoencoderRun struct {
 	resume  string // the checkpoint to resume, "" for a new run
 	every   int64
 	keep    int
+	evalN   int   // held-out images (--eval-n)
 	restart int64 // the step resumed at
 }
 
 func resolveAutoencoderRun(c *cli.Context) (autoencoderRun, string, error) {
-	r := autoencoderRun{data: c.String("data"), every: c.Int64("checkpoint-every"), keep: c.Int("keep")}
+	r := autoencoderRun{data: c.String("data"), every: c.Int64("checkpoint-every"), keep: c.Int("keep"), evalN: c.Int("eval-n")}
 	if r.every <= 0 || r.keep <= 0 || c.Int64("log-every") <= 0 {
 		return r, "", fmt.Errorf("--checkpoint-every (%d), --keep (%d) and --log-every (%d) must be positive", r.every, r.keep, c.Int64("log-every"))
 	}
@@ -100,6 +101,21 @@ func resolveAutoencoderRun(c *cli.Context) (autoencoderRun, string, error) {
 			return r, "", err
 		}
 		r.model, r.train, r.resume, r.restart = meta.Model, meta.Train, path, meta.Step
+		// The run's own checkpoint interval, kept count and held-out count,
+		// as ddpm train keeps its own in config.json. A run from before they
+		// were recorded resumes with the defaults and --eval-n, as it did.
+		if r.train.CheckpointEvery > 0 {
+			r.every = r.train.CheckpointEvery
+		}
+		if r.train.KeepCheckpoints > 0 {
+			r.keep = r.train.KeepCheckpoints
+		}
+		if n := r.train.HeldOut; n != nil {
+			if c.IsSet("eval-n") && r.evalN != *n {
+				return r, "", fmt.Errorf("--eval-n %d cannot change a run on --resume: the run's is %d, and without a test split it decides which images train; leave --eval-n out", r.evalN, *n)
+			}
+			r.evalN = *n
+		}
 		if c.IsSet("steps") {
 			r.train.Steps = c.Int64("steps")
 		}
@@ -135,11 +151,13 @@ func resolveAutoencoderRun(c *cli.Context) (autoencoderRun, string, error) {
 		warmup = -1 // AdamWConfig: < 0 is none, 0 the default
 	}
 	r.model = m
+	heldOut := r.evalN
 	r.train = autoencoder.TrainConfig{
 		Steps: c.Int64("steps"), BatchSize: c.Int("batch"),
 		Optimizer: optim.AdamWConfig{LR: c.Float64("lr"), WarmupSteps: warmup, WeightDecay: c.Float64("weight-decay")},
 		Loss:      autoencoder.Loss{Reconstruction: rec, KLWeight: c.Float64("kl-weight")},
 		EMADecay:  c.Float64("ema-decay"), GradClip: c.Float64("grad-clip"), Flip: c.Bool("flip"), Seed: c.Uint64("seed"),
+		CheckpointEvery: r.every, KeepCheckpoints: r.keep, HeldOut: &heldOut,
 	}
 	if err := r.train.Validate(); err != nil {
 		return r, "", err
@@ -188,7 +206,7 @@ func runTrainAutoencoder(c *cli.Context) error {
 		return err
 	}
 	defer m.Close()
-	trainSet, eval, err := newAutoencoderEval(ds, c.Int("eval-n"), r.train.Seed, m, r.train.EMADecay > 0)
+	trainSet, eval, err := newAutoencoderEval(ds, r.evalN, r.train.Seed, m, r.train.EMADecay > 0)
 	if err != nil {
 		return err
 	}
@@ -227,7 +245,7 @@ func runTrainAutoencoder(c *cli.Context) error {
 		if err := log.plot(); err != nil {
 			return "", err
 		}
-		return path, checkpoint.Prune(dir, r.keep)
+		return path, checkpoint.Prune(dir, r.keep, tr.Steps())
 	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -134,3 +134,38 @@ func TestTrainAutoencoder(t *testing.T) {
 		}
 	}
 }
+
+// A resumed autoencoder run keeps its --checkpoint-every, --keep and
+// --eval-n (which, without a test split, decides which images train), and
+// refuses another --eval-n in one line.
+func TestTrainAutoencoderResumeKeepsTheRunsSettings(t *testing.T) {
+	dataDir, runDir := t.TempDir(), filepath.Join(t.TempDir(), "vae")
+	writeIDX(t, dataDir, 48)
+	common := []string{"--device", "cpu", "--threads", "1", "--quiet"}
+	args := append([]string{"train-autoencoder", "--data", dataDir, "--image-size", "16", "--block-channels", "8,16",
+		"--norm-groups", "4", "--latent-channels", "2", "--batch", "8", "--steps", "2", "--checkpoint-every", "3", "--keep", "1",
+		"--eval-n", "2", "--eval-every", "0", "--out", runDir}, common...)
+	if code, out, errOut := ddpm(t, args...); code != 0 {
+		t.Fatalf("exit %d: %s%s", code, out, errOut)
+	}
+	code, out, errOut := ddpm(t, append([]string{"train-autoencoder", "--resume", runDir, "--steps", "4", "--eval-n", "3"}, common...)...)
+	if code != 1 || !strings.Contains(errOut, "--eval-n 3 cannot change a run on --resume: the run's is 2") || strings.Count(errOut, "\n") != 1 {
+		t.Errorf("resume --eval-n 3: exit %d, %q%q, want one line refusing it", code, out, errOut)
+	}
+	code, out, errOut = ddpm(t, append([]string{"train-autoencoder", "--resume", runDir, "--steps", "4"}, common...)...)
+	if code != 0 || !strings.Contains(out, "on 2 images (held out of the training data)") {
+		t.Fatalf("resume: exit %d: %s%s", code, out, errOut)
+	}
+	// Checkpoints at steps 3 and 4, of which --keep 1 keeps the last.
+	ckpts, err := checkpoint.List(runDir)
+	if err != nil || len(ckpts) != 1 || filepath.Base(ckpts[0]) != checkpoint.Name(4) {
+		t.Fatalf("checkpoints %v (%v), want step 4 alone", ckpts, err)
+	}
+	meta, err := autoencoder.ReadCheckpointMeta(ckpts[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tc := meta.Train; tc.CheckpointEvery != 3 || tc.KeepCheckpoints != 1 || tc.HeldOut == nil || *tc.HeldOut != 2 || tc.Steps != 4 {
+		t.Errorf("training configuration %+v", tc)
+	}
+}

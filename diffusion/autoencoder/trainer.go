@@ -31,6 +31,18 @@ type TrainConfig struct {
 	Flip bool `json:"flip"`
 	// Seed determines the data order and the posterior draws.
 	Seed uint64 `json:"seed"`
+
+	// The trainer does not use the fields below: they are the caller's
+	// choices for the run, stored in its checkpoints so that a resumed run
+	// keeps them. Zero (nil) means not recorded.
+	//
+	// CheckpointEvery is the number of steps between checkpoints.
+	CheckpointEvery int64 `json:"checkpoint_every,omitempty"`
+	// KeepCheckpoints is how many of the newest checkpoints are kept.
+	KeepCheckpoints int `json:"keep_checkpoints,omitempty"`
+	// HeldOut is how many images were set aside for evaluation; when they
+	// come out of the training data it decides which images train.
+	HeldOut *int `json:"held_out,omitempty"`
 }
 
 // Validate reports the first bad field.
@@ -44,6 +56,12 @@ func (c TrainConfig) Validate() error {
 		return fmt.Errorf("autoencoder: ema_decay must be in [0, 1), got %g", c.EMADecay)
 	case math.IsNaN(c.GradClip) || math.IsInf(c.GradClip, 0):
 		return fmt.Errorf("autoencoder: grad_clip must be finite, got %g", c.GradClip)
+	case c.CheckpointEvery < 0:
+		return fmt.Errorf("autoencoder: checkpoint_every must not be negative, got %d", c.CheckpointEvery)
+	case c.KeepCheckpoints < 0:
+		return fmt.Errorf("autoencoder: keep_checkpoints must not be negative, got %d", c.KeepCheckpoints)
+	case c.HeldOut != nil && *c.HeldOut < 0:
+		return fmt.Errorf("autoencoder: held_out must not be negative, got %d", *c.HeldOut)
 	}
 	if err := c.Loss.Validate(); err != nil {
 		return err

@@ -291,3 +291,44 @@ func TestTrainerRefusesMismatchedData(t *testing.T) {
 		}
 	}
 }
+
+// The caller's run settings travel with a checkpoint's training
+// configuration, and negative ones are refused naming the field.
+func TestTrainConfigRecordsRunSettings(t *testing.T) {
+	cfg := trainConfig()
+	cfg.Steps = 1
+	held := 7
+	cfg.CheckpointEvery, cfg.KeepCheckpoints, cfg.HeldOut = 25, 2, &held
+	m := newTestModel(t, smallConfig(), 6)
+	tr, err := NewTrainer(m, waves(16, 5), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	path := filepath.Join(t.TempDir(), checkpoint.Name(0))
+	if err := tr.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	meta, err := ReadCheckpointMeta(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := meta.Train; got.CheckpointEvery != 25 || got.KeepCheckpoints != 2 || got.HeldOut == nil || *got.HeldOut != 7 {
+		t.Errorf("stored training configuration %+v", got)
+	}
+	negative := -1
+	for _, c := range []struct {
+		set  func(*TrainConfig)
+		want string
+	}{
+		{func(c *TrainConfig) { c.CheckpointEvery = -1 }, "checkpoint_every"},
+		{func(c *TrainConfig) { c.KeepCheckpoints = -1 }, "keep_checkpoints"},
+		{func(c *TrainConfig) { c.HeldOut = &negative }, "held_out"},
+	} {
+		bad := trainConfig()
+		c.set(&bad)
+		if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Validate = %v, want an error naming %s", err, c.want)
+		}
+	}
+}

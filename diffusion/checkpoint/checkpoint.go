@@ -158,11 +158,21 @@ func Latest(dir string) (string, error) {
 	return all[len(all)-1], nil
 }
 
-// Prune removes all but the newest keep checkpoints of dir.
-func Prune(dir string, keep int) error {
-	all, err := List(dir)
+// Prune removes all but the newest keep checkpoints of dir up to step (the
+// step of the one just written). Checkpoints of later steps are neither
+// removed nor counted: they are ones a resume could not load and fell back
+// from, and pruning by step number alone would remove the checkpoint just
+// written and keep them (the run overwrites them when it gets there).
+func Prune(dir string, keep int, step int64) error {
+	listed, err := List(dir)
 	if err != nil {
 		return err
+	}
+	var all []string
+	for _, p := range listed {
+		if StepOf(p) <= step {
+			all = append(all, p)
+		}
 	}
 	for len(all) > keep {
 		if err := os.Remove(all[0]); err != nil {

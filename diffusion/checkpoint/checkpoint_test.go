@@ -117,11 +117,19 @@ func TestNamesAndListing(t *testing.T) {
 	if !reflect.DeepEqual(steps, []int64{2, 10, 300}) {
 		t.Errorf("steps %v", steps)
 	}
-	if err := checkpoint.Prune(dir, 1); err != nil {
+	// Pruning at step 10 (a run resumed below an unreadable step 300)
+	// keeps the newest up to 10 and leaves 300 alone.
+	if err := checkpoint.Prune(dir, 1, 10); err != nil {
 		t.Fatal(err)
 	}
-	if latest, err := checkpoint.Latest(dir); err != nil || checkpoint.StepOf(latest) != 300 {
-		t.Errorf("after pruning: %s, %v", latest, err)
+	if all, _ := checkpoint.List(dir); len(all) != 2 || checkpoint.StepOf(all[0]) != 10 || checkpoint.StepOf(all[1]) != 300 {
+		t.Errorf("after pruning at step 10: %v, want steps 10 and 300", all)
+	}
+	if err := checkpoint.Prune(dir, 1, 300); err != nil {
+		t.Fatal(err)
+	}
+	if all, _ := checkpoint.List(dir); len(all) != 1 || checkpoint.StepOf(all[0]) != 300 {
+		t.Errorf("after pruning at step 300: %v", all)
 	}
 	if w, err := checkpoint.ParseWeights(" Model "); err != nil || w != checkpoint.Raw {
 		t.Errorf("ParseWeights: %v %v", w, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 
 	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
 	"github.com/ddpm-go/ddpm/diffusion/nn"
@@ -15,9 +16,16 @@ import (
 // unetConfigured is implemented by *unet.UNet.
 type unetConfigured interface{ Config() unet.Config }
 
+// keyOptimizerSteps is the metadata key (in checkpoint.Meta.Extra) of the
+// optimizer's own step count. It falls behind the trainer's step when the
+// fp16 loss scale skips updates, and AdamW's bias correction and the
+// learning-rate schedule follow it, so a resumed run needs it; files
+// without it were written when the two counts were always equal.
+const keyOptimizerSteps = "optimizer_steps"
+
 // SaveCheckpoint writes the complete training state to Dir (package
 // checkpoint's format, atomically) and prunes all but the newest
-// KeepCheckpoints files. It returns the path.
+// KeepCheckpoints files up to this step. It returns the path.
 func (tr *Trainer) SaveCheckpoint() (string, error) {
 	if tr.Dir == "" {
 		return "", errors.New("train: no checkpoint directory (Trainer.Dir)")
@@ -53,6 +61,7 @@ func (tr *Trainer) SaveCheckpoint() (string, error) {
 	meta := checkpoint.Meta{
 		Step: tr.step, EMAUpdates: tr.ema.Updates(), Schedule: tr.sched.Config(), Target: tr.cfg.Target,
 		ClassNames: tr.ClassNames, Data: tr.Data, Train: trainJSON, Autoencoder: tr.Autoencoder,
+		Extra: map[string]string{keyOptimizerSteps: strconv.FormatInt(tr.opt.Steps(), 10)},
 	}
 	if m, ok := tr.model.(unetConfigured); ok {
 		cfg := m.Config()
@@ -66,7 +75,7 @@ func (tr *Trainer) SaveCheckpoint() (string, error) {
 		return "", fmt.Errorf("train: %w", err)
 	}
 	tr.lastCheckpoint = path
-	if err := checkpoint.Prune(tr.Dir, tr.cfg.KeepCheckpoints); err != nil {
+	if err := checkpoint.Prune(tr.Dir, tr.cfg.KeepCheckpoints, tr.step); err != nil {
 		return "", fmt.Errorf("train: %w", err)
 	}
 	return path, nil
@@ -128,6 +137,14 @@ func (tr *Trainer) Resume(path string) error {
 			return fail("bad loss scale %q", meta.LossScale)
 		}
 	}
+	optSteps := meta.Step
+	if v, ok := meta.Extra[keyOptimizerSteps]; ok {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 || n > meta.Step {
+			return fail("bad optimizer step count %q (the run is at step %d)", v, meta.Step)
+		}
+		optSteps = n
+	}
 	// The generator state is checked by setting it on a scratch generator.
 	scratch, err := torch.NewGenerator(0, tr.dev)
 	if err != nil {
@@ -156,9 +173,10 @@ func (tr *Trainer) Resume(path string) error {
 	if tr.scaler != nil && meta.LossScale != "" {
 		tr.scaler.scale, tr.scaler.goodSteps = scale, good
 	}
-	tr.opt.SetSteps(meta.Step)
+	tr.opt.SetSteps(optSteps)
 	tr.ema.SetUpdates(meta.EMAUpdates)
 	tr.step = meta.Step
+	tr.positioned = false
 	tr.lastCheckpoint = path
 	return nil
 }

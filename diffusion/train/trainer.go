@@ -73,6 +73,9 @@ type Trainer struct {
 	history *lossHistory
 	step    int64
 	scaler  *lossScaler // fp16 only
+	// positioned is whether a Run has moved the batch source to step
+	// already: later Runs continue that source where the last one stopped.
+	positioned bool
 
 	// Dir is where checkpoints go; empty disables them.
 	Dir string
@@ -91,7 +94,8 @@ type Trainer struct {
 	// written at that step ("" if none), for sample grids and evaluations;
 	// figures it returns join the next metrics record.
 	AfterStep func(step int64, checkpoint string) (map[string]float64, error)
-	// Held is a held-out set for the evaluation every EvalEvery steps.
+	// Held is a held-out set for the evaluation every EvalEvery steps; nil
+	// evaluates nothing, and an empty one is refused when Run starts.
 	Held *data.Dataset
 	// Dist, when set, makes this trainer one rank of a data-parallel run
 	// (see train_dist.go): the source yields this rank's shard, and only
@@ -214,7 +218,17 @@ func (e *NonFiniteLossError) Error() string {
 
 // Run trains until cfg.Steps. When ctx is cancelled it writes a checkpoint
 // and returns an error wrapping ctx.Err().
+//
+// The first Run after New or Resume skips the batches of the steps already
+// taken (src.Skip(Step())), so it expects a source at its first batch. A
+// later Run, after one that was cancelled or failed, continues from where
+// that one stopped and expects the same source, not a fresh one.
 func (tr *Trainer) Run(ctx context.Context, src BatchSource) error {
+	// Checked before the first step: Evaluate would fail on an empty set
+	// only at the first evaluation, after all the steps before it.
+	if tr.cfg.EvalEvery > 0 && tr.Held != nil && tr.Held.N == 0 {
+		return fmt.Errorf("train: EvalEvery %d needs held-out images, and Trainer.Held has none", tr.cfg.EvalEvery)
+	}
 	// The whole run on one OS thread: libtorch's CPU results depend on the
 	// OS thread a call runs on, and a run whose goroutine moved between
 	// threads drifted from an identical one (about 1e-8 after 15 to 60 steps
@@ -224,7 +238,10 @@ func (tr *Trainer) Run(ctx context.Context, src BatchSource) error {
 	if err := tr.syncRanks(); err != nil {
 		return err
 	}
-	src.Skip(int(tr.step))
+	if !tr.positioned {
+		src.Skip(int(tr.step))
+		tr.positioned = true
+	}
 	tr.model.SetTraining(true, tr.gen)
 	defer tr.model.SetTraining(false, nil)
 	var acc window

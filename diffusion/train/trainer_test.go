@@ -312,6 +312,74 @@ func TestCancelDuringHookWritesCheckpoint(t *testing.T) {
 	}
 }
 
+// indexSource is a fakeSource that records the index of every batch it
+// yields.
+type indexSource struct {
+	fakeSource
+	seen []int
+}
+
+func (s *indexSource) Next(ctx context.Context) (data.Batch, error) {
+	b, err := s.fakeSource.Next(ctx)
+	if err == nil {
+		s.seen = append(s.seen, b.Index)
+	}
+	return b, err
+}
+
+// A second Run on the source of a cancelled one continues it: the batches
+// of the steps taken are skipped once, not again. A Resume then makes the
+// next Run skip the resumed steps of a fresh source.
+func TestRunAgainContinuesTheSource(t *testing.T) {
+	tr, m := newTestTrainer(t, t.TempDir(), Config{Steps: 6, BatchSize: 2, CheckpointEvery: 100})
+	defer m.Close()
+	defer tr.Close()
+	src := &indexSource{fakeSource: fakeSource{n: 2, shape: [3]int{1, 8, 8}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	tr.AfterStep = func(step int64, _ string) (map[string]float64, error) {
+		if step == 3 {
+			cancel()
+		}
+		return nil, nil
+	}
+	if err := tr.Run(ctx, src); !errors.Is(err, context.Canceled) || tr.Step() != 3 {
+		t.Fatalf("Run = %v at step %d, want context.Canceled at step 3", err, tr.Step())
+	}
+	tr.AfterStep = nil
+	if err := tr.Run(context.Background(), src); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(src.seen, []int{0, 1, 2, 3, 4, 5}) {
+		t.Errorf("batches %v, want 0 to 5 in order", src.seen)
+	}
+
+	// The checkpoint the cancel wrote.
+	if err := tr.Resume(filepath.Join(tr.Dir, checkpoint.Name(3))); err != nil {
+		t.Fatal(err)
+	}
+	fresh := &indexSource{fakeSource: fakeSource{n: 2, shape: [3]int{1, 8, 8}}}
+	if err := tr.Run(context.Background(), fresh); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(fresh.seen, []int{3, 4, 5}) {
+		t.Errorf("after a Resume at step 3: batches %v, want 3 to 5", fresh.seen)
+	}
+}
+
+// An empty held-out set with evaluations on is refused before the first
+// step, not found at the first evaluation.
+func TestEmptyHeldOutSetIsRefusedAtStart(t *testing.T) {
+	tr, m := newTestTrainer(t, t.TempDir(), Config{Steps: 4, BatchSize: 2, EvalEvery: 2})
+	defer m.Close()
+	defer tr.Close()
+	tr.Held = &data.Dataset{C: 1, H: 8, W: 8}
+	src := &indexSource{fakeSource: fakeSource{n: 2, shape: [3]int{1, 8, 8}}}
+	err := tr.Run(context.Background(), src)
+	if err == nil || !strings.Contains(err.Error(), "held-out images") || tr.Step() != 0 || len(src.seen) != 0 {
+		t.Fatalf("Run = %v after %d steps and %d batches, want a held-out set error before any", err, tr.Step(), len(src.seen))
+	}
+}
+
 func TestNonFiniteLossStops(t *testing.T) {
 	dir := t.TempDir()
 	tr, m := newTestTrainer(t, dir, Config{Steps: 20, BatchSize: 2, CheckpointEvery: 5})

@@ -1,0 +1,174 @@
+package train
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
+	"github.com/ddpm-go/ddpm/diffusion/nn"
+	"github.com/ddpm-go/ddpm/diffusion/optim"
+	"github.com/ddpm-go/ddpm/torch"
+)
+
+// A run whose loss scale skipped updates, cut in two by a checkpoint,
+// resumes with the optimizer step count it had (AdamW's bias correction
+// and the learning-rate warm-up follow it, not the trainer's step) and ends
+// as the uninterrupted run does.
+func TestResumeKeepsOptimizerStepsOfSkippedUpdates(t *testing.T) {
+	cfg := Config{Steps: 12, BatchSize: 4, Seed: 9, CheckpointEvery: 6, LogEvery: 6,
+		EMADecay: 0.9, Optimizer: optim.AdamWConfig{LR: 1e-2, WarmupSteps: 3}}
+	// A scale far above float32's range overflows the gradients of the
+	// first steps, which are skipped while the scale halves: the CPU way to
+	// get the skips of an fp16 run.
+	const overflowing = 1e40
+	full, fm := newTestTrainer(t, t.TempDir(), cfg)
+	defer fm.Close()
+	defer full.Close()
+	full.scaler = &lossScaler{scale: overflowing}
+	if err := full.Run(context.Background(), &fakeSource{seed: 1, n: 4, shape: [3]int{1, 8, 8}}); err != nil {
+		t.Fatal(err)
+	}
+	if full.opt.Steps() == 0 || full.opt.Steps() >= full.Step() {
+		t.Fatalf("optimizer steps %d of %d: the test needs some steps skipped and some taken", full.opt.Steps(), full.Step())
+	}
+
+	dir := t.TempDir()
+	half := cfg
+	half.Steps = 6
+	first, m1 := newTestTrainer(t, dir, half)
+	first.scaler = &lossScaler{scale: overflowing}
+	if err := first.Run(context.Background(), &fakeSource{seed: 1, n: 4, shape: [3]int{1, 8, 8}}); err != nil {
+		t.Fatal(err)
+	}
+	atHalf := first.opt.Steps()
+	first.Close()
+	m1.Close()
+
+	second, m2 := newTestTrainer(t, dir, cfg)
+	defer m2.Close()
+	defer second.Close()
+	second.scaler = newLossScaler()
+	if err := second.Resume(filepath.Join(dir, checkpoint.Name(6))); err != nil {
+		t.Fatal(err)
+	}
+	if second.opt.Steps() != atHalf {
+		t.Fatalf("resumed with %d optimizer steps, the run had taken %d", second.opt.Steps(), atHalf)
+	}
+	if err := second.Run(context.Background(), &fakeSource{seed: 1, n: 4, shape: [3]int{1, 8, 8}}); err != nil {
+		t.Fatal(err)
+	}
+	if full.opt.Steps() != second.opt.Steps() || full.EMA().Updates() != second.EMA().Updates() {
+		t.Fatalf("optimizer steps %d/%d, EMA updates %d/%d (uninterrupted/resumed)",
+			full.opt.Steps(), second.opt.Steps(), full.EMA().Updates(), second.EMA().Updates())
+	}
+	for name, pair := range map[string][2][]nn.Param{"model": {fm.Params(), m2.Params()}, "optimizer": {full.opt.Buffers(), second.opt.Buffers()}} {
+		a, b := paramValues(t, pair[0]), paramValues(t, pair[1])
+		for i := range a {
+			for j := range a[i] {
+				if a[i][j] != b[i][j] {
+					t.Fatalf("%s param %d[%d]: %v uninterrupted, %v resumed", name, i, j, a[i][j], b[i][j])
+				}
+			}
+		}
+	}
+}
+
+// A checkpoint written without the optimizer's own step count (before it
+// was recorded) resumes with the trainer's step as that count.
+func TestResumeWithoutOptimizerStepsUsesTheStep(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Steps: 3, BatchSize: 2, CheckpointEvery: 3, Optimizer: optim.AdamWConfig{LR: 1e-3}}
+	first, m1 := newTestTrainer(t, dir, cfg)
+	defer m1.Close()
+	defer first.Close()
+	if err := first.Run(context.Background(), &fakeSource{n: 2, shape: [3]int{1, 8, 8}}); err != nil {
+		t.Fatal(err)
+	}
+	// Rewrite the checkpoint as an older version wrote it, with a wrong
+	// optimizer count first to see that a recorded one is used.
+	path := first.LastCheckpoint()
+	first.opt.SetSteps(1)
+	if _, err := first.SaveCheckpoint(); err != nil {
+		t.Fatal(err)
+	}
+	meta, err := checkpoint.ReadMeta(path)
+	if err != nil || meta.Extra[keyOptimizerSteps] != "1" {
+		t.Fatalf("metadata %v (%v), want %s 1", meta.Extra, err, keyOptimizerSteps)
+	}
+	second, m2 := newTestTrainer(t, dir, cfg)
+	defer m2.Close()
+	defer second.Close()
+	if err := second.Resume(path); err != nil || second.opt.Steps() != 1 {
+		t.Fatalf("resume: %v, optimizer steps %d, want 1", err, second.opt.Steps())
+	}
+	delete(meta.Extra, keyOptimizerSteps)
+	rewriteMeta(t, path, meta)
+	third, m3 := newTestTrainer(t, dir, cfg)
+	defer m3.Close()
+	defer third.Close()
+	if err := third.Resume(path); err != nil || third.opt.Steps() != 3 {
+		t.Fatalf("resume: %v, optimizer steps %d, want 3", err, third.opt.Steps())
+	}
+}
+
+// rewriteMeta writes the checkpoint at path again with meta.
+func rewriteMeta(t *testing.T, path string, meta checkpoint.Meta) {
+	t.Helper()
+	s := torch.NewScope(torch.NoGrad)
+	defer s.Close()
+	all, _, err := s.LoadSafetensors(path, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkpoint.Write(path, all, meta); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// When the newest checkpoint cannot be loaded and a resume falls back to
+// an older one, pruning keeps the checkpoints the resumed run writes: the
+// unreadable one of a later step is neither counted nor kept in their
+// place.
+func TestPruningKeepsNewCheckpointsBelowAnUnreadableOne(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Steps: 2, BatchSize: 2, CheckpointEvery: 2, KeepCheckpoints: 1, Optimizer: optim.AdamWConfig{LR: 1e-3}}
+	first, m1 := newTestTrainer(t, dir, cfg)
+	if err := first.Run(context.Background(), &fakeSource{n: 2, shape: [3]int{1, 8, 8}}); err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	m1.Close()
+	// A checkpoint cut short at step 6, as a crash mid-write would leave.
+	broken := filepath.Join(dir, checkpoint.Name(6))
+	if err := os.WriteFile(broken, []byte("cut short"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Steps = 4
+	second, m2 := newTestTrainer(t, dir, cfg)
+	defer m2.Close()
+	defer second.Close()
+	if err := second.Resume(broken); err == nil {
+		t.Fatal("a broken checkpoint was resumed")
+	}
+	if err := second.Resume(filepath.Join(dir, checkpoint.Name(2))); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Run(context.Background(), &fakeSource{n: 2, shape: [3]int{1, 8, 8}}); err != nil {
+		t.Fatal(err)
+	}
+	all, err := checkpoint.List(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 2 || all[0] != filepath.Join(dir, checkpoint.Name(4)) || all[1] != broken {
+		t.Fatalf("checkpoints %v, want the new one of step 4 and the broken one of step 6", all)
+	}
+	third, m3 := newTestTrainer(t, dir, cfg)
+	defer m3.Close()
+	defer third.Close()
+	if err := third.Resume(all[0]); err != nil || third.Step() != 4 {
+		t.Fatalf("resume from the new checkpoint: %v, step %d", err, third.Step())
+	}
+}
