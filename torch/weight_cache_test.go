@@ -202,7 +202,7 @@ func TestBF16CopyFromInferenceServesAutograd(t *testing.T) {
 	}
 	ns := NewScope(NoGrad)
 	defer ns.Close()
-	w := ns.Randn([]int64{8, 4}, Float32, CPU, nil)          // frozen: no gradient
+	w := ns.Randn([]int64{8, 4}, Float32, CPU, nil)         // frozen: no gradient
 	cw := ns.Randn([]int64{16, 4, 3, 3}, Float32, CPU, nil) // frozen
 	inf, err := NewAutocastScope(Inference, BFloat16)
 	if err != nil {
