@@ -31,6 +31,10 @@ type Autoencoder struct {
 	// ScalingFactor and ShiftFactor map latents to the model's space.
 	ScalingFactor float64 `json:"scaling_factor"`
 	ShiftFactor   float64 `json:"shift_factor"`
+	// Fingerprint is nn.Fingerprint of the autoencoder's weights that were
+	// used: other weights found at Path later (a run trained on, a file
+	// replaced) are refused. Empty in files from before it was recorded.
+	Fingerprint string `json:"fingerprint,omitempty"`
 }
 
 // Validate reports the first problem of a, or nil.

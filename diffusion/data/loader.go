@@ -2,7 +2,10 @@ package data
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"hash/fnv"
+	"math"
 	"sync"
 )
 
@@ -26,10 +29,16 @@ type LoaderOptions struct {
 	DropLast bool
 	// Shard and NumShards split every epoch between NumShards loaders for
 	// data-parallel training: the epoch's order is cut into NumShards
-	// contiguous parts whose sizes differ by at most one, and this loader
-	// serves part Shard. Loaders with the same Seed and Shuffle and every
-	// Shard from 0 to NumShards-1 thus see each image exactly once per epoch.
-	// NumShards 0 means 1.
+	// contiguous parts of equal size, and this loader serves part Shard.
+	// Every shard thus has the same number of batches per epoch, so the
+	// loaders stay at the same epoch and no image is in two shards' batches
+	// of one step. When NumShards does not divide the images, DropLast
+	// leaves out the last N mod NumShards images of the epoch's order (others
+	// every epoch when shuffled), and without DropLast the order is padded
+	// with its first images up to a multiple of NumShards, as PyTorch's
+	// DistributedSampler does; loaders with the same Seed and Shuffle and
+	// every Shard from 0 to NumShards-1 then see each image once per epoch
+	// and a few twice. NumShards 0 means 1.
 	Shard, NumShards int
 }
 
@@ -54,7 +63,7 @@ type Batch struct {
 type Loader struct {
 	d        *Dataset
 	o        LoaderOptions
-	lo, hi   int // this shard's part of each epoch's order
+	lo, n    int // this shard's part of each epoch's order: n images from lo
 	perEpoch int // batches per epoch
 
 	mu     sync.Mutex
@@ -93,13 +102,14 @@ func NewLoader(d *Dataset, o LoaderOptions) (*Loader, error) {
 	if o.NumShards < 0 || o.Shard < 0 || o.Shard >= o.NumShards {
 		return nil, fmt.Errorf("data: shard %d of %d is out of range (want 0 <= shard < shards)", o.Shard, o.NumShards)
 	}
-	l := &Loader{
-		d: d, o: o,
-		lo:   d.N * o.Shard / o.NumShards,
-		hi:   d.N * (o.Shard + 1) / o.NumShards,
-		done: make(chan struct{}),
+	// Equal shards: with sizes differing by one, a batch size that divides
+	// one shard but not another gave the shards other epoch lengths, and
+	// their epochs (and the images in one step's batches) drifted apart.
+	n := d.N / o.NumShards
+	if !o.DropLast {
+		n = (d.N + o.NumShards - 1) / o.NumShards
 	}
-	n := l.hi - l.lo
+	l := &Loader{d: d, o: o, lo: o.Shard * n, n: n, done: make(chan struct{})}
 	if o.DropLast {
 		l.perEpoch = n / o.BatchSize
 	} else {
@@ -114,6 +124,57 @@ func NewLoader(d *Dataset, o LoaderOptions) (*Loader, error) {
 
 // BatchesPerEpoch returns the number of batches in an epoch of this loader.
 func (l *Loader) BatchesPerEpoch() int { return l.perEpoch }
+
+// Fingerprint is what decides a Loader's batches: its dataset and options.
+// The loaders of the ranks of a data-parallel run must have equal
+// fingerprints apart from Shard, or their shards overlap and leave images
+// out (a different dataset size, for one, moves every shard's bounds), or
+// they serve other images or flips. The JSON form leaves Shard out, so that
+// the ranks' forms are equal.
+type Fingerprint struct {
+	Images   int    `json:"images"` // the dataset's N
+	Shape    [3]int `json:"image_shape"`
+	Classes  int    `json:"classes"`
+	Contents string `json:"contents"` // a digest of some images and every label
+
+	BatchSize int    `json:"batch_size"`
+	Seed      uint64 `json:"seed"`
+	Shuffle   bool   `json:"shuffle"`
+	Flip      bool   `json:"flip"`
+	DropLast  bool   `json:"drop_last"`
+	Shard     int    `json:"-"`
+	NumShards int    `json:"shards"`
+}
+
+// fingerprintImages is the number of images, evenly spaced, that the
+// contents digest reads: enough to tell two datasets apart, few enough to
+// cost nothing at any size.
+const fingerprintImages = 64
+
+// Fingerprint returns what decides this loader's batches.
+func (l *Loader) Fingerprint() Fingerprint {
+	d := l.d
+	h := fnv.New64a()
+	var buf []byte
+	for k := range min(fingerprintImages, d.N) {
+		i := k * d.N / min(fingerprintImages, d.N)
+		buf = binary.LittleEndian.AppendUint64(buf[:0], uint64(i))
+		for _, v := range d.Image(i) {
+			buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
+		}
+		h.Write(buf)
+	}
+	buf = buf[:0]
+	for _, v := range d.Labels {
+		buf = binary.LittleEndian.AppendUint64(buf, uint64(v))
+	}
+	h.Write(buf)
+	return Fingerprint{
+		Images: d.N, Shape: [3]int{d.C, d.H, d.W}, Classes: d.NumClasses, Contents: fmt.Sprintf("%016x", h.Sum64()),
+		BatchSize: l.o.BatchSize, Seed: l.o.Seed, Shuffle: l.o.Shuffle, Flip: l.o.FlipHorizontal, DropLast: l.o.DropLast,
+		Shard: l.o.Shard, NumShards: l.o.NumShards,
+	}
+}
 
 // Next returns the next batch. It blocks until one is ready or ctx is done,
 // and returns ctx's error in that case (the stream does not advance). After
@@ -232,7 +293,15 @@ func (l *Loader) plan(e int) (order []int, flips []bool) {
 	if l.o.FlipHorizontal {
 		flips = coinFlips(l.d.N, newRand(l.o.Seed, streamFlip, e))
 	}
-	return order[l.lo:l.hi], flips
+	if l.lo+l.n <= len(order) {
+		return order[l.lo : l.lo+l.n], flips
+	}
+	// The padded part wraps around to the start of the order.
+	part := make([]int, l.n)
+	for i := range part {
+		part[i] = order[(l.lo+i)%len(order)]
+	}
+	return part, flips
 }
 
 // batch assembles batch index of epoch e.

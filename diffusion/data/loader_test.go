@@ -2,7 +2,9 @@ package data
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"runtime"
 	"slices"
 	"testing"
@@ -226,14 +228,79 @@ func TestLoaderShards(t *testing.T) {
 			for _, l := range loaders {
 				all = append(all, epochIDs(t, l, e)...)
 			}
-			if !isPermutation(all, 29) {
-				t.Fatalf("%d shards: epoch %d gives %v, not each image once", shards, e, all)
+			// Padded to a multiple of the shards with the epoch's first
+			// images: each image once, and those first few twice.
+			pad := (shards - 29%shards) % shards
+			if !isPermutation(all[:29], 29) || !slices.Equal(all[29:], all[:pad]) {
+				t.Fatalf("%d shards: epoch %d gives %v, not each image once and %d padding", shards, e, all, pad)
 			}
 			if slices.Equal(all, prev) {
 				t.Errorf("%d shards: epoch %d repeats the previous order", shards, e)
 			}
 			prev = all
 		}
+	}
+}
+
+// The shards of one step are the same epoch and batch, whatever the batch
+// size: shards whose sizes differed by one drifted apart by whole epochs
+// when the batch size divided one and not the other, and one step's
+// batches then held an image twice.
+func TestLoaderShardsStayInStep(t *testing.T) {
+	for _, tc := range []struct {
+		n, shards, batch int
+		dropLast         bool
+	}{
+		{10, 3, 2, true}, {10, 3, 3, false}, {10, 3, 2, false}, {11, 4, 2, true},
+		{29, 4, 3, true}, {29, 4, 4, false}, {7, 3, 1, true}, {2, 3, 1, false},
+	} {
+		name := fmt.Sprintf("N%d/shards%d/batch%d/droplast=%v", tc.n, tc.shards, tc.batch, tc.dropLast)
+		t.Run(name, func(t *testing.T) {
+			d := numbered(tc.n)
+			var loaders []*Loader
+			for s := range tc.shards {
+				loaders = append(loaders, newLoader(t, d, LoaderOptions{BatchSize: tc.batch, Seed: 5, Shuffle: true,
+					DropLast: tc.dropLast, Shard: s, NumShards: tc.shards}))
+			}
+			per := loaders[0].BatchesPerEpoch()
+			for s, l := range loaders {
+				if l.BatchesPerEpoch() != per {
+					t.Fatalf("shard %d has %d batches per epoch, shard 0 %d", s, l.BatchesPerEpoch(), per)
+				}
+			}
+			for e := range 4 {
+				seen := map[int]int{}
+				for i := range per {
+					inStep := map[int]bool{}
+					size := -1
+					for s, l := range loaders {
+						b := next(t, l)
+						if b.Epoch != e || b.Index != i {
+							t.Fatalf("step %d: shard %d serves epoch %d batch %d, want %d and %d", e*per+i, s, b.Epoch, b.Index, e, i)
+						}
+						if size >= 0 && b.N != size {
+							t.Fatalf("epoch %d batch %d: shard %d has %d images, shard 0 %d", e, i, s, b.N, size)
+						}
+						size = b.N
+						for _, id := range ids(b.Images, 2) {
+							if tc.dropLast && inStep[id] {
+								t.Fatalf("epoch %d batch %d: image %d is in two shards' batches", e, i, id)
+							}
+							inStep[id] = true
+							seen[id]++
+						}
+					}
+				}
+				for id := range tc.n {
+					switch {
+					case tc.dropLast && seen[id] > 1:
+						t.Fatalf("epoch %d: image %d served %d times", e, id, seen[id])
+					case !tc.dropLast && seen[id] == 0:
+						t.Fatalf("epoch %d: image %d never served", e, id)
+					}
+				}
+			}
+		})
 	}
 }
 
@@ -326,7 +393,7 @@ func TestNewLoaderErrors(t *testing.T) {
 		{"prefetch", d, LoaderOptions{BatchSize: 1, Prefetch: -1}, []string{"prefetch must not be negative"}},
 		{"shard", d, LoaderOptions{BatchSize: 1, Shard: 2, NumShards: 2}, []string{"shard 2 of 2 is out of range"}},
 		{"shards", d, LoaderOptions{BatchSize: 1, NumShards: -1}, []string{"out of range"}},
-		{"too few", d, LoaderOptions{BatchSize: 5, Shard: 2, NumShards: 3, DropLast: true}, []string{"shard 2 of 3 has 4 images"}},
+		{"too few", d, LoaderOptions{BatchSize: 4, Shard: 2, NumShards: 3, DropLast: true}, []string{"shard 2 of 3 has 3 images"}},
 		{"too few big batch", d, LoaderOptions{BatchSize: 11, DropLast: true}, []string{"has 10 images, not enough for one batch of 11"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -336,5 +403,37 @@ func TestNewLoaderErrors(t *testing.T) {
 			}
 			checkErr(t, err, nil, tc.parts...)
 		})
+	}
+}
+
+// A fingerprint tells apart what changes the shards' batches, and the
+// shards' JSON forms are equal.
+func TestLoaderFingerprint(t *testing.T) {
+	o := LoaderOptions{BatchSize: 2, Seed: 3, Shuffle: true, DropLast: true, NumShards: 2}
+	fp := func(d *Dataset, o LoaderOptions) string {
+		b, err := json.Marshal(newLoader(t, d, o).Fingerprint())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	base := fp(numbered(12), o)
+	other := o
+	other.Shard = 1
+	if got := fp(numbered(12), other); got != base {
+		t.Errorf("shard 1: %s, shard 0: %s", got, base)
+	}
+	changed := numbered(12)
+	changed.Images[2*7] = 100
+	flip := o
+	flip.FlipHorizontal = true
+	for name, got := range map[string]string{
+		"size":     fp(numbered(13), o),
+		"contents": fp(changed, o),
+		"flip":     fp(numbered(12), flip),
+	} {
+		if got == base {
+			t.Errorf("another %s gives the same fingerprint %s", name, got)
+		}
 	}
 }

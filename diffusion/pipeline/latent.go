@@ -9,6 +9,7 @@ import (
 	"github.com/ddpm-go/ddpm/diffusion/autoencoder"
 	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
 	"github.com/ddpm-go/ddpm/diffusion/diffusers"
+	"github.com/ddpm-go/ddpm/diffusion/nn"
 	"github.com/ddpm-go/ddpm/torch"
 )
 
@@ -70,8 +71,9 @@ func LoadAutoencoder(path string, w checkpoint.Weights, dev torch.Device) (*auto
 // LoadLatent loads the autoencoder that ref records for the latent model
 // of ckpt (a checkpoint, or a run's configuration file): at ref's path as
 // given if that exists, else at its RunPath relative to ckpt's folder. It
-// fails naming the path when the autoencoder is missing, does not load, or
-// makes latents of another shape than ref's. The caller closes the model.
+// fails naming the path when the autoencoder is missing, does not load,
+// makes latents of another shape than ref's, or holds other weights than
+// ref's fingerprint. The caller closes the model.
 func LoadLatent(ckpt string, ref checkpoint.Autoencoder, dev torch.Device) (*Latent, error) {
 	tried := []string{ref.Path}
 	if ref.RunPath != "" && !filepath.IsAbs(ref.RunPath) {
@@ -103,6 +105,17 @@ func LoadLatent(ckpt string, ref checkpoint.Autoencoder, dev torch.Device) (*Lat
 		m.Close()
 		return nil, fmt.Errorf("pipeline: %s expects an autoencoder making %s, but %s makes latents of %d channels, %d times smaller than %d-channel images",
 			ckpt, want, path, cfg.LatentChannels, down, cfg.OutChannels)
+	}
+	if ref.Fingerprint != "" {
+		got, err := nn.Fingerprint(m.Params())
+		if err != nil {
+			m.Close()
+			return nil, fmt.Errorf("pipeline: %w", err)
+		}
+		if got != ref.Fingerprint {
+			m.Close()
+			return nil, fmt.Errorf("pipeline: %s was trained on the latents of other autoencoder weights than %s holds now (the file was replaced or trained on?); give it the autoencoder it was trained with", ckpt, path)
+		}
 	}
 	return &Latent{Model: m, ScalingFactor: ref.ScalingFactor, ShiftFactor: ref.ShiftFactor}, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/ddpm-go/ddpm/diffusion/autoencoder"
 	ckpt "github.com/ddpm-go/ddpm/diffusion/checkpoint"
 	"github.com/ddpm-go/ddpm/diffusion/diffusers"
+	"github.com/ddpm-go/ddpm/diffusion/nn"
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
 	"github.com/ddpm-go/ddpm/diffusion/sampler"
 	"github.com/ddpm-go/ddpm/diffusion/serve"
@@ -165,8 +166,12 @@ func TestLoadLatentCheckpoint(t *testing.T) {
 	if err := diffusers.WriteAutoencoder(aeDir, ae.Config(), ae.Params()); err != nil {
 		t.Fatal(err)
 	}
+	fp, err := nn.Fingerprint(ae.Params())
+	if err != nil {
+		t.Fatal(err)
+	}
 	ref := ckpt.Autoencoder{Path: aeDir, ImageChannels: 1, ImageSize: 16, LatentChannels: 2, LatentSize: 8,
-		ScalingFactor: 0.7, ShiftFactor: 0.1}
+		ScalingFactor: 0.7, ShiftFactor: 0.1, Fingerprint: fp}
 	path := latentCheckpoint(t, ref)
 	meta, err := ckpt.ReadMeta(path)
 	if err != nil || meta.Autoencoder == nil || *meta.Autoencoder != ref {
@@ -282,6 +287,7 @@ func TestLoadLatentCheckpoint(t *testing.T) {
 		{"corrupt", func(a *ckpt.Autoencoder) { a.Path = corrupt }, "needs the autoencoder " + corrupt + ", which does not load"},
 		{"latent shape", func(a *ckpt.Autoencoder) { a.Path = otherDir }, "expects an autoencoder making latents 2x8x8 of 1x16x16 images, but " + otherDir + " makes latents of 3 channels"},
 		{"U-Net shape", func(a *ckpt.Autoencoder) { a.LatentChannels = 3 }, "records latents 3x8x8, but its U-Net has in_channels 2"},
+		{"other weights", func(a *ckpt.Autoencoder) { a.Fingerprint = strings.Repeat("0", 64) }, "was trained on the latents of other autoencoder weights than " + aeDir + " holds now"},
 	} {
 		r := ref
 		c.edit(&r)

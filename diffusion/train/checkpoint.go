@@ -92,6 +92,14 @@ func (tr *Trainer) Resume(path string) error {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("train: cannot resume from %s: %s", path, fmt.Sprintf(format, args...))
 	}
+	// Weights of the same shapes trained for another noise schedule or
+	// target would load and go on training for the wrong one.
+	if meta.Schedule != tr.sched.Config() {
+		return fail("it was trained with the noise schedule %+v, this run has %+v", meta.Schedule, tr.sched.Config())
+	}
+	if meta.Target != tr.cfg.Target {
+		return fail("it was trained to predict %q, this run %q", meta.Target, tr.cfg.Target)
+	}
 	s := torch.NewScope(torch.NoGrad)
 	defer s.Close()
 	all, _, err := s.LoadSafetensors(path, torch.CPU)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
 	"github.com/ddpm-go/ddpm/diffusion/nn"
 	"github.com/ddpm-go/ddpm/diffusion/optim"
@@ -170,5 +172,43 @@ func TestPruningKeepsNewCheckpointsBelowAnUnreadableOne(t *testing.T) {
 	defer third.Close()
 	if err := third.Resume(all[0]); err != nil || third.Step() != 4 {
 		t.Fatalf("resume from the new checkpoint: %v, step %d", err, third.Step())
+	}
+}
+
+// A checkpoint of weights the same shape but trained for another noise
+// schedule or prediction target is refused, naming the difference, and the
+// trainer is left as it was.
+func TestResumeRefusesAnotherScheduleOrTarget(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Steps: 2, BatchSize: 4, Seed: 9, CheckpointEvery: 2, LogEvery: 2}
+	tr, m := newTestTrainer(t, dir, cfg)
+	if err := tr.Run(context.Background(), &fakeSource{seed: 1, n: 4, shape: [3]int{1, 8, 8}}); err != nil {
+		t.Fatal(err)
+	}
+	tr.Close()
+	m.Close()
+	path := filepath.Join(dir, checkpoint.Name(2))
+	for _, c := range []struct {
+		sched diffusion.ScheduleConfig
+		cfg   Config
+		want  string
+	}{
+		{diffusion.ScheduleConfig{T: 100, Kind: diffusion.Cosine}, cfg, "noise schedule"},
+		{diffusion.ScheduleConfig{T: 100}, Config{Steps: 2, BatchSize: 4, Seed: 9, Target: diffusion.V}, `trained to predict "epsilon"`},
+	} {
+		sc := mustSchedule(t, c.sched)
+		om := newConvModel(t, sc.T())
+		other, err := New(om, sc, c.cfg, torch.CPU, []int64{1, 8, 8})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := other.Resume(path); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Resume = %v, want an error with %q", err, c.want)
+		}
+		if other.Step() != 0 {
+			t.Errorf("a refused resume moved the trainer to step %d", other.Step())
+		}
+		other.Close()
+		om.Close()
 	}
 }

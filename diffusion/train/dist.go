@@ -2,11 +2,14 @@ package train
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/ddpm-go/ddpm/diffusion/data"
 	"github.com/ddpm-go/ddpm/diffusion/nn"
 	"github.com/ddpm-go/ddpm/torch"
 )
@@ -26,9 +29,11 @@ import (
 //   - the per-sample losses are summed over the ranks, so every rank logs the
 //     global batch's loss and the loss-aware sampler's history stays the same
 //     everywhere.
-// Dropout masks are drawn per rank from the rank's own activations, so runs
-// with dropout match a single process in distribution, not bit for bit.
-// Only rank 0 writes checkpoints.
+// Dropout masks are drawn on each rank from a generator of its own, seeded
+// every step from (seed, step, rank), so the ranks' masks differ and a
+// resumed run draws the same ones; runs with dropout match a single process
+// in distribution, not bit for bit. The ranks stop together (see Run), and
+// only rank 0 writes checkpoints.
 
 // distRank is this process's rank and the world size (0, 1 without Dist).
 func (tr *Trainer) distRank() (rank, world int) {
@@ -45,14 +50,15 @@ func (tr *Trainer) writer() bool {
 }
 
 // syncRanks makes every rank start from rank 0's state: it checks that all
-// ranks are at the same step (they resumed the same checkpoint, or none) and
-// copies rank 0's weights, EMA and optimizer moments to the others. It also
-// hooks the parameters for gradient averaging, once.
-func (tr *Trainer) syncRanks() error {
+// ranks have the same configuration and data (src) and are at the same step
+// (they resumed the same checkpoint, or none), and copies rank 0's weights,
+// EMA and optimizer moments to the others. It also hooks the parameters for
+// gradient averaging, once.
+func (tr *Trainer) syncRanks(src BatchSource) error {
 	if tr.Dist == nil {
 		return nil
 	}
-	if err := tr.checkSameConfig(); err != nil {
+	if err := tr.checkSameConfig(src); err != nil {
 		return err
 	}
 	s := torch.NewScope(torch.NoGrad)
@@ -97,23 +103,85 @@ func (tr *Trainer) syncRanks() error {
 }
 
 // globalLosses sums the ranks' per-sample losses into the global batch's
-// vector (each rank fills its slice), so every rank sees all of them.
-func (tr *Trainer) globalLosses(local []float64, offset, global int) ([]float64, error) {
+// vector (each rank fills its slice), so every rank sees all of them. One
+// more element counts the ranks that ask to stop (stop), so that all of them
+// learn in the same step whether any did, without a collective of its own.
+func (tr *Trainer) globalLosses(local []float64, offset, global int, stop bool) (losses []float64, anyStop bool, err error) {
 	if tr.Dist == nil {
-		return local, nil
+		return local, stop, nil
 	}
-	all := make([]float64, global)
+	all := make([]float64, global+1)
 	copy(all[offset:], local)
+	if stop {
+		all[global] = 1
+	}
 	s := torch.NewScope(torch.NoGrad)
 	defer s.Close()
-	t := s.FromFloat64s(all, int64(global))
+	t := s.FromFloat64s(all, int64(global+1))
 	if err := s.Err(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if err := tr.Dist.AllReduceSum([]*torch.Tensor{t}); err != nil {
-		return nil, fmt.Errorf("train: step %d: %w", tr.step+1, err)
+		return nil, false, &collectiveError{fmt.Errorf("train: step %d: %w", tr.step+1, err)}
 	}
-	return t.Float64s()
+	if all, err = t.Float64s(); err != nil {
+		return nil, false, err
+	}
+	return all[:global], all[global] > 0, nil
+}
+
+// dropoutStream tells the PCG stream of the dropout seeds from that of the
+// timesteps, which is seeded (Seed, step).
+const dropoutStream = 0x6a09e667f3bcc908
+
+// dropoutGenerator returns the generator of this step's dropout masks on
+// rank, seeded from (Seed, step, rank). Masks drawn from the noise's
+// generator, which is the same on every rank, would be the same for image j
+// of every rank's batch; seeded anew every step, this one needs no state in
+// the checkpoint for a resumed run to draw what an uninterrupted one would.
+func (tr *Trainer) dropoutGenerator(rank int) (*torch.Generator, error) {
+	step := rand.New(rand.NewPCG(tr.cfg.Seed^dropoutStream, uint64(tr.step))).Uint64()
+	seed := rand.New(rand.NewPCG(step, uint64(rank))).Uint64()
+	gen, err := torch.NewGenerator(seed, tr.dev)
+	if err != nil {
+		return nil, fmt.Errorf("train: dropout generator: %w", err)
+	}
+	return gen, nil
+}
+
+// collectiveError is a collective of a step that failed: a peer is gone or
+// did not answer in time.
+type collectiveError struct{ err error }
+
+func (e *collectiveError) Error() string { return e.err.Error() }
+func (e *collectiveError) Unwrap() error { return e.err }
+
+// saveAfterFailure makes rank 0 write a checkpoint of the last completed
+// step when a collective of the step after it failed (a peer died or did
+// not answer), and returns err saying where that step is. This is safe:
+// every collective of a step comes before the step changes what a
+// checkpoint holds (the losses are summed before backward, the gradients
+// averaged before the optimizer, the EMA, the loss scale and the loss
+// history are updated); only the generator has moved, by the step's noise,
+// and its state from before the step is put back. The file is thus the one
+// the last completed step would have written, and a resume goes on as if
+// the failed step had never started: a lost peer costs at most that step
+// rather than everything since the last checkpoint.
+func (tr *Trainer) saveAfterFailure(err error) error {
+	if tr.Dir == "" || !tr.writer() || tr.genBefore == nil {
+		return err
+	}
+	if serr := tr.gen.SetState(tr.genBefore); serr != nil {
+		return errors.Join(err, fmt.Errorf("train: no checkpoint of step %d: %w", tr.step, serr))
+	}
+	path, cerr := tr.checkpoint()
+	if cerr != nil {
+		return errors.Join(err, cerr)
+	}
+	if path == "" { // written for this step already
+		path = tr.lastCheckpoint
+	}
+	return fmt.Errorf("%w; step %d is saved in %s", err, tr.step, path)
 }
 
 // CommTime is the time this trainer spent waiting, after backward, for the
@@ -132,21 +200,38 @@ func (tr *Trainer) GradOverlap() (buckets, early int) {
 }
 
 // rankConfig is what every rank of a run must agree on: the training
-// configuration and the shapes of the parameters (the model).
+// configuration, the shapes of the parameters (the model) and, for a
+// data.Loader, what decides the shards (the dataset and the loader's
+// options; the data path may differ between machines).
 type rankConfig struct {
 	Train  Config             `json:"train"`
 	Params map[string][]int64 `json:"params"`
+	Data   *data.Fingerprint  `json:"data,omitempty"`
 }
 
-// checkSameConfig compares every rank's training configuration and model
-// with rank 0's before any weights move (ranks built for other models would
-// otherwise abort inside the collective library). Rank 0's configuration is
-// broadcast as JSON; each rank names the fields where it differs; a sum over
-// the ranks makes all of them fail together.
-func (tr *Trainer) checkSameConfig() error {
+// fingerprinted is a batch source that can say what decides its batches
+// (data.Loader).
+type fingerprinted interface{ Fingerprint() data.Fingerprint }
+
+// checkSameConfig compares every rank's training configuration, model and
+// data with rank 0's before any weights move (ranks built for other models
+// would otherwise abort inside the collective library, and ranks with other
+// data would silently train on overlapping shards). Rank 0's configuration
+// is broadcast as JSON; each rank names the fields where it differs; a sum
+// over the ranks makes all of them fail together.
+func (tr *Trainer) checkSameConfig(src BatchSource) error {
 	rc := rankConfig{Train: tr.cfg, Params: map[string][]int64{}}
 	for _, p := range tr.params {
 		rc.Params[p.Name] = p.T.Shape()
+	}
+	var shardErr error
+	if f, ok := src.(fingerprinted); ok {
+		fp := f.Fingerprint()
+		rc.Data = &fp
+		if rank, world := tr.distRank(); fp.Shard != rank || fp.NumShards != world {
+			shardErr = fmt.Errorf("train: rank %d of %d reads shard %d of %d of the data; give every rank the shard of its rank",
+				rank, world, fp.Shard, fp.NumShards)
+		}
 	}
 	mine, err := json.Marshal(rc)
 	if err != nil {
@@ -180,7 +265,7 @@ func (tr *Trainer) checkSameConfig() error {
 	}
 	diff := configDiff(rootJSON, mine)
 	bad := 0.0
-	if len(diff) > 0 {
+	if len(diff) > 0 || shardErr != nil {
 		bad = 1
 	}
 	count := s.FromFloat64s([]float64{bad}, 1)
@@ -195,6 +280,8 @@ func (tr *Trainer) checkSameConfig() error {
 		return fmt.Errorf("train: %w", err)
 	}
 	switch {
+	case shardErr != nil:
+		return shardErr
 	case len(diff) > 0:
 		return fmt.Errorf("train: rank %d was started with another configuration than rank 0 (differs in %s); start every rank with the same flags",
 			tr.Dist.Rank(), strings.Join(diff, ", "))

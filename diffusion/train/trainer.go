@@ -104,6 +104,9 @@ type Trainer struct {
 
 	gradSync *torch.GradSync // averages gradients over Dist's ranks
 	commTime time.Duration   // spent waiting for the gradient all-reduce
+	// genBefore is gen's state before the step in flight (with several
+	// ranks), what a checkpoint after a failed collective must record.
+	genBefore []byte
 
 	lastCheckpoint string
 	// What Latest reports: the last step's loss, and the images and time
@@ -217,7 +220,10 @@ func (e *NonFiniteLossError) Error() string {
 }
 
 // Run trains until cfg.Steps. When ctx is cancelled it writes a checkpoint
-// and returns an error wrapping ctx.Err().
+// and returns an error wrapping ctx.Err(). With several ranks (Dist), a
+// cancelled context stops every rank after the same step, one step later
+// at most; a rank stopped by another returns an error wrapping
+// context.Canceled.
 //
 // The first Run after New or Resume skips the batches of the steps already
 // taken (src.Skip(Step())), so it expects a source at its first batch. A
@@ -235,32 +241,53 @@ func (tr *Trainer) Run(ctx context.Context, src BatchSource) error {
 	// of the U-Net). Pinned, identical and resumed runs agree bit for bit.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	if err := tr.syncRanks(); err != nil {
+	if err := tr.syncRanks(src); err != nil {
 		return err
 	}
 	if !tr.positioned {
 		src.Skip(int(tr.step))
 		tr.positioned = true
 	}
-	tr.model.SetTraining(true, tr.gen)
+	// Ranks stop together: one that left on its own context would leave the
+	// others blocked in a collective that then fails, and rank 0 would exit
+	// without a checkpoint. So a rank reads its batch whatever its context
+	// (without one it could not join the step's collectives), asks to stop
+	// in the step's loss all-reduce, and every rank ends after that step.
+	_, world := tr.distRank()
+	group := world > 1
+	next := ctx
+	if group {
+		next = context.WithoutCancel(ctx)
+	}
+	tr.model.SetTraining(true, tr.gen) // with several ranks, trainStep sets each step's own
 	defer tr.model.SetTraining(false, nil)
 	var acc window
 	start := time.Now()
 	tr.runImages, tr.runStart = 0, start
 	for tr.step < tr.cfg.Steps {
-		if err := ctx.Err(); err != nil {
+		if err := ctx.Err(); err != nil && !group {
 			return tr.interrupted(err)
 		}
-		batch, err := src.Next(ctx)
+		batch, err := src.Next(next)
 		if err != nil {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil && !group {
 				return tr.interrupted(ctx.Err())
 			}
 			return fmt.Errorf("train: reading batch %d: %w", tr.step+1, err)
 		}
-		r, err := tr.trainStep(batch)
+		r, err := tr.trainStep(batch, group && ctx.Err() != nil)
+		var ce *collectiveError
+		if errors.As(err, &ce) {
+			return tr.saveAfterFailure(err)
+		}
 		if err != nil {
 			return err
+		}
+		if r.stop {
+			if err := ctx.Err(); err != nil {
+				return tr.interrupted(err)
+			}
+			return tr.interrupted(errPeerStopped)
 		}
 		tr.lastLoss, tr.runImages = r.loss, tr.runImages+r.images
 		acc.add(r, tr.sched.T())
@@ -273,10 +300,16 @@ func (tr *Trainer) Run(ctx context.Context, src BatchSource) error {
 		if tr.AfterStep != nil {
 			extra, err := tr.AfterStep(tr.step, ckpt)
 			if err != nil {
-				if ctx.Err() != nil { // the hook stopped because the run was cancelled
+				if ctx.Err() == nil {
+					return err
+				}
+				// The hook stopped because the run was cancelled. The
+				// other ranks are on their way to the next step's
+				// collectives, and that step tells them to stop.
+				if !group || tr.step == tr.cfg.Steps {
 					return tr.interrupted(ctx.Err())
 				}
-				return err
+				continue
 			}
 			for k, v := range extra {
 				if tr.extra == nil {
@@ -304,6 +337,10 @@ func (tr *Trainer) Run(ctx context.Context, src BatchSource) error {
 	return nil
 }
 
+// errPeerStopped is why a rank whose own context is live stops: another
+// rank's was cancelled.
+var errPeerStopped = fmt.Errorf("another rank was stopped: %w", context.Canceled)
+
 func (tr *Trainer) interrupted(cause error) error {
 	if _, err := tr.checkpoint(); err != nil {
 		return errors.Join(fmt.Errorf("train: interrupted at step %d: %w", tr.step, cause), err)
@@ -330,12 +367,14 @@ type stepResult struct {
 	ts        []int64
 	lr, norm  float64
 	images    int
+	stop      bool // some rank asked to stop after this step
 }
 
 // trainStep is one iteration of Algorithm 1 with the optional refinements
 // of TrainConfig; it runs in one scope, so nothing outlives it but the
-// updated parameters and optimizer state.
-func (tr *Trainer) trainStep(b data.Batch) (stepResult, error) {
+// updated parameters and optimizer state. stop asks the ranks to stop after
+// this step (with several ranks; alone, Run stops before the step).
+func (tr *Trainer) trainStep(b data.Batch, stop bool) (stepResult, error) {
 	s, err := tr.stepScope()
 	if err != nil {
 		return stepResult{}, err
@@ -379,7 +418,16 @@ func (tr *Trainer) trainStep(b data.Batch) (stepResult, error) {
 	if world == 1 {
 		eps = s.Randn(shape, torch.Float32, tr.dev, tr.gen)
 	} else {
+		if tr.genBefore, err = tr.gen.State(); err != nil {
+			return stepResult{}, err
+		}
 		eps = s.Narrow(s.Randn(append([]int64{int64(global)}, tr.shape...), torch.Float32, tr.dev, tr.gen), 0, int64(off), n)
+		drop, err := tr.dropoutGenerator(rank)
+		if err != nil {
+			return stepResult{}, err
+		}
+		defer drop.Close()
+		tr.model.SetTraining(true, drop)
 	}
 	xt := tr.sched.QSample(s, x0, t, eps)
 	out := tr.model.Forward(s, xt, t, labels)
@@ -405,9 +453,11 @@ func (tr *Trainer) trainStep(b data.Batch) (stepResult, error) {
 		if per, err = s.ToDType(perSample, torch.Float64).Float64s(); err != nil {
 			return stepResult{}, err
 		}
-		if per, err = tr.globalLosses(per, off, global); err != nil {
+		var anyStop bool
+		if per, anyStop, err = tr.globalLosses(per, off, global, stop); err != nil {
 			return stepResult{}, err
 		}
+		stop = anyStop
 		lv = 0
 		for i, wi := range tr.lossWeights(allTs, allWeights) {
 			lv += float64(wi) * per[i]
@@ -428,7 +478,7 @@ func (tr *Trainer) trainStep(b data.Batch) (stepResult, error) {
 	if tr.gradSync != nil {
 		start := time.Now()
 		if err := tr.gradSync.Finish(); err != nil {
-			return stepResult{}, fmt.Errorf("train: step %d: %w", tr.step+1, err)
+			return stepResult{}, &collectiveError{fmt.Errorf("train: step %d: %w", tr.step+1, err)}
 		}
 		tr.commTime += time.Since(start)
 	}
@@ -464,7 +514,7 @@ func (tr *Trainer) trainStep(b data.Batch) (stepResult, error) {
 		tr.history.record(allTs, per)
 	}
 	tr.step++
-	return stepResult{loss: lv, perSample: per, ts: allTs, lr: lr, norm: norm, images: global}, nil
+	return stepResult{loss: lv, perSample: per, ts: allTs, lr: lr, norm: norm, images: global, stop: stop}, nil
 }
 
 // stepScope is where a training step runs: with autocast for bf16 and fp16.
