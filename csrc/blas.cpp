@@ -27,8 +27,13 @@ void set_blas_threads(int n) {
   if (set != nullptr) set(n);
 }
 
-// Set when the library loads, before any matrix product.
+// Set when the library loads, before any matrix product. libtorch's count
+// reads OMP_NUM_THREADS, and for a value that is not a positive number it
+// prints a warning with a stack dump: that is left to the program, which
+// can say so in one line (ddpm refuses it), and OpenBLAS keeps its own count.
 const bool threads_set = [] {
+  const char* omp = std::getenv("OMP_NUM_THREADS");
+  if (omp != nullptr && !(std::atoi(omp) > 0)) return false;
   set_blas_threads(at::get_num_threads());
   return true;
 }();

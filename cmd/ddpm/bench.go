@@ -30,7 +30,7 @@ var benchCommand = &cli.Command{
 		&cli.StringFlag{Name: "device", Value: "auto", Usage: "cpu, cuda, cuda:N or auto"},
 		&cli.IntFlag{Name: "threads", Usage: "intra-op CPU threads (default: every CPU, or OMP_NUM_THREADS; a CPU share per rank in distributed runs)"},
 		&cli.StringFlag{Name: "precision", Value: "float32", Usage: "the model's arithmetic: float32, bf16 or fp16 (CUDA)"},
-		&cli.IntFlag{Name: "workers", Value: 1, Usage: "denoising steps run by this many goroutines at once, as a sampling server's workers run their forwards (each on --threads threads): their images/s together, next to the GEMM peak of as many matmuls at once"},
+		&cli.IntFlag{Name: "workers", Value: 1, Usage: fmt.Sprintf("denoising steps run by this many goroutines at once (at most %d), as a sampling server's workers run their forwards (each on --threads threads): their images/s together, next to the GEMM peak of as many matmuls at once", maxWorkers)},
 		&cli.IntFlag{Name: "iters", Value: 5, Usage: "timed iterations of each step"},
 		&cli.IntFlag{Name: "warmup", Value: 2, Usage: "untimed iterations first"},
 		&cli.BoolFlag{Name: "profile", Usage: "after the timing, run each step --iters times more under libtorch's operator profiler and print the operators that took the most time"},
@@ -72,8 +72,11 @@ const gemmSize = 2048
 
 func runBench(c *cli.Context) error {
 	batch, iters, warm, workers := c.Int("batch"), c.Int("iters"), c.Int("warmup"), c.Int("workers")
-	if batch < 1 || iters < 1 || warm < 0 || workers < 1 {
-		return fmt.Errorf("--batch, --iters and --workers must be at least 1 and --warmup non-negative")
+	if batch < 1 || iters < 1 || warm < 0 {
+		return fmt.Errorf("--batch and --iters must be at least 1 and --warmup non-negative")
+	}
+	if err := checkRange("workers", workers, 1, maxWorkers); err != nil {
+		return err
 	}
 	cfg, err := unet.Preset(c.String("preset"))
 	if err != nil {

@@ -104,7 +104,9 @@ func TestBenchWorkers(t *testing.T) {
 	if want := 3 * 2 / r.SampleStepS; r.Workers != 3 || math.Abs(r.SampleImagesPerS-want) > 1e-9*want || !(r.GEMMGFLOPS > 0) {
 		t.Errorf("workers %d, %g images/s (want %g), GEMM %g GFLOP/s", r.Workers, r.SampleImagesPerS, want, r.GEMMGFLOPS)
 	}
-	if code, _, errOut := ddpm(t, "bench", "--workers", "0"); code != 1 || strings.Count(errOut, "\n") != 1 {
-		t.Errorf("--workers 0: exit %d, %q; want a one-line error", code, errOut)
+	for _, workers := range []string{"0", "100000"} {
+		if code, _, errOut := ddpm(t, "bench", "--workers", workers); code != 1 || strings.Count(errOut, "\n") != 1 {
+			t.Errorf("--workers %s: exit %d, %q; want a one-line error", workers, code, errOut)
+		}
 	}
 }

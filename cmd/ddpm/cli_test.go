@@ -178,6 +178,24 @@ func TestErrorsAreOneLine(t *testing.T) {
 		{"no model", []string{"sample"}, "--run"},
 		{"resume non-run", []string{"train", "--resume", tmp}, "run directory"},
 		{"bad batch", []string{"train", "--preset", "tiny", "--batch", "0", "--data", tmp}, "--batch 0 must be positive"},
+		// Counts that would run out of memory or hang, and values that
+		// would fail after training or be ignored, are refused at start-up.
+		{"huge final eval", []string{"train", "--preset", "tiny", "--final-eval", "100000000", "--out", filepath.Join(tmp, "r3")}, "--final-eval 100000000 out of range [0, 1048576]"},
+		{"huge eval n", []string{"train", "--preset", "tiny", "--eval-every", "1", "--eval-n", "100000000", "--out", filepath.Join(tmp, "r3")}, "--eval-n 100000000 out of range"},
+		{"negative eval n", []string{"train", "--preset", "tiny", "--eval-every", "1", "--eval-n", "-1", "--out", filepath.Join(tmp, "r3")}, "--eval-n -1 out of range"},
+		{"huge threads", []string{"train", "--preset", "tiny", "--threads", "100000", "--out", filepath.Join(tmp, "r3")}, "--threads 100000 out of range [0, 1024]"},
+		{"huge res blocks", []string{"train", "--preset", "tiny", "--res-blocks", "100000", "--out", filepath.Join(tmp, "r3")}, "--res-blocks 100000 out of range [1, 16]"},
+		{"infinite weight decay", []string{"train", "--preset", "tiny", "--weight-decay", "inf", "--out", filepath.Join(tmp, "r3")}, "--weight-decay +Inf: want a finite number"},
+		{"infinite grad clip", []string{"train", "--preset", "tiny", "--grad-clip", "inf", "--out", filepath.Join(tmp, "r3")}, "--grad-clip +Inf"},
+		{"infinite min snr", []string{"train", "--preset", "tiny", "--min-snr", "inf", "--out", filepath.Join(tmp, "r3")}, "--min-snr +Inf"},
+		{"NaN dropout", []string{"train", "--preset", "tiny", "--dropout", "NaN", "--out", filepath.Join(tmp, "r3")}, "--dropout NaN out of range [0, 1)"},
+		{"autoencoder zero lr", []string{"train-autoencoder", "--lr", "0", "--out", filepath.Join(tmp, "r3")}, "--lr 0 must be positive"},
+		{"autoencoder negative warmup", []string{"train-autoencoder", "--warmup", "-1", "--out", filepath.Join(tmp, "r3")}, "--warmup -1 must be non-negative"},
+		{"stray argument", []string{"sample", "--run", runDir, "--steps", "2", "oops", "-n", "1"}, `unexpected argument "oops"`},
+		{"eta without ddim", []string{"sample", "--run", runDir, "--eta", "0.7"}, "--eta is for --sampler ddim, and the sampler is dpmpp-2m"},
+		{"variance without ddpm", []string{"eval", "--run", runDir, "--sampler", "ddim", "--variance", "fixed-large"}, "--variance is for --sampler ddpm"},
+		{"huge guidance", []string{"sample", "--run", runDir, "--guidance", "1e308", "--class", "0"}, "--guidance 1e+308 out of range [0, 50]"},
+		{"unwritable cache", []string{"eval", "--run", runDir, "--n", "4", "--steps", "2", "--cache-dir", filepath.Join(blocker, "sub")}, "--cache-dir"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -257,6 +275,8 @@ func TestRefusesSurprises(t *testing.T) {
 		{[]string{"train", "--resume", run, "--preset", "small", "-q"}, "--preset cannot change a run on --resume"},
 		{[]string{"train", "--resume", run, "--out", t.TempDir(), "-q"}, "--out cannot change"},
 		{[]string{"train", "--preset", "tiny", "--image-size", "2048", "--out", filepath.Join(t.TempDir(), "r"), "-q"}, "--image-size 2048 out of range"},
+		{[]string{"info", "--model", t.TempDir(), "--run", run}, "give --model or --run, not both"},
+		{[]string{"info", "--checkpoint", filepath.Join(run, "ckpt-00000012.safetensors"), "--run", run}, "give --run or --checkpoint, not both"},
 	} {
 		code, _, errOut := ddpm(t, c.args...)
 		if code == 0 || !strings.Contains(errOut, c.want) {
@@ -323,11 +343,12 @@ func TestConfigFileKeys(t *testing.T) {
 	}
 }
 
-// A bad flag, environment value or command is one line on stderr, not the
-// help.
+// A bad flag, environment value, command or stray argument is one line on
+// stderr, not the help.
 func TestUsageErrorsAreOneLine(t *testing.T) {
 	t.Setenv("DDPM_STEPS", "abc")
-	for _, args := range [][]string{{"train", "--stpes", "3"}, {"train", "-q"}, {"sample", "--bogus"}, {"frobnicate"}} {
+	for _, args := range [][]string{{"train", "--stpes", "3"}, {"train", "-q"}, {"sample", "--bogus"}, {"frobnicate"},
+		{"sample", "--n", "1", "oops", "--out", "q.png"}, {"version", "extra"}, {"serve", "--", "--addr", "x"}} {
 		code, out, errOut := ddpm(t, args...)
 		if code != 1 || out != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "--help") {
 			t.Errorf("ddpm %v: exit %d, stdout %q, stderr %q", args, code, out, errOut)
@@ -446,5 +467,36 @@ func TestDistTimeoutChecked(t *testing.T) {
 	code, out, errOut := ddpm(t, "train", "--preset", "tiny", "--dist-timeout", "0s", "--out", filepath.Join(t.TempDir(), "run"))
 	if code != 1 || out != "" || errOut != "ddpm: --dist-timeout 0s must be positive\n" {
 		t.Errorf("exit %d, %q%q", code, out, errOut)
+	}
+}
+
+// Environment variables that libtorch or the shim would read in a form they
+// cannot use are refused before any command (libtorch printed a C++
+// exception for OMP_NUM_THREADS=0 and went on; the cache sizes were
+// ignored without a word).
+func TestEnvironmentChecked(t *testing.T) {
+	for _, c := range []struct{ name, value, want string }{
+		{"OMP_NUM_THREADS", "0", `OMP_NUM_THREADS="0"`},
+		{"OMP_NUM_THREADS", "-3", "want a positive number of threads"},
+		{"OMP_NUM_THREADS", "", `OMP_NUM_THREADS=""`},
+		{"MKL_NUM_THREADS", "x", `MKL_NUM_THREADS="x"`},
+		{"DDPM_CPU_CACHE_MB", "abc", `DDPM_CPU_CACHE_MB="abc": want a size in MiB`},
+		{"DDPM_CPU_CACHE_MB", "-5", `DDPM_CPU_CACHE_MB="-5"`},
+		{"DDPM_WEIGHT_CACHE_MB", "abc", `DDPM_WEIGHT_CACHE_MB="abc"`},
+	} {
+		env := map[string]string{c.name: c.value}
+		err := checkEnvironment(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s=%q: %v, want an error with %q", c.name, c.value, err, c.want)
+		}
+	}
+	valid := map[string]string{"OMP_NUM_THREADS": "4,2", "MKL_NUM_THREADS": "1", "DDPM_CPU_CACHE_MB": "0", "DDPM_WEIGHT_CACHE_MB": ""}
+	if err := checkEnvironment(func(k string) (string, bool) { v, ok := valid[k]; return v, ok }); err != nil {
+		t.Errorf("valid settings: %v", err)
+	}
+	t.Setenv("DDPM_CPU_CACHE_MB", "abc")
+	if code, out, errOut := ddpm(t, "version"); code != 1 || out != "" || !strings.HasPrefix(errOut, "ddpm: environment: DDPM_CPU_CACHE_MB") ||
+		strings.Count(errOut, "\n") != 1 {
+		t.Errorf("ddpm version with DDPM_CPU_CACHE_MB=abc: exit %d, %q%q", code, out, errOut)
 	}
 }

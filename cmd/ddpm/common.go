@@ -8,7 +8,62 @@ import (
 	"strings"
 
 	"github.com/ddpm-go/ddpm/torch"
+	"github.com/urfave/cli/v2"
 )
+
+// Upper bounds of counts that several commands take. Past them a value is a
+// slip of the keyboard, and the command would run out of memory or hang for
+// hours instead of saying so.
+const (
+	// maxImages bounds the images one command samples (sample --n, eval
+	// --n, train --eval-n and --final-eval): 1048576 images of 32x32x3
+	// float32 pixels are 12 GiB, held at once.
+	maxImages = 1 << 20
+	// maxThreads bounds --threads: libtorch starts that many threads at
+	// once, and no machine this runs on has more cores.
+	maxThreads = 1024
+	// maxWorkers bounds --workers of serve, loadtest and bench: each worker
+	// is a goroutine with at least one intra-op thread of its own, and past
+	// the cores they only wait for each other.
+	maxWorkers = 64
+)
+
+// checkRange refuses an integer flag outside [lo, hi].
+func checkRange[T int | int64](name string, v, lo, hi T) error {
+	if v < lo || v > hi {
+		return fmt.Errorf("--%s %d out of range [%d, %d]", name, v, lo, hi)
+	}
+	return nil
+}
+
+// finiteFlag refuses a float flag that is NaN or infinite: the libraries
+// would take some of them (an infinite weight decay is "non-negative") and
+// fail later, or write them where JSON cannot hold them.
+func finiteFlag(name string, v float64) error {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return fmt.Errorf("--%s %g: want a finite number", name, v)
+	}
+	return nil
+}
+
+// onlyOne refuses more than one of the named flags given (set and not
+// empty): each names the same thing, a model say, and the command would
+// use one and ignore the others.
+func onlyOne(c *cli.Context, names ...string) error {
+	var given []string
+	for _, n := range names {
+		if c.IsSet(n) && c.String(n) != "" {
+			given = append(given, "--"+n)
+		}
+	}
+	switch len(given) {
+	case 0, 1:
+		return nil
+	case 2:
+		return fmt.Errorf("give %s or %s, not both", given[0], given[1])
+	}
+	return fmt.Errorf("give %s or %s, not several", strings.Join(given[:len(given)-1], ", "), given[len(given)-1])
+}
 
 // setupDevice parses --device and applies --threads (0: torch.DefaultThreads).
 func setupDevice(name string, threads int) (torch.Device, error) {
@@ -16,8 +71,8 @@ func setupDevice(name string, threads int) (torch.Device, error) {
 	if err != nil {
 		return dev, err
 	}
-	if threads < 0 {
-		return dev, fmt.Errorf("--threads %d must be non-negative", threads)
+	if err := checkRange("threads", threads, 0, maxThreads); err != nil {
+		return dev, fmt.Errorf("%w (0: the default)", err)
 	}
 	if threads == 0 {
 		threads = torch.DefaultThreads()

@@ -92,9 +92,10 @@ func runEval(c *cli.Context) error {
 	n := c.Int("n")
 	hasModel := c.String("run") != "" || c.String("checkpoint") != "" || c.String("model") != ""
 	images, floor, writeStats, refStats := c.String("images"), c.Bool("floor"), c.String("write-ref-stats"), c.String("ref-stats")
+	if err := checkRange("n", n, 2, maxImages); err != nil {
+		return err
+	}
 	switch {
-	case n < 2 || n > 1<<20:
-		return fmt.Errorf("--n %d out of range [2, 1048576]", n)
 	case floor && (hasModel || images != ""):
 		return fmt.Errorf("--floor scores the data's own test split; it takes no --run, --checkpoint, --model or --images")
 	case !floor && !hasModel && images == "" && writeStats == "":
@@ -164,6 +165,11 @@ func runEval(c *cli.Context) error {
 	test, err := testSplit(ref.Path, e.size, ref.C)
 	if err != nil {
 		return err
+	}
+	if floor || images != "" || hasModel {
+		if err := e.checkClassifierCache(ref, test); err != nil {
+			return err
+		}
 	}
 
 	// What is scored.
@@ -324,9 +330,32 @@ func (e *evaluation) classifierMetrics(res *evalResult, ref, test, gen *data.Dat
 	return nil
 }
 
+// classifierOptions are the feature classifier's training options; its
+// cache key depends on them.
+func (e *evaluation) classifierOptions(test *data.Dataset) features.TrainOptions {
+	return features.TrainOptions{Epochs: e.c.Int("classifier-epochs"), Device: e.dev, Test: test}
+}
+
+// checkClassifierCache fails when the feature classifier of ref is to be
+// trained and the cache cannot take it: found now, not after minutes of
+// sampling and training. A cache that holds the classifier may be read-only.
+func (e *evaluation) checkClassifierCache(ref, test *data.Dataset) error {
+	if ref.Labels == nil || ref.NumClasses < 2 {
+		return nil // no classifier
+	}
+	path := features.ClassifierPath(e.cache, features.ClassifierKey(ref, e.classifierOptions(test)))
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	if err := checkWritableDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("--cache-dir: the feature classifier is cached there once trained: %w", err)
+	}
+	return nil
+}
+
 // classifier loads or trains the feature classifier of the reference.
 func (e *evaluation) classifier(ref, test *data.Dataset) (*features.Classifier, error) {
-	o := features.TrainOptions{Epochs: e.c.Int("classifier-epochs"), Device: e.dev, Test: test}
+	o := e.classifierOptions(test)
 	path := features.ClassifierPath(e.cache, features.ClassifierKey(ref, o))
 	var bar *progress
 	o.OnProgress = func(p features.TrainProgress) {

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/ddpm-go/ddpm/diffusion/autoencoder"
 	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
@@ -31,7 +34,9 @@ var exportCommand = &cli.Command{
 		&cli.StringFlag{Name: "weights", Value: "ema", Usage: "ema or model", EnvVars: []string{"DDPM_WEIGHTS"}},
 		&cli.StringFlag{Name: "format", Value: "diffusers", Usage: "output format: diffusers (a folder) or checkpoint (one file to sample from)"},
 		&cli.StringFlag{Name: "dtype", Value: "float32", Usage: "--format checkpoint: how the weights are stored: float32, bf16 or fp16"},
-		&cli.StringFlag{Name: "out", Usage: "folder to write (must not exist or be empty), or with --format checkpoint the file (must not exist)", Required: true},
+		// Checked by runExport rather than Required: urfave prints the whole
+		// help before its one line.
+		&cli.StringFlag{Name: "out", Usage: "folder to write (must not exist or be empty), or with --format checkpoint the .safetensors file (must not exist); required"},
 	},
 	Action: runExport,
 }
@@ -44,6 +49,17 @@ func runExport(c *cli.Context) error {
 	if c.IsSet("dtype") && format != "checkpoint" {
 		return fmt.Errorf("--dtype is for --format checkpoint (a diffusers folder stores the weights as float32)")
 	}
+	// An empty --out would be the current directory (for a folder: a
+	// diffusers export there would be overwritten).
+	out := c.String("out")
+	switch {
+	case out == "" && format == "checkpoint":
+		return errors.New("--out is required: the .safetensors file to write")
+	case out == "":
+		return errors.New("--out is required: the folder to write")
+	case format == "checkpoint" && !strings.EqualFold(filepath.Ext(out), ".safetensors"):
+		return fmt.Errorf("--out %s: --format checkpoint writes a .safetensors file; give that file name", out)
+	}
 	path, err := checkpointPath(c)
 	if err != nil {
 		return err
@@ -52,7 +68,6 @@ func runExport(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--weights: %w", err)
 	}
-	out := c.String("out")
 	if format == "checkpoint" {
 		return exportWeights(c, path, w, out)
 	}
@@ -63,6 +78,9 @@ func runExport(c *cli.Context) error {
 		return err
 	} else if format == autoencoder.CheckpointFormat {
 		return exportAutoencoder(c, path, w, out)
+	}
+	if err := checkWeightsFinite(path, w); err != nil {
+		return err
 	}
 	meta, err := checkpoint.ReadMeta(path)
 	if err != nil {
@@ -92,7 +110,9 @@ func runExport(c *cli.Context) error {
 // exportAutoencoder writes an autoencoder checkpoint of train-autoencoder
 // as an AutoencoderKL folder.
 func exportAutoencoder(c *cli.Context, path string, w checkpoint.Weights, out string) error {
-	m, _, err := autoencoder.LoadCheckpoint(path, w, torch.CPU)
+	// Loaded as sampling loads an autoencoder, which refuses weights that
+	// are not finite.
+	m, _, _, err := pipeline.LoadAutoencoder(path, w, torch.CPU)
 	if err != nil {
 		return err
 	}
@@ -118,6 +138,9 @@ func exportWeights(c *cli.Context, path string, w checkpoint.Weights, out string
 	} else if format != checkpoint.Format {
 		return fmt.Errorf("%s is not a U-Net checkpoint of ddpm train; --format checkpoint writes those", path)
 	}
+	if err := checkWeightsFinite(path, w); err != nil {
+		return err
+	}
 	if err := checkpoint.WriteWeights(path, out, w, dt); err != nil {
 		return err
 	}
@@ -126,5 +149,17 @@ func exportWeights(c *cli.Context, path string, w checkpoint.Weights, out string
 		return err
 	}
 	fmt.Fprintf(c.App.Writer, "ddpm: wrote %s (%s weights of %s as %s, %.1f MB)\n", out, w, path, dt, float64(st.Size())/1e6)
+	return nil
+}
+
+// checkWeightsFinite refuses to export weights that sample, eval and serve
+// would refuse: it loads the checkpoint as they do (on the CPU, with its
+// autoencoder if it is a latent model), which checks every weight finite.
+func checkWeightsFinite(path string, w checkpoint.Weights) error {
+	p, err := pipeline.Load(path, pipeline.Options{Device: torch.CPU, Weights: w})
+	if err != nil {
+		return err
+	}
+	p.Close()
 	return nil
 }

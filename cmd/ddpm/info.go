@@ -43,10 +43,10 @@ type modelInfo struct {
 
 func runInfo(c *cli.Context) error {
 	var info modelInfo
+	if err := onlyOne(c, "preset", "model", "run", "checkpoint"); err != nil {
+		return err
+	}
 	if name := c.String("preset"); name != "" {
-		if c.IsSet("run") || c.IsSet("checkpoint") {
-			return fmt.Errorf("give --preset, --run or --checkpoint, not several")
-		}
 		cfg, err := unet.Preset(name)
 		if err != nil {
 			return err

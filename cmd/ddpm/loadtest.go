@@ -50,7 +50,7 @@ answered, for --duration at each --clients level.`,
 		&cli.IntFlag{Name: "n", Value: 1, Usage: "images per request"},
 		&cli.StringFlag{Name: "sampler", Value: "ddim", Usage: "sampler of every request"},
 		&cli.IntFlag{Name: "steps", Value: 20, Usage: "sampler steps of every request"},
-		&cli.IntFlag{Name: "max-batch", Value: serve.DefaultMaxBatch, Usage: "model rows per forward of the batching server"},
+		&cli.IntFlag{Name: "max-batch", Value: serve.DefaultMaxBatch, Usage: fmt.Sprintf("model rows per forward of the batching server, at most %d", maxServeBatch)},
 		workersFlag,
 		&cli.BoolFlag{Name: "no-baseline", Usage: "skip the one-request-at-a-time server"},
 		&cli.IntFlag{Name: "baseline-threads", Usage: "intra-op threads of the one-request-at-a-time server (default: --threads)"},
@@ -218,15 +218,27 @@ func runLoadtest(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.Duration("duration") <= 0 || c.Int("n") < 1 || c.Int("steps") < 1 || c.Int("max-batch") < 1 {
-		return errors.New("loadtest: --duration, --n, --steps and --max-batch must be positive")
+	if c.Duration("duration") <= 0 || c.Int("n") < 1 || c.Int("steps") < 1 {
+		return errors.New("loadtest: --duration, --n and --steps must be positive")
+	}
+	if err := checkRange("max-batch", c.Int("max-batch"), 1, maxServeBatch); err != nil {
+		return fmt.Errorf("loadtest: %w", err)
 	}
 	rounds := c.Int("rounds")
 	if rounds < 1 || rounds > 100 {
 		return fmt.Errorf("loadtest: --rounds %d: want 1 to 100", rounds)
 	}
-	if c.IsSet("baseline-threads") && c.Int("baseline-threads") < 1 {
-		return fmt.Errorf("loadtest: --baseline-threads %d: want at least 1", c.Int("baseline-threads"))
+	if c.IsSet("baseline-threads") {
+		if err := checkRange("baseline-threads", c.Int("baseline-threads"), 1, maxThreads); err != nil {
+			return fmt.Errorf("loadtest: %w", err)
+		}
+	}
+	// --preset is the model without --model, and --url loads a model
+	// already served.
+	for _, pair := range [][]string{{"url", "model"}, {"url", "preset"}, {"model", "preset"}} {
+		if err := onlyOne(c, pair...); err != nil {
+			return fmt.Errorf("loadtest: %w", err)
+		}
 	}
 	kind, err := sampler.ParseKind(c.String("sampler"))
 	if err != nil {
@@ -263,8 +275,8 @@ func runLoadtest(c *cli.Context) error {
 		return nil
 	}
 	if url := c.String("url"); url != "" {
-		if c.IsSet("model") {
-			return errors.New("loadtest: give --url or --model, not both")
+		if err := checkReachable(c.Context, url, c.String("token")); err != nil {
+			return err
 		}
 		for _, clients := range levels {
 			for round := 1; round <= rounds; round++ {
@@ -281,6 +293,13 @@ func runLoadtest(c *cli.Context) error {
 		return err
 	}
 	rep.Threads, rep.Precision = torch.NumThreads(), string(po.Precision)
+	// The batching server's workers (--workers, or serve's default), each
+	// with its share of the threads: a bad --workers is refused before the
+	// model is built.
+	workers, share, err := resolveWorkers(c, po.Device)
+	if err != nil {
+		return fmt.Errorf("loadtest: %w", err)
+	}
 	p, closeModel, err := loadtestPipeline(c, po)
 	if err != nil {
 		return err
@@ -306,12 +325,6 @@ func runLoadtest(c *cli.Context) error {
 	type server struct {
 		name                       string
 		maxBatch, workers, threads int
-	}
-	// The batching server's workers (--workers, or serve's default), each
-	// with its share of the threads.
-	workers, share, err := resolveWorkers(c, po.Device)
-	if err != nil {
-		return fmt.Errorf("loadtest: %w", err)
 	}
 	servers := []server{{"batched", c.Int("max-batch"), workers, share}}
 	if !c.Bool("no-baseline") {
@@ -358,6 +371,22 @@ func runLoadtest(c *cli.Context) error {
 	slices.SortStableFunc(rep.Levels, func(a, b loadLevel) int { return order[a.Server] - order[b.Server] })
 	rep.Ratios = loadRatios(rep.Levels)
 	return printLoad(c, rep)
+}
+
+// checkReachable fails in one line when the server at url does not answer
+// its model list (not there, or the token refused): its load levels would
+// only count failures, thousands a second.
+func checkReachable(ctx context.Context, url, token string) error {
+	cl, err := client.New(strings.TrimRight(url, "/"), client.Options{Token: token})
+	if err != nil {
+		return fmt.Errorf("loadtest: --url: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := cl.Models(ctx); err != nil {
+		return fmt.Errorf("loadtest: --url %s does not answer: %w", url, err)
+	}
+	return nil
 }
 
 // runServer serves p with maxBatch rows per forward and workers workers of

@@ -80,6 +80,11 @@ func TestLoadtest(t *testing.T) {
 		{"loadtest", "--workers", "-1"},
 		{"loadtest", "--baseline-threads", "0"},
 		{"loadtest", "--url", "http://127.0.0.1:1", "--model", "x"},
+		{"loadtest", "--model", "x", "--preset", "small"},
+		{"loadtest", "--max-batch", "1000000"},
+		{"loadtest", "--workers", "100000"},
+		// Not there: one line, not a table of thousands of failures.
+		{"loadtest", "--url", "http://127.0.0.1:1"},
 	} {
 		code, _, errOut := ddpm(t, args...)
 		if code != 1 || strings.Count(errOut, "\n") != 1 {

@@ -14,6 +14,7 @@ import (
 	"github.com/ddpm-go/ddpm/diffusion/images"
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
 	"github.com/ddpm-go/ddpm/diffusion/sampler"
+	"github.com/ddpm-go/ddpm/diffusion/serve"
 	"github.com/ddpm-go/ddpm/torch"
 	"github.com/urfave/cli/v2"
 )
@@ -59,10 +60,11 @@ var sampleCommand = &cli.Command{
 
 // checkpointPath resolves --run / --checkpoint.
 func checkpointPath(c *cli.Context) (string, error) {
+	if err := onlyOne(c, "run", "checkpoint"); err != nil {
+		return "", err
+	}
 	run, ckpt := c.String("run"), c.String("checkpoint")
 	switch {
-	case run != "" && ckpt != "":
-		return "", fmt.Errorf("give --run or --checkpoint, not both")
 	case c.String("model") != "":
 		return "", fmt.Errorf("--model is a diffusers folder, not a checkpoint of this tool (use --run or --checkpoint)")
 	case ckpt != "":
@@ -101,10 +103,10 @@ func pipelineOptions(c *cli.Context) (pipeline.Options, error) {
 
 // loadPipeline loads the model named by the model flags.
 func loadPipeline(c *cli.Context) (*pipeline.Pipeline, error) {
+	if err := onlyOne(c, "model", "run", "checkpoint"); err != nil {
+		return nil, err
+	}
 	if dir := c.String("model"); dir != "" {
-		if c.String("run") != "" || c.String("checkpoint") != "" {
-			return nil, fmt.Errorf("give --model, --run or --checkpoint, not several")
-		}
 		o, err := pipelineOptions(c)
 		if err != nil {
 			return nil, err
@@ -160,12 +162,21 @@ func sampleOptions(c *cli.Context, p *pipeline.Pipeline, n int) (pipeline.Genera
 		}
 	}
 	o.Sampling.Eta = c.Float64("eta")
-	if o.Sampling.Eta < 0 || o.Sampling.Eta > 1 {
+	if !(o.Sampling.Eta >= 0 && o.Sampling.Eta <= 1) {
 		return o, fmt.Errorf("--eta %g out of range [0, 1]", o.Sampling.Eta)
 	}
 	if c.IsSet("variance") || o.Sampling.Variance == "" {
 		if o.Sampling.Variance, err = sampler.ParseVariance(c.String("variance")); err != nil {
 			return o, err
+		}
+	}
+	// Settings of one sampler given to another would be ignored.
+	for _, f := range []struct {
+		flag string
+		kind sampler.Kind
+	}{{"eta", sampler.DDIM}, {"variance", sampler.DDPM}} {
+		if c.IsSet(f.flag) && o.Sampling.Sampler != f.kind {
+			return o, fmt.Errorf("--%s is for --sampler %s, and the sampler is %s", f.flag, f.kind, o.Sampling.Sampler)
 		}
 	}
 	if c.IsSet("clip") || o.Sampling.Clip == "" {
@@ -174,6 +185,9 @@ func sampleOptions(c *cli.Context, p *pipeline.Pipeline, n int) (pipeline.Genera
 		}
 	}
 	o.Sampling.Guidance = c.Float64("guidance")
+	if g := o.Sampling.Guidance; !(g >= 0 && g <= maxGuidance) {
+		return o, fmt.Errorf("--guidance %g out of range [0, %g]", g, float64(maxGuidance))
+	}
 	info := p.Info()
 	switch class := c.Int64("class"); {
 	case class < -1:
@@ -200,10 +214,15 @@ func sampleOptions(c *cli.Context, p *pipeline.Pipeline, n int) (pipeline.Genera
 	return o, nil
 }
 
+// maxGuidance bounds --guidance, as serve bounds a request's guidance: far
+// past it the guided prediction overflows float32 and the samples come out
+// NaN, which used to read as "the model's weights are broken".
+const maxGuidance = serve.DefaultMaxGuidance
+
 func runSample(c *cli.Context) error {
 	n := c.Int("n")
-	if n < 1 || n > 1<<20 {
-		return fmt.Errorf("--n %d out of range [1, 1048576]", n)
+	if err := checkRange("n", n, 1, maxImages); err != nil {
+		return err
 	}
 	out, outDir, traj := c.String("out"), c.String("out-dir"), c.String("trajectory")
 	if out == "" && outDir == "" && traj == "" {

@@ -40,10 +40,10 @@ answers 503 until "ready"). SIGTERM or Ctrl-C stops admitting, lets the
 requests in flight finish (at most --drain-timeout) and exits.`,
 	Flags: []cli.Flag{
 		&cli.StringSliceFlag{Name: "model", Usage: "NAME=PATH, repeatable: a run directory, a checkpoint or a diffusers folder", EnvVars: []string{"DDPM_SERVE_MODEL"}},
-		&cli.StringFlag{Name: "addr", Value: "127.0.0.1:8080", Usage: "address to listen on", EnvVars: []string{"DDPM_SERVE_ADDR"}},
-		&cli.IntFlag{Name: "max-batch", Value: serve.DefaultMaxBatch, Usage: "model rows per forward (a guided image takes two)", EnvVars: []string{"DDPM_SERVE_MAX_BATCH"}},
+		&cli.StringFlag{Name: "addr", Value: "127.0.0.1:8080", Usage: "HOST:PORT to listen on (0.0.0.0:PORT: every interface)", EnvVars: []string{"DDPM_SERVE_ADDR"}},
+		&cli.IntFlag{Name: "max-batch", Value: serve.DefaultMaxBatch, Usage: fmt.Sprintf("model rows per forward (a guided image takes two), at most %d", maxServeBatch), EnvVars: []string{"DDPM_SERVE_MAX_BATCH"}},
 		&cli.IntFlag{Name: "queue", Value: serve.DefaultQueueSize, Usage: "requests waiting per model before 429", EnvVars: []string{"DDPM_SERVE_QUEUE"}},
-		&cli.IntFlag{Name: "max-images", Value: serve.DefaultMaxImages, Usage: "largest n of a request", EnvVars: []string{"DDPM_SERVE_MAX_IMAGES"}},
+		&cli.IntFlag{Name: "max-images", Value: serve.DefaultMaxImages, Usage: fmt.Sprintf("largest n of a request, at most %d", maxServeImages), EnvVars: []string{"DDPM_SERVE_MAX_IMAGES"}},
 		&cli.IntFlag{Name: "max-steps", Value: serve.DefaultMaxSteps, Usage: "most sampler steps of a request", EnvVars: []string{"DDPM_SERVE_MAX_STEPS"}},
 		&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "longest a request may wait and sample (0: no limit)", EnvVars: []string{"DDPM_SERVE_TIMEOUT"}},
 		&cli.StringFlag{Name: "token", Usage: "bearer token required by every endpoint but /healthz and /readyz", EnvVars: []string{"DDPM_SERVE_TOKEN"}},
@@ -60,7 +60,19 @@ requests in flight finish (at most --drain-timeout) and exits.`,
 }
 
 // workersFlag is --workers of serve and loadtest.
-var workersFlag = &cli.IntFlag{Name: "workers", Usage: fmt.Sprintf("scheduler goroutines per model, each batching its own requests' steps, each with its share of --threads (default: on a CPU one per thread, at most %d; on CUDA 1)", maxDefaultWorkers), EnvVars: []string{"DDPM_SERVE_WORKERS"}}
+var workersFlag = &cli.IntFlag{Name: "workers", Usage: fmt.Sprintf("scheduler goroutines per model, each batching its own requests' steps, each with its share of --threads, at most %d (default: on a CPU one per thread, at most %d; on CUDA 1)", maxWorkers, maxDefaultWorkers), EnvVars: []string{"DDPM_SERVE_WORKERS"}}
+
+// Bounds of serve's (and loadtest's) limits.
+const (
+	// maxServeBatch bounds --max-batch: the warm-up runs one forward of
+	// every row count up to it before the server is ready, 524800 rows in
+	// all at 1024; at a million the server never became ready.
+	maxServeBatch = 1024
+	// maxServeImages bounds --max-images: a request's images are held as
+	// float32 pixels (n*C*H*W*4 bytes) and answered in one response; 1024
+	// images of 256x256x3 are 768 MiB, and a larger n is for ddpm sample.
+	maxServeImages = 1024
+)
 
 // maxDefaultWorkers bounds --workers' default. A worker per intra-op
 // thread served the small and cifar10 presets fastest on 2 CPUs (a
@@ -76,15 +88,32 @@ const maxDefaultWorkers = 4
 func resolveWorkers(c *cli.Context, dev torch.Device) (workers, threads int, err error) {
 	all := torch.NumThreads()
 	workers = c.Int("workers")
+	if err := checkRange("workers", workers, 0, maxWorkers); err != nil {
+		return 0, 0, fmt.Errorf("%w (0: the default)", err)
+	}
 	switch {
-	case workers < 0:
-		return 0, 0, fmt.Errorf("--workers %d: want at least 1 (or 0 for the default)", workers)
 	case workers == 0 && dev.Type == torch.DeviceCPU:
 		workers = min(all, maxDefaultWorkers)
 	case workers == 0:
 		workers = 1
 	}
 	return workers, workerThreads(all, workers), nil
+}
+
+// checkListenAddr refuses an --addr without a host: net.Listen would take
+// "" or ":8080" as every interface, and serving beyond this machine must be
+// asked for (0.0.0.0:PORT).
+func checkListenAddr(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	switch {
+	case addr == "":
+		return errors.New("--addr is empty: give HOST:PORT, e.g. 127.0.0.1:8080 (0.0.0.0:8080 for every interface)")
+	case err != nil:
+		return fmt.Errorf("--addr %q: want HOST:PORT, e.g. 127.0.0.1:8080", addr)
+	case host == "":
+		return fmt.Errorf("--addr %q has no host: give 127.0.0.1%s for this machine, or 0.0.0.0%s for every interface", addr, addr, addr)
+	}
+	return nil
 }
 
 // workerThreads is each worker's share of threads intra-op threads: at
@@ -117,11 +146,20 @@ func runServe(c *cli.Context) error {
 	if len(specs) == 0 {
 		return errors.New("serve: give at least one --model NAME=PATH")
 	}
-	if c.Int("max-batch") < 1 || c.Int("queue") < 1 || c.Int("max-images") < 1 || c.Int("max-steps") < 1 {
-		return errors.New("serve: --max-batch, --queue, --max-images and --max-steps must be at least 1")
+	if c.Int("queue") < 1 || c.Int("max-steps") < 1 {
+		return errors.New("serve: --queue and --max-steps must be at least 1")
+	}
+	if err := checkRange("max-batch", c.Int("max-batch"), 1, maxServeBatch); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	if err := checkRange("max-images", c.Int("max-images"), 1, maxServeImages); err != nil {
+		return fmt.Errorf("serve: %w", err)
 	}
 	if c.Duration("timeout") < 0 || c.Duration("drain-timeout") < 0 {
 		return errors.New("serve: --timeout and --drain-timeout must be non-negative")
+	}
+	if err := checkListenAddr(c.String("addr")); err != nil {
+		return fmt.Errorf("serve: %w", err)
 	}
 	logger, err := accessLogger(c.String("log"), c.App.ErrWriter)
 	if err != nil {
@@ -133,7 +171,7 @@ func runServe(c *cli.Context) error {
 	}
 	po, err := pipelineOptions(c)
 	if err != nil {
-		return err
+		return fmt.Errorf("serve: %w", err)
 	}
 	po.Weights = w
 	workers, threads, err := resolveWorkers(c, po.Device)

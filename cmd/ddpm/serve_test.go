@@ -73,6 +73,14 @@ func TestServeLoadsModels(t *testing.T) {
 		{"serve", "--model", "a=" + runDir, "--max-batch", "0"},
 		{"serve", "--model", "a=" + runDir, "--workers", "-2"},
 		{"serve", "--model", "a=" + runDir, "--log", "xml"},
+		// Limits that would run out of memory or never become ready, and
+		// an address that would listen on every interface unasked.
+		{"serve", "--model", "a=" + runDir, "--max-images", "100000000"},
+		{"serve", "--model", "a=" + runDir, "--max-batch", "1000000"},
+		{"serve", "--model", "a=" + runDir, "--workers", "100000"},
+		{"serve", "--model", "a=" + runDir, "--threads", "100000"},
+		{"serve", "--model", "a=" + runDir, "--addr", ""},
+		{"serve", "--model", "a=" + runDir, "--addr", ":8080"},
 	} {
 		code, _, errOut := ddpm(t, args...)
 		if code != 1 || strings.Count(errOut, "\n") != 1 || !strings.HasPrefix(errOut, "ddpm: serve: ") {

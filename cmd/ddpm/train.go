@@ -63,10 +63,10 @@ var trainFlags = []cli.Flag{
 	altsrc.NewIntFlag(&cli.IntFlag{Name: "channels", Usage: "image channels, 1 or 3 (default: the preset's)", EnvVars: []string{"DDPM_CHANNELS"}}),
 	altsrc.NewIntFlag(&cli.IntFlag{Name: "base-channels", Usage: "U-Net width (default: the preset's)", EnvVars: []string{"DDPM_BASE_CHANNELS"}}),
 	altsrc.NewIntSliceFlag(&cli.IntSliceFlag{Name: "channel-mult", Usage: "width multiplier per level, e.g. 1,2,2 (default: the preset's)", EnvVars: []string{"DDPM_CHANNEL_MULT"}}),
-	altsrc.NewIntFlag(&cli.IntFlag{Name: "res-blocks", Usage: "residual blocks per level (default: the preset's)", EnvVars: []string{"DDPM_RES_BLOCKS"}}),
+	altsrc.NewIntFlag(&cli.IntFlag{Name: "res-blocks", Usage: fmt.Sprintf("residual blocks per level, at most %d (default: the preset's)", maxResBlocks), EnvVars: []string{"DDPM_RES_BLOCKS"}}),
 	altsrc.NewIntSliceFlag(&cli.IntSliceFlag{Name: "attention-res", Usage: "resolutions with self-attention, e.g. 16 (default: the preset's)", EnvVars: []string{"DDPM_ATTENTION_RES"}}),
 	altsrc.NewIntFlag(&cli.IntFlag{Name: "heads", Usage: "attention heads (default: the preset's)", EnvVars: []string{"DDPM_HEADS"}}),
-	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "dropout", Value: -1, Usage: "dropout rate (default: the preset's)", EnvVars: []string{"DDPM_DROPOUT"}}),
+	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "dropout", Value: -1, Usage: "dropout rate in [0, 1)", DefaultText: "the preset's", EnvVars: []string{"DDPM_DROPOUT"}}),
 	altsrc.NewStringFlag(&cli.StringFlag{Name: "schedule", Value: "linear", Usage: "noise schedule: linear, cosine, scaled-linear or sigmoid", EnvVars: []string{"DDPM_SCHEDULE"}}),
 	altsrc.NewBoolFlag(&cli.BoolFlag{Name: "zero-terminal-snr", Usage: "rescale the schedule to zero terminal SNR (use with --target v)", EnvVars: []string{"DDPM_ZERO_TERMINAL_SNR"}}),
 	altsrc.NewIntFlag(&cli.IntFlag{Name: "T", Value: 1000, Usage: "diffusion steps", EnvVars: []string{"DDPM_T"}}),
@@ -94,8 +94,8 @@ var trainFlags = []cli.Flag{
 	altsrc.NewIntFlag(&cli.IntFlag{Name: "sample-n", Value: 16, Usage: "images per sample grid", EnvVars: []string{"DDPM_SAMPLE_N"}}),
 	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "log-every", Value: train.DefaultLogEvery, Usage: "steps between metrics records", EnvVars: []string{"DDPM_LOG_EVERY"}}),
 	altsrc.NewInt64Flag(&cli.Int64Flag{Name: "eval-every", Usage: "steps between held-out evaluations (0 = off)", EnvVars: []string{"DDPM_EVAL_EVERY"}}),
-	altsrc.NewIntFlag(&cli.IntFlag{Name: "eval-n", Value: 256, Usage: "samples for the offline FID (fid_classifier in the metrics log) at each evaluation (0 = none)", EnvVars: []string{"DDPM_EVAL_N"}}),
-	altsrc.NewIntFlag(&cli.IntFlag{Name: "final-eval", Value: 1000, Usage: "samples scored with the offline FID (fid-classifier) after the last step, printed and logged (0 = none)", EnvVars: []string{"DDPM_FINAL_EVAL"}}),
+	altsrc.NewIntFlag(&cli.IntFlag{Name: "eval-n", Value: 256, Usage: "samples for the offline FID (fid_classifier in the metrics log) at each evaluation, at most " + fmt.Sprint(maxImages) + " (0 = none)", EnvVars: []string{"DDPM_EVAL_N"}}),
+	altsrc.NewIntFlag(&cli.IntFlag{Name: "final-eval", Value: 1000, Usage: "samples scored with the offline FID (fid-classifier) after the last step, printed and logged, at most " + fmt.Sprint(maxImages) + " (0 = none)", EnvVars: []string{"DDPM_FINAL_EVAL"}}),
 	&cli.StringFlag{Name: "resume", Usage: "continue the run in `RUN_DIR` from its last checkpoint", EnvVars: []string{"DDPM_RESUME"}},
 	&cli.StringFlag{Name: "out", Usage: "run directory (default: runs/<date-time>)", EnvVars: []string{"DDPM_OUT"}},
 	&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output", EnvVars: []string{"DDPM_QUIET"}},
@@ -237,7 +237,23 @@ func describeYAML(v any) string {
 	return fmt.Sprintf("%q", s)
 }
 
+// maxResBlocks bounds --res-blocks: the presets have 1 or 2 a level (the
+// DDPM paper's models 2), and 100000 asked for a model of 7.6G parameters,
+// which hung instead of failing.
+const maxResBlocks = 16
+
 func runTrain(c *cli.Context) error {
+	// The samples scored after training, or at each evaluation: checked
+	// now, not after the training they would crash.
+	finalEval := c.Int("final-eval")
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"final-eval", finalEval}, {"eval-n", c.Int("eval-n")}} {
+		if err := checkRange(f.name, f.v, 0, maxImages); err != nil {
+			return fmt.Errorf("%w (0: none)", err)
+		}
+	}
 	var cfg runConfig
 	var dir string
 	var newSteps bool // --resume with another --steps than config.json's
@@ -279,12 +295,12 @@ func runTrain(c *cli.Context) error {
 			return err
 		}
 	}
-	finalEval := c.Int("final-eval")
-	if finalEval < 0 {
-		return fmt.Errorf("--final-eval %d must be non-negative", finalEval)
-	}
 	if cfg.Train.Precision == diffusion.FP16 && dev.Type != torch.DeviceCUDA {
 		return fmt.Errorf("--precision fp16 needs a CUDA device (this run is on %s); on the CPU use bf16", dev)
+	}
+	// Checked before joining, so that no rank waits for the others to fail.
+	if _, dist, _ := torch.DistEnv(); dist && (cfg.Autoencoder != nil || c.String("autoencoder") != "") {
+		return errors.New("latent diffusion (--autoencoder) trains in one process; data-parallel latent runs are not supported: start it without torchrun")
 	}
 	pg, err := joinProcessGroup(c, &dev, c.App.Writer)
 	if err != nil {
@@ -294,7 +310,7 @@ func runTrain(c *cli.Context) error {
 		defer pg.Close()
 	}
 	rank0 := pg == nil || pg.Rank() == 0 // writes the run directory
-	lat, err := openLatent(c, &cfg, dir, resume != "", dev, pg != nil)
+	lat, err := openLatent(c, &cfg, dir, resume != "", dev)
 	if err != nil {
 		return err
 	}
@@ -551,8 +567,8 @@ func resolveRunConfig(c *cli.Context) (runConfig, error) {
 	}
 	if c.IsSet("image-size") {
 		m.ImageSize = c.Int("image-size")
-		if m.ImageSize < 4 || m.ImageSize > 1024 {
-			return cfg, fmt.Errorf("--image-size %d out of range [4, 1024]", m.ImageSize)
+		if err := checkRange("image-size", m.ImageSize, 4, 1024); err != nil {
+			return cfg, err
 		}
 	}
 	if c.IsSet("channels") {
@@ -567,6 +583,9 @@ func resolveRunConfig(c *cli.Context) (runConfig, error) {
 	}
 	if c.IsSet("res-blocks") {
 		m.NumResBlocks = c.Int("res-blocks")
+		if err := checkRange("res-blocks", m.NumResBlocks, 1, maxResBlocks); err != nil {
+			return cfg, err
+		}
 	}
 	if c.IsSet("attention-res") {
 		m.AttentionResolutions = c.IntSlice("attention-res")
@@ -574,8 +593,20 @@ func resolveRunConfig(c *cli.Context) (runConfig, error) {
 	if c.IsSet("heads") {
 		m.NumHeads = c.Int("heads")
 	}
-	if d := c.Float64("dropout"); d >= 0 {
-		m.Dropout = d
+	if c.IsSet("dropout") {
+		// Its default, -1, stands for the preset's; a value given is
+		// checked, or NaN would fall back to the preset's without a word.
+		if d := c.Float64("dropout"); !(d >= 0 && d < 1) {
+			return cfg, fmt.Errorf("--dropout %g out of range [0, 1)", d)
+		}
+		m.Dropout = c.Float64("dropout")
+	}
+	// Infinities pass the libraries' sign checks and then fail as JSON
+	// (config.json), after the run directory was made.
+	for _, name := range []string{"lr", "weight-decay", "grad-clip", "min-snr", "label-dropout"} {
+		if err := finiteFlag(name, c.Float64(name)); err != nil {
+			return cfg, err
+		}
 	}
 	// Zero means "default" in the library's configurations; on the command
 	// line an explicit 0 is a mistake.
@@ -589,8 +620,8 @@ func resolveRunConfig(c *cli.Context) (runConfig, error) {
 			return cfg, fmt.Errorf("--%s %g must be positive", f.name, f.v)
 		}
 	}
-	if cfg.SampleN < 1 || cfg.SampleN > 1024 {
-		return cfg, fmt.Errorf("--sample-n %d out of range [1, 1024]", cfg.SampleN)
+	if err := checkRange("sample-n", cfg.SampleN, 1, 1024); err != nil {
+		return cfg, err
 	}
 	if cfg.SampleEvery < 0 {
 		return cfg, fmt.Errorf("--sample-every %d must be non-negative", cfg.SampleEvery)

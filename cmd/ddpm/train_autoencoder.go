@@ -131,8 +131,8 @@ func resolveAutoencoderRun(c *cli.Context) (autoencoderRun, string, error) {
 	if err != nil {
 		return r, "", err
 	}
-	if size := c.Int("image-size"); size < 4 || size > 1024 {
-		return r, "", fmt.Errorf("--image-size %d must be in [4, 1024]", size)
+	if err := checkRange("image-size", c.Int("image-size"), 4, 1024); err != nil {
+		return r, "", err
 	}
 	m := autoencoder.DefaultConfig()
 	m.InChannels, m.OutChannels, m.LatentChannels = c.Int("channels"), c.Int("channels"), c.Int("latent-channels")
@@ -146,7 +146,20 @@ func resolveAutoencoderRun(c *cli.Context) (autoencoderRun, string, error) {
 	if err := m.Validate(); err != nil {
 		return r, "", err
 	}
+	// As ddpm train checks them: AdamWConfig would take a zero rate for
+	// its default and a negative warm-up for none.
+	for _, name := range []string{"lr", "weight-decay"} {
+		if err := finiteFlag(name, c.Float64(name)); err != nil {
+			return r, "", err
+		}
+	}
+	if lr := c.Float64("lr"); !(lr > 0) {
+		return r, "", fmt.Errorf("--lr %g must be positive", lr)
+	}
 	warmup := c.Int64("warmup")
+	if warmup < 0 {
+		return r, "", fmt.Errorf("--warmup %d must be non-negative", warmup)
+	}
 	if warmup == 0 {
 		warmup = -1 // AdamWConfig: < 0 is none, 0 the default
 	}

@@ -38,7 +38,11 @@ func joinProcessGroup(c *cli.Context, dev *torch.Device, out io.Writer) (*torch.
 		return nil, err
 	}
 	if dev.Type == torch.DeviceCUDA && !strings.Contains(c.String("device"), ":") {
-		*dev = torch.CUDA(env.LocalRank)
+		local, err := localDevice(env.LocalRank)
+		if err != nil {
+			return nil, err
+		}
+		*dev = local
 	}
 	pg, err := torch.NewProcessGroup(env.Addr, env.Port, env.Rank, env.World, timeout)
 	if err != nil {
@@ -54,6 +58,20 @@ func joinProcessGroup(c *cli.Context, dev *torch.Device, out io.Writer) (*torch.
 	fmt.Fprintf(out, "ddpm: rank %d of %d (local rank %d, rendezvous %s:%d), device %s\n",
 		env.Rank, env.World, env.LocalRank, env.Addr, env.Port, *dev)
 	return pg, nil
+}
+
+// cudaDevices counts the GPUs; tests replace it.
+var cudaDevices = torch.CUDADeviceCount
+
+// localDevice is the GPU of the rank with LOCAL_RANK localRank, one GPU a
+// rank. It is checked before joining: a rank past the machine's last GPU
+// would otherwise fail at its first CUDA call, deep inside training.
+func localDevice(localRank int) (torch.Device, error) {
+	if n := cudaDevices(); localRank >= n {
+		return torch.Device{}, fmt.Errorf("LOCAL_RANK %d asks for cuda:%d, but this machine has %d CUDA device(s): start at most %d ranks on it, or give --device cuda:N",
+			localRank, localRank, n, n)
+	}
+	return torch.CUDA(localRank), nil
 }
 
 // reportComm tells how much of the training time this rank spent waiting

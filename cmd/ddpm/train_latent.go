@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
 	"github.com/ddpm-go/ddpm/diffusion/data"
+	"github.com/ddpm-go/ddpm/diffusion/nn"
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
 	"github.com/ddpm-go/ddpm/diffusion/train"
 	"github.com/ddpm-go/ddpm/torch"
@@ -45,7 +45,7 @@ type latentRun struct {
 // diffusers AutoencoderKL folder) records it in cfg and gets its U-Net
 // built at the latent shape; a resumed run loads what its config.json
 // records.
-func openLatent(c *cli.Context, cfg *runConfig, dir string, resume bool, dev torch.Device, dist bool) (*latentRun, error) {
+func openLatent(c *cli.Context, cfg *runConfig, dir string, resume bool, dev torch.Device) (*latentRun, error) {
 	path := c.String("autoencoder")
 	if resume {
 		if cfg.Autoencoder == nil {
@@ -59,9 +59,6 @@ func openLatent(c *cli.Context, cfg *runConfig, dir string, resume bool, dev tor
 	}
 	if path == "" {
 		return &latentRun{}, nil
-	}
-	if dist {
-		return nil, errors.New("--autoencoder: latent diffusion trains in one process; data-parallel latent runs are not supported")
 	}
 	m, file, w, err := pipeline.LoadAutoencoder(path, "", dev)
 	if err != nil {
@@ -88,6 +85,10 @@ func openLatent(c *cli.Context, cfg *runConfig, dir string, resume bool, dev tor
 	}
 	ref := &checkpoint.Autoencoder{Path: file, Weights: w, ImageChannels: a.OutChannels, ImageSize: size,
 		LatentChannels: a.LatentChannels, LatentSize: size / down}
+	if ref.Fingerprint, err = nn.Fingerprint(m.Params()); err != nil {
+		r.close()
+		return nil, err
+	}
 	if w == "" { // a diffusers folder: its own factors
 		ref.ScalingFactor, ref.ShiftFactor = a.ScalingFactor, a.Shift()
 		r.l.ScalingFactor, r.l.ShiftFactor = ref.ScalingFactor, ref.ShiftFactor

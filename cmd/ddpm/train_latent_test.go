@@ -181,4 +181,15 @@ func TestTrainLatent(t *testing.T) {
 			t.Errorf("%v: exit %d, %q%q, want one line with %q", c.args, code, out, errOut, c.want)
 		}
 	}
+	// Under torchrun a latent run, new or resumed, is refused at once,
+	// before any rank waits for the others.
+	for k, v := range map[string]string{"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999"} {
+		t.Setenv(k, v)
+	}
+	for _, args := range [][]string{{"--resume", runDir, "--steps", "4"}, {"--preset", "tiny", "--data", dataDir, "--autoencoder", aeRun, "--out", filepath.Join(t.TempDir(), "run")}} {
+		code, out, errOut := ddpm(t, append(append([]string{"train"}, args...), common...)...)
+		if want := "data-parallel latent runs are not supported"; code != 1 || !strings.Contains(errOut, want) || strings.Count(errOut, "\n") != 1 {
+			t.Errorf("%v under torchrun: exit %d, %q%q, want one line with %q", args, code, out, errOut, want)
+		}
+	}
 }

@@ -73,6 +73,9 @@ func parseRequest(req api.GenerationRequest, p *pipeline.Pipeline) (Request, str
 	if !(req.Eta >= 0 && req.Eta <= 1) {
 		return r, "", fmt.Errorf("eta %g out of range [0, 1]", req.Eta)
 	}
+	if req.Eta != 0 && so.Sampler != sampler.DDIM {
+		return r, "", fmt.Errorf("eta %g is DDIM's, and the sampler is %s", req.Eta, so.Sampler)
+	}
 	so.Eta = req.Eta
 	if req.Guidance != nil {
 		if g := *req.Guidance; math.IsNaN(g) || g < 0 {

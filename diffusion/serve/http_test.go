@@ -294,6 +294,7 @@ func TestHTTPBadRequests(t *testing.T) {
 		{`{"sampler": "euler"}`, 400, "invalid_request", "unknown sampler"},
 		{`{"spacing": "odd"}`, 400, "invalid_request", "timestep spacing"},
 		{`{"eta": 3}`, 400, "invalid_request", "eta 3 out of range"},
+		{`{"eta": 0.5, "sampler": "dpmpp-2m"}`, 400, "invalid_request", "eta 0.5 is DDIM's, and the sampler is dpmpp-2m"},
 		{`{"class": 2}`, 400, "invalid_request", "class 2 out of range [0, 2)"},
 		{`{"class": -2}`, 400, "invalid_request", "class -2 out of range"},
 		{`{"guidance": 3}`, 400, "invalid_request", "guidance needs a class"},
