@@ -63,7 +63,7 @@ var trainFlags = []cli.Flag{
 	altsrc.NewIntFlag(&cli.IntFlag{Name: "channels", Usage: "image channels, 1 or 3 (default: the preset's)", EnvVars: []string{"DDPM_CHANNELS"}}),
 	altsrc.NewIntFlag(&cli.IntFlag{Name: "base-channels", Usage: "U-Net width (default: the preset's)", EnvVars: []string{"DDPM_BASE_CHANNELS"}}),
 	altsrc.NewIntSliceFlag(&cli.IntSliceFlag{Name: "channel-mult", Usage: "width multiplier per level, e.g. 1,2,2 (default: the preset's)", EnvVars: []string{"DDPM_CHANNEL_MULT"}}),
-	altsrc.NewIntFlag(&cli.IntFlag{Name: "res-blocks", Usage: fmt.Sprintf("residual blocks per level, at most %d (default: the preset's)", maxResBlocks), EnvVars: []string{"DDPM_RES_BLOCKS"}}),
+	altsrc.NewIntFlag(&cli.IntFlag{Name: "res-blocks", Usage: fmt.Sprintf("residual blocks per level, at most %d (default: the preset's)", unet.MaxResBlocks), EnvVars: []string{"DDPM_RES_BLOCKS"}}),
 	altsrc.NewIntSliceFlag(&cli.IntSliceFlag{Name: "attention-res", Usage: "resolutions with self-attention, e.g. 16 (default: the preset's)", EnvVars: []string{"DDPM_ATTENTION_RES"}}),
 	altsrc.NewIntFlag(&cli.IntFlag{Name: "heads", Usage: "attention heads (default: the preset's)", EnvVars: []string{"DDPM_HEADS"}}),
 	altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "dropout", Value: -1, Usage: "dropout rate in [0, 1)", DefaultText: "the preset's", EnvVars: []string{"DDPM_DROPOUT"}}),
@@ -236,11 +236,6 @@ func describeYAML(v any) string {
 	}
 	return fmt.Sprintf("%q", s)
 }
-
-// maxResBlocks bounds --res-blocks: the presets have 1 or 2 a level (the
-// DDPM paper's models 2), and 100000 asked for a model of 7.6G parameters,
-// which hung instead of failing.
-const maxResBlocks = 16
 
 func runTrain(c *cli.Context) error {
 	// The samples scored after training, or at each evaluation: checked
@@ -583,9 +578,6 @@ func resolveRunConfig(c *cli.Context) (runConfig, error) {
 	}
 	if c.IsSet("res-blocks") {
 		m.NumResBlocks = c.Int("res-blocks")
-		if err := checkRange("res-blocks", m.NumResBlocks, 1, maxResBlocks); err != nil {
-			return cfg, err
-		}
 	}
 	if c.IsSet("attention-res") {
 		m.AttentionResolutions = c.IntSlice("attention-res")

@@ -83,8 +83,11 @@ func resolveAutoencoderRun(c *cli.Context) (autoencoderRun, string, error) {
 	if r.every <= 0 || r.keep <= 0 || c.Int64("log-every") <= 0 {
 		return r, "", fmt.Errorf("--checkpoint-every (%d), --keep (%d) and --log-every (%d) must be positive", r.every, r.keep, c.Int64("log-every"))
 	}
-	if c.Int64("eval-every") < 0 || c.Int("eval-n") < 0 {
-		return r, "", fmt.Errorf("--eval-every (%d) and --eval-n (%d) must not be negative", c.Int64("eval-every"), c.Int("eval-n"))
+	if c.Int64("eval-every") < 0 {
+		return r, "", fmt.Errorf("--eval-every %d must not be negative", c.Int64("eval-every"))
+	}
+	if err := checkRange("eval-n", c.Int("eval-n"), 0, maxImages); err != nil {
+		return r, "", err
 	}
 	if dir := c.String("resume"); dir != "" {
 		for _, f := range trainAutoencoderFlags {

@@ -215,8 +215,39 @@ func (c Config) Validate() error {
 	if len(p) > 0 {
 		return invalid(p)
 	}
+	// Widths and depths are bounded first so that counting the parameters
+	// cannot overflow; then the count, which a slip of the keyboard (a
+	// hundred thousand residual blocks) would take past any machine's
+	// memory while the model is built.
+	for i, m := range c.ChannelMult {
+		if ch := int64(c.BaseChannels) * int64(m); ch > MaxChannels {
+			bad("level %d has %d channels, more than %d", i, ch, MaxChannels)
+		}
+	}
+	if c.NumResBlocks > MaxResBlocks || levels > MaxLevels {
+		bad("%d levels of %d residual blocks: at most %d levels of %d", levels, c.NumResBlocks, MaxLevels, MaxResBlocks)
+	}
+	if len(p) == 0 {
+		if n := c.NumParams(); n > MaxParams {
+			bad("%d parameters, more than %d", n, int64(MaxParams))
+		}
+	}
+	if len(p) > 0 {
+		return invalid(p)
+	}
 	return nil
 }
+
+// Bounds of a configuration: far past the largest published U-Nets (Stable
+// Diffusion XL's has 2.6 billion parameters, at most 1280 channels and 10
+// blocks a level), so that a typing slip is an error rather than a model
+// that takes every byte of memory to build.
+const (
+	MaxChannels  = 1 << 14
+	MaxResBlocks = 64
+	MaxLevels    = 12
+	MaxParams    = 8e9
+)
 
 func (c Config) headsDivide(ch int) bool {
 	if c.HeadChannels > 0 {

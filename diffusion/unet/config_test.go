@@ -106,6 +106,9 @@ func TestValidate(t *testing.T) {
 		{"unreachable attention", func(c *Config) { c.AttentionResolutions = []int{4} },
 			"attention resolution 4 is never reached (the levels have resolutions [16 8])"},
 		{"heads divide", func(c *Config) { c.NumHeads = 3 }, "not divisible into heads (num_heads 3)"},
+		{"wide", func(c *Config) { c.BaseChannels = 1 << 30 }, "level 0 has 1073741824 channels, more than 16384"},
+		{"deep", func(c *Config) { c.NumResBlocks = 100000 }, "2 levels of 100000 residual blocks: at most 12 levels of 64"},
+		{"large", func(c *Config) { c.BaseChannels, c.NumResBlocks = 4096, 64 }, "parameters, more than 8000000000"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
