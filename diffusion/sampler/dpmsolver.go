@@ -1,6 +1,7 @@
 package sampler
 
 import (
+	"fmt"
 	"math"
 
 	"github.com/ddpm-go/ddpm/torch"
@@ -26,6 +27,8 @@ type dpmSolverStepper struct {
 	prevX0 *torch.Tensor
 	// prevH is the previous step's h (0 before the first step).
 	prevH float64
+	// next is the step expected next.
+	next int
 }
 
 func newDPMSolverStepper(r *run) stepper { return &dpmSolverStepper{run: r} }
@@ -35,6 +38,18 @@ func (r *run) halfLogSNR(t int) float64 { return r.sc.At(t).LogSNR / 2 }
 
 func (d *dpmSolverStepper) step(s *torch.Scope, i int, x, x0, _ *torch.Tensor) *torch.Tensor {
 	r := d.run
+	// The multistep state belongs to one pass over the timesteps, in order:
+	// a new pass (a Stepper reused) starts afresh, and a step out of order
+	// would pair this x̂_0 with another step's.
+	switch {
+	case i == 0:
+		d.prevX0.Close()
+		d.prevX0, d.prevH = nil, 0
+	case i != d.next:
+		s.Fail(fmt.Errorf("DPM-Solver++ steps in order: step %d given, step %d expected", i+1, d.next+1))
+		return nil
+	}
+	d.next = i + 1
 	if r.last(i) {
 		// σ_next = 0, e^{-h} = 0: x_0 = D = x̂_0 in first order.
 		return x0
@@ -53,7 +68,9 @@ func (d *dpmSolverStepper) step(s *torch.Scope, i int, x, x0, _ *torch.Tensor) *
 		return nil
 	}
 	d.prevX0.Close()
-	d.prevX0, d.prevH = s.Keep(x0), h
+	// A copy: x0 may be the caller's model output itself (an x0-predicting
+	// model without clipping), which the caller keeps using.
+	d.prevX0, d.prevH = s.Keep(s.Clone(x0)), h
 	return out
 }
 

@@ -55,7 +55,8 @@ var algorithms = []algorithm{
 	{kind: DDPM, aliases: []string{"ancestral"}, steps: func(T int) int { return T }, spacing: diffusion.SpacingLinspace,
 		stochastic: func(o Options) bool { return o.Steps > 1 }, stepper: newDDPMStepper},
 	{kind: DDIM, steps: func(T int) int { return min(DefaultDDIMSteps, T) }, spacing: diffusion.SpacingLinspace,
-		stochastic: func(o Options) bool { return o.Eta > 0 && o.Steps > 1 }, stepper: newDDIMStepper},
+		// With FinalAlphaCumprodAtZero even the last step lands on a noise level.
+		stochastic: func(o Options) bool { return o.Eta > 0 && (o.Steps > 1 || o.FinalAlphaCumprodAtZero) }, stepper: newDDIMStepper},
 	{kind: DPMPP2M, aliases: []string{"dpmpp2m", "dpm++2m", "dpm++-2m", "dpm-solver++", "dpmsolver++", "dpm-solver++-2m"},
 		steps: func(T int) int { return min(DefaultDPMSolverSteps, T) }, spacing: diffusion.SpacingLogSNR,
 		stochastic: func(Options) bool { return false }, stepper: newDPMSolverStepper},
@@ -305,6 +306,9 @@ func (o Options) resolve(sc *diffusion.Schedule) (config, error) {
 	if err != nil {
 		return config{}, err
 	}
+	if o.Target == diffusion.Epsilon && sc.At(ts[0]).SqrtAlphaCumprod == 0 {
+		return config{}, fmt.Errorf("sampler: the first timestep %d has ᾱ = 0 (a zero terminal SNR schedule), where a noise prediction says nothing of x_0 (x_0 = (x - sqrt(1-ᾱ) ε)/sqrt(ᾱ)); such a schedule needs a model predicting v or x0, or a spacing that starts below it (leading)", ts[0])
+	}
 	return config{Options: o, algo: algo, timesteps: ts}, nil
 }
 
@@ -488,6 +492,11 @@ func (r *run) scalar(s *torch.Scope, v float64) *torch.Tensor {
 func (r *run) noise(s *torch.Scope) *torch.Tensor {
 	if r.fixedNoise != nil {
 		return r.fixedNoise
+	}
+	if r.gen == nil {
+		// libtorch's global generator would make the run unrepeatable.
+		s.Fail(errors.New("the step draws noise: pass noise or give the sampler a generator"))
+		return nil
 	}
 	return s.Randn(r.shape, r.dtype, r.device, r.gen)
 }
