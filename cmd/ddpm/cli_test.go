@@ -191,6 +191,7 @@ func TestErrorsAreOneLine(t *testing.T) {
 		{"NaN dropout", []string{"train", "--preset", "tiny", "--dropout", "NaN", "--out", filepath.Join(tmp, "r3")}, "--dropout NaN out of range [0, 1)"},
 		{"autoencoder zero lr", []string{"train-autoencoder", "--lr", "0", "--out", filepath.Join(tmp, "r3")}, "--lr 0 must be positive"},
 		{"autoencoder negative warmup", []string{"train-autoencoder", "--warmup", "-1", "--out", filepath.Join(tmp, "r3")}, "--warmup -1 must be non-negative"},
+		{"zero terminal snr epsilon", []string{"train", "--preset", "tiny", "--zero-terminal-snr", "--out", filepath.Join(tmp, "r3")}, "--zero-terminal-snr needs --target v or x0"},
 		{"autoencoder huge eval", []string{"train-autoencoder", "--eval-n", "100000000", "--out", filepath.Join(tmp, "r3")}, "--eval-n 100000000 out of range [0, 1048576]"},
 		{"stray argument", []string{"sample", "--run", runDir, "--steps", "2", "oops", "-n", "1"}, `unexpected argument "oops"`},
 		{"eta without ddim", []string{"sample", "--run", runDir, "--eta", "0.7"}, "--eta is for --sampler ddim, and the sampler is dpmpp-2m"},

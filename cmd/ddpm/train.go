@@ -636,6 +636,11 @@ func resolveRunConfig(c *cli.Context) (runConfig, error) {
 	if err != nil {
 		return cfg, err
 	}
+	if cfg.Schedule.ZeroTerminalSNR && target == diffusion.Epsilon {
+		// Refused now rather than at the first sample grid: the samplers
+		// start where ᾱ = 0, and x_0 = (x - sqrt(1-ᾱ) ε)/sqrt(ᾱ).
+		return cfg, errors.New("--zero-terminal-snr needs --target v or x0: at the last timestep ᾱ = 0, where a noise prediction gives no x_0 to sample with")
+	}
 	sampling, err := train.ParseSampling(c.String("timestep-sampling"))
 	if err != nil {
 		return cfg, err
