@@ -26,8 +26,8 @@ var exportCommand = &cli.Command{
 		"diffusion_pytorch_model.safetensors): AutoencoderKL.from_pretrained reads it, and so does\n" +
 		"ddpm train --autoencoder.\n" +
 		"--format checkpoint writes one .safetensors file instead: the chosen weights (in --dtype) and the\n" +
-		"checkpoint's metadata, without what resuming needs; ddpm sample, eval, serve and info take it as\n" +
-		"--checkpoint (how the model under models/ is made).",
+		"checkpoint's metadata, without what resuming needs; ddpm sample, eval and info take it as\n" +
+		"--checkpoint, ddpm serve as --model NAME=FILE (how the model under models/ is made).",
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "run", Usage: "run directory (its newest checkpoint)", EnvVars: []string{"DDPM_RUN"}},
 		&cli.StringFlag{Name: "checkpoint", Usage: "checkpoint file (.safetensors)", EnvVars: []string{"DDPM_CHECKPOINT"}},
