@@ -21,33 +21,37 @@ func TestUNetMatchesDiffusers(t *testing.T) {
 	root := fixture.Diffusers(t)
 	for _, name := range []string{"unet-ddpm", "unet-ddpm-legacy", "unet-classcond"} {
 		t.Run(name, func(t *testing.T) {
-			dir := filepath.Join(root, name)
-			u, err := LoadUNet(dir, torch.CPU)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer u.Close()
-			s := torch.NewScope(torch.Inference)
-			defer s.Close()
-			io, _, err := s.LoadSafetensors(filepath.Join(dir, "io.safetensors"), torch.CPU)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out := u.Forward(s, io["sample"], io["timestep"], io["class_labels"])
-			diff := s.Max(s.Abs(s.Sub(out, io["output"])), nil, false)
-			if err := s.Err(); err != nil {
-				t.Fatal(err)
-			}
-			d, err := diff.Item()
-			if err != nil {
-				t.Fatal(err)
-			}
+			d := outputDiff(t, filepath.Join(root, name))
 			t.Logf("max |ours - diffusers| = %.6g", d)
 			if !(d <= 1e-4) {
 				t.Errorf("max |ours - diffusers| = %g, want <= 1e-4", d)
 			}
 		})
 	}
+}
+
+// outputDiff loads the U-Net of the folder dir and returns the largest
+// difference of its output on the folder's io.safetensors input from the
+// output diffusers gave.
+func outputDiff(t *testing.T, dir string) float64 {
+	t.Helper()
+	u, err := LoadUNet(dir, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	s := torch.NewScope(torch.Inference)
+	defer s.Close()
+	io, _, err := s.LoadSafetensors(filepath.Join(dir, "io.safetensors"), torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := u.Forward(s, io["sample"], io["timestep"], io["class_labels"])
+	d, err := s.Max(s.Abs(s.Sub(out, io["output"])), nil, false).Item()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 // copyFolder copies the fixture folder name into a temporary folder,
@@ -81,29 +85,12 @@ func copyFolder(t *testing.T, name string, edit func(path string, b []byte) []by
 // made); null is one head as wide as the channels, another network.
 func TestUNetAttentionHeadDimDefault(t *testing.T) {
 	forward := func(edit func(string) string) float64 {
-		dir := copyFolder(t, "unet-classcond", func(p string, b []byte) []byte {
+		return outputDiff(t, copyFolder(t, "unet-classcond", func(p string, b []byte) []byte {
 			if p == filepath.Join("unet", "config.json") {
 				return []byte(edit(string(b)))
 			}
 			return b
-		})
-		u, err := LoadUNet(dir, torch.CPU)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer u.Close()
-		s := torch.NewScope(torch.Inference)
-		defer s.Close()
-		io, _, err := s.LoadSafetensors(filepath.Join(dir, "io.safetensors"), torch.CPU)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := u.Forward(s, io["sample"], io["timestep"], io["class_labels"])
-		d, err := s.Max(s.Abs(s.Sub(out, io["output"])), nil, false).Item()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
+		}))
 	}
 	const line = `"attention_head_dim": 8,`
 	if d := forward(func(c string) string { return strings.Replace(c, line, "", 1) }); !(d <= 1e-4) {

@@ -87,17 +87,7 @@ func noiseImages(n int, seed uint64) *data.Dataset {
 //   - data: rank 1 flips its images and has one image more;
 //   - shard: both ranks read shard 0.
 func TestDistHelperStop(t *testing.T) {
-	if !disttest.IsRank() {
-		t.Skip("started only as a rank of a distributed test")
-	}
-	env, ok, err := torch.DistEnv()
-	if !ok || err != nil {
-		t.Fatalf("launch environment: %v %v", ok, err)
-	}
-	pg, err := torch.NewProcessGroup(env.Addr, env.Port, env.Rank, env.World, 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, pg := joinRankGroup(t)
 	defer pg.Close()
 	scenario, out := os.Getenv("DIST_SCENARIO"), os.Getenv("DIST_OUT")
 
@@ -291,26 +281,14 @@ func TestDistStopTogether(t *testing.T) {
 			t.Fatalf("%d and %d probes, want 3 (one a step)", len(a), len(b))
 		}
 		for i := range a {
-			if !equalFloats(a[i][0], b[i][0]) {
+			if !slices.Equal(a[i][0], b[i][0]) {
 				t.Errorf("step %d: the ranks' outputs without dropout differ: the weights are not the same", i+1)
 			}
-			if equalFloats(a[i][1], b[i][1]) {
+			if slices.Equal(a[i][1], b[i][1]) {
 				t.Errorf("step %d: the ranks drew the same dropout masks", i+1)
 			}
 		}
 	})
-}
-
-func equalFloats(a, b []float32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Ranks with other data (size, flips) or shards fail together before

@@ -101,19 +101,27 @@ func weights(tr *train.Trainer, m *unet.UNet) map[string]*torch.Tensor {
 	return out
 }
 
-// TestDistHelperTrain is one rank of TestDistTrainingMatchesOneProcess.
-func TestDistHelperTrain(t *testing.T) {
+// joinRankGroup joins the process group of a test started as a rank of a
+// distributed test, and skips the test otherwise.
+func joinRankGroup(t *testing.T) (torch.DistConfig, *torch.ProcessGroup) {
+	t.Helper()
 	if !disttest.IsRank() {
 		t.Skip("started only as a rank of a distributed test")
 	}
-	cfg, ok, err := torch.DistEnv()
+	env, ok, err := torch.DistEnv()
 	if !ok || err != nil {
 		t.Fatalf("launch environment: %v %v", ok, err)
 	}
-	pg, err := torch.NewProcessGroup(cfg.Addr, cfg.Port, cfg.Rank, cfg.World, 30*time.Second)
+	pg, err := torch.NewProcessGroup(env.Addr, env.Port, env.Rank, env.World, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return env, pg
+}
+
+// TestDistHelperTrain is one rank of TestDistTrainingMatchesOneProcess.
+func TestDistHelperTrain(t *testing.T) {
+	cfg, pg := joinRankGroup(t)
 	defer pg.Close()
 	b, _ := strconv.Atoi(os.Getenv("DIST_BATCH"))
 	out := os.Getenv("DIST_OUT")
