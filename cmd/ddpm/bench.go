@@ -97,6 +97,11 @@ func runBench(c *cli.Context) error {
 		Libtorch: torch.Version(), Precision: string(precision), Params: cfg.NumParams()}
 	shape := []int64{int64(cfg.InChannels), int64(cfg.ImageSize), int64(cfg.ImageSize)}
 	profile := c.Bool("profile")
+	if profile && dev.Type != torch.DeviceCPU {
+		// The profiler times operators on the host: on a GPU that is their
+		// launches, with the kernels' time landing on whichever waits.
+		return fmt.Errorf("--profile times operators on the CPU; on %s it would time kernel launches (use nsys or the PyTorch profiler there)", dev)
+	}
 	var trainOps []torch.OpStat
 	if res.TrainStepS, trainOps, err = benchTrainStep(c.Context, cfg, dev, precision, batch, shape, warm, iters, profile); err != nil {
 		return err

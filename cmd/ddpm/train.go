@@ -380,6 +380,9 @@ func runTrain(c *cli.Context) error {
 			return fmt.Errorf("the run is at step %d, past --steps %d; give --steps above %d to train further", tr.Step(), cfg.Train.Steps, tr.Step())
 		}
 		fmt.Fprintf(out, "ddpm: resumed from %s (step %d of %d)\n", rt.resumed, tr.Step(), cfg.Train.Steps)
+		if tr.Reseeded {
+			fmt.Fprintf(out, "ddpm: the checkpoint was written on another kind of device, whose noise generator this one cannot continue: reseeded from the run's seed and step\n")
+		}
 		// config.json is what every --resume reads, so a new --steps goes
 		// there (atomically, once the run has resumed), or the next plain
 		// --resume would go back to the old end.

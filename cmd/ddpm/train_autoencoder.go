@@ -242,6 +242,9 @@ func runTrainAutoencoder(c *cli.Context) error {
 			return err
 		}
 		fmt.Fprintf(out, "ddpm: resumed from %s (step %d of %d)\n", r.resume, tr.Steps(), r.train.Steps)
+		if tr.Reseeded {
+			fmt.Fprintf(out, "ddpm: the checkpoint was written on another kind of device, whose noise generator this one cannot continue: reseeded from the run's seed and step\n")
+		}
 	}
 
 	if err := removeStaleTemps(dir); err != nil {

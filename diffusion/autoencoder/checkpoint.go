@@ -38,6 +38,7 @@ type CheckpointMeta struct {
 	Model      Config
 	Train      TrainConfig
 	Data       string // the training data's path, "" if unknown
+	RNGDevice  string // the kind of device of the noise generator's state (checkpoint.KeyRNGDevice), "" if unknown
 }
 
 // ReadCheckpointMeta reads an autoencoder checkpoint's metadata without
@@ -76,6 +77,7 @@ func ReadCheckpointMeta(path string) (CheckpointMeta, error) {
 		return bad("training configuration", err)
 	}
 	m.Data = raw[keyData]
+	m.RNGDevice = raw[checkpoint.KeyRNGDevice]
 	for _, e := range h.Entries {
 		if strings.HasPrefix(e.Name, checkpoint.EMAPrefix) {
 			m.HasEMA = true
@@ -124,6 +126,7 @@ func (t *Trainer) Save(path string) error {
 	meta := map[string]string{
 		keyFormat: CheckpointFormat, keyStep: strconv.FormatInt(t.step, 10),
 		keyEMAUpdates: strconv.FormatInt(updates, 10), keyModel: string(model), keyTrain: string(train),
+		checkpoint.KeyRNGDevice: checkpoint.DeviceKind(t.model.dev),
 	}
 	if t.data != "" {
 		meta[keyData] = t.data
@@ -191,22 +194,18 @@ func (t *Trainer) Resume(path string) error {
 	if err != nil {
 		return fail("generator state: %v", err)
 	}
-	scratch, err := torch.NewGenerator(0, t.model.dev)
+	gen, reseeded, err := checkpoint.Generator(state, meta.RNGDevice, t.model.dev, t.cfg.Seed, meta.Step)
 	if err != nil {
-		return fmt.Errorf("autoencoder: %w", err)
-	}
-	defer scratch.Close()
-	if err := scratch.SetState(state); err != nil {
-		return fail("generator state: %v", err)
+		return fail("%v", err)
 	}
 	for _, p := range parts {
 		if err := nn.LoadStateDict(p.params, p.src); err != nil {
+			gen.Close()
 			return fail("%s: %v", p.what, err)
 		}
 	}
-	if err := t.gen.SetState(state); err != nil {
-		return fail("generator state: %v", err)
-	}
+	t.gen.Close()
+	t.gen, t.Reseeded = gen, reseeded
 	t.opt.SetSteps(meta.Step)
 	if t.ema != nil {
 		t.ema.SetUpdates(meta.EMAUpdates)

@@ -90,6 +90,11 @@ type Trainer struct {
 	step   int64
 	image  [3]int64 // C, H, W of the training images
 	data   string   // the dataset's path, recorded in checkpoints
+
+	// Reseeded reports that Resume read a checkpoint written on another
+	// kind of device and seeded the noise generator anew
+	// (checkpoint.Generator).
+	Reseeded bool
 }
 
 // NewTrainer prepares the training of m on train, whose images must have

@@ -109,3 +109,19 @@ func Tensors(ps []Param) []*torch.Tensor {
 	}
 	return ts
 }
+
+// CheckDevice reports the first of params not on dev: a model built on one
+// device and run on another would fail at its first operation with
+// libtorch's "Expected all tensors to be on the same device".
+func CheckDevice(params []Param, dev torch.Device) error {
+	for _, p := range params {
+		m, err := p.T.Meta()
+		if err != nil {
+			return fmt.Errorf("nn: parameter %s: %w", p.Name, err)
+		}
+		if m.Device.Type != dev.Type || (dev.Type == torch.DeviceCUDA && m.Device.Index != dev.Index) {
+			return fmt.Errorf("nn: the model's parameter %s is on %s, not on %s, where it is to run", p.Name, m.Device, dev)
+		}
+	}
+	return nil
+}

@@ -181,6 +181,16 @@ func New(model diffusion.Model, sched *diffusion.Schedule, info Info, o Options)
 	if err := o.Precision.Check(o.Device); err != nil {
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
+	if m, ok := model.(interface{ Params() []nn.Param }); ok {
+		if err := nn.CheckDevice(m.Params(), o.Device); err != nil {
+			return nil, fmt.Errorf("pipeline: %w", err)
+		}
+	}
+	if o.Latent != nil && o.Latent.Model != nil {
+		if err := nn.CheckDevice(o.Latent.Model.Params(), o.Device); err != nil {
+			return nil, fmt.Errorf("pipeline: autoencoder: %w", err)
+		}
+	}
 	if info.LatentChannels == 0 && info.LatentSize == 0 {
 		info.LatentChannels, info.LatentSize = info.Channels, info.Size
 	}

@@ -389,6 +389,9 @@ func Sample(ctx context.Context, m diffusion.Model, x *torch.Tensor, sc *diffusi
 	if cfg.algo.stochastic(cfg.Options) && gen == nil {
 		return nil, fmt.Errorf("sampler: sample: the %s sampler draws noise and needs a generator", cfg.Sampler)
 	}
+	if err := generatorOn(gen, meta.Device); err != nil {
+		return nil, fmt.Errorf("sampler: sample: %w", err)
+	}
 	r := &run{cfg: cfg, model: m, sc: sc, gen: gen, shape: meta.Shape, dtype: meta.DType, device: meta.Device}
 	r.stepper = cfg.algo.stepper(r)
 	defer r.stepper.close()
@@ -521,4 +524,13 @@ func (r *run) nextTimestep(i int) int {
 		return -1
 	}
 	return r.cfg.timesteps[i+1]
+}
+
+// generatorOn reports a generator (if any) of another device than the
+// samples': libtorch draws only from a generator of the tensor's device.
+func generatorOn(gen *torch.Generator, dev torch.Device) error {
+	if gen != nil && gen.Device().Type != dev.Type {
+		return fmt.Errorf("the generator is on %s, the samples on %s", gen.Device(), dev)
+	}
+	return nil
 }

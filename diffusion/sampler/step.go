@@ -75,6 +75,9 @@ func (st *Stepper) Step(s *torch.Scope, i int, x, out, noise *torch.Tensor) (nex
 		return nil, nil, fail(fmt.Errorf("x is %s %v, want a floating batch", meta.DType, meta.Shape))
 	}
 	r.shape, r.dtype, r.device = meta.Shape, meta.DType, meta.Device
+	if err := generatorOn(r.gen, meta.Device); err != nil {
+		return nil, nil, fail(err)
+	}
 	if noise == nil && r.gen == nil && r.cfg.algo.stochastic(r.cfg.Options) && !r.last(i) {
 		return nil, nil, fail(errors.New("the step draws noise: pass noise or give the stepper a generator"))
 	}

@@ -61,7 +61,7 @@ func (tr *Trainer) SaveCheckpoint() (string, error) {
 	meta := checkpoint.Meta{
 		Step: tr.step, EMAUpdates: tr.ema.Updates(), Schedule: tr.sched.Config(), Target: tr.cfg.Target,
 		ClassNames: tr.ClassNames, Data: tr.Data, Train: trainJSON, Autoencoder: tr.Autoencoder,
-		Extra: map[string]string{keyOptimizerSteps: strconv.FormatInt(tr.opt.Steps(), 10)},
+		Extra: map[string]string{keyOptimizerSteps: strconv.FormatInt(tr.opt.Steps(), 10), checkpoint.KeyRNGDevice: checkpoint.DeviceKind(tr.dev)},
 	}
 	if m, ok := tr.model.(unetConfigured); ok {
 		cfg := m.Config()
@@ -153,14 +153,11 @@ func (tr *Trainer) Resume(path string) error {
 		}
 		optSteps = n
 	}
-	// The generator state is checked by setting it on a scratch generator.
-	scratch, err := torch.NewGenerator(0, tr.dev)
+	// The generator is made now, and replaces the trainer's once nothing
+	// can fail.
+	gen, reseeded, err := checkpoint.Generator(state, meta.Extra[checkpoint.KeyRNGDevice], tr.dev, tr.cfg.Seed, meta.Step)
 	if err != nil {
-		return fmt.Errorf("train: %w", err)
-	}
-	defer scratch.Close()
-	if err := scratch.SetState(state); err != nil {
-		return fail("generator state: %v", err)
+		return fail("%v", err)
 	}
 	// 2. Restore.
 	for _, part := range []struct {
@@ -168,12 +165,12 @@ func (tr *Trainer) Resume(path string) error {
 		src    map[string]*torch.Tensor
 	}{{tr.params, model}, {tr.ema.Params(), ema}, {tr.opt.Buffers(), opt}} {
 		if err := nn.LoadStateDict(part.params, part.src); err != nil {
+			gen.Close()
 			return fail("%v", err)
 		}
 	}
-	if err := tr.gen.SetState(state); err != nil {
-		return fail("generator state: %v", err)
-	}
+	tr.gen.Close()
+	tr.gen, tr.Reseeded = gen, reseeded
 	if losses != nil {
 		copy(tr.history.losses, losses)
 		copy(tr.history.counts, counts)

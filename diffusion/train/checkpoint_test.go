@@ -1,6 +1,7 @@
 package train
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -210,5 +211,68 @@ func TestResumeRefusesAnotherScheduleOrTarget(t *testing.T) {
 		}
 		other.Close()
 		om.Close()
+	}
+}
+
+// A checkpoint written on another kind of device (here one that says
+// "cuda" and holds a CUDA generator's 16-byte state) resumes with the noise
+// generator seeded from the run's seed and step, the same at every such
+// resume, and says so; one of this kind restores its state.
+func TestResumeOnAnotherKindOfDevice(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Steps: 2, BatchSize: 4, Seed: 9, CheckpointEvery: 2, LogEvery: 2}
+	tr, m := newTestTrainer(t, dir, cfg)
+	if err := tr.Run(context.Background(), &fakeSource{seed: 1, n: 4, shape: [3]int{1, 8, 8}}); err != nil {
+		t.Fatal(err)
+	}
+	wantState, err := tr.gen.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Close()
+	m.Close()
+	path := filepath.Join(dir, checkpoint.Name(2))
+	if meta, err := checkpoint.ReadMeta(path); err != nil || meta.Extra[checkpoint.KeyRNGDevice] != "cpu" {
+		t.Fatalf("the checkpoint records the generator's device as %q (%v), want cpu", meta.Extra[checkpoint.KeyRNGDevice], err)
+	}
+	resume := func(p string) (reseeded bool, state []byte) {
+		t.Helper()
+		cfg.Steps = 4
+		r, rm := newTestTrainer(t, t.TempDir(), cfg)
+		defer rm.Close()
+		defer r.Close()
+		if err := r.Resume(p); err != nil {
+			t.Fatal(err)
+		}
+		st, err := r.gen.State()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Reseeded, st
+	}
+	if reseeded, st := resume(path); reseeded || !bytes.Equal(st, wantState) {
+		t.Errorf("same kind of device: reseeded %v, state restored %v", reseeded, bytes.Equal(st, wantState))
+	}
+
+	s := torch.NewScope(torch.NoGrad)
+	defer s.Close()
+	all, _, err := s.LoadSafetensors(path, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all[checkpoint.RNGState] = s.FromBytes(make([]byte, 16), torch.Uint8, 16) // a CUDA generator's seed and offset
+	meta, err := checkpoint.ReadMeta(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta.Extra[checkpoint.KeyRNGDevice] = "cuda"
+	moved := filepath.Join(t.TempDir(), checkpoint.Name(2))
+	if err := checkpoint.Write(moved, all, meta); err != nil {
+		t.Fatal(err)
+	}
+	r1, st1 := resume(moved)
+	r2, st2 := resume(moved)
+	if !r1 || !r2 || !bytes.Equal(st1, st2) || bytes.Equal(st1, wantState) {
+		t.Errorf("another kind of device: reseeded %v and %v, the same state both times %v", r1, r2, bytes.Equal(st1, st2))
 	}
 }

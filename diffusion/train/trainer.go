@@ -77,6 +77,13 @@ type Trainer struct {
 	// already: later Runs continue that source where the last one stopped.
 	positioned bool
 
+	// Reseeded reports that the last Resume read a checkpoint written on
+	// another kind of device, whose noise generator state this device's
+	// generator cannot take: the noise generator was seeded from (seed,
+	// step) instead, so the run goes on with other noise than an
+	// uninterrupted one (checkpoint.Generator).
+	Reseeded bool
+
 	// Dir is where checkpoints go; empty disables them.
 	Dir string
 	// ClassNames name the labels of a class-conditional model; they are
@@ -132,6 +139,9 @@ func New(model Model, sched *diffusion.Schedule, cfg Config, dev torch.Device, s
 		return nil, fmt.Errorf("train: image shape %v must be (C, H, W)", shape)
 	}
 	if err := torch.UseDefaultThreads(); err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	if err := nn.CheckDevice(model.Params(), dev); err != nil {
 		return nil, fmt.Errorf("train: %w", err)
 	}
 	cfg = cfg.WithDefaults()
@@ -407,6 +417,14 @@ func (tr *Trainer) trainStep(b data.Batch, stop bool) (stepResult, error) {
 		}
 		ls := make([]int64, b.N)
 		copy(ls, b.Labels)
+		for i, l := range ls {
+			// Checked here: on CUDA an index out of range is a device-side
+			// assert that leaves the process unable to use the GPU, even
+			// to write a checkpoint.
+			if l < 0 || l >= int64(tr.cfg.NumClasses) {
+				return stepResult{}, fmt.Errorf("train: batch %d: image %d has label %d, outside [0, %d)", tr.step+1, i, l, tr.cfg.NumClasses)
+			}
+		}
 		for i := range global {
 			if rng.Float64() < tr.cfg.LabelDropout && i >= off && i < off+b.N {
 				ls[i-off] = int64(tr.cfg.NumClasses) // the null label

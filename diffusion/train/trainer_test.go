@@ -614,3 +614,29 @@ func TestLatestFromTheFirstStep(t *testing.T) {
 		t.Errorf("records %+v; want one of loss %g", logged, mean)
 	}
 }
+
+// labelSource yields batches of n noise images with the given labels.
+type labelSource struct {
+	fakeSource
+	labels []int64
+}
+
+func (l *labelSource) Next(ctx context.Context) (data.Batch, error) {
+	b, err := l.fakeSource.Next(ctx)
+	b.Labels = l.labels
+	return b, err
+}
+
+// A label outside the model's classes is an error of the step naming it,
+// checked on the host (on CUDA the model's lookup would be a device-side
+// assert that leaves the process without its GPU).
+func TestLabelsOutOfRange(t *testing.T) {
+	cfg := Config{Steps: 1, BatchSize: 2, NumClasses: 3}
+	tr, m := newTestTrainer(t, "", cfg)
+	defer m.Close()
+	defer tr.Close()
+	src := &labelSource{fakeSource{n: 2, shape: [3]int{1, 8, 8}}, []int64{1, 3}}
+	if err := tr.Run(context.Background(), src); err == nil || !strings.Contains(err.Error(), "image 1 has label 3, outside [0, 3)") {
+		t.Errorf("Run = %v, want the label named", err)
+	}
+}
