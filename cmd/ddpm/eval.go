@@ -137,6 +137,13 @@ func runEval(c *cli.Context) error {
 			return err
 		}
 		info := p.Info()
+		if info.NumClasses > 0 && so.Labels == nil {
+			// A class-conditional model is scored on every class in turn,
+			// as training's evaluations sample it (not on the null label,
+			// which a run without label dropout never trained).
+			so.Labels = pipeline.CycleLabels(n, info.NumClasses)
+			e.note("sampling the %d classes in turn (--class C scores one)", info.NumClasses)
+		}
 		e.size, e.chans = info.Size, info.Channels
 		if e.refArg == "" {
 			if e.refArg, err = trainingData(info.Data); err != nil {
@@ -277,6 +284,17 @@ func (e *evaluation) extract(ext features.Extractor, ds *data.Dataset, label str
 	return fs, err
 }
 
+// noteFewImages says when a FID is of fewer images than its features have
+// dimensions: the estimate of their covariance is then singular and the
+// FID far above what more images give (the test images against the
+// training set of Fashion-MNIST in the classifier's 256 dimensions: 8.07 of
+// 64 images, 1.67 of 256, 0.47 of 1000).
+func (e *evaluation) noteFewImages(metric string, fs *features.FeatureSet) {
+	if fs.N < fs.Dim {
+		e.note("%s of %d images, fewer than its %d feature dimensions: it reads high; compare it only with scores of as many images", metric, fs.N, fs.Dim)
+	}
+}
+
 // classifierMetrics fills the fid-classifier family, unless the reference
 // has no labels to train the classifier on.
 func (e *evaluation) classifierMetrics(res *evalResult, ref, test, gen *data.Dataset) error {
@@ -305,6 +323,7 @@ func (e *evaluation) classifierMetrics(res *evalResult, ref, test, gen *data.Dat
 	if err != nil {
 		return err
 	}
+	e.noteFewImages("fid-classifier", genFeats)
 	res.FIDClassifier = ptr(r.FID)
 	if r.HasKID {
 		res.KIDClassifier, res.KIDClassifierStd = ptr(r.KID), ptr(r.KIDStd)
@@ -437,6 +456,7 @@ func (e *evaluation) inceptionMetrics(res *evalResult, ext *features.TorchScript
 	if err != nil {
 		return err
 	}
+	e.noteFewImages("fid-inception", fs)
 	res.FIDInception = ptr(r.FID)
 	if r.HasKID {
 		res.KIDInception, res.KIDInceptionStd = ptr(r.KID), ptr(r.KIDStd)

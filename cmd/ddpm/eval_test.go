@@ -265,3 +265,36 @@ func TestTrainLogsOfflineFID(t *testing.T) {
 		t.Errorf("cached classifiers: %v", m)
 	}
 }
+
+// The score a class-conditional run prints after training is what the
+// eval command it names prints: the same seed and the classes in turn.
+func TestFinalEvalIsReproducible(t *testing.T) {
+	t.Setenv(features.InceptionEnv, "")
+	t.Setenv(features.CacheDirEnv, t.TempDir())
+	dataDir, runDir := t.TempDir(), filepath.Join(t.TempDir(), "run")
+	writeIDX(t, dataDir, 48)
+	code, out, errOut := ddpm(t, "train", "--preset", "tiny", "--data", dataDir, "--classes", "--seed", "5", "--steps", "4",
+		"--batch", "8", "--final-eval", "12", "--out", runDir, "--quiet")
+	if code != 0 {
+		t.Fatalf("train: %d %s%s", code, out, errOut)
+	}
+	all := out + errOut
+	i := strings.Index(all, "ddpm: fid-classifier ")
+	if i < 0 {
+		t.Fatalf("no final score in:\n%s", all)
+	}
+	line, _, _ := strings.Cut(all[i:], "\n")
+	printed := strings.Fields(line)[2]
+	cmd := strings.Fields(line[strings.Index(line, "ddpm eval ")+len("ddpm "):])
+	cmd = cmd[:len(cmd)-3] // "measures it again)"
+	if want := []string{"eval", "--run", runDir, "--n", "12", "--seed", "5"}; strings.Join(cmd, " ") != strings.Join(want, " ") {
+		t.Fatalf("the final score names %q, want %q", cmd, want)
+	}
+	code, out, errOut = ddpm(t, append(cmd, "--quiet")...)
+	if code != 0 {
+		t.Fatalf("eval: %d %s%s", code, out, errOut)
+	}
+	if got := metricLines(t, out)["fid-classifier"]; got != printed {
+		t.Errorf("eval printed fid-classifier %s, training %s", got, printed)
+	}
+}

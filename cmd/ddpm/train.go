@@ -447,7 +447,7 @@ func runTrain(c *cli.Context) error {
 				return nil, err
 			}
 			if fid.finalAt(step) {
-				finalFID = fmt.Sprintf("ddpm: fid-classifier %.4f (%d samples of the EMA weights with the default sampler, against the training data; ddpm eval --run %s --n %d measures it again)", v, n, dir, n)
+				finalFID = fmt.Sprintf("ddpm: fid-classifier %.4f (%d samples of the EMA weights with the default sampler, against the training data; ddpm eval --run %s --n %d --seed %d measures it again)", v, n, dir, n, cfg.Train.Seed)
 			}
 			return map[string]float64{"fid_classifier": v}, nil
 		}

@@ -11,10 +11,10 @@ import (
 
 // trainFID measures the offline FID (fid_classifier) during training: it
 // samples images with the EMA weights (the default sampler, the same noise
-// every time) and compares their features in the space of the data's cached
-// feature classifier with those of the training data, exactly as ddpm eval
-// does: evalN samples every evalEvery steps, and final samples after the
-// last step.
+// every time, the classes in turn) and compares their features in the space
+// of the data's cached feature classifier with those of the training data,
+// as ddpm eval --seed (the run's seed) does: evalN samples every evalEvery
+// steps, and final samples after the last step.
 type trainFID struct {
 	evalEvery int64
 	evalN     int
