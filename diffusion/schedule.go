@@ -439,12 +439,6 @@ func newScheduleFromBetas(cfg ScheduleConfig, betas []float64) *Schedule {
 		logAC += math.Log1p(-b)
 		om := -math.Expm1(logAC) // 1 - ᾱ_t
 		sqAC, sqOM := math.Sqrt(ac), math.Sqrt(om)
-		if ac < 0x1p-1022 && !math.IsInf(logAC, -1) {
-			// ᾱ_t is subnormal or has underflowed to 0 (tens of thousands
-			// of steps, or large betas), its square root need not be: the
-			// samplers divide by it.
-			sqAC = math.Exp(logAC / 2)
-		}
 
 		s.alphas[i] = a
 		s.alphasCumprod[i] = ac

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
+	"slices"
 	"strings"
 
 	"github.com/ddpm-go/ddpm/torch"
@@ -46,13 +48,32 @@ func finiteFlag(name string, v float64) error {
 	return nil
 }
 
+// givenHere reports whether flag name was given to this command, not left
+// to its environment variable: a setting exported for every command (say
+// DDPM_ETA) must not make one refuse what does not apply to it.
+func givenHere(c *cli.Context, name string) bool {
+	if !c.IsSet(name) {
+		return false
+	}
+	for _, f := range c.Command.Flags {
+		if e, ok := f.(interface{ GetEnvVars() []string }); ok && slices.Contains(f.Names(), name) {
+			for _, v := range e.GetEnvVars() {
+				if _, set := os.LookupEnv(v); set {
+					return false // the flag or its variable: taken as the variable
+				}
+			}
+		}
+	}
+	return true
+}
+
 // onlyOne refuses more than one of the named flags given (set and not
 // empty): each names the same thing, a model say, and the command would
 // use one and ignore the others.
 func onlyOne(c *cli.Context, names ...string) error {
 	var given []string
 	for _, n := range names {
-		if c.IsSet(n) && c.String(n) != "" {
+		if givenHere(c, n) && c.String(n) != "" {
 			given = append(given, "--"+n)
 		}
 	}

@@ -20,7 +20,8 @@ func checkEnvironment(lookup func(string) (string, bool)) error {
 	for _, name := range []string{"OMP_NUM_THREADS", "MKL_NUM_THREADS"} {
 		// OpenMP takes a list, one count per nesting level; libtorch reads
 		// the first.
-		if v, ok := lookup(name); ok && !positiveList(v) {
+		// Empty is unset to both (libgomp warns and goes on).
+		if v, ok := lookup(name); ok && strings.TrimSpace(v) != "" && !positiveList(v) {
 			return fmt.Errorf("environment: %s=%q: want a positive number of threads, or leave it unset", name, v)
 		}
 	}
@@ -37,10 +38,10 @@ func checkEnvironment(lookup func(string) (string, bool)) error {
 }
 
 // positiveList reports whether s is one or more positive integers,
-// comma-separated.
+// comma-separated, with white space around them as OpenMP allows.
 func positiveList(s string) bool {
 	for _, f := range strings.Split(s, ",") {
-		if n, err := strconv.Atoi(f); err != nil || n < 1 {
+		if n, err := strconv.Atoi(strings.TrimSpace(f)); err != nil || n < 1 {
 			return false
 		}
 	}

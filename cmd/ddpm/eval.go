@@ -137,12 +137,12 @@ func runEval(c *cli.Context) error {
 			return err
 		}
 		info := p.Info()
-		if info.NumClasses > 0 && so.Labels == nil {
+		if info.NumClasses > 0 && so.Labels == nil && !givenHere(c, "class") {
 			// A class-conditional model is scored on every class in turn,
 			// as training's evaluations sample it (not on the null label,
 			// which a run without label dropout never trained).
 			so.Labels = pipeline.CycleLabels(n, info.NumClasses)
-			e.note("sampling the %d classes in turn (--class C scores one)", info.NumClasses)
+			e.note("sampling the %d classes in turn (--class C scores one, --class -1 the null label)", info.NumClasses)
 		}
 		e.size, e.chans = info.Size, info.Channels
 		if e.refArg == "" {

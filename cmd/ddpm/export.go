@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/ddpm-go/ddpm/diffusion/autoencoder"
 	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
 	"github.com/ddpm-go/ddpm/diffusion/diffusers"
+	"github.com/ddpm-go/ddpm/diffusion/nn"
 	"github.com/ddpm-go/ddpm/diffusion/pipeline"
 	"github.com/ddpm-go/ddpm/torch"
 	"github.com/urfave/cli/v2"
@@ -153,13 +155,23 @@ func exportWeights(c *cli.Context, path string, w checkpoint.Weights, out string
 }
 
 // checkWeightsFinite refuses to export weights that sample, eval and serve
-// would refuse: it loads the checkpoint as they do (on the CPU, with its
-// autoencoder if it is a latent model), which checks every weight finite.
+// would refuse, from the checkpoint file alone (a latent model's
+// autoencoder need not be at hand to copy the model).
 func checkWeightsFinite(path string, w checkpoint.Weights) error {
-	p, err := pipeline.Load(path, pipeline.Options{Device: torch.CPU, Weights: w})
+	s := torch.NewScope(torch.NoGrad)
+	defer s.Close()
+	all, _, err := s.LoadSafetensors(path, torch.CPU)
 	if err != nil {
 		return err
 	}
-	p.Close()
+	part := checkpoint.Part(all, w.Prefix(), false)
+	params := make([]nn.Param, 0, len(part))
+	for name, t := range part {
+		params = append(params, nn.Param{Name: name, T: t})
+	}
+	slices.SortFunc(params, func(a, b nn.Param) int { return strings.Compare(a.Name, b.Name) })
+	if err := pipeline.CheckFinite(params); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
 	return nil
 }

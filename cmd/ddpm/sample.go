@@ -175,7 +175,7 @@ func sampleOptions(c *cli.Context, p *pipeline.Pipeline, n int) (pipeline.Genera
 		flag string
 		kind sampler.Kind
 	}{{"eta", sampler.DDIM}, {"variance", sampler.DDPM}} {
-		if c.IsSet(f.flag) && o.Sampling.Sampler != f.kind {
+		if givenHere(c, f.flag) && o.Sampling.Sampler != f.kind {
 			return o, fmt.Errorf("--%s is for --sampler %s, and the sampler is %s", f.flag, f.kind, o.Sampling.Sampler)
 		}
 	}

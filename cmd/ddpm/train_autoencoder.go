@@ -114,7 +114,7 @@ func resolveAutoencoderRun(c *cli.Context) (autoencoderRun, string, error) {
 			r.keep = r.train.KeepCheckpoints
 		}
 		if n := r.train.HeldOut; n != nil {
-			if c.IsSet("eval-n") && r.evalN != *n {
+			if givenHere(c, "eval-n") && r.evalN != *n {
 				return r, "", fmt.Errorf("--eval-n %d cannot change a run on --resume: the run's is %d, and without a test split it decides which images train; leave --eval-n out", r.evalN, *n)
 			}
 			r.evalN = *n

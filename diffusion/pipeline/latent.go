@@ -61,7 +61,7 @@ func LoadAutoencoder(path string, w checkpoint.Weights, dev torch.Device) (*auto
 	if err != nil {
 		return nil, "", "", fmt.Errorf("pipeline: %w", err)
 	}
-	if err := checkFinite(m.Params()); err != nil {
+	if err := CheckFinite(m.Params()); err != nil {
 		m.Close()
 		return nil, "", "", fmt.Errorf("pipeline: autoencoder %s: %w", file, err)
 	}

@@ -128,7 +128,7 @@ func Load(path string, o Options) (*Pipeline, error) {
 		model.Close()
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
-	if err := checkFinite(model.Params()); err != nil {
+	if err := CheckFinite(model.Params()); err != nil {
 		model.Close()
 		return nil, fmt.Errorf("pipeline: %s: %w", path, err)
 	}
@@ -238,7 +238,7 @@ func LoadDiffusers(dir string, o Options) (*Pipeline, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
-	if err := checkFinite(f.UNet.Params()); err != nil {
+	if err := CheckFinite(f.UNet.Params()); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("pipeline: %s: %w", dir, err)
 	}
@@ -267,7 +267,9 @@ func LoadDiffusers(dir string, o Options) (*Pipeline, error) {
 }
 
 // checkFinite fails on the first parameter holding NaN or Inf, naming it.
-func checkFinite(params []nn.Param) error {
+// CheckFinite reports the first of params holding a NaN or an infinity:
+// such weights sample only NaN.
+func CheckFinite(params []nn.Param) error {
 	s := torch.NewScope(torch.Inference)
 	defer s.Close()
 	for _, p := range params {

@@ -183,13 +183,13 @@ func (e *Engine) dropCancelled(active []*job) []*job {
 }
 
 // admit moves queued requests, oldest first, into worker w's batch while
-// their rows fit in MaxBatch and w's rows are below its share of all rows
-// (running and waiting, spread evenly over the workers), and starts them.
-// The share keeps the first worker awake from taking every request; a
-// worker below it takes a request that takes it over, so that a request
-// never waits while every worker has room for it (two workers at one row
-// each and a request of two: the share is two, and neither would take it
-// if it had to fit in the share).
+// their rows fit in MaxBatch and in w's share of all rows (running and
+// waiting, spread evenly over the workers), and starts them. The share
+// keeps the first worker awake from taking every request. A request that
+// would take w over its share is still w's when w is below the share and
+// no other worker has fewer rows, so that a request never waits while
+// every worker has room for it (two workers at one row each and a request
+// of two: the share is two, and neither would take it if it had to fit).
 func (e *Engine) admit(w int, active []*job) []*job {
 	used := 0
 	for _, j := range active {
@@ -213,7 +213,7 @@ func (e *Engine) admit(w int, active []*job) []*job {
 			continue
 		}
 		need := min(j.batch, j.n) * j.rows
-		if used+need > e.opts.MaxBatch || (used > 0 && used >= share) {
+		if used+need > e.opts.MaxBatch || (used > 0 && used+need > share && (used >= share || e.otherBelow(w, used))) {
 			break
 		}
 		used += need
@@ -262,6 +262,17 @@ func (e *Engine) startBatch(j *job) error {
 	}
 	j.st, j.timesteps, j.x, j.i, j.b = st, st.Timesteps(), s.Keep(x), 0, b
 	return nil
+}
+
+// otherBelow reports whether a worker other than w has fewer than rows
+// rows. The caller holds e.mu.
+func (e *Engine) otherBelow(w, rows int) bool {
+	for i, l := range e.load {
+		if i != w && l.rows < rows {
+			return true
+		}
+	}
+	return false
 }
 
 // setActive records worker w's active jobs as its load.

@@ -245,19 +245,31 @@ func TestFailedResumeChangesNothing(t *testing.T) {
 	if err := src.Run(context.Background(), &fakeSource{n: 2, shape: [3]int{1, 8, 8}}); err != nil {
 		t.Fatal(err)
 	}
-	// A trainer over T = 50 (its loss-aware resampler another size too):
-	// the checkpoint's schedule is refused, and nothing may have changed.
-	sc := mustSchedule(t, diffusion.ScheduleConfig{T: 50})
-	m := newConvModel(t, 100)
-	defer m.Close()
-	tr, err := New(m, sc, Config{Steps: 3, BatchSize: 2, Sampling: LossAware}, torch.CPU, []int64{1, 8, 8})
+	// The same checkpoint with a generator state no generator takes: the
+	// last thing Resume checks before it restores, after the weights, the
+	// optimizer state and the resampler fit, so everything before it must
+	// stay as it was.
+	s := torch.NewScope(torch.NoGrad)
+	defer s.Close()
+	all, _, err := s.LoadSafetensors(src.LastCheckpoint(), torch.CPU)
 	if err != nil {
 		t.Fatal(err)
 	}
+	meta, err := checkpoint.ReadMeta(src.LastCheckpoint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	all[checkpoint.RNGState] = s.FromBytes([]byte{1, 2, 3}, torch.Uint8, 3)
+	bad := filepath.Join(t.TempDir(), checkpoint.Name(3))
+	if err := checkpoint.Write(bad, all, meta); err != nil {
+		t.Fatal(err)
+	}
+	tr, m := newTestTrainer(t, t.TempDir(), Config{Steps: 3, BatchSize: 2, Sampling: LossAware})
+	defer m.Close()
 	defer tr.Close()
 	before, emaBefore := paramValues(t, m.Params()), paramValues(t, tr.EMA().Params())
-	if err := tr.Resume(src.LastCheckpoint()); err == nil || !strings.Contains(err.Error(), "noise schedule") {
-		t.Fatalf("resume: %v, want a noise schedule error", err)
+	if err := tr.Resume(bad); err == nil || !strings.Contains(err.Error(), "generator state") {
+		t.Fatalf("resume: %v, want a generator state error", err)
 	}
 	if tr.Step() != 0 || tr.opt.Steps() != 0 || !reflect.DeepEqual(before, paramValues(t, m.Params())) ||
 		!reflect.DeepEqual(emaBefore, paramValues(t, tr.EMA().Params())) {
