@@ -10,7 +10,6 @@ import (
 
 	"github.com/ddpm-go/ddpm/diffusion"
 	"github.com/ddpm-go/ddpm/diffusion/checkpoint"
-	"github.com/ddpm-go/ddpm/diffusion/nn"
 	"github.com/ddpm-go/ddpm/diffusion/optim"
 	"github.com/ddpm-go/ddpm/torch"
 )
@@ -66,16 +65,8 @@ func TestResumeKeepsOptimizerStepsOfSkippedUpdates(t *testing.T) {
 		t.Fatalf("optimizer steps %d/%d, EMA updates %d/%d (uninterrupted/resumed)",
 			full.opt.Steps(), second.opt.Steps(), full.EMA().Updates(), second.EMA().Updates())
 	}
-	for name, pair := range map[string][2][]nn.Param{"model": {fm.Params(), m2.Params()}, "optimizer": {full.opt.Buffers(), second.opt.Buffers()}} {
-		a, b := paramValues(t, pair[0]), paramValues(t, pair[1])
-		for i := range a {
-			for j := range a[i] {
-				if a[i][j] != b[i][j] {
-					t.Fatalf("%s param %d[%d]: %v uninterrupted, %v resumed", name, i, j, a[i][j], b[i][j])
-				}
-			}
-		}
-	}
+	sameValues(t, "model", fm.Params(), m2.Params())
+	sameValues(t, "optimizer", full.opt.Buffers(), second.opt.Buffers())
 }
 
 // A checkpoint written without the optimizer's own step count (before it
@@ -106,8 +97,9 @@ func TestResumeWithoutOptimizerStepsUsesTheStep(t *testing.T) {
 	if err := second.Resume(path); err != nil || second.opt.Steps() != 1 {
 		t.Fatalf("resume: %v, optimizer steps %d, want 1", err, second.opt.Steps())
 	}
-	delete(meta.Extra, keyOptimizerSteps)
-	rewriteMeta(t, path, meta)
+	rewriteCheckpoint(t, path, path, func(_ *torch.Scope, _ map[string]*torch.Tensor, meta *checkpoint.Meta) {
+		delete(meta.Extra, keyOptimizerSteps)
+	})
 	third, m3 := newTestTrainer(t, dir, cfg)
 	defer m3.Close()
 	defer third.Close()
@@ -116,16 +108,25 @@ func TestResumeWithoutOptimizerStepsUsesTheStep(t *testing.T) {
 	}
 }
 
-// rewriteMeta writes the checkpoint at path again with meta.
-func rewriteMeta(t *testing.T, path string, meta checkpoint.Meta) {
+// rewriteCheckpoint writes the checkpoint at src to dst (which may be src)
+// with what edit changes of its tensors and metadata.
+func rewriteCheckpoint(t *testing.T, src, dst string, edit func(s *torch.Scope, all map[string]*torch.Tensor, meta *checkpoint.Meta)) {
 	t.Helper()
-	s := torch.NewScope(torch.NoGrad)
-	defer s.Close()
-	all, _, err := s.LoadSafetensors(path, torch.CPU)
+	meta, err := checkpoint.ReadMeta(src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := checkpoint.Write(path, all, meta); err != nil {
+	s := torch.NewScope(torch.NoGrad)
+	defer s.Close()
+	all, _, err := s.LoadSafetensors(src, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(s, all, &meta)
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkpoint.Write(dst, all, meta); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -254,22 +255,11 @@ func TestResumeOnAnotherKindOfDevice(t *testing.T) {
 		t.Errorf("same kind of device: reseeded %v, state restored %v", reseeded, bytes.Equal(st, wantState))
 	}
 
-	s := torch.NewScope(torch.NoGrad)
-	defer s.Close()
-	all, _, err := s.LoadSafetensors(path, torch.CPU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	all[checkpoint.RNGState] = s.FromBytes(make([]byte, 16), torch.Uint8, 16) // a CUDA generator's seed and offset
-	meta, err := checkpoint.ReadMeta(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	meta.Extra[checkpoint.KeyRNGDevice] = "cuda"
 	moved := filepath.Join(t.TempDir(), checkpoint.Name(2))
-	if err := checkpoint.Write(moved, all, meta); err != nil {
-		t.Fatal(err)
-	}
+	rewriteCheckpoint(t, path, moved, func(s *torch.Scope, all map[string]*torch.Tensor, meta *checkpoint.Meta) {
+		all[checkpoint.RNGState] = s.FromBytes(make([]byte, 16), torch.Uint8, 16) // a CUDA generator's seed and offset
+		meta.Extra[checkpoint.KeyRNGDevice] = "cuda"
+	})
 	r1, st1 := resume(moved)
 	r2, st2 := resume(moved)
 	if !r1 || !r2 || !bytes.Equal(st1, st2) || bytes.Equal(st1, wantState) {

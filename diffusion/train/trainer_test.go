@@ -126,6 +126,20 @@ func paramValues(t *testing.T, ps []nn.Param) [][]float32 {
 	return out
 }
 
+// sameValues fails unless the uninterrupted run's parameters and the
+// resumed run's are equal to the bit.
+func sameValues(t *testing.T, name string, uninterrupted, resumed []nn.Param) {
+	t.Helper()
+	a, b := paramValues(t, uninterrupted), paramValues(t, resumed)
+	for i := range a {
+		for j := range a[i] {
+			if a[i][j] != b[i][j] {
+				t.Fatalf("%s param %d[%d]: %v uninterrupted, %v resumed", name, i, j, a[i][j], b[i][j])
+			}
+		}
+	}
+}
+
 // A run of 2N steps and a run of N steps, resumed from its checkpoint for N
 // more, end with identical weights, EMA and optimizer state.
 func TestResumeIsExact(t *testing.T) {
@@ -169,20 +183,9 @@ func TestResumeIsExact(t *testing.T) {
 			if full.opt.Steps() != second.opt.Steps() || full.EMA().Updates() != second.EMA().Updates() {
 				t.Fatalf("optimizer steps %d/%d, EMA updates %d/%d", full.opt.Steps(), second.opt.Steps(), full.EMA().Updates(), second.EMA().Updates())
 			}
-			for name, pair := range map[string][2][]nn.Param{
-				"model":     {fm.Params(), m2.Params()},
-				"ema":       {full.EMA().Params(), second.EMA().Params()},
-				"optimizer": {full.opt.Buffers(), second.opt.Buffers()},
-			} {
-				a, b := paramValues(t, pair[0]), paramValues(t, pair[1])
-				for i := range a {
-					for j := range a[i] {
-						if a[i][j] != b[i][j] {
-							t.Fatalf("%s param %d[%d]: %v uninterrupted, %v resumed", name, i, j, a[i][j], b[i][j])
-						}
-					}
-				}
-			}
+			sameValues(t, "model", fm.Params(), m2.Params())
+			sameValues(t, "ema", full.EMA().Params(), second.EMA().Params())
+			sameValues(t, "optimizer", full.opt.Buffers(), second.opt.Buffers())
 		})
 	}
 }
@@ -249,21 +252,10 @@ func TestFailedResumeChangesNothing(t *testing.T) {
 	// last thing Resume checks before it restores, after the weights, the
 	// optimizer state and the resampler fit, so everything before it must
 	// stay as it was.
-	s := torch.NewScope(torch.NoGrad)
-	defer s.Close()
-	all, _, err := s.LoadSafetensors(src.LastCheckpoint(), torch.CPU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	meta, err := checkpoint.ReadMeta(src.LastCheckpoint())
-	if err != nil {
-		t.Fatal(err)
-	}
-	all[checkpoint.RNGState] = s.FromBytes([]byte{1, 2, 3}, torch.Uint8, 3)
 	bad := filepath.Join(t.TempDir(), checkpoint.Name(3))
-	if err := checkpoint.Write(bad, all, meta); err != nil {
-		t.Fatal(err)
-	}
+	rewriteCheckpoint(t, src.LastCheckpoint(), bad, func(s *torch.Scope, all map[string]*torch.Tensor, _ *checkpoint.Meta) {
+		all[checkpoint.RNGState] = s.FromBytes([]byte{1, 2, 3}, torch.Uint8, 3)
+	})
 	tr, m := newTestTrainer(t, t.TempDir(), Config{Steps: 3, BatchSize: 2, Sampling: LossAware})
 	defer m.Close()
 	defer tr.Close()
